@@ -1,0 +1,56 @@
+//! The embedded default's store: one SQLite file through sqlx, migrations embedded from
+//! `migrations/sqlite/`.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::error::{Error, Result};
+use crate::ports::HealthProbe;
+
+mod preferences;
+
+pub use preferences::SqlitePreferenceStore;
+
+/// Opens (creating if needed) the database at `url` (`sqlite://PATH` or `sqlite::memory:`) and brings
+/// its schema up to date.
+pub async fn connect(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::Backend(format!("invalid SQLite URL `{url}`: {e}")))?
+        .create_if_missing(true)
+        // WAL lets HTTP reads proceed while a write commits.
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    // An in-memory database lives as long as its one connection, so it must not be pooled wider.
+    let max = if url.contains(":memory:") { 1 } else { 4 };
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await
+        .map_err(|e| Error::Backend(format!("cannot open SQLite database `{url}`: {e}")))?;
+    sqlx::migrate!("../migrations/sqlite")
+        .run(&pool)
+        .await
+        .map_err(|e| Error::Backend(format!("SQLite migration failed: {e}")))?;
+    Ok(pool)
+}
+
+/// Readiness of the SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteHealth(pub SqlitePool);
+
+#[async_trait]
+impl HealthProbe for SqliteHealth {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn check(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.0)
+            .await
+            .map(|_| ())
+            .map_err(Error::backend)
+    }
+}

@@ -1,0 +1,218 @@
+//! The WebSocket sessions this replica holds: each one's bounded outbound queue and a way to close it.
+//! Anything that pushes to a client (replies now, deliveries later) goes through [`LocalSessions::send`],
+//! which never waits: a full queue means the client is not reading, and it is closed as slow.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::protocol::{ServerEnvelope, close_code};
+
+/// Per-connection limits and buffer sizes; see docs/protocol.md for the defaults and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub violations_per_minute: u32,
+    pub outbound_queue: usize,
+    pub write_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    /// Upper bound of the random reconnect delay suggested to clients when the replica drains.
+    pub reconnect_jitter_ms: u64,
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 10,
+            violations_per_minute: 5,
+            outbound_queue: 64,
+            write_timeout_ms: 10_000,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 90_000,
+            reconnect_jitter_ms: 5_000,
+            read_buffer_bytes: 4 * 1024,
+        }
+    }
+}
+
+/// Why the server closes a session from outside its own loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// One session's side of the hub: the receiving end of its queue and its close signal.
+pub struct SessionInbox {
+    pub outbound: mpsc::Receiver<ServerEnvelope>,
+    pub closer: SessionCloser,
+}
+
+/// Asks a session to close; the first request wins.
+#[derive(Clone, Default)]
+pub struct SessionCloser {
+    signal: CancellationToken,
+    request: Arc<OnceLock<CloseRequest>>,
+}
+
+impl SessionCloser {
+    pub fn close(&self, request: CloseRequest) {
+        let _ = self.request.set(request);
+        self.signal.cancel();
+    }
+
+    /// Resolves when a close was requested, with the request.
+    pub async fn requested(&self) -> CloseRequest {
+        self.signal.cancelled().await;
+        self.request.get().cloned().unwrap_or(CloseRequest {
+            code: close_code::INTERNAL_ERROR,
+            reason: "closed",
+        })
+    }
+}
+
+struct SessionEntry {
+    user_id: String,
+    outbound: mpsc::Sender<ServerEnvelope>,
+    closer: SessionCloser,
+}
+
+/// What happened to a message handed to [`LocalSessions::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Queued,
+    /// The queue was full: the session is being closed as a slow consumer, the message dropped
+    /// (anything that matters is replayed from the store on reconnect).
+    SlowConsumer,
+    /// No such session here.
+    Gone,
+}
+
+#[derive(Default)]
+pub struct LocalSessions {
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+}
+
+impl LocalSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a session with a queue of `capacity` messages.
+    pub fn open(&self, connection_id: &str, user_id: &str, capacity: usize) -> SessionInbox {
+        let (outbound, receiver) = mpsc::channel(capacity.max(1));
+        let closer = SessionCloser::default();
+        let entry = SessionEntry {
+            user_id: user_id.to_owned(),
+            outbound,
+            closer: closer.clone(),
+        };
+        if let Some(previous) = self.lock().insert(connection_id.to_owned(), entry) {
+            // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
+            previous.closer.close(CloseRequest {
+                code: close_code::CONNECTION_EXPIRED,
+                reason: "replaced",
+            });
+        }
+        SessionInbox {
+            outbound: receiver,
+            closer,
+        }
+    }
+
+    pub fn remove(&self, connection_id: &str) {
+        self.lock().remove(connection_id);
+    }
+
+    /// Queues `message` for one session without waiting.
+    pub fn send(&self, connection_id: &str, message: ServerEnvelope) -> SendOutcome {
+        let sessions = self.lock();
+        let Some(entry) = sessions.get(connection_id) else {
+            return SendOutcome::Gone;
+        };
+        match entry.outbound.try_send(message) {
+            Ok(()) => SendOutcome::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                entry.closer.close(CloseRequest {
+                    code: close_code::SLOW_CONSUMER,
+                    reason: "slow consumer",
+                });
+                SendOutcome::SlowConsumer
+            }
+        }
+    }
+
+    /// Connection ids of `user_id` held by this replica.
+    pub fn for_user(&self, user_id: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, entry)| entry.user_id == user_id)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::protocol::ServerMessage;
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_session_as_slow_and_never_blocks() {
+        let sessions = LocalSessions::default();
+        let mut inbox = sessions.open("c1", "alice", 2);
+        let pong = || ServerEnvelope::new(ServerMessage::Pong {}, 0);
+        assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
+        assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
+        assert_eq!(sessions.send("c1", pong()), SendOutcome::SlowConsumer);
+        let request = inbox.closer.requested().await;
+        assert_eq!(request.code, close_code::SLOW_CONSUMER);
+        assert!(
+            inbox.outbound.recv().await.is_some(),
+            "queued messages stay readable"
+        );
+        assert_eq!(sessions.send("nobody", pong()), SendOutcome::Gone);
+    }
+
+    #[tokio::test]
+    async fn sessions_are_found_by_user_and_removed() {
+        let sessions = LocalSessions::default();
+        let _a = sessions.open("c1", "alice", 4);
+        let _b = sessions.open("c2", "alice", 4);
+        let _c = sessions.open("c3", "bob", 4);
+        let mut ids = sessions.for_user("alice");
+        ids.sort();
+        assert_eq!(ids, ["c1", "c2"]);
+        sessions.remove("c1");
+        assert_eq!(sessions.for_user("alice"), ["c2"]);
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_id_closes_the_older_session() {
+        let sessions = LocalSessions::default();
+        let first = sessions.open("c1", "alice", 4);
+        let _second = sessions.open("c1", "alice", 4);
+        assert_eq!(
+            first.closer.requested().await.code,
+            close_code::CONNECTION_EXPIRED
+        );
+    }
+}

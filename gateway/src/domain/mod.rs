@@ -1,0 +1,11 @@
+//! Pure types and rules of a gateway: tokens, connections, protocol messages, rate arithmetic.
+//! Nothing here performs I/O or reads the clock; callers pass `now` in.
+
+pub mod connection;
+pub mod protocol;
+pub mod rate;
+pub mod token;
+pub mod user;
+
+/// Milliseconds since the Unix epoch: the one time unit on the wire and in every record.
+pub type UnixMs = i64;

@@ -1,0 +1,90 @@
+//! `ApiError`: every failure an HTTP client sees, as `{"error":{"code","message"}}` with a stable code.
+//! Internal details are logged, never returned.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<i64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let status = match &err {
+            Error::Unauthenticated(_)
+            | Error::JwtExpired
+            | Error::JwtInvalid(_)
+            | Error::Token(_) => StatusCode::UNAUTHORIZED,
+            Error::RateLimited { .. } | Error::TooManyConnections { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::InAppDisabled => StatusCode::FORBIDDEN,
+            Error::DuplicateConnection(_) => StatusCode::CONFLICT,
+            Error::UnknownConnection(_) => StatusCode::NOT_FOUND,
+            Error::WebSocketDisabled | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &err {
+            Error::Backend(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                "internal error".to_owned()
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "dependency unavailable");
+                "a dependency is unavailable, retry shortly".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let retry_after_secs = match &err {
+            // Whole seconds, rounded up: retrying at the advertised time must succeed.
+            Error::RateLimited { retry_after_ms } => Some((retry_after_ms + 999) / 1_000),
+            _ => None,
+        };
+        Self {
+            status,
+            code: err.code(),
+            message,
+            retry_after_secs,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

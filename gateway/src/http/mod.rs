@@ -1,0 +1,28 @@
+//! HTTP transport: parse, call one service method, map the result. No storage code here.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::app::Gateway;
+
+mod auth;
+mod dev;
+pub mod error;
+mod health;
+mod tokens;
+
+pub use error::ApiError;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/ws/token", post(tokens::issue).delete(tokens::revoke_all))
+        .route("/ws", get(crate::ws::upgrade));
+    if gateway.dev.is_some() {
+        router = router.route("/dev/jwt", post(dev::mint_jwt));
+    }
+    router.fallback(error::not_found).with_state(gateway)
+}

@@ -1,0 +1,17 @@
+//! Herald gateway: one replica's connection tokens, WebSocket sessions and HTTP API.
+//!
+//! Hexagonal: `domain` (pure rules), `ports` (traits), `adapters` (their implementations), `app`
+//! (services over ports), `http` and `ws` (transports over services). `server` composes them.
+
+pub mod adapters;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ports;
+pub mod server;
+pub mod telemetry;
+pub mod ws;
+
+pub use error::{Error, Result};

@@ -1,0 +1,232 @@
+//! Composition and serving: builds the adapters a configuration asks for, hands them to the services,
+//! serves HTTP and WebSocket, and drains on shutdown within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::adapters::clock::SystemClock;
+use crate::adapters::jwt::JwtVerifier;
+use crate::adapters::memory::{MemoryConnectionRegistry, MemoryRateLimiter, MemoryTokenLedger};
+use crate::adapters::sqlite::{self, SqliteHealth, SqlitePreferenceStore};
+use crate::app::dev::DevTokens;
+use crate::app::keys::SigningKeyRing;
+use crate::app::{ConnectionService, Gateway, Lifecycle, LocalSessions, TokenService};
+use crate::config::{Config, KeySource, StoreConfig, read_keys_file};
+use crate::ports::{Clock, ConnectionRegistry, RateLimiter, TokenLedger};
+
+/// How often expired registrations are purged (AC8).
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a signing-keys file is checked for changes (a rotated Kubernetes Secret).
+const KEYS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Builds a gateway for `config`: the embedded default (SQLite and in-process state).
+pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let StoreConfig::Sqlite { url } = &config.store;
+    let pool = sqlite::connect(url)
+        .await
+        .context("opening the embedded database")?;
+    let preferences = Arc::new(SqlitePreferenceStore::new(pool.clone()));
+    let ledger: Arc<dyn TokenLedger> = Arc::new(MemoryTokenLedger::default());
+    let registry: Arc<dyn ConnectionRegistry> = Arc::new(MemoryConnectionRegistry::default());
+    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::default());
+
+    let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
+    let tokens = Arc::new(TokenService::new(
+        keys.clone(),
+        ledger,
+        limiter.clone(),
+        preferences,
+        clock.clone(),
+        config.tokens,
+    ));
+    let connections = Arc::new(ConnectionService::new(
+        tokens.clone(),
+        registry,
+        limiter,
+        clock.clone(),
+        config.connections,
+    ));
+    let dev = config.dev_jwt_secret.as_deref().map(|secret| {
+        DevTokens::new(
+            secret,
+            &config.jwt.roles_claim,
+            config.jwt.issuer.clone(),
+            config.jwt.audience.clone(),
+        )
+    });
+    let gateway = Arc::new(Gateway {
+        tokens,
+        connections,
+        sessions: Arc::new(LocalSessions::default()),
+        users: Arc::new(JwtVerifier::new(config.jwt.clone())),
+        health: vec![Arc::new(SqliteHealth(pool))],
+        clock,
+        session_settings: config.session,
+        websocket_enabled: config.websocket_enabled,
+        dev,
+        lifecycle: Lifecycle::default(),
+    });
+    spawn_purger(&gateway);
+    if let KeySource::File(path) = &config.key_source {
+        spawn_key_reloader(&gateway, keys, path.clone());
+    }
+    Ok(gateway)
+}
+
+fn spawn_purger(gateway: &Arc<Gateway>) {
+    let connections = gateway.connections.clone();
+    let shutdown = gateway.lifecycle.shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => match connections.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "websocket:purged-expired"),
+                    Err(err) => tracing::warn!(error = %err, "websocket:purge-failed"),
+                },
+            }
+        }
+    });
+}
+
+/// Re-reads the keys file when it changes; a bad file is logged and the keys in force are kept.
+fn spawn_key_reloader(gateway: &Arc<Gateway>, keys: Arc<SigningKeyRing>, path: std::path::PathBuf) {
+    let shutdown = gateway.lifecycle.shutdown.clone();
+    tokio::spawn(async move {
+        let modified =
+            |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&path);
+        let mut every = tokio::time::interval(KEYS_RELOAD_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => {
+                    let now = modified(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    match read_keys_file(&path) {
+                        Ok(set) => {
+                            let kids: Vec<&str> = set.keys().iter().map(|k| k.kid()).collect();
+                            tracing::info!(?kids, "signing-keys:reloaded");
+                            keys.replace(set);
+                        }
+                        Err(err) => tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Serves until `shutdown` resolves, then drains: readiness false, sessions told to go away, in-flight
+/// requests finished; returns when everything finished or after `grace`, whichever comes first.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let lifecycle = gateway.lifecycle.clone();
+    let drain = lifecycle.clone();
+    let app = crate::http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("gateway:draining");
+        drain.begin_drain();
+    });
+    let tasks = lifecycle.tasks.clone();
+    let drained = async move {
+        server.await.context("serving")?;
+        tasks.close();
+        tasks.wait().await;
+        anyhow::Ok(())
+    };
+    let deadline = async {
+        lifecycle.shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = drained => result?,
+        () = deadline => tracing::warn!(grace_ms = grace.as_millis() as u64, "gateway:drain-deadline-passed"),
+    }
+    tracing::info!("gateway:stopped");
+    Ok(())
+}
+
+/// A gateway serving in the background: for tests and embedding.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningGateway {
+    /// Binds `config.listen` (port 0 picks a free port), builds and serves.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let gateway = build(&config).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = stop.clone();
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        let task = tokio::spawn(serve(
+            listener,
+            gateway.clone(),
+            async move { signal.cancelled().await },
+            grace,
+        ));
+        Ok(Self {
+            addr,
+            gateway,
+            stop,
+            task,
+        })
+    }
+
+    /// Drains as SIGTERM would and waits for the server to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("server task")?
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "gateway:shutdown-requested"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "gateway:shutdown-requested"),
+    }
+}

@@ -1,0 +1,191 @@
+//! One WebSocket session: a single task that reads client frames, drains the outbound queue, watches
+//! the heartbeat and the close signals. One task per connection keeps memory per connection small
+//! (see docs/benchmarks.md); every write has a deadline so a stalled client cannot pin the task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use rand::Rng;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite;
+
+use crate::app::Gateway;
+use crate::app::sessions::{CloseRequest, SendOutcome};
+use crate::domain::connection::ConnectionRecord;
+use crate::domain::protocol::{
+    ClientMessage, ConnectedPayload, ProtocolError, ServerEnvelope, ServerMessage, close_code,
+    parse_client_message,
+};
+use crate::domain::rate::{GcraState, RateLimit};
+use crate::error::Error;
+
+/// How a session ended: sent to the client as a close frame when there is one, and logged as the
+/// `reason` of `websocket:disconnected`.
+struct Ending {
+    close: Option<(u16, String)>,
+    reason: String,
+}
+
+impl Ending {
+    fn close(code: u16, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self {
+            close: Some((code, reason.clone())),
+            reason,
+        }
+    }
+
+    /// No close frame can or need be sent (the client left, or the socket is stuck).
+    fn silent(reason: impl Into<String>) -> Self {
+        Self {
+            close: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocket) {
+    let settings = gateway.session_settings;
+    let connection_id = record.connection_id.clone();
+    let mut inbox = gateway
+        .sessions
+        .open(&connection_id, &record.user_id, settings.outbound_queue);
+    let connected = ServerMessage::Connected(ConnectedPayload {
+        connection_id: connection_id.clone(),
+        user_id: record.user_id.clone(),
+        heartbeat_interval_ms: settings.heartbeat_interval_ms,
+        heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
+    });
+    gateway.sessions.send(
+        &connection_id,
+        ServerEnvelope::new(connected, gateway.clock.now_ms()),
+    );
+
+    let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
+    let write_timeout = Duration::from_millis(settings.write_timeout_ms);
+    let message_limit = RateLimit::per_second(settings.messages_per_second);
+    let violation_limit = RateLimit::per_minute(settings.violations_per_minute);
+    let mut message_rate = GcraState::default();
+    let mut violations = GcraState::default();
+    let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
+    tokio::pin!(heartbeat_deadline);
+
+    let ending = loop {
+        tokio::select! {
+            biased;
+            () = gateway.lifecycle.shutdown.cancelled() => {
+                let delay = rand::thread_rng().gen_range(0..=settings.reconnect_jitter_ms);
+                break Ending::close(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"));
+            }
+            CloseRequest { code, reason } = inbox.closer.requested() => {
+                break Ending::close(code, reason);
+            }
+            () = &mut heartbeat_deadline => {
+                break Ending::close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            }
+            Some(envelope) = inbox.outbound.recv() => {
+                match timeout(write_timeout, socket.send(Message::text(envelope.to_json()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break Ending::silent("connection lost"),
+                    Err(_) => break Ending::silent("slow consumer: write stalled"),
+                }
+            }
+            frame = socket.recv() => {
+                let text = match frame {
+                    None => break Ending::silent("client gone"),
+                    Some(Err(err)) => break read_error(err),
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.map_or(close_code::NORMAL, |f| f.code);
+                        break Ending::silent(format!("client closed ({code})"));
+                    }
+                    // Control frames: tungstenite answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => Err(ProtocolError::BinaryFrame),
+                    Some(Ok(Message::Text(text))) => Ok(text),
+                };
+                let now = gateway.clock.now_ms();
+                if !message_rate.check(message_limit, now).is_allowed() {
+                    break Ending::close(close_code::RATE_LIMITED, "too many messages per second");
+                }
+                let reply = match text.and_then(|t| parse_client_message(t.as_str())) {
+                    Ok(envelope) => match handle(&gateway, &connection_id, envelope.message).await {
+                        Ok(reply) => {
+                            if matches!(reply, ServerMessage::Pong {}) {
+                                heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
+                            }
+                            reply
+                        }
+                        Err(Error::UnknownConnection(_)) => {
+                            break Ending::close(close_code::CONNECTION_EXPIRED, "registration expired");
+                        }
+                        Err(err) => ServerMessage::error(err.code(), err.to_string()),
+                    },
+                    Err(err) => {
+                        if !violations.check(violation_limit, now).is_allowed() {
+                            break Ending::close(close_code::PROTOCOL_VIOLATIONS, "too many invalid messages");
+                        }
+                        ServerMessage::error(err.code(), err.to_string())
+                    }
+                };
+                if gateway.sessions.send(&connection_id, ServerEnvelope::new(reply, now)) == SendOutcome::SlowConsumer {
+                    break Ending::close(close_code::SLOW_CONSUMER, "slow consumer");
+                }
+            }
+        }
+    };
+
+    gateway.sessions.remove(&connection_id);
+    if let Some((code, reason)) = ending.close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        // Best effort: a client that does not read gets no close frame, only the TCP close.
+        let _ = timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    if let Err(err) = gateway
+        .connections
+        .disconnect(&connection_id, &ending.reason)
+        .await
+    {
+        tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
+    }
+}
+
+/// A message that passed parsing. Only a successful `ping` (the plan's heartbeat) counts as liveness:
+/// the caller resets the heartbeat deadline when the reply is a `pong`.
+async fn handle(
+    gateway: &Gateway,
+    connection_id: &str,
+    message: ClientMessage,
+) -> Result<ServerMessage, Error> {
+    match message {
+        ClientMessage::Ping => {
+            gateway.connections.heartbeat(connection_id).await?;
+            Ok(ServerMessage::Pong {})
+        }
+        ClientMessage::Subscribe { .. }
+        | ClientMessage::Unsubscribe { .. }
+        | ClientMessage::Ack { .. } => Ok(ServerMessage::error(
+            "not_available",
+            "channels and notifications are not available on this gateway yet",
+        )),
+    }
+}
+
+fn read_error(err: axum::Error) -> Ending {
+    let oversize = err
+        .into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
+    if oversize {
+        Ending::close(close_code::MESSAGE_TOO_BIG, "message too big")
+    } else {
+        Ending::silent("connection lost")
+    }
+}

@@ -1,0 +1,101 @@
+//! `GET /ws`: every check happens before the upgrade, so a refused client gets an HTTP status with a
+//! JSON error and no WebSocket is ever opened.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::{ConnectRequest, Gateway};
+use crate::error::Error;
+use crate::http::ApiError;
+
+use super::{SUBPROTOCOL, TOKEN_PROTOCOL_PREFIX, session};
+
+#[derive(serde::Deserialize)]
+pub struct UpgradeQuery {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<UpgradeQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !gateway.websocket_enabled {
+        return ApiError::from(Error::WebSocketDisabled).into_response();
+    }
+    if gateway.lifecycle.is_draining() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this replica is shutting down, reconnect",
+        )
+        .into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
+    };
+    // The subprotocol form keeps the token out of URLs and so out of access logs.
+    let token = query
+        .token
+        .or_else(|| token_from_protocols(&headers))
+        .unwrap_or_default();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let request = ConnectRequest {
+        client_ip: peer.ip(),
+        token: &token,
+        user_agent,
+    };
+    let record = match gateway.connections.connect(request).await {
+        Ok(record) => record,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let settings = gateway.session_settings;
+    let connection_id = record.connection_id.clone();
+    let on_failure = gateway.clone();
+    let tasks = gateway.lifecycle.tasks.clone();
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes)
+        .read_buffer_size(settings.read_buffer_bytes)
+        // Frames go out as soon as they are written; no per-connection write buffer is kept.
+        .write_buffer_size(0)
+        .on_failed_upgrade(move |err| {
+            tracing::warn!(connection_id = %connection_id, error = %err, "websocket:upgrade-failed");
+            let tasks = on_failure.lifecycle.tasks.clone();
+            tasks.spawn(async move {
+                let _ = on_failure.connections.disconnect(&connection_id, "upgrade failed").await;
+            });
+        })
+        .on_upgrade(move |socket| tasks.track_future(session::run(gateway, record, socket)))
+}
+
+fn token_from_protocols(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
+        .map(str::to_owned)
+}
