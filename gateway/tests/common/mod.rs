@@ -1,0 +1,245 @@
+//! Shared helpers of the gateway's socket tests: an in-process gateway on a free loopback port with
+//! its own SQLite file, user JWTs, and a small WebSocket client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald_gateway::config::{Config, Options};
+use herald_gateway::server::RunningGateway;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const JWT_SECRET: &str = "integration-test-user-jwt-secret-0123456789";
+pub const TOKEN_SECRET: &str = "integration-test-token-secret-abcdefghijklmn";
+/// How long a test waits for an expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("herald-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct TestGateway {
+    pub running: RunningGateway,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub database_url: String,
+    _dir: TempDir,
+}
+
+/// Options of a non-dev gateway with known secrets, a free port and a fresh database.
+pub fn options(dir: &TempDir) -> Options {
+    Options {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display())),
+        jwt_hs256_secret: Some(JWT_SECRET.into()),
+        token_secret: Some(TOKEN_SECRET.into()),
+        // Tests open many connections from 127.0.0.1; the per-IP limit has tests of its own.
+        max_connects_per_minute_per_ip: Some(1_000),
+        ..Options::default()
+    }
+}
+
+pub async fn start() -> TestGateway {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> TestGateway {
+    let dir = TempDir::new();
+    let mut options = options(&dir);
+    adjust(&mut options);
+    let database_url = options.database_url.clone().unwrap_or_default();
+    let config = Config::resolve(options).expect("valid test config");
+    let running = RunningGateway::start(config).await.expect("gateway starts");
+    let addr = running.addr;
+    TestGateway {
+        running,
+        addr,
+        http: reqwest::Client::new(),
+        database_url,
+        _dir: dir,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// An HS256 user JWT for `sub`, expiring `exp_in_secs` from now (negative: already expired).
+pub fn user_jwt(sub: &str, exp_in_secs: i64) -> String {
+    let claims = json!({"sub": sub, "exp": unix_now() + exp_in_secs, "iat": unix_now()});
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encode jwt")
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_token(&self, jwt: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/ws/token"));
+        if let Some(jwt) = jwt {
+            request = request.bearer_auth(jwt);
+        }
+        request.send().await.expect("POST /ws/token")
+    }
+
+    /// A fresh connection token for `user`.
+    pub async fn token(&self, user: &str) -> String {
+        let response = self.post_token(Some(&user_jwt(user, 300))).await;
+        assert_eq!(response.status(), 200, "token issuance");
+        let body: Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.addr)
+    }
+
+    /// Connects with `token` in the query string.
+    pub async fn connect(&self, token: &str) -> Result<Ws, Refusal> {
+        connect_request(self.ws_url(token).into_client_request().expect("request")).await
+    }
+
+    /// Connects as `user` with a fresh token and reads the `connected` message.
+    pub async fn connect_user(&self, user: &str) -> (Ws, Value) {
+        let token = self.token(user).await;
+        let mut ws = self.connect(&token).await.expect("connects");
+        let connected = recv_json(&mut ws).await;
+        assert_eq!(connected["type"], "connected");
+        (ws, connected)
+    }
+
+    /// Waits until `user` has `count` registered connections.
+    pub async fn await_connection_count(&self, user: &str, count: usize) {
+        let connections = self.running.gateway.connections.clone();
+        let outcome = tokio::time::timeout(WAIT, async {
+            loop {
+                if connections.list_for_user(user).await.expect("list").len() == count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            outcome.is_ok(),
+            "{user} never reached {count} registered connections"
+        );
+    }
+}
+
+/// An HTTP refusal of a WebSocket upgrade: status and JSON body.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Refusal {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+pub async fn connect_request(
+    request: tungstenite::handshake::client::Request,
+) -> Result<Ws, Refusal> {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err(Refusal { status, body })
+        }
+        Err(other) => panic!("connection failed without an HTTP answer: {other}"),
+    }
+}
+
+/// A client message in the plan's envelope.
+pub fn client_message(kind: &str, payload: Value) -> Message {
+    let envelope = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": kind,
+        "timestamp": 1_700_000_000_000_i64,
+        "payload": payload,
+    });
+    Message::text(envelope.to_string())
+}
+
+pub async fn send(ws: &mut Ws, message: Message) {
+    ws.send(message).await.expect("send");
+}
+
+/// The next text message as JSON, skipping control frames.
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    let next = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str()).expect("server sent JSON");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    next.expect("a message within the wait")
+}
+
+/// Reads until the server closes; returns its close frame (skipping messages in between).
+pub async fn await_close(ws: &mut Ws) -> Option<CloseFrame> {
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await;
+    closed.expect("the server closed within the wait")
+}
+
+pub async fn ping(ws: &mut Ws) -> Value {
+    send(ws, client_message("ping", json!({}))).await;
+    let pong = recv_json(ws).await;
+    assert_eq!(pong["type"], "pong");
+    pong
+}
