@@ -300,6 +300,7 @@ impl Config {
             audience: o.jwt_audience,
             roles_claim: o.jwt_roles_claim.unwrap_or_else(|| "roles".to_owned()),
             leeway_secs: o.jwt_leeway_seconds.unwrap_or(30),
+            jwks_min_refetch: crate::adapters::jwt::JWKS_MIN_REFETCH,
         };
 
         let (signing_keys, key_source) = match (

@@ -17,7 +17,8 @@ use crate::ports::UserVerifier;
 
 /// How long a fetched key set is trusted before a background-free refresh on next use.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
-/// An unknown `kid` triggers a refetch at most this often, so forged tokens cannot hammer the issuer.
+/// An unknown `kid` triggers a refetch at most this often by default, so forged tokens cannot hammer
+/// the issuer.
 pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -30,6 +31,8 @@ pub struct JwtSettings {
     pub roles_claim: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// Shortest time between two JWKS fetches ([`JWKS_MIN_REFETCH`] unless a test says otherwise).
+    pub jwks_min_refetch: Duration,
 }
 
 pub struct JwtVerifier {
@@ -44,7 +47,10 @@ impl JwtVerifier {
             .hs256_secret
             .as_deref()
             .map(DecodingKey::from_secret);
-        let jwks = settings.jwks_url.clone().map(JwksCache::new);
+        let jwks = settings
+            .jwks_url
+            .clone()
+            .map(|url| JwksCache::new(url, settings.jwks_min_refetch));
         Self {
             settings,
             hs256,
@@ -154,6 +160,7 @@ pub fn roles(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
 /// The issuer's key set, fetched lazily, refreshed when stale or when a token names an unknown `kid`.
 struct JwksCache {
     url: String,
+    min_refetch: Duration,
     client: reqwest::Client,
     keys: RwLock<Option<(Arc<JwkSet>, Instant)>>,
     /// Serializes fetches and remembers when the last one started.
@@ -161,13 +168,14 @@ struct JwksCache {
 }
 
 impl JwksCache {
-    fn new(url: String) -> Self {
+    fn new(url: String, min_refetch: Duration) -> Self {
         let client = reqwest::Client::builder()
             .timeout(JWKS_FETCH_TIMEOUT)
             .build()
             .unwrap_or_default();
         Self {
             url,
+            min_refetch,
             client,
             keys: RwLock::new(None),
             fetch_gate: tokio::sync::Mutex::new(None),
@@ -212,7 +220,7 @@ impl JwksCache {
     async fn refresh(&self) -> Result<Arc<JwkSet>> {
         let mut last = self.fetch_gate.lock().await;
         if let (Some(at), Some((set, _))) = (*last, self.cached()) {
-            if at.elapsed() < JWKS_MIN_REFETCH {
+            if at.elapsed() < self.min_refetch {
                 return Ok(set);
             }
         }
@@ -291,6 +299,7 @@ mod tests {
             audience: audience.map(str::to_owned),
             roles_claim: "roles".into(),
             leeway_secs: 5,
+            jwks_min_refetch: JWKS_MIN_REFETCH,
         })
     }
 

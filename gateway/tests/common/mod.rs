@@ -70,8 +70,13 @@ pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> TestGateway {
     let dir = TempDir::new();
     let mut options = options(&dir);
     adjust(&mut options);
-    let database_url = options.database_url.clone().unwrap_or_default();
-    let config = Config::resolve(options).expect("valid test config");
+    start_config(dir, Config::resolve(options).expect("valid test config")).await
+}
+
+/// Starts a gateway for a configuration a test resolved itself; `dir` lives as long as the gateway.
+pub async fn start_config(dir: TempDir, config: Config) -> TestGateway {
+    let herald_gateway::config::StoreConfig::Sqlite { url } = &config.store;
+    let database_url = url.clone();
     let running = RunningGateway::start(config).await.expect("gateway starts");
     let addr = running.addr;
     TestGateway {
