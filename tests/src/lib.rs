@@ -1,1 +1,286 @@
-//! Helpers for end-to-end tests.
+//! Helpers for end-to-end tests: run the real `herald-gateway` binary as a process, read its logs,
+//! talk to it over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a test waits for an expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The gateway binary built by the same `cargo test` run (or `HERALD_GATEWAY_BIN`).
+pub fn gateway_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERALD_GATEWAY_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test binaries live in target/<profile>/deps; the gateway binary one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = dir.join("herald-gateway");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build -p herald-gateway`), as scripts/test does",
+        binary.display()
+    );
+    binary
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("herald-e2e-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+/// A running gateway process; killed when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    output: Arc<Output>,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts the binary with `args` and `env` on a free port, with its own data directory, and waits
+    /// until it says where it listens.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let (child, output, dir) = spawn(args, env);
+        let mut process = GatewayProcess {
+            child,
+            output,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _dir: dir,
+        };
+        let line = process.wait_for_line(|l| l.contains("gateway:listening"));
+        process.addr = listening_address(&line).unwrap_or_else(|| panic!("no address in `{line}`"));
+        process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every line printed so far (stdout and stderr).
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lines.lock().expect("lock").clone()
+    }
+
+    /// Waits for a printed line matching `predicate`.
+    pub fn wait_for_line(&self, predicate: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.output.lines.lock().expect("lock");
+        loop {
+            if let Some(line) = lines.iter().find(|l| predicate(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "expected line never printed; output:\n{}",
+                lines.join("\n")
+            );
+            lines = self
+                .output
+                .changed
+                .wait_timeout(lines, left)
+                .expect("lock")
+                .0;
+        }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does.
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<Output>, TempDir) {
+    let dir = TempDir::new();
+    let mut command = Command::new(gateway_binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HERALD_LISTEN", "127.0.0.1:0")
+        .env("HERALD_DATA_DIR", &dir.0)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("gateway binary starts");
+    let output = Arc::new(Output::default());
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    collect(BufReader::new(stdout), output.clone());
+    collect(BufReader::new(stderr), output.clone());
+    (child, output, dir)
+}
+
+fn collect(reader: impl BufRead + Send + 'static, output: Arc<Output>) {
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            output.lines.lock().expect("lock").push(line);
+            output.changed.notify_all();
+        }
+    });
+}
+
+/// Runs the binary to completion (for commands that exit by themselves).
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let (mut child, output, _dir) = spawn(args, env);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Let the reader threads drain what the process printed last.
+    std::thread::sleep(Duration::from_millis(100));
+    let text = output.lines.lock().expect("lock").join("\n");
+    (status, text)
+}
+
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["address"]
+            .as_str()?
+            .strip_prefix("http://")?
+            .parse()
+            .ok();
+    }
+    let start = line.find("address=http://")? + "address=http://".len();
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The next text message as JSON, skipping control frames.
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    let next = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str()).expect("JSON");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    next.expect("a message within the wait")
+}
+
+/// Reads until the server closes; returns the close code and reason.
+pub async fn await_close(ws: &mut Ws) -> Option<(u16, String)> {
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await;
+    closed.expect("the server closed within the wait")
+}
+
+/// A ping in the plan's envelope.
+pub fn ping_message() -> Message {
+    let envelope = serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": "ping",
+        "timestamp": 1_700_000_000_000_i64,
+        "payload": {},
+    });
+    Message::text(envelope.to_string())
+}

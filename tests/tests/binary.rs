@@ -1,0 +1,261 @@
+//! End-to-end tests of the real `herald-gateway` binary: start-up, configuration by environment and
+//! files, logs, the token -> WebSocket path, and shutdown on SIGTERM.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use herald_e2e::{GatewayProcess, TempDir, await_close, ping_message, recv_json, run_to_exit};
+use serde_json::Value;
+
+const JWT_SECRET: &str = "e2e-user-jwt-secret-0123456789-abcdefghij";
+const TOKEN_SECRET: &str = "e2e-token-secret-0123456789-ABCDEFGHIJKL";
+
+fn user_jwt(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 300;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("jwt")
+}
+
+fn production_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+    ]
+}
+
+async fn issue(gateway: &GatewayProcess, jwt: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gateway.url("/ws/token"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .expect("POST /ws/token")
+}
+
+async fn token(gateway: &GatewayProcess, jwt: &str) -> Value {
+    let response = issue(gateway, jwt).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+async fn connect(gateway: &GatewayProcess, token: &str) -> herald_e2e::Ws {
+    let url = format!("ws://{}/ws?token={token}", gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket opens");
+    assert_eq!(recv_json(&mut ws).await["type"], "connected");
+    ws
+}
+
+fn payload_kid(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').next().expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&bytes).expect("json");
+    claims["kid"].as_str().expect("kid").to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
+    let gateway = GatewayProcess::start(&["--dev"], &[]);
+    gateway.wait_for_line(|l| l.contains("/dev/jwt"));
+    let minted: Value = reqwest::Client::new()
+        .post(gateway.url("/dev/jwt?sub=alice"))
+        .send()
+        .await
+        .expect("dev jwt")
+        .json()
+        .await
+        .expect("json");
+    let issued = token(&gateway, minted["jwt"].as_str().expect("jwt")).await;
+    let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
+    ws.send(ping_message()).await.expect("ping");
+    assert_eq!(recv_json(&mut ws).await["type"], "pong");
+    let readiness: Value = reqwest::get(gateway.url("/readyz"))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(readiness["checks"]["sqlite"], "ok");
+}
+
+#[tokio::test]
+async fn without_dev_mode_missing_or_weak_secrets_refuse_to_start() {
+    let (status, output) = run_to_exit(&[], &[]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("HERALD_JWT_JWKS_URL") && output.contains("--dev"),
+        "{output}"
+    );
+
+    let (status, output) = run_to_exit(&[], &[("HERALD_JWT_HS256_SECRET", JWT_SECRET)]);
+    assert_eq!(status.code(), Some(2));
+    assert!(output.contains("WEBSOCKET_TOKEN_SECRET"), "{output}");
+
+    let weak = [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("WEBSOCKET_TOKEN_SECRET", "changeme"),
+    ];
+    let (status, output) = run_to_exit(&[], &weak);
+    assert_eq!(status.code(), Some(2));
+    assert!(output.contains("too short"), "{output}");
+
+    let cluster = [
+        ("HERALD_DEV", "true"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ];
+    let (status, output) = run_to_exit(&[], &cluster);
+    assert_eq!(status.code(), Some(2));
+    assert!(output.contains("REDIS_URL"), "{output}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_going_away_and_exits_within_the_grace_period() {
+    let mut gateway = GatewayProcess::start(&[], &production_env());
+    let issued = token(&gateway, &user_jwt("alice")).await;
+    let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
+    gateway.terminate();
+    let (code, reason) = await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 1001);
+    assert!(reason.contains("reconnect"), "{reason}");
+    let status = gateway.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    gateway.wait_for_line(|l| l.contains("gateway:stopped"));
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_plan_events() {
+    let mut env = production_env();
+    env.push(("HERALD_LOG_FORMAT", "json"));
+    let gateway = GatewayProcess::start(&[], &env);
+    let issued = token(&gateway, &user_jwt("alice")).await;
+    let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
+    ws.close(None).await.expect("close");
+    let disconnected = gateway.wait_for_line(|l| l.contains("websocket:disconnected"));
+    let connected = gateway.wait_for_line(|l| l.contains("websocket:connected"));
+    let connected: Value = serde_json::from_str(&connected).expect("JSON log line");
+    let disconnected: Value = serde_json::from_str(&disconnected).expect("JSON log line");
+    assert_eq!(connected["user_id"], "alice");
+    assert_eq!(connected["connection_id"], disconnected["connection_id"]);
+    assert!(
+        disconnected["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("client")),
+        "{disconnected}"
+    );
+    // A refused connection is logged with its reason.
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token=bogus", gateway.addr)).await;
+    assert!(refused.is_err());
+    let rejected: Value =
+        serde_json::from_str(&gateway.wait_for_line(|l| l.contains("websocket:rejected")))
+            .expect("JSON log line");
+    assert_eq!(rejected["code"], "token_invalid");
+    for line in gateway.lines() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok(),
+            "not JSON: {line}"
+        );
+        assert!(
+            !line.contains(TOKEN_SECRET) && !line.contains(JWT_SECRET),
+            "secret in logs: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn plan_environment_variables_and_the_yaml_file_configure_limits() {
+    let dir = TempDir::new();
+    let config = dir.path("herald.yaml");
+    std::fs::write(
+        &config,
+        "max_connections_per_user: 1\nmax_tokens_per_minute: 2\n",
+    )
+    .expect("write");
+    let mut env = production_env();
+    let config_path = config.to_string_lossy().into_owned();
+    env.push(("HERALD_CONFIG", &config_path));
+    // The environment wins over the file.
+    env.push(("WEBSOCKET_MAX_TOKENS_PER_MINUTE", "3"));
+    let gateway = GatewayProcess::start(&[], &env);
+    let jwt = user_jwt("alice");
+    let first = token(&gateway, &jwt).await;
+    let second = token(&gateway, &jwt).await;
+    let _third = token(&gateway, &jwt).await;
+    assert_eq!(
+        issue(&gateway, &jwt).await.status(),
+        429,
+        "three per minute from the environment"
+    );
+    let _ws = connect(&gateway, first["token"].as_str().expect("token")).await;
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws?token={}",
+        gateway.addr,
+        second["token"].as_str().expect("token")
+    ))
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("second connection must be refused by the YAML cap of 1, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_file_is_used_and_reloaded_when_it_changes() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = TempDir::new();
+    let keys = dir.path("keys.json");
+    let k1 = format!(
+        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"2026-01-01T00:00:00Z"}}]}}"#,
+        b64(TOKEN_SECRET)
+    );
+    std::fs::write(&keys, &k1).expect("write keys");
+    let keys_path = keys.to_string_lossy().into_owned();
+    let env = [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("HERALD_SIGNING_KEYS_FILE", keys_path.as_str()),
+    ];
+    let gateway = GatewayProcess::start(&[], &env);
+    let jwt = user_jwt("alice");
+    let before = token(&gateway, &jwt).await;
+    let before = before["token"].as_str().expect("token").to_owned();
+    assert_eq!(payload_kid(&before), "k1");
+
+    // Rotation: a second key, already in force, is added; the first stays for the grace period.
+    let k2 = format!(
+        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"2026-01-01T00:00:00Z"}},{{"kid":"k2","secret":"{}","notBefore":"2026-02-01T00:00:00Z"}}]}}"#,
+        b64(TOKEN_SECRET),
+        b64("a-brand-new-rotated-secret-0123456789-xyz")
+    );
+    std::fs::write(&keys, &k2).expect("rewrite keys");
+    gateway.wait_for_line(|l| l.contains("signing-keys:reloaded"));
+    let after = token(&gateway, &jwt).await;
+    assert_eq!(payload_kid(after["token"].as_str().expect("token")), "k2");
+    // The token signed before the rotation still connects.
+    let _ws = connect(&gateway, &before).await;
+}
+
+#[tokio::test]
+async fn check_config_prints_the_effective_configuration_without_secrets() {
+    let (status, output) = run_to_exit(&["check-config"], &production_env());
+    assert!(status.success(), "{output}");
+    assert!(!output.contains(TOKEN_SECRET) && !output.contains(JWT_SECRET));
+    let start = output.find('{').expect("json");
+    let config: Value = serde_json::from_str(&output[start..]).expect("json");
+    assert_eq!(config["maxConnectionsPerUser"], 5);
+    assert_eq!(config["tokenTtlMs"], 60_000);
+}
