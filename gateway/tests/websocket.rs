@@ -22,6 +22,17 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+fn claims(user_id: &str, issued_at: i64) -> ConnectionClaims {
+    ConnectionClaims {
+        kid: String::new(),
+        user_id: user_id.into(),
+        issued_at,
+        expires_at: issued_at + 60_000,
+        token_id: uuid::Uuid::new_v4(),
+        allowed_channels: None,
+    }
+}
+
 /// A token signed with the gateway's real secret but with the claims a test chooses.
 fn signed_token(claims: ConnectionClaims) -> String {
     let secret = TOKEN_SECRET.as_bytes();
@@ -74,15 +85,7 @@ async fn token_in_sec_websocket_protocol_is_accepted_and_herald_v1_is_answered()
 #[tokio::test]
 async fn should_reject_connection_with_expired_token() {
     let gw = start().await;
-    let issued_at = now_ms() - 120_000;
-    let expired = signed_token(ConnectionClaims {
-        kid: String::new(),
-        user_id: "alice".into(),
-        issued_at,
-        expires_at: issued_at + 60_000,
-        token_id: uuid::Uuid::new_v4(),
-        allowed_channels: None,
-    });
+    let expired = signed_token(claims("alice", now_ms() - 120_000));
     let refusal = gw.connect(&expired).await.expect_err("expired");
     assert_eq!((refusal.status, refusal.code()), (401, "token_expired"));
     gw.await_connection_count("alice", 0).await;
@@ -122,17 +125,7 @@ async fn rejects_forged_signature_and_garbage_tokens() {
         SigningKey::new("k-other", b"0123456789abcdefghijklmnopqrstuv".to_vec(), 0).expect("key");
     let (other, _) = SigningKeys::new(vec![other_key])
         .expect("keys")
-        .sign(
-            ConnectionClaims {
-                kid: String::new(),
-                user_id: "alice".into(),
-                issued_at: now_ms(),
-                expires_at: now_ms() + 60_000,
-                token_id: uuid::Uuid::new_v4(),
-                allowed_channels: None,
-            },
-            now_ms(),
-        )
+        .sign(claims("alice", now_ms()), now_ms())
         .expect("sign");
     assert_eq!(
         gw.connect(&other).await.expect_err("unknown key").code(),
@@ -223,8 +216,8 @@ async fn silent_client_is_closed_after_the_heartbeat_timeout() {
     })
     .await;
     let (mut ws, _) = gw.connect_user("alice").await;
-    let frame = await_close(&mut ws).await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 4001);
+    let (code, _) = await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 4001);
     gw.await_connection_count("alice", 0).await;
 }
 
@@ -262,8 +255,8 @@ async fn repeated_violations_close_the_connection() {
     for _ in 0..6 {
         send(&mut ws, Message::text("nope")).await;
     }
-    let frame = await_close(&mut ws).await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 4000);
+    let (code, _) = await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 4000);
 }
 
 #[tokio::test]
@@ -273,8 +266,8 @@ async fn more_than_ten_messages_per_second_closes_the_connection() {
     for _ in 0..15 {
         send(&mut ws, client_message("ping", json!({}))).await;
     }
-    let frame = await_close(&mut ws).await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 4002);
+    let (code, _) = await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 4002);
 }
 
 #[tokio::test]
@@ -283,8 +276,8 @@ async fn oversize_frame_closes_only_that_connection() {
     let (mut big, _) = gw.connect_user("alice").await;
     let (mut other, _) = gw.connect_user("alice").await;
     send(&mut big, Message::text("x".repeat(70 * 1024))).await;
-    let frame = await_close(&mut big).await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 1009);
+    let (code, _) = await_close(&mut big).await.expect("close frame");
+    assert_eq!(code, 1009);
     gw.await_connection_count("alice", 1).await;
     ping(&mut other).await;
 }
@@ -352,13 +345,9 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
     let (mut ws, _) = gw.connect_user("alice").await;
     let running = gw.running;
     let shutdown = tokio::spawn(running.shutdown());
-    let frame = await_close(&mut ws).await.expect("close frame");
-    assert_eq!(u16::from(frame.code), 1001);
-    assert!(
-        frame.reason.as_str().contains("reconnect"),
-        "{}",
-        frame.reason
-    );
+    let (code, reason) = await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 1001);
+    assert!(reason.contains("reconnect"), "{reason}");
     tokio::time::timeout(Duration::from_secs(10), shutdown)
         .await
         .expect("exits within the deadline")

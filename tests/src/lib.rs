@@ -1,5 +1,5 @@
-//! Helpers for end-to-end tests: run the real `herald-gateway` binary as a process, read its logs,
-//! talk to it over loopback.
+//! Test support shared by every Herald test suite: run the real `herald-gateway` binary as a process
+//! and read its logs, temporary directories, and a small WebSocket client over loopback.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -274,13 +274,18 @@ pub async fn await_close(ws: &mut Ws) -> Option<(u16, String)> {
     closed.expect("the server closed within the wait")
 }
 
-/// A ping in the plan's envelope.
-pub fn ping_message() -> Message {
+/// A client message in the plan's envelope.
+pub fn client_message(kind: &str, payload: Value) -> Message {
     let envelope = serde_json::json!({
         "id": uuid::Uuid::new_v4().to_string(),
-        "type": "ping",
+        "type": kind,
         "timestamp": 1_700_000_000_000_i64,
-        "payload": {},
+        "payload": payload,
     });
     Message::text(envelope.to_string())
+}
+
+/// A `ping` in the plan's envelope.
+pub fn ping_message() -> Message {
+    client_message("ping", serde_json::json!({}))
 }

@@ -1,46 +1,21 @@
 //! Shared helpers of the gateway's socket tests: an in-process gateway on a free loopback port with
 //! its own SQLite file, user JWTs, and a small WebSocket client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
+pub use herald_e2e::{TempDir, WAIT, Ws, await_close, client_message, ping_message, recv_json};
 use herald_gateway::config::{Config, Options};
 use herald_gateway::server::RunningGateway;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const JWT_SECRET: &str = "integration-test-user-jwt-secret-0123456789";
 pub const TOKEN_SECRET: &str = "integration-test-token-secret-abcdefghijklmn";
-/// How long a test waits for an expected event before failing.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("herald-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub struct TestGateway {
     pub running: RunningGateway,
     pub addr: SocketAddr,
@@ -195,55 +170,12 @@ pub async fn connect_request(
     }
 }
 
-/// A client message in the plan's envelope.
-pub fn client_message(kind: &str, payload: Value) -> Message {
-    let envelope = json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "type": kind,
-        "timestamp": 1_700_000_000_000_i64,
-        "payload": payload,
-    });
-    Message::text(envelope.to_string())
-}
-
 pub async fn send(ws: &mut Ws, message: Message) {
     ws.send(message).await.expect("send");
 }
 
-/// The next text message as JSON, skipping control frames.
-pub async fn recv_json(ws: &mut Ws) -> Value {
-    let next = tokio::time::timeout(WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(text.as_str()).expect("server sent JSON");
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a text message, got {other:?}"),
-            }
-        }
-    })
-    .await;
-    next.expect("a message within the wait")
-}
-
-/// Reads until the server closes; returns its close frame (skipping messages in between).
-pub async fn await_close(ws: &mut Ws) -> Option<CloseFrame> {
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await;
-    closed.expect("the server closed within the wait")
-}
-
 pub async fn ping(ws: &mut Ws) -> Value {
-    send(ws, client_message("ping", json!({}))).await;
+    send(ws, ping_message()).await;
     let pong = recv_json(ws).await;
     assert_eq!(pong["type"], "pong");
     pong
