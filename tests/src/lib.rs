@@ -23,19 +23,22 @@ pub fn gateway_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HERALD_GATEWAY_BIN") {
         return PathBuf::from(path);
     }
-    // Test binaries live in target/<profile>/deps; the gateway binary one level up.
+    // Test binaries live in target/<profile>/deps, other binaries (benchmarks) in target/<profile>;
+    // the gateway binary sits in target/<profile>.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let binary = dir.join("herald-gateway");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first (`cargo build -p herald-gateway`), as scripts/test does",
-        binary.display()
-    );
-    binary
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("herald-gateway"))
+        .collect();
+    match candidates.iter().find(|path| path.is_file()) {
+        Some(binary) => binary.clone(),
+        None => panic!(
+            "herald-gateway is missing next to {}: build it first (`cargo build -p herald-gateway`), as scripts/test does",
+            exe.display()
+        ),
+    }
 }
 
 /// A temporary directory removed on drop.
@@ -90,7 +93,13 @@ impl GatewayProcess {
     /// Starts the binary with `args` and `env` on a free port, with its own data directory, and waits
     /// until it says where it listens.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let (child, output, dir) = spawn(args, env);
+        Self::start_binary(&gateway_binary(), args, env)
+    }
+
+    /// Like [`GatewayProcess::start`] for another server binary that prints the same
+    /// `gateway:listening address=http://…` line (benchmarks start their peers this way).
+    pub fn start_binary(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let (child, output, dir) = spawn(binary, args, env);
         let mut process = GatewayProcess {
             child,
             output,
@@ -166,9 +175,13 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<Output>, TempDir) {
+fn spawn(
+    binary: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, Arc<Output>, TempDir) {
     let dir = TempDir::new();
-    let mut command = Command::new(gateway_binary());
+    let mut command = Command::new(binary);
     command
         .args(args)
         .env_clear()
@@ -201,7 +214,7 @@ fn collect(reader: impl BufRead + Send + 'static, output: Arc<Output>) {
 
 /// Runs the binary to completion (for commands that exit by themselves).
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let (mut child, output, _dir) = spawn(args, env);
+    let (mut child, output, _dir) = spawn(&gateway_binary(), args, env);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {

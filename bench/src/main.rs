@@ -1,0 +1,254 @@
+//! `herald-bench`: numbers that matter, measured against the real binary and a peer on the same
+//! machine. Every run is bounded (a fixed number of connections) and targets loopback only.
+//!
+//! - `idle-memory`: resident memory per idle WebSocket connection, herald-gateway versus a bare axum
+//!   echo server with the same buffer settings (the peer DESIGN.md's figures come from), plus how fast
+//!   connections are established (token + upgrade).
+//! - `peer-echo`: the peer itself (started by `idle-memory`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use herald_e2e::{GatewayProcess, Ws, recv_json};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Memory per idle connection and connection rate, gateway versus peer.
+    IdleMemory {
+        /// Connections to open and hold on each server (bounded by the open-files limit).
+        #[arg(long, default_value_t = 5_000)]
+        connections: usize,
+        /// How many connections are opened concurrently.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// A bare axum WebSocket echo server (4 KiB read buffer, no write buffer).
+    PeerEcho {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+const JWT_SECRET: &str = "bench-user-jwt-secret-0123456789-abcdefghij";
+const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJKL";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Bench::PeerEcho { listen } => peer_echo(listen).await,
+        Bench::IdleMemory {
+            connections,
+            concurrency,
+        } => idle_memory(connections, concurrency).await,
+    }
+}
+
+async fn peer_echo(listen: SocketAddr) -> anyhow::Result<()> {
+    async fn echo(mut socket: WebSocket) {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) || socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    }
+    let app = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(|upgrade: WebSocketUpgrade| async move {
+            upgrade
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(0)
+                .on_upgrade(echo)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Same line shape as the gateway's, so one process runner serves both.
+    println!(
+        "INFO gateway:listening address=http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+fn user_jwt(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3_600)
+        .unwrap_or_default();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+struct Measured {
+    name: &'static str,
+    baseline_kib: u64,
+    loaded_kib: u64,
+    connections: usize,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn per_connection_bytes(&self) -> f64 {
+        (self.loaded_kib.saturating_sub(self.baseline_kib) * 1024) as f64 / self.connections as f64
+    }
+}
+
+/// Opens `count` connections with `open`, `concurrency` at a time, and keeps them.
+async fn open_all<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    open: F,
+) -> anyhow::Result<(Vec<Ws>, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Ws>>,
+{
+    let started = Instant::now();
+    let sockets: Vec<Ws> = futures_util::stream::iter(0..count)
+        .map(open)
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    Ok((sockets, started.elapsed()))
+}
+
+/// Pings every connection once so each one is proven alive while measured.
+async fn ping_all(sockets: &mut [Ws]) -> anyhow::Result<()> {
+    for ws in sockets.iter_mut() {
+        ws.send(herald_e2e::ping_message()).await?;
+    }
+    for ws in sockets.iter_mut() {
+        let reply = recv_json(ws).await;
+        if reply.is_null() {
+            bail!("no reply");
+        }
+    }
+    Ok(())
+}
+
+async fn settle_rss(pid: u32) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rss_kib(pid)
+}
+
+async fn measure_gateway(connections: usize, concurrency: usize) -> anyhow::Result<Measured> {
+    let limit = (connections * 2).to_string();
+    let gateway = GatewayProcess::start(
+        &[],
+        &[
+            ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+            ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+            ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", &limit),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    // Warm up: one full connection, so lazily allocated state is in the baseline.
+    let token_url = gateway.url("/ws/token");
+    let addr = gateway.addr;
+    let open = |i: usize| {
+        let client = client.clone();
+        let token_url = token_url.clone();
+        async move {
+            let body: serde_json::Value = client
+                .post(&token_url)
+                .bearer_auth(user_jwt(&format!("user-{i}")))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let token = body["token"].as_str().context("token")?;
+            let (mut ws, _) =
+                tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
+            recv_json(&mut ws).await;
+            anyhow::Ok(ws)
+        }
+    };
+    let warm = open(usize::MAX).await?;
+    let baseline_kib = settle_rss(gateway.pid()).await?;
+    let (mut sockets, elapsed) = open_all(connections, concurrency, open).await?;
+    ping_all(&mut sockets).await?;
+    let loaded_kib = settle_rss(gateway.pid()).await?;
+    drop((warm, sockets));
+    Ok(Measured {
+        name: "herald-gateway",
+        baseline_kib,
+        loaded_kib,
+        connections,
+        elapsed,
+    })
+}
+
+async fn measure_peer(connections: usize, concurrency: usize) -> anyhow::Result<Measured> {
+    let exe = std::env::current_exe()?;
+    let peer = GatewayProcess::start_binary(&exe, &["peer-echo"], &[]);
+    let addr = peer.addr;
+    let open = |_: usize| async move {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+        anyhow::Ok(ws)
+    };
+    let warm = open(0).await?;
+    let baseline_kib = settle_rss(peer.pid()).await?;
+    let (mut sockets, elapsed) = open_all(connections, concurrency, open).await?;
+    ping_all(&mut sockets).await?;
+    let loaded_kib = settle_rss(peer.pid()).await?;
+    drop((warm, sockets));
+    Ok(Measured {
+        name: "peer: bare axum echo",
+        baseline_kib,
+        loaded_kib,
+        connections,
+        elapsed,
+    })
+}
+
+async fn idle_memory(connections: usize, concurrency: usize) -> anyhow::Result<()> {
+    let gateway = measure_gateway(connections, concurrency).await?;
+    let peer = measure_peer(connections, concurrency).await?;
+    println!(
+        "| server | connections | RSS before (KiB) | RSS with connections (KiB) | bytes per connection | connect rate (/s) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for m in [&gateway, &peer] {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} |",
+            m.name,
+            m.connections,
+            m.baseline_kib,
+            m.loaded_kib,
+            m.per_connection_bytes(),
+            m.connections as f64 / m.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
