@@ -160,6 +160,9 @@ pub struct Options {
     /// Registry TTL of a connection, moved forward by each heartbeat.
     #[arg(long, env = "HERALD_CONNECTION_TTL_SECONDS", global = true)]
     pub connection_ttl_seconds: Option<u64>,
+    /// Comma-separated addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "HERALD_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
     /// Longest a SIGTERM/SIGINT drain may take before the process exits anyway.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", global = true)]
     pub shutdown_grace_seconds: Option<u64>,
@@ -200,6 +203,7 @@ impl Options {
             heartbeat_interval_seconds,
             heartbeat_timeout_seconds,
             connection_ttl_seconds,
+            trusted_proxies,
             shutdown_grace_seconds,
         )
     }
@@ -234,6 +238,7 @@ pub struct Config {
     pub connections: ConnectionSettings,
     pub session: SessionSettings,
     pub websocket_enabled: bool,
+    pub trusted_proxies: Vec<crate::http::client_ip::IpRange>,
     pub shutdown_grace_ms: u64,
 }
 
@@ -434,6 +439,17 @@ impl Config {
             connections,
             session,
             websocket_enabled: o.websocket_enabled.unwrap_or(true),
+            trusted_proxies: o
+                .trusted_proxies
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|part| !part.trim().is_empty())
+                .map(|part| {
+                    part.parse()
+                        .map_err(|e| invalid(format!("HERALD_TRUSTED_PROXIES: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
             shutdown_grace_ms: o.shutdown_grace_seconds.unwrap_or(20) * 1_000,
         })
     }

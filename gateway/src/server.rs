@@ -68,6 +68,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         health: vec![Arc::new(SqliteHealth(pool))],
         clock,
         session_settings: config.session,
+        trusted_proxies: config.trusted_proxies.clone(),
         websocket_enabled: config.websocket_enabled,
         dev,
         lifecycle: Lifecycle::default(),

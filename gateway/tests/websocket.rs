@@ -358,3 +358,32 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_ip_is_limited() {
+    let gw = start_with(|o| {
+        o.max_connects_per_minute_per_ip = None;
+        o.trusted_proxies = Some("127.0.0.1/32".into());
+    })
+    .await;
+    let attempt = |client: &'static str, token: String| {
+        let mut request = gw.ws_url(&token).into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static(client));
+        connect_request(request)
+    };
+    for _ in 0..5 {
+        let _ = attempt("203.0.113.1", "garbage".into()).await;
+    }
+    let limited = attempt("203.0.113.1", gw.token("alice").await)
+        .await
+        .expect_err("sixth from this client");
+    assert_eq!(limited.code(), "rate_limited");
+    assert!(
+        attempt("203.0.113.2", gw.token("alice").await)
+            .await
+            .is_ok(),
+        "another client behind the proxy"
+    );
+}

@@ -28,6 +28,8 @@ pub struct Gateway {
     pub health: Vec<Arc<dyn HealthProbe>>,
     pub clock: Arc<dyn Clock>,
     pub session_settings: SessionSettings,
+    /// Proxies whose `X-Forwarded-For` names the real client (per-IP limits behind an ingress).
+    pub trusted_proxies: Vec<crate::http::client_ip::IpRange>,
     pub websocket_enabled: bool,
     /// Present only in dev mode: mints user JWTs for trying the gateway out.
     pub dev: Option<dev::DevTokens>,

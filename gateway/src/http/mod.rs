@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use crate::app::Gateway;
 
 mod auth;
+pub mod client_ip;
 mod dev;
 pub mod error;
 mod health;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::{ConnectRequest, Gateway};
 use crate::error::Error;
 use crate::http::ApiError;
+use crate::http::client_ip::client_ip;
 
 use super::{SUBPROTOCOL, TOKEN_PROTOCOL_PREFIX, session};
 
@@ -60,7 +61,7 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let request = ConnectRequest {
-        client_ip: peer.ip(),
+        client_ip: client_ip(peer.ip(), &headers, &gateway.trusted_proxies),
         token: &token,
         user_agent,
     };
