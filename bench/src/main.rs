@@ -168,7 +168,6 @@ async fn measure_gateway(connections: usize, concurrency: usize) -> anyhow::Resu
             ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
             ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
             ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", &limit),
-            ("RUST_LOG", "warn"),
         ],
     );
     let client = reqwest::Client::new();

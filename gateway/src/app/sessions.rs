@@ -10,6 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
+/// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
+/// pointer, not a whole message, and a fan-out serializes once for every connection it reaches.
+pub type Frame = Arc<str>;
+
 /// Per-connection limits and buffer sizes; see docs/protocol.md for the defaults and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionSettings {
@@ -50,7 +54,7 @@ pub struct CloseRequest {
 
 /// One session's side of the hub: the receiving end of its queue and its close signal.
 pub struct SessionInbox {
-    pub outbound: mpsc::Receiver<ServerEnvelope>,
+    pub outbound: mpsc::Receiver<Frame>,
     pub closer: SessionCloser,
 }
 
@@ -79,7 +83,7 @@ impl SessionCloser {
 
 struct SessionEntry {
     user_id: String,
-    outbound: mpsc::Sender<ServerEnvelope>,
+    outbound: mpsc::Sender<Frame>,
     closer: SessionCloser,
 }
 
@@ -133,7 +137,12 @@ impl LocalSessions {
     }
 
     /// Queues `message` for one session without waiting.
-    pub fn send(&self, connection_id: &str, message: ServerEnvelope) -> SendOutcome {
+    pub fn send(&self, connection_id: &str, message: &ServerEnvelope) -> SendOutcome {
+        self.send_frame(connection_id, Frame::from(message.to_json()))
+    }
+
+    /// Queues an already serialized message (one serialization shared by every recipient).
+    pub fn send_frame(&self, connection_id: &str, message: Frame) -> SendOutcome {
         let sessions = self.lock();
         let Some(entry) = sessions.get(connection_id) else {
             return SendOutcome::Gone;
@@ -178,7 +187,8 @@ mod tests {
     async fn a_full_queue_closes_the_session_as_slow_and_never_blocks() {
         let sessions = LocalSessions::default();
         let mut inbox = sessions.open("c1", "alice", 2);
-        let pong = || ServerEnvelope::new(ServerMessage::Pong {}, 0);
+        let pong = ServerEnvelope::new(ServerMessage::Pong {}, 0);
+        let pong = || &pong;
         assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
         assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
         assert_eq!(sessions.send("c1", pong()), SendOutcome::SlowConsumer);

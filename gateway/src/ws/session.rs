@@ -59,7 +59,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
     });
     gateway.sessions.send(
         &connection_id,
-        ServerEnvelope::new(connected, gateway.clock.now_ms()),
+        &ServerEnvelope::new(connected, gateway.clock.now_ms()),
     );
 
     let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
@@ -84,8 +84,8 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
             () = &mut heartbeat_deadline => {
                 break Ending::close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             }
-            Some(envelope) = inbox.outbound.recv() => {
-                match timeout(write_timeout, socket.send(Message::text(envelope.to_json()))).await {
+            Some(frame) = inbox.outbound.recv() => {
+                match timeout(write_timeout, socket.send(Message::text(frame.as_ref()))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::silent("connection lost"),
                     Err(_) => break Ending::silent("slow consumer: write stalled"),
@@ -128,7 +128,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
                         ServerMessage::error(err.code(), err.to_string())
                     }
                 };
-                if gateway.sessions.send(&connection_id, ServerEnvelope::new(reply, now)) == SendOutcome::SlowConsumer {
+                if gateway.sessions.send(&connection_id, &ServerEnvelope::new(reply, now)) == SendOutcome::SlowConsumer {
                     break Ending::close(close_code::SLOW_CONSUMER, "slow consumer");
                 }
             }
