@@ -1,7 +1,10 @@
 //! Pure types and rules of a gateway: tokens, connections, protocol messages, rate arithmetic.
 //! Nothing here performs I/O or reads the clock; callers pass `now` in.
 
+pub mod channel;
 pub mod connection;
+pub mod notification;
+pub mod preferences;
 pub mod protocol;
 pub mod rate;
 pub mod token;

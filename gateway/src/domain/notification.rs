@@ -1,0 +1,368 @@
+//! Notifications (plan section 6): the 14 types, the stored record, the wire payload, and the
+//! validation and sanitization of what a publisher sends (AC15), all before anything is stored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::UnixMs;
+
+macro_rules! notification_types {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// The plan's `NotificationTypeSchema`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum NotificationType { $(#[serde(rename = $name)] $variant),* }
+
+        impl NotificationType {
+            pub const ALL: &'static [NotificationType] = &[$(NotificationType::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(NotificationType::$variant => $name),* }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name { $($name => Some(NotificationType::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+notification_types! {
+    UploadStarted => "upload_started",
+    UploadComplete => "upload_complete",
+    UploadFailed => "upload_failed",
+    ProcessingComplete => "processing_complete",
+    ProcessingFailed => "processing_failed",
+    NewFollower => "new_follower",
+    NewLike => "new_like",
+    NewComment => "new_comment",
+    MocPublished => "moc_published",
+    MocFeatured => "moc_featured",
+    QuotaWarning => "quota_warning",
+    QuotaExceeded => "quota_exceeded",
+    SystemAnnouncement => "system_announcement",
+    MaintenanceScheduled => "maintenance_scheduled",
+}
+
+impl std::fmt::Display for NotificationType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits of AC15.
+pub const MAX_TITLE_CHARS: usize = 255;
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+pub const MAX_ICON_CHARS: usize = 255;
+pub const MAX_ACTION_URL_CHARS: usize = 2_048;
+
+/// What a publisher asks to send, validated and sanitized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationContent {
+    pub kind: NotificationType,
+    pub title: String,
+    pub body: Option<String>,
+    pub icon: Option<String>,
+    pub action_url: Option<String>,
+    pub data: Option<Map<String, Value>>,
+    pub expires_at: Option<UnixMs>,
+    /// The channel the publisher named, if any; it must be the type's channel.
+    pub channel: Option<String>,
+}
+
+/// Field path -> what is wrong with it, for a 400 that lists every problem at once.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A stored notification of one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: String,
+    /// Per-user, strictly increasing: gaps tell a connection it missed something.
+    pub seq: i64,
+    pub kind: NotificationType,
+    pub channel: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub icon: Option<String>,
+    pub action_url: Option<String>,
+    pub data: Option<Map<String, Value>>,
+    pub created_at: UnixMs,
+    pub expires_at: Option<UnixMs>,
+    pub read_at: Option<UnixMs>,
+    /// When the user acknowledged receipt (`notification:ack`).
+    pub delivered_at: Option<UnixMs>,
+    /// Delivery rounds so far (first push and retries).
+    pub attempts: i32,
+}
+
+impl Notification {
+    pub fn is_expired(&self, now: UnixMs) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    pub fn payload(&self) -> NotificationPayload {
+        NotificationPayload {
+            id: self.id,
+            kind: self.kind,
+            title: self.title.clone(),
+            body: self.body.clone(),
+            icon: self.icon.clone(),
+            action_url: self.action_url.clone(),
+            data: self.data.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            channel: self.channel.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// The plan's `NotificationPayloadSchema`, plus `channel` and `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPayload {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: NotificationType,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+    pub created_at: UnixMs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixMs>,
+    pub channel: String,
+    pub seq: i64,
+}
+
+/// Validates a publisher's `notification` object. Every problem is reported, keyed by field path
+/// (`notification.title`), and nothing is accepted that the client could render unsafely.
+pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let Some(object) = value.as_object() else {
+        errors.insert("notification".into(), "must be an object".into());
+        return Err(errors);
+    };
+    let field = |name: &str| format!("notification.{name}");
+    const KNOWN: &[&str] = &["type", "title", "body", "icon", "actionUrl", "data", "expiresAt", "channel"];
+    for key in object.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
+        errors.insert(field(key), "unknown field".into());
+    }
+
+    let kind = match object.get("type") {
+        Some(Value::String(name)) => NotificationType::parse(name).or_else(|| {
+            errors.insert(field("type"), format!("unknown notification type `{}`", truncate(name)));
+            None
+        }),
+        _ => {
+            errors.insert(field("type"), "required, one of the notification types".into());
+            None
+        }
+    };
+    let title = match object.get("title") {
+        Some(Value::String(title)) => {
+            let title = title.trim();
+            if title.is_empty() {
+                errors.insert(field("title"), "must not be empty".into());
+            } else if title.chars().count() > MAX_TITLE_CHARS {
+                errors.insert(field("title"), format!("at most {MAX_TITLE_CHARS} characters"));
+            } else if has_control(title, false) {
+                errors.insert(field("title"), "must not contain control characters".into());
+            }
+            title.to_owned()
+        }
+        _ => {
+            errors.insert(field("title"), "required string".into());
+            String::new()
+        }
+    };
+    let body = optional_string(object, "body", &mut errors).inspect(|body| {
+        if body.len() > MAX_BODY_BYTES {
+            errors.insert(field("body"), format!("at most {MAX_BODY_BYTES} bytes"));
+        } else if has_control(body, true) {
+            errors.insert(field("body"), "must not contain control characters other than newline and tab".into());
+        }
+    });
+    let icon = optional_string(object, "icon", &mut errors).inspect(|icon| {
+        if icon.chars().count() > MAX_ICON_CHARS || has_control(icon, false) {
+            errors.insert(field("icon"), format!("at most {MAX_ICON_CHARS} characters, no control characters"));
+        }
+    });
+    let action_url = optional_string(object, "actionUrl", &mut errors).inspect(|url| {
+        if let Err(reason) = check_action_url(url) {
+            errors.insert(field("actionUrl"), reason.into());
+        }
+    });
+    let data = match object.get("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(map).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_DATA_BYTES {
+                errors.insert(field("data"), format!("at most {MAX_DATA_BYTES} bytes of JSON"));
+            }
+            Some(map.clone())
+        }
+        Some(_) => {
+            errors.insert(field("data"), "must be a JSON object".into());
+            None
+        }
+    };
+    let expires_at = match object.get("expiresAt") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_i64() {
+            Some(at) if at > now => Some(at),
+            Some(_) => {
+                errors.insert(field("expiresAt"), "must be in the future (Unix milliseconds)".into());
+                None
+            }
+            None => {
+                errors.insert(field("expiresAt"), "must be an integer (Unix milliseconds)".into());
+                None
+            }
+        },
+    };
+    let channel = optional_string(object, "channel", &mut errors);
+    match kind {
+        Some(kind) if errors.is_empty() => {
+            Ok(NotificationContent { kind, title, body, icon, action_url, data, expires_at, channel })
+        }
+        _ => Err(errors),
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, name: &str, errors: &mut FieldErrors) -> Option<String> {
+    match object.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.insert(format!("notification.{name}"), "must be a string".into());
+            None
+        }
+    }
+}
+
+fn has_control(text: &str, allow_newlines: bool) -> bool {
+    text.chars().any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\t')))
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// A deep link is a relative path (`/mocs/42`) or an `https://` URL; nothing a browser would run.
+pub fn check_action_url(url: &str) -> Result<(), &'static str> {
+    if url.chars().count() > MAX_ACTION_URL_CHARS {
+        return Err("too long");
+    }
+    if has_control(url, false) || url.chars().any(char::is_whitespace) || url.contains('\\') {
+        return Err("must not contain whitespace, control characters or backslashes");
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        return if host.is_empty() || host.contains('@') { Err("https URL needs a host and no credentials") } else { Ok(()) };
+    }
+    // `//evil.example` is protocol-relative: a different origin, not a path.
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Ok(());
+    }
+    Err("must be a relative path starting with `/` or an https:// URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_plan_type_round_trips_by_name() {
+        assert_eq!(NotificationType::ALL.len(), 14);
+        for kind in NotificationType::ALL {
+            assert_eq!(NotificationType::parse(kind.as_str()), Some(*kind));
+            assert_eq!(serde_json::to_value(kind).expect("json"), json!(kind.as_str()));
+        }
+        assert_eq!(NotificationType::parse("nope"), None);
+    }
+
+    #[test]
+    fn a_valid_notification_is_accepted_and_trimmed() {
+        let content = parse_content(
+            &json!({"type": "new_like", "title": "  Someone liked your MOC ", "body": "line 1\nline 2",
+                    "icon": "heart", "actionUrl": "/mocs/42", "data": {"mocId": 42}, "expiresAt": 2_000}),
+            1_000,
+        )
+        .expect("valid");
+        assert_eq!(content.kind, NotificationType::NewLike);
+        assert_eq!(content.title, "Someone liked your MOC");
+        assert_eq!(content.expires_at, Some(2_000));
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let errors = parse_content(
+            &json!({"type": "launch_rockets", "title": "x".repeat(256), "body": "a\u{7}b",
+                    "actionUrl": "javascript:alert(1)", "data": [1], "expiresAt": 5, "colour": "red"}),
+            1_000,
+        )
+        .expect_err("invalid");
+        for key in ["type", "title", "body", "actionUrl", "data", "expiresAt", "colour"] {
+            assert!(errors.contains_key(&format!("notification.{key}")), "{key} missing from {errors:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let big_body = json!({"type": "new_like", "title": "t", "body": "b".repeat(MAX_BODY_BYTES + 1)});
+        assert!(parse_content(&big_body, 0).expect_err("body").contains_key("notification.body"));
+        let big_data = json!({"type": "new_like", "title": "t", "data": {"k": "v".repeat(MAX_DATA_BYTES)}});
+        assert!(parse_content(&big_data, 0).expect_err("data").contains_key("notification.data"));
+        let missing = parse_content(&json!({}), 0).expect_err("missing");
+        assert!(missing.contains_key("notification.type") && missing.contains_key("notification.title"));
+    }
+
+    #[test]
+    fn action_urls_are_relative_paths_or_https_only() {
+        for ok in ["/mocs/42", "/a?b=c#d", "https://example.com/x"] {
+            assert!(check_action_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["javascript:alert(1)", "http://example.com", "//evil.example/x", "mocs/42", "https://", "/a b",
+                    "https://user:pw@example.com", "data:text/html,x", "/\\evil"] {
+            assert!(check_action_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payload_has_the_plan_shape_plus_channel_and_seq() {
+        let n = Notification {
+            id: Uuid::nil(),
+            user_id: "u".into(),
+            seq: 3,
+            kind: NotificationType::UploadComplete,
+            channel: "uploads".into(),
+            title: "Done".into(),
+            body: None,
+            icon: None,
+            action_url: Some("/x".into()),
+            data: None,
+            created_at: 10,
+            expires_at: None,
+            read_at: None,
+            delivered_at: None,
+            attempts: 0,
+        };
+        let json = serde_json::to_value(n.payload()).expect("json");
+        assert_eq!(
+            json,
+            json!({"id": Uuid::nil(), "type": "upload_complete", "title": "Done", "actionUrl": "/x",
+                   "createdAt": 10, "channel": "uploads", "seq": 3})
+        );
+    }
+}
