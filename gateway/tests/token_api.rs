@@ -4,7 +4,8 @@ mod common;
 
 use common::{start, start_with, user_jwt};
 use herald_gateway::adapters::sqlite::{self, SqlitePreferenceStore};
-use herald_gateway::ports::{PreferenceRecord, PreferenceStore};
+use herald_gateway::domain::preferences::Preferences;
+use herald_gateway::ports::PreferenceStore;
 use serde_json::Value;
 
 #[tokio::test]
@@ -86,10 +87,9 @@ async fn post_ws_token_rejects_if_user_has_opted_out() {
     let pool = sqlite::connect(&gw.database_url)
         .await
         .expect("same database");
-    let mut preferences = PreferenceRecord::defaults("opted-out");
-    preferences.in_app_enabled = false;
+    let preferences = Preferences { in_app_enabled: false, ..Preferences::default() };
     SqlitePreferenceStore::new(pool)
-        .put(&preferences)
+        .put("opted-out", &preferences)
         .await
         .expect("store preference");
 

@@ -165,7 +165,7 @@ pub(crate) mod tests {
     use crate::adapters::clock::ManualClock;
     use crate::adapters::memory::{MemoryPreferenceStore, MemoryRateLimiter, MemoryTokenLedger};
     use crate::domain::token::{SigningKey, SigningKeys};
-    use crate::ports::PreferenceRecord;
+    use crate::domain::preferences::Preferences;
 
     pub(crate) const START: UnixMs = 1_700_000_000_000;
 
@@ -227,9 +227,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn should_reject_token_issuance_if_user_has_opted_out_of_notifications() {
         let f = fixture();
-        let mut preferences = PreferenceRecord::defaults("alice");
-        preferences.in_app_enabled = false;
-        f.preferences.put(&preferences).await.expect("put");
+        let preferences = Preferences { in_app_enabled: false, ..Preferences::default() };
+        f.preferences.put("alice", &preferences).await.expect("put");
         assert!(matches!(
             f.service.issue(&alice()).await,
             Err(Error::InAppDisabled)

@@ -2,10 +2,16 @@
 //! implement them (memory and SQLite now, PostgreSQL and Redis for cluster mode), and every adapter of
 //! a port must pass the same conformance tests (`ports::conformance`).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use crate::domain::UnixMs;
 use crate::domain::connection::ConnectionRecord;
+use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::preferences::Preferences;
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::domain::user::AuthenticatedUser;
 use crate::error::Result;
@@ -70,6 +76,10 @@ pub trait ConnectionRegistry: Send + Sync {
 
     /// Drops registrations whose TTL passed; returns how many.
     async fn purge_expired(&self, now: UnixMs) -> Result<usize>;
+
+    /// Sets the `subscriptions` of every registered connection of `user_id` (subscriptions are the
+    /// user's, so they change on all of the user's connections at once).
+    async fn set_subscriptions(&self, user_id: &str, channels: &[String]) -> Result<()>;
 }
 
 /// Keyed rate limits shared by every replica that shares the limiter.
@@ -78,34 +88,146 @@ pub trait RateLimiter: Send + Sync {
     async fn check(&self, key: &str, limit: RateLimit, now: UnixMs) -> Result<RateDecision>;
 }
 
-/// A row of the plan's `notification_preferences` table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreferenceRecord {
-    pub user_id: String,
-    pub email_enabled: bool,
-    pub push_enabled: bool,
-    pub in_app_enabled: bool,
-    /// Per-type and per-channel settings (JSON object).
-    pub preferences: serde_json::Value,
-}
-
-impl PreferenceRecord {
-    /// What a user who never saved preferences gets (the table's column defaults).
-    pub fn defaults(user_id: impl Into<String>) -> Self {
-        Self {
-            user_id: user_id.into(),
-            email_enabled: true,
-            push_enabled: true,
-            in_app_enabled: true,
-            preferences: serde_json::json!({}),
-        }
-    }
-}
-
+/// The plan's `notification_preferences` table: one row per user who changed something.
 #[async_trait]
 pub trait PreferenceStore: Send + Sync {
-    async fn get(&self, user_id: &str) -> Result<Option<PreferenceRecord>>;
-    async fn put(&self, record: &PreferenceRecord) -> Result<()>;
+    async fn get(&self, user_id: &str) -> Result<Option<Preferences>>;
+    /// The stored preferences of each of `user_ids` that has any (one round trip for a publish).
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>>;
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()>;
+}
+
+/// A notification to store; the store assigns the per-user `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub id: Uuid,
+    pub user_id: String,
+    pub kind: NotificationType,
+    pub channel: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub icon: Option<String>,
+    pub action_url: Option<String>,
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: UnixMs,
+    pub expires_at: Option<UnixMs>,
+}
+
+/// A publisher's `Idempotency-Key`, with a hash of the request it first came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub publisher: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PublishOutcome {
+    /// Stored now, in one transaction with the idempotency record.
+    Created(Vec<Notification>),
+    /// The key was seen before with the same request: its first answer, nothing stored.
+    Replayed(serde_json::Value),
+    /// The key was seen before with a different request.
+    KeyReused,
+}
+
+/// Filters and position of a history page (keyset pagination on `seq`, newest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub limit: u32,
+    /// Only notifications with a smaller `seq` (the cursor).
+    pub before_seq: Option<i64>,
+    pub unread_only: bool,
+    pub kind: Option<NotificationType>,
+    pub channel: Option<String>,
+}
+
+/// The plan's `notifications` table plus what delivery needs (per-user `seq`, acknowledgement,
+/// attempts) and publishers' idempotency keys.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Stores every notification and the idempotency record in one transaction (one round trip for
+    /// many recipients where the database allows).
+    async fn publish(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        now: UnixMs,
+    ) -> Result<PublishOutcome>;
+
+    async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>>;
+
+    /// A history page, unexpired only, newest first; at most `query.limit` items.
+    async fn list(&self, user_id: &str, query: &HistoryQuery, now: UnixMs) -> Result<Vec<Notification>>;
+
+    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64>;
+
+    /// `false` when the user has no such notification.
+    async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool>;
+
+    /// Marks every unread notification read; how many changed.
+    async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64>;
+
+    async fn delete(&self, user_id: &str, id: Uuid) -> Result<bool>;
+
+    /// Records the acknowledgement (idempotent: the first time is kept). `false` when the user has no
+    /// such notification.
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool>;
+
+    /// Unacknowledged, unexpired notifications with `after_seq < seq < before_seq` created at or after
+    /// `created_since`, in `seq` order: replay on connect and gap filling.
+    async fn pending(
+        &self,
+        user_id: &str,
+        after_seq: i64,
+        before_seq: Option<i64>,
+        created_since: UnixMs,
+        now: UnixMs,
+    ) -> Result<Vec<Notification>>;
+
+    /// The user's highest `seq` so far (0 when none).
+    async fn max_seq(&self, user_id: &str) -> Result<i64>;
+
+    /// Counts one more delivery round for each of `ids`.
+    async fn record_attempt(&self, ids: &[Uuid]) -> Result<()>;
+
+    /// Which of `ids` have been acknowledged.
+    async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>>;
+
+    /// Deletes notifications past their channel's retention (or `default_retention_ms`), expired ones,
+    /// and idempotency records older than `idempotency_ms`. Returns the notifications deleted.
+    async fn purge(
+        &self,
+        now: UnixMs,
+        retention_by_channel: &[(String, i64)],
+        default_retention_ms: i64,
+        idempotency_ms: i64,
+    ) -> Result<u64>;
+}
+
+/// Per-user channel subscriptions (AC20, AC21): only explicit choices are stored; a channel the user
+/// never chose follows its `defaultSubscribed`.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    async fn choices(&self, user_id: &str) -> Result<HashMap<String, bool>>;
+    async fn set(&self, user_id: &str, channels: &[String], subscribed: bool, at: UnixMs) -> Result<()>;
+}
+
+/// Something every replica must hear about: a stored notification to push, or a user's new unread
+/// count. Postgres stays the source of truth; a lost event is recovered from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusEvent {
+    Notification(Arc<Notification>),
+    UnreadCount { user_id: String, count: u64 },
+}
+
+/// Fan-out of events to every replica (in-process for the embedded default, Redis pub/sub later).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, event: BusEvent) -> Result<()>;
+    /// A stream of every event published from now on. A receiver that falls behind loses events
+    /// (reported as lagged), which delivery repairs from the store.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BusEvent>;
 }
 
 /// Something readiness depends on (a database, a cache).

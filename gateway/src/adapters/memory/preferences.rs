@@ -3,25 +3,34 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::domain::preferences::Preferences;
 use crate::error::Result;
-use crate::ports::{PreferenceRecord, PreferenceStore};
+use crate::ports::PreferenceStore;
 
 use super::lock;
 
 /// Preferences in a map: for service tests that need no database.
 #[derive(Debug, Default)]
 pub struct MemoryPreferenceStore {
-    rows: Mutex<HashMap<String, PreferenceRecord>>,
+    rows: Mutex<HashMap<String, Preferences>>,
 }
 
 #[async_trait]
 impl PreferenceStore for MemoryPreferenceStore {
-    async fn get(&self, user_id: &str) -> Result<Option<PreferenceRecord>> {
+    async fn get(&self, user_id: &str) -> Result<Option<Preferences>> {
         Ok(lock(&self.rows).get(user_id).cloned())
     }
 
-    async fn put(&self, record: &PreferenceRecord) -> Result<()> {
-        lock(&self.rows).insert(record.user_id.clone(), record.clone());
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+        let rows = lock(&self.rows);
+        Ok(user_ids
+            .iter()
+            .filter_map(|id| rows.get(id).map(|p| (id.clone(), p.clone())))
+            .collect())
+    }
+
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
+        lock(&self.rows).insert(user_id.to_owned(), preferences.clone());
         Ok(())
     }
 }

@@ -128,6 +128,17 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
         }
         Ok(expired.len())
     }
+
+    async fn set_subscriptions(&self, user_id: &str, channels: &[String]) -> Result<()> {
+        let mut registry = lock(&self.state);
+        let ids: Vec<String> = registry.by_user.get(user_id).into_iter().flatten().cloned().collect();
+        for id in ids {
+            if let Some(record) = registry.by_id.get_mut(&id) {
+                record.subscriptions = channels.to_vec();
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::error::{Error, Result};
 use crate::ports::HealthProbe;
 
+mod notifications;
 mod preferences;
+mod subscriptions;
 
+pub use notifications::SqliteNotificationStore;
 pub use preferences::SqlitePreferenceStore;
+pub use subscriptions::SqliteSubscriptionStore;
 
 /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or `sqlite::memory:`) and brings
 /// its schema up to date.

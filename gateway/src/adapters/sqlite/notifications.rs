@@ -1,0 +1,381 @@
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::domain::UnixMs;
+use crate::domain::notification::{Notification, NotificationType};
+use crate::error::{Error, Result};
+use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
+
+#[derive(Debug, Clone)]
+pub struct SqliteNotificationStore {
+    pool: SqlitePool,
+}
+
+impl SqliteNotificationStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+const COLUMNS: &str = "id, user_id, seq, type AS kind, channel, title, body, icon, action_url, data, \
+                       created_at, expires_at, read_at, delivered_at, attempts";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    user_id: String,
+    seq: i64,
+    kind: String,
+    channel: String,
+    title: String,
+    body: Option<String>,
+    icon: Option<String>,
+    action_url: Option<String>,
+    data: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    read_at: Option<i64>,
+    delivered_at: Option<i64>,
+    attempts: i32,
+}
+
+impl TryFrom<Row> for Notification {
+    type Error = Error;
+
+    fn try_from(row: Row) -> Result<Self> {
+        Ok(Notification {
+            id: Uuid::parse_str(&row.id).map_err(|e| Error::Backend(format!("stored id `{}`: {e}", row.id)))?,
+            kind: NotificationType::parse(&row.kind)
+                .ok_or_else(|| Error::Backend(format!("stored type `{}` is unknown", row.kind)))?,
+            user_id: row.user_id,
+            seq: row.seq,
+            channel: row.channel,
+            title: row.title,
+            body: row.body,
+            icon: row.icon,
+            action_url: row.action_url,
+            data: row.data.map(|d| d.0),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            read_at: row.read_at,
+            delivered_at: row.delivered_at,
+            attempts: row.attempts,
+        })
+    }
+}
+
+fn convert(rows: Vec<Row>) -> Result<Vec<Notification>> {
+    rows.into_iter().map(Notification::try_from).collect()
+}
+
+/// `id IN (?, ?, ...)` over `ids`.
+fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
+    query.push(" id IN (");
+    let mut separated = query.separated(", ");
+    for id in ids {
+        separated.push_bind(id.to_string());
+    }
+    query.push(")");
+}
+
+#[async_trait]
+impl NotificationStore for SqliteNotificationStore {
+    async fn publish(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        now: UnixMs,
+    ) -> Result<PublishOutcome> {
+        // The first statement writes, so the transaction takes SQLite's write lock at once and
+        // concurrent publishes queue on the busy timeout instead of deadlocking.
+        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        if let Some((key, answer)) = idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (publisher, key) DO NOTHING",
+            )
+            .bind(&key.publisher)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(answer.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?
+            .rows_affected();
+            if inserted == 0 {
+                let (hash, response): (String, String) =
+                    sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE publisher = ? AND key = ?")
+                        .bind(&key.publisher)
+                        .bind(&key.key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(Error::backend)?;
+                tx.rollback().await.map_err(Error::backend)?;
+                if hash != key.request_hash {
+                    return Ok(PublishOutcome::KeyReused);
+                }
+                let answer = serde_json::from_str(&response).map_err(Error::backend)?;
+                return Ok(PublishOutcome::Replayed(answer));
+            }
+        }
+        let mut created = Vec::with_capacity(batch.len());
+        for n in batch {
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO user_sequences (user_id, last_seq) VALUES (?, 1)
+                 ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            )
+            .bind(&n.user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+            sqlx::query(
+                "INSERT INTO notifications
+                     (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(n.id.to_string())
+            .bind(&n.user_id)
+            .bind(seq)
+            .bind(n.kind.as_str())
+            .bind(&n.channel)
+            .bind(&n.title)
+            .bind(&n.body)
+            .bind(&n.icon)
+            .bind(&n.action_url)
+            .bind(n.data.as_ref().map(sqlx::types::Json))
+            .bind(n.created_at)
+            .bind(n.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+            created.push(Notification {
+                id: n.id,
+                user_id: n.user_id.clone(),
+                seq,
+                kind: n.kind,
+                channel: n.channel.clone(),
+                title: n.title.clone(),
+                body: n.body.clone(),
+                icon: n.icon.clone(),
+                action_url: n.action_url.clone(),
+                data: n.data.clone(),
+                created_at: n.created_at,
+                expires_at: n.expires_at,
+                read_at: None,
+                delivered_at: None,
+                attempts: 0,
+            });
+        }
+        tx.commit().await.map_err(Error::backend)?;
+        Ok(PublishOutcome::Created(created))
+    }
+
+    async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
+        let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id = ?"))
+            .bind(user_id)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        row.map(Notification::try_from).transpose()
+    }
+
+    async fn list(&self, user_id: &str, query: &HistoryQuery, now: UnixMs) -> Result<Vec<Notification>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
+        sql.push_bind(user_id);
+        sql.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(")");
+        if let Some(before) = query.before_seq {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        if query.unread_only {
+            sql.push(" AND read_at IS NULL");
+        }
+        if let Some(kind) = query.kind {
+            sql.push(" AND type = ").push_bind(kind.as_str());
+        }
+        if let Some(channel) = &query.channel {
+            sql.push(" AND channel = ").push_bind(channel.clone());
+        }
+        sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
+        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+        convert(rows)
+    }
+
+    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM notifications
+             WHERE user_id = ? AND read_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let result = sqlx::query("UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE user_id = ? AND id = ?")
+            .bind(at)
+            .bind(user_id)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
+        let result = sqlx::query("UPDATE notifications SET read_at = ? WHERE user_id = ? AND read_at IS NULL")
+            .bind(at)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected())
+    }
+
+    async fn delete(&self, user_id: &str, id: Uuid) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM notifications WHERE user_id = ? AND id = ?")
+            .bind(user_id)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let result =
+            sqlx::query("UPDATE notifications SET delivered_at = COALESCE(delivered_at, ?) WHERE user_id = ? AND id = ?")
+                .bind(at)
+                .bind(user_id)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn pending(
+        &self,
+        user_id: &str,
+        after_seq: i64,
+        before_seq: Option<i64>,
+        created_since: UnixMs,
+        now: UnixMs,
+    ) -> Result<Vec<Notification>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
+        sql.push_bind(user_id);
+        sql.push(" AND delivered_at IS NULL AND seq > ").push_bind(after_seq);
+        if let Some(before) = before_seq {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        sql.push(" AND created_at >= ").push_bind(created_since);
+        sql.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(") ORDER BY seq");
+        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+        convert(rows)
+    }
+
+    async fn max_seq(&self, user_id: &str) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM user_sequences WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn record_attempt(&self, ids: &[Uuid]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let mut sql = QueryBuilder::<Sqlite>::new("UPDATE notifications SET attempts = attempts + 1 WHERE");
+            push_ids(&mut sql, chunk);
+            sql.build().execute(&self.pool).await.map_err(Error::backend)?;
+        }
+        Ok(())
+    }
+
+    async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        let mut acknowledged = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = QueryBuilder::<Sqlite>::new("SELECT id FROM notifications WHERE delivered_at IS NOT NULL AND");
+            push_ids(&mut sql, chunk);
+            let rows: Vec<(String,)> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+            acknowledged.extend(rows.into_iter().filter_map(|(id,)| Uuid::parse_str(&id).ok()));
+        }
+        Ok(acknowledged)
+    }
+
+    async fn purge(
+        &self,
+        now: UnixMs,
+        retention_by_channel: &[(String, i64)],
+        default_retention_ms: i64,
+        idempotency_ms: i64,
+    ) -> Result<u64> {
+        let mut deleted = 0;
+        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        for (channel, retention) in retention_by_channel {
+            deleted += sqlx::query("DELETE FROM notifications WHERE channel = ? AND created_at < ?")
+                .bind(channel)
+                .bind(now - retention)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::backend)?
+                .rows_affected();
+        }
+        let mut others = QueryBuilder::<Sqlite>::new("DELETE FROM notifications WHERE created_at < ");
+        others.push_bind(now - default_retention_ms);
+        if !retention_by_channel.is_empty() {
+            others.push(" AND channel NOT IN (");
+            let mut names = others.separated(", ");
+            for (channel, _) in retention_by_channel {
+                names.push_bind(channel.clone());
+            }
+            others.push(")");
+        }
+        deleted += others.build().execute(&mut *tx).await.map_err(Error::backend)?.rows_affected();
+        deleted += sqlx::query("DELETE FROM notifications WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?
+            .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(now - idempotency_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+        tx.commit().await.map_err(Error::backend)?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::conformance;
+
+    async fn store() -> SqliteNotificationStore {
+        SqliteNotificationStore::new(super::super::connect("sqlite::memory:").await.expect("sqlite"))
+    }
+
+    #[tokio::test]
+    async fn conforms_to_notification_store() {
+        conformance::notification_store(&store().await).await;
+    }
+
+    #[tokio::test]
+    async fn conforms_to_notification_store_idempotency() {
+        conformance::notification_store_idempotency(&store().await).await;
+    }
+
+    #[tokio::test]
+    async fn conforms_to_notification_store_purge() {
+        conformance::notification_store_purge(&store().await).await;
+    }
+}

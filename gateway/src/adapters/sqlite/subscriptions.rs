@@ -1,0 +1,62 @@
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+
+use crate::domain::UnixMs;
+use crate::error::{Error, Result};
+use crate::ports::SubscriptionStore;
+
+#[derive(Debug, Clone)]
+pub struct SqliteSubscriptionStore {
+    pool: SqlitePool,
+}
+
+impl SqliteSubscriptionStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SqliteSubscriptionStore {
+    async fn choices(&self, user_id: &str) -> Result<HashMap<String, bool>> {
+        let rows: Vec<(String, bool)> =
+            sqlx::query_as("SELECT channel, subscribed FROM channel_subscriptions WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn set(&self, user_id: &str, channels: &[String], subscribed: bool, at: UnixMs) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        for channel in channels {
+            sqlx::query(
+                "INSERT INTO channel_subscriptions (user_id, channel, subscribed, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (user_id, channel) DO UPDATE SET subscribed = excluded.subscribed, updated_at = excluded.updated_at",
+            )
+            .bind(user_id)
+            .bind(channel)
+            .bind(subscribed)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+        }
+        tx.commit().await.map_err(Error::backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::conformance;
+
+    #[tokio::test]
+    async fn conforms_to_subscription_store() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        conformance::subscription_store(&SqliteSubscriptionStore::new(pool)).await;
+    }
+}
