@@ -64,33 +64,20 @@ async fn peer_echo(listen: SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new().route(
         "/ws",
         axum::routing::get(|upgrade: WebSocketUpgrade| async move {
-            upgrade
-                .read_buffer_size(4 * 1024)
-                .write_buffer_size(0)
-                .on_upgrade(echo)
+            upgrade.read_buffer_size(4 * 1024).write_buffer_size(0).on_upgrade(echo)
         }),
     );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     // Same line shape as the gateway's, so one process runner serves both.
-    println!(
-        "INFO gateway:listening address=http://{}",
-        listener.local_addr()?
-    );
+    println!("INFO gateway:listening address=http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
 }
 
 fn user_jwt(sub: &str) -> String {
@@ -121,11 +108,7 @@ impl Measured {
 }
 
 /// Opens `count` connections with `open`, `concurrency` at a time, and keeps them.
-async fn open_all<F, Fut>(
-    count: usize,
-    concurrency: usize,
-    open: F,
-) -> anyhow::Result<(Vec<Ws>, Duration)>
+async fn open_all<F, Fut>(count: usize, concurrency: usize, open: F) -> anyhow::Result<(Vec<Ws>, Duration)>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Ws>>,
@@ -187,8 +170,7 @@ async fn measure_gateway(connections: usize, concurrency: usize) -> anyhow::Resu
                 .json()
                 .await?;
             let token = body["token"].as_str().context("token")?;
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
             recv_json(&mut ws).await;
             anyhow::Ok(ws)
         }

@@ -85,12 +85,7 @@ pub struct Options {
     pub log_format: Option<LogFormat>,
 
     /// Shared secret for HS256 user JWTs.
-    #[arg(
-        long,
-        env = "HERALD_JWT_HS256_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "HERALD_JWT_HS256_SECRET", global = true, hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
     /// JWKS URL of the user JWT issuer (RS256, ES256, EdDSA).
     #[arg(long, env = "HERALD_JWT_JWKS_URL", global = true)]
@@ -109,20 +104,10 @@ pub struct Options {
     pub jwt_leeway_seconds: Option<u64>,
 
     /// HMAC secret of connection tokens (the current key).
-    #[arg(
-        long,
-        env = "WEBSOCKET_TOKEN_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "WEBSOCKET_TOKEN_SECRET", global = true, hide_env_values = true)]
     pub token_secret: Option<String>,
     /// The previous HMAC secret, still accepted during a rotation's grace period.
-    #[arg(
-        long,
-        env = "WEBSOCKET_TOKEN_SECRET_PREVIOUS",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "WEBSOCKET_TOKEN_SECRET_PREVIOUS", global = true, hide_env_values = true)]
     pub token_secret_previous: Option<String>,
     /// JSON key set `{"keys":[{"kid","secret":"<base64>","notBefore":"<RFC 3339>"}]}`; re-read on change.
     #[arg(long, env = "HERALD_SIGNING_KEYS_FILE", global = true)]
@@ -254,16 +239,14 @@ impl Config {
 
     pub fn resolve(o: Options) -> Result<Config, ConfigError> {
         let dev = o.dev.unwrap_or(false);
-        let listen = o
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen = o.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let store = store(&o)?;
-        let log_format = o.log_format.unwrap_or_else(|| {
-            match std::env::var("RUST_LOG_FORMAT").ok().as_deref() {
+        let log_format = o
+            .log_format
+            .unwrap_or_else(|| match std::env::var("RUST_LOG_FORMAT").ok().as_deref() {
                 Some("json") => LogFormat::Json,
                 _ => LogFormat::Human,
-            }
-        });
+            });
 
         let mut dev_jwt_secret = None;
         let hs256_secret = match (o.jwt_hs256_secret, &o.jwt_jwks_url) {
@@ -308,29 +291,21 @@ impl Config {
             jwks_min_refetch: crate::adapters::jwt::JWKS_MIN_REFETCH,
         };
 
-        let (signing_keys, key_source) = match (
-            o.signing_keys_file,
-            o.token_secret,
-            o.token_secret_previous,
-        ) {
+        let (signing_keys, key_source) = match (o.signing_keys_file, o.token_secret, o.token_secret_previous) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err(invalid(
                     "set either HERALD_SIGNING_KEYS_FILE or WEBSOCKET_TOKEN_SECRET(_PREVIOUS), not both",
                 ));
             }
             (Some(path), None, None) => (read_keys_file(&path)?, KeySource::File(path)),
-            (None, Some(current), previous) => (
-                inline_keys(&current, previous.as_deref())?,
-                KeySource::Inline,
-            ),
+            (None, Some(current), previous) => (inline_keys(&current, previous.as_deref())?, KeySource::Inline),
             (None, None, Some(_)) => {
                 return Err(invalid(
                     "WEBSOCKET_TOKEN_SECRET_PREVIOUS is set without WEBSOCKET_TOKEN_SECRET",
                 ));
             }
             (None, None, None) if dev => {
-                let key = SigningKey::new("dev", random_secret(), 0)
-                    .map_err(|e| invalid(e.to_string()))?;
+                let key = SigningKey::new("dev", random_secret(), 0).map_err(|e| invalid(e.to_string()))?;
                 (
                     SigningKeys::new(vec![key]).map_err(|e| invalid(e.to_string()))?,
                     KeySource::Inline,
@@ -353,41 +328,22 @@ impl Config {
         }
         let tokens = TokenSettings {
             ttl_ms: token_ttl_seconds as i64 * 1_000,
-            max_per_minute: positive(
-                "WEBSOCKET_MAX_TOKENS_PER_MINUTE",
-                o.max_tokens_per_minute,
-                10,
-            )?,
+            max_per_minute: positive("WEBSOCKET_MAX_TOKENS_PER_MINUTE", o.max_tokens_per_minute, 10)?,
         };
         let connections = ConnectionSettings {
-            max_per_user: positive(
-                "WEBSOCKET_MAX_CONNECTIONS_PER_USER",
-                o.max_connections_per_user,
-                5,
-            )?,
+            max_per_user: positive("WEBSOCKET_MAX_CONNECTIONS_PER_USER", o.max_connections_per_user, 5)?,
             connects_per_minute_per_ip: positive(
                 "HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP",
                 o.max_connects_per_minute_per_ip,
                 5,
             )?,
-            ttl_ms: positive(
-                "HERALD_CONNECTION_TTL_SECONDS",
-                o.connection_ttl_seconds,
-                7_200,
-            )? as i64
-                * 1_000,
+            ttl_ms: positive("HERALD_CONNECTION_TTL_SECONDS", o.connection_ttl_seconds, 7_200)? as i64 * 1_000,
         };
         let defaults = SessionSettings::default();
-        let heartbeat_interval_ms = positive(
-            "HERALD_HEARTBEAT_INTERVAL_SECONDS",
-            o.heartbeat_interval_seconds,
-            30,
-        )? * 1_000;
-        let heartbeat_timeout_ms = positive(
-            "HERALD_HEARTBEAT_TIMEOUT_SECONDS",
-            o.heartbeat_timeout_seconds,
-            90,
-        )? * 1_000;
+        let heartbeat_interval_ms =
+            positive("HERALD_HEARTBEAT_INTERVAL_SECONDS", o.heartbeat_interval_seconds, 30)? * 1_000;
+        let heartbeat_timeout_ms =
+            positive("HERALD_HEARTBEAT_TIMEOUT_SECONDS", o.heartbeat_timeout_seconds, 90)? * 1_000;
         if heartbeat_timeout_ms < heartbeat_interval_ms {
             return Err(invalid(
                 "HERALD_HEARTBEAT_TIMEOUT_SECONDS must not be shorter than the heartbeat interval",
@@ -400,26 +356,10 @@ impl Config {
         )?;
         let session = SessionSettings {
             max_message_bytes,
-            messages_per_second: positive(
-                "HERALD_MAX_MESSAGES_PER_SECOND",
-                o.max_messages_per_second,
-                10,
-            )?,
-            violations_per_minute: positive(
-                "HERALD_MAX_VIOLATIONS_PER_MINUTE",
-                o.max_violations_per_minute,
-                5,
-            )?,
-            outbound_queue: positive(
-                "HERALD_OUTBOUND_QUEUE",
-                o.outbound_queue,
-                defaults.outbound_queue,
-            )?,
-            write_timeout_ms: positive(
-                "HERALD_WRITE_TIMEOUT_MS",
-                o.write_timeout_ms,
-                defaults.write_timeout_ms,
-            )?,
+            messages_per_second: positive("HERALD_MAX_MESSAGES_PER_SECOND", o.max_messages_per_second, 10)?,
+            violations_per_minute: positive("HERALD_MAX_VIOLATIONS_PER_MINUTE", o.max_violations_per_minute, 5)?,
+            outbound_queue: positive("HERALD_OUTBOUND_QUEUE", o.outbound_queue, defaults.outbound_queue)?,
+            write_timeout_ms: positive("HERALD_WRITE_TIMEOUT_MS", o.write_timeout_ms, defaults.write_timeout_ms)?,
             heartbeat_interval_ms,
             heartbeat_timeout_ms,
             // A frame up to the size cap must fit a read without growing the buffer far past it.
@@ -524,21 +464,12 @@ fn store(o: &Options) -> Result<StoreConfig, ConfigError> {
             ));
         }
         Some(url) => {
-            return Err(invalid(format!(
-                "DATABASE_URL must be sqlite://PATH, got `{url}`"
-            )));
+            return Err(invalid(format!("DATABASE_URL must be sqlite://PATH, got `{url}`")));
         }
         None => {
-            let dir = o
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(".herald-data"));
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                invalid(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            let dir = o.data_dir.clone().unwrap_or_else(|| PathBuf::from(".herald-data"));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
             format!("sqlite://{}", dir.join("herald.db").display())
         }
     };
@@ -546,18 +477,9 @@ fn store(o: &Options) -> Result<StoreConfig, ConfigError> {
 }
 
 fn read_yaml(path: &Path) -> Result<Options, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(format!(
-            "cannot read HERALD_CONFIG file {}: {e}",
-            path.display()
-        ))
-    })?;
-    serde_norway::from_str(&text).map_err(|e| {
-        invalid(format!(
-            "invalid HERALD_CONFIG file {}: {e}",
-            path.display()
-        ))
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("cannot read HERALD_CONFIG file {}: {e}", path.display())))?;
+    serde_norway::from_str(&text).map_err(|e| invalid(format!("invalid HERALD_CONFIG file {}: {e}", path.display())))
 }
 
 fn random_secret() -> Vec<u8> {
@@ -603,40 +525,28 @@ struct KeyEntry {
 
 /// Reads and validates a signing-keys file; used at start-up and on every change of the file.
 pub fn read_keys_file(path: &Path) -> Result<SigningKeys, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(format!(
-            "cannot read HERALD_SIGNING_KEYS_FILE {}: {e}",
-            path.display()
-        ))
-    })?;
-    parse_keys(&text).map_err(|e| {
-        invalid(format!(
-            "HERALD_SIGNING_KEYS_FILE {}: {}",
-            path.display(),
-            e.0
-        ))
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("cannot read HERALD_SIGNING_KEYS_FILE {}: {e}", path.display())))?;
+    parse_keys(&text).map_err(|e| invalid(format!("HERALD_SIGNING_KEYS_FILE {}: {}", path.display(), e.0)))
 }
 
 pub fn parse_keys(text: &str) -> Result<SigningKeys, ConfigError> {
-    let file: KeysFile =
-        serde_json::from_str(text).map_err(|e| invalid(format!("not a key set: {e}")))?;
-    let keys = file
-        .keys
-        .into_iter()
-        .map(|entry| {
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(entry.secret.trim())
-                .map_err(|_| invalid(format!("secret of `{}` is not base64", entry.kid)))?;
-            let not_before = match entry.not_before {
-                Some(at) => parse_rfc3339(&at).map_err(|_| {
-                    invalid(format!("notBefore of `{}` is not RFC 3339", entry.kid))
-                })?,
-                None => 0,
-            };
-            SigningKey::new(entry.kid, secret, not_before).map_err(|e| invalid(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let file: KeysFile = serde_json::from_str(text).map_err(|e| invalid(format!("not a key set: {e}")))?;
+    let keys =
+        file.keys
+            .into_iter()
+            .map(|entry| {
+                let secret = base64::engine::general_purpose::STANDARD
+                    .decode(entry.secret.trim())
+                    .map_err(|_| invalid(format!("secret of `{}` is not base64", entry.kid)))?;
+                let not_before = match entry.not_before {
+                    Some(at) => parse_rfc3339(&at)
+                        .map_err(|_| invalid(format!("notBefore of `{}` is not RFC 3339", entry.kid)))?,
+                    None => 0,
+                };
+                SigningKey::new(entry.kid, secret, not_before).map_err(|e| invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     SigningKeys::new(keys).map_err(|e| invalid(e.to_string()))
 }
 
@@ -770,10 +680,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_yaml_file() {
-        let file: Options = serde_norway::from_str(
-            "listen: 127.0.0.1:9000\nmax_connections_per_user: 3\ndev: true\n",
-        )
-        .expect("yaml");
+        let file: Options =
+            serde_norway::from_str("listen: 127.0.0.1:9000\nmax_connections_per_user: 3\ndev: true\n").expect("yaml");
         let merged = Options {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
             ..options()

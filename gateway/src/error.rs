@@ -27,6 +27,22 @@ pub enum Error {
     WebSocketDisabled,
     #[error("connection `{0}` is not registered")]
     UnknownConnection(String),
+    #[error("the request is invalid")]
+    Validation(crate::domain::notification::FieldErrors),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such notification")]
+    NotificationNotFound,
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    #[error("channel `{0}` needs a role this user does not have")]
+    ForbiddenChannel(String),
+    #[error("the publisher key is missing or unknown")]
+    InvalidPublisherKey,
+    #[error("publisher `{publisher}` may not publish `{kind}` notifications")]
+    TypeNotAllowed { publisher: String, kind: String },
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
     /// A dependency (identity provider, store) cannot be reached right now; retrying may succeed.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -36,6 +52,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::Validation([(field.into(), problem.into())].into_iter().collect())
+    }
+
     pub fn backend(err: impl std::fmt::Display) -> Self {
         Error::Backend(err.to_string())
     }
@@ -56,6 +77,14 @@ impl Error {
             Error::InAppDisabled => "in_app_disabled",
             Error::WebSocketDisabled => "websocket_disabled",
             Error::UnknownConnection(_) => "unknown_connection",
+            Error::Validation(_) => "validation_failed",
+            Error::BadRequest(_) => "bad_request",
+            Error::NotificationNotFound => "notification_not_found",
+            Error::UnknownChannel(_) => "unknown_channel",
+            Error::ForbiddenChannel(_) => "forbidden_channel",
+            Error::InvalidPublisherKey => "invalid_publisher_key",
+            Error::TypeNotAllowed { .. } => "type_not_allowed",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::Unavailable(_) => "unavailable",
             Error::Backend(_) => "internal",
         }

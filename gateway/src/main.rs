@@ -46,9 +46,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let herald_gateway::config::StoreConfig::Sqlite { url } = &config.store;
     tracing::info!(address = %format!("http://{addr}"), store = %url, dev = config.dev, "gateway:listening");
     if config.dev {
-        tracing::warn!(
-            "dev mode: generated secrets, POST /dev/jwt enabled; never use in production"
-        );
+        tracing::warn!("dev mode: generated secrets, POST /dev/jwt enabled; never use in production");
         tracing::info!(
             "try it: JWT=$(curl -s -X POST 'http://{addr}/dev/jwt?sub=alice' | jq -r .jwt); \
              curl -s -X POST -H \"Authorization: Bearer $JWT\" http://{addr}/ws/token"

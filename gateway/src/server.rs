@@ -28,9 +28,7 @@ const KEYS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let StoreConfig::Sqlite { url } = &config.store;
-    let pool = sqlite::connect(url)
-        .await
-        .context("opening the embedded database")?;
+    let pool = sqlite::connect(url).await.context("opening the embedded database")?;
     let preferences = Arc::new(SqlitePreferenceStore::new(pool.clone()));
     let ledger: Arc<dyn TokenLedger> = Arc::new(MemoryTokenLedger::default());
     let registry: Arc<dyn ConnectionRegistry> = Arc::new(MemoryConnectionRegistry::default());
@@ -102,8 +100,7 @@ fn spawn_purger(gateway: &Arc<Gateway>) {
 fn spawn_key_reloader(gateway: &Arc<Gateway>, keys: Arc<SigningKeyRing>, path: std::path::PathBuf) {
     let shutdown = gateway.lifecycle.shutdown.clone();
     tokio::spawn(async move {
-        let modified =
-            |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut seen = modified(&path);
         let mut every = tokio::time::interval(KEYS_RELOAD_INTERVAL);
         loop {

@@ -30,9 +30,7 @@ struct Issuer {
 
 impl Issuer {
     async fn start(jwks: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = Issuer {
             jwks: Arc::new(std::sync::RwLock::new(jwks)),
@@ -108,12 +106,7 @@ async fn issue_status(gw: &TestGateway, jwt: &str) -> (u16, Value) {
 async fn rs256_and_es256_tokens_from_the_jwks_issue_connection_tokens() {
     let issuer = Issuer::start(fixture("jwks.json")).await;
     let gw = gateway(issuer.url(), Duration::from_secs(60)).await;
-    let rs = sign(
-        Algorithm::RS256,
-        "rsa-1",
-        &rsa("rsa-private.pem"),
-        &claims("alice"),
-    );
+    let rs = sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &claims("alice"));
     assert_eq!(issue_status(&gw, &rs).await.0, 200);
     let ec_key = EncodingKey::from_ec_pem(fixture("ec-private.pem").as_bytes()).expect("ec key");
     let es = sign(Algorithm::ES256, "ec-1", &ec_key, &claims("bob"));
@@ -123,15 +116,8 @@ async fn rs256_and_es256_tokens_from_the_jwks_issue_connection_tokens() {
     // Wrong issuer or audience, even when properly signed.
     let mut wrong = claims("alice");
     wrong["aud"] = json!("someone-else");
-    let (status, body) = issue_status(
-        &gw,
-        &sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &wrong),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("jwt_invalid"))
-    );
+    let (status, body) = issue_status(&gw, &sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &wrong)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("jwt_invalid")));
 }
 
 #[tokio::test]
@@ -149,12 +135,9 @@ async fn algorithm_confusion_and_hs256_are_refused_when_only_jwks_is_configured(
     // An ES256 header over an RSA key id: refused, the key family must match the algorithm.
     let ec_key = EncodingKey::from_ec_pem(fixture("ec-private.pem").as_bytes()).expect("ec key");
     assert_eq!(
-        issue_status(
-            &gw,
-            &sign(Algorithm::ES256, "rsa-1", &ec_key, &claims("alice"))
-        )
-        .await
-        .0,
+        issue_status(&gw, &sign(Algorithm::ES256, "rsa-1", &ec_key, &claims("alice")))
+            .await
+            .0,
         401
     );
 }
@@ -163,12 +146,7 @@ async fn algorithm_confusion_and_hs256_are_refused_when_only_jwks_is_configured(
 async fn unknown_kid_refetches_the_jwks_to_pick_up_a_rotated_key() {
     let issuer = Issuer::start(fixture("jwks.json")).await;
     let gw = gateway(issuer.url(), Duration::ZERO).await;
-    let old = sign(
-        Algorithm::RS256,
-        "rsa-1",
-        &rsa("rsa-private.pem"),
-        &claims("alice"),
-    );
+    let old = sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &claims("alice"));
     assert_eq!(issue_status(&gw, &old).await.0, 200);
     issuer.serve(fixture("jwks-rotated.json"));
     let new = sign(
@@ -185,12 +163,7 @@ async fn unknown_kid_refetches_the_jwks_to_pick_up_a_rotated_key() {
 async fn unknown_kids_cannot_make_the_gateway_hammer_the_issuer() {
     let issuer = Issuer::start(fixture("jwks.json")).await;
     let gw = gateway(issuer.url(), Duration::from_secs(60)).await;
-    let known = sign(
-        Algorithm::RS256,
-        "rsa-1",
-        &rsa("rsa-private.pem"),
-        &claims("alice"),
-    );
+    let known = sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &claims("alice"));
     assert_eq!(issue_status(&gw, &known).await.0, 200);
     let unknown = sign(
         Algorithm::RS256,
@@ -200,31 +173,18 @@ async fn unknown_kids_cannot_make_the_gateway_hammer_the_issuer() {
     );
     for _ in 0..20 {
         let (status, body) = issue_status(&gw, &unknown).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (401, Some("jwt_invalid"))
-        );
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("jwt_invalid")));
     }
     assert_eq!(issuer.fetches(), 1, "refetches are throttled");
 }
 
 #[tokio::test]
 async fn an_unreachable_issuer_answers_503_not_401() {
-    let unused = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/jwks.json", unused.local_addr().expect("addr"));
     drop(unused);
     let gw = gateway(url, Duration::ZERO).await;
-    let jwt = sign(
-        Algorithm::RS256,
-        "rsa-1",
-        &rsa("rsa-private.pem"),
-        &claims("alice"),
-    );
+    let jwt = sign(Algorithm::RS256, "rsa-1", &rsa("rsa-private.pem"), &claims("alice"));
     let (status, body) = issue_status(&gw, &jwt).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (503, Some("unavailable"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
 }

@@ -15,21 +15,14 @@ async fn post_ws_token_issues_valid_token_with_user_jwt() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     let token = body["token"].as_str().expect("token");
-    assert_eq!(
-        token.split('.').count(),
-        2,
-        "base64url(payload).base64url(signature)"
-    );
+    assert_eq!(token.split('.').count(), 2, "base64url(payload).base64url(signature)");
     assert!(uuid::Uuid::parse_str(body["tokenId"].as_str().expect("tokenId")).is_ok());
     let expires_at = body["expiresAt"].as_i64().expect("expiresAt");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    assert!(
-        (now + 55_000..=now + 61_000).contains(&expires_at),
-        "60 s TTL"
-    );
+    assert!((now + 55_000..=now + 61_000).contains(&expires_at), "60 s TTL");
     // And it opens a WebSocket.
     assert!(gw.connect(token).await.is_ok());
 }
@@ -84,10 +77,11 @@ async fn post_ws_token_rejects_bad_and_expired_jwts() {
 #[tokio::test]
 async fn post_ws_token_rejects_if_user_has_opted_out() {
     let gw = start().await;
-    let pool = sqlite::connect(&gw.database_url)
-        .await
-        .expect("same database");
-    let preferences = Preferences { in_app_enabled: false, ..Preferences::default() };
+    let pool = sqlite::connect(&gw.database_url).await.expect("same database");
+    let preferences = Preferences {
+        in_app_enabled: false,
+        ..Preferences::default()
+    };
     SqlitePreferenceStore::new(pool)
         .put("opted-out", &preferences)
         .await
@@ -99,12 +93,7 @@ async fn post_ws_token_rejects_if_user_has_opted_out() {
         response.json::<Value>().await.expect("json")["error"]["code"],
         "in_app_disabled"
     );
-    assert_eq!(
-        gw.post_token(Some(&user_jwt("opted-in", 300)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(gw.post_token(Some(&user_jwt("opted-in", 300))).await.status(), 200);
 }
 
 #[tokio::test]
@@ -150,21 +139,13 @@ async fn delete_ws_token_revokes_all_tokens_for_user() {
         let refusal = gw.connect(token).await.expect_err("revoked");
         assert_eq!((refusal.status, refusal.code()), (401, "token_revoked"));
     }
-    assert!(
-        gw.connect(&bobs).await.is_ok(),
-        "other users keep their tokens"
-    );
+    assert!(gw.connect(&bobs).await.is_ok(), "other users keep their tokens");
     let newer = gw.token("alice").await;
     assert!(
         gw.connect(&newer).await.is_ok(),
         "tokens issued after the revocation work"
     );
-    let anonymous = gw
-        .http
-        .delete(gw.url("/ws/token"))
-        .send()
-        .await
-        .expect("DELETE");
+    let anonymous = gw.http.delete(gw.url("/ws/token")).send().await.expect("DELETE");
     assert_eq!(anonymous.status(), 401);
 }
 
@@ -182,19 +163,11 @@ async fn websocket_disabled_refuses_tokens_and_connections() {
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let gw = start().await;
-    let health = gw
-        .http
-        .get(gw.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = gw.http.get(gw.url("/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
     let ready = gw.http.get(gw.url("/readyz")).send().await.expect("readyz");
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.json::<Value>().await.expect("json")["checks"]["sqlite"],
-        "ok"
-    );
+    assert_eq!(ready.json::<Value>().await.expect("json")["checks"]["sqlite"], "ok");
     gw.running.gateway.lifecycle.begin_drain();
     let draining = gw.http.get(gw.url("/readyz")).send().await.expect("readyz");
     assert_eq!(draining.status(), 503);

@@ -4,10 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    TOKEN_SECRET, await_close, client_message, connect_request, ping, recv_json, send, start,
-    start_with,
-};
+use common::{TOKEN_SECRET, await_close, client_message, connect_request, ping, recv_json, send, start, start_with};
 use futures_util::{SinkExt, StreamExt};
 use herald_gateway::domain::token::{ConnectionClaims, SigningKey, SigningKeys};
 use serde_json::json;
@@ -45,10 +42,7 @@ fn signed_token(claims: ConnectionClaims) -> String {
 async fn should_establish_connection_with_valid_connection_token() {
     let gw = start().await;
     let (mut ws, connected) = gw.connect_user("alice").await;
-    let connection_id = connected["payload"]["connectionId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let connection_id = connected["payload"]["connectionId"].as_str().expect("id").to_owned();
     assert_eq!(connected["payload"]["userId"], "alice");
     assert_eq!(connected["payload"]["heartbeatIntervalMs"], 30_000);
     let record = gw
@@ -68,16 +62,10 @@ async fn should_establish_connection_with_valid_connection_token() {
 async fn token_in_sec_websocket_protocol_is_accepted_and_herald_v1_is_answered() {
     let gw = start().await;
     let token = gw.token("alice").await;
-    let mut request = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .expect("request");
+    let mut request = format!("ws://{}/ws", gw.addr).into_client_request().expect("request");
     let protocols = HeaderValue::from_str(&format!("herald.v1, token.{token}")).expect("header");
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", protocols);
-    let (mut ws, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connects");
+    request.headers_mut().insert("sec-websocket-protocol", protocols);
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("connects");
     assert_eq!(response.headers()["sec-websocket-protocol"], "herald.v1");
     assert_eq!(recv_json(&mut ws).await["type"], "connected");
 }
@@ -113,16 +101,10 @@ async fn rejects_forged_signature_and_garbage_tokens() {
     assert_eq!((refusal.status, refusal.code()), (401, "token_invalid"));
     let refusal = gw.connect(&"x".repeat(5_000)).await.expect_err("oversized");
     assert_eq!((refusal.status, refusal.code()), (401, "token_invalid"));
-    let missing = connect_request(
-        format!("ws://{}/ws", gw.addr)
-            .into_client_request()
-            .expect("req"),
-    )
-    .await;
+    let missing = connect_request(format!("ws://{}/ws", gw.addr).into_client_request().expect("req")).await;
     assert_eq!(missing.expect_err("no token").code(), "token_invalid");
     // A token signed with another secret, same claims shape: refused.
-    let other_key =
-        SigningKey::new("k-other", b"0123456789abcdefghijklmnopqrstuv".to_vec(), 0).expect("key");
+    let other_key = SigningKey::new("k-other", b"0123456789abcdefghijklmnopqrstuv".to_vec(), 0).expect("key");
     let (other, _) = SigningKeys::new(vec![other_key])
         .expect("keys")
         .sign(claims("alice", now_ms()), now_ms())
@@ -144,10 +126,7 @@ async fn sixth_connection_of_a_user_is_refused() {
     }
     let token = gw.token("alice").await;
     let refusal = gw.connect(&token).await.expect_err("sixth");
-    assert_eq!(
-        (refusal.status, refusal.code()),
-        (429, "too_many_connections")
-    );
+    assert_eq!((refusal.status, refusal.code()), (429, "too_many_connections"));
     // Closing one frees a slot.
     let mut first = open.remove(0);
     first.close(None).await.expect("close");
@@ -171,10 +150,7 @@ async fn connection_attempts_are_limited_per_ip() {
 async fn heartbeat_updates_last_ping_at() {
     let gw = start().await;
     let (mut ws, connected) = gw.connect_user("alice").await;
-    let id = connected["payload"]["connectionId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = connected["payload"]["connectionId"].as_str().expect("id").to_owned();
     let before = gw
         .running
         .gateway
@@ -202,10 +178,7 @@ async fn heartbeat_updates_last_ping_at() {
         after.last_ping_at,
         before.last_ping_at
     );
-    assert!(
-        after.expires_at > before.expires_at,
-        "the TTL moves with the heartbeat"
-    );
+    assert!(after.expires_at > before.expires_at, "the TTL moves with the heartbeat");
 }
 
 #[tokio::test]
@@ -239,11 +212,7 @@ async fn malformed_frames_get_error_messages_and_the_connection_survives() {
         let error = recv_json(&mut ws).await;
         assert_eq!(error["type"], "error");
         assert_eq!(error["payload"]["code"], code);
-        assert!(
-            error["payload"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(error["payload"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     ping(&mut ws).await;
 }
@@ -286,21 +255,10 @@ async fn oversize_frame_closes_only_that_connection() {
 async fn should_clean_up_on_disconnect() {
     let gw = start().await;
     let (mut ws, connected) = gw.connect_user("alice").await;
-    let id = connected["payload"]["connectionId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = connected["payload"]["connectionId"].as_str().expect("id").to_owned();
     ws.close(None).await.expect("close");
     gw.await_connection_count("alice", 0).await;
-    assert!(
-        gw.running
-            .gateway
-            .connections
-            .get(&id)
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(gw.running.gateway.connections.get(&id).await.expect("get").is_none());
     assert!(gw.running.gateway.sessions.is_empty());
     // A dropped TCP connection (no close frame) is cleaned up too.
     let (ws, _) = gw.connect_user("bob").await;
@@ -381,9 +339,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_ip_is_limited() {
         .expect_err("sixth from this client");
     assert_eq!(limited.code(), "rate_limited");
     assert!(
-        attempt("203.0.113.2", gw.token("alice").await)
-            .await
-            .is_ok(),
+        attempt("203.0.113.2", gw.token("alice").await).await.is_ok(),
         "another client behind the proxy"
     );
 }

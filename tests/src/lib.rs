@@ -15,8 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The gateway binary built by the same `cargo test` run (or `HERALD_GATEWAY_BIN`).
 pub fn gateway_binary() -> PathBuf {
@@ -46,8 +45,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("herald-e2e-{}-{}", std::process::id(), unique()));
+        let dir = std::env::temp_dir().join(format!("herald-e2e-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self(dir)
     }
@@ -138,12 +136,7 @@ impl GatewayProcess {
                 "expected line never printed; output:\n{}",
                 lines.join("\n")
             );
-            lines = self
-                .output
-                .changed
-                .wait_timeout(lines, left)
-                .expect("lock")
-                .0;
+            lines = self.output.changed.wait_timeout(lines, left).expect("lock").0;
         }
     }
 
@@ -159,10 +152,7 @@ impl GatewayProcess {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "process did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -175,11 +165,7 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn spawn(
-    binary: &std::path::Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Child, Arc<Output>, TempDir) {
+fn spawn(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<Output>, TempDir) {
     let dir = TempDir::new();
     let mut command = Command::new(binary);
     command
@@ -234,11 +220,7 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
 
 fn listening_address(line: &str) -> Option<SocketAddr> {
     if let Ok(json) = serde_json::from_str::<Value>(line) {
-        return json["address"]
-            .as_str()?
-            .strip_prefix("http://")?
-            .parse()
-            .ok();
+        return json["address"].as_str()?.strip_prefix("http://")?.parse().ok();
     }
     let start = line.find("address=http://")? + "address=http://".len();
     line[start..].split_whitespace().next()?.parse().ok()

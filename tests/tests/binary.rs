@@ -48,9 +48,7 @@ async fn token(gateway: &GatewayProcess, jwt: &str) -> Value {
 
 async fn connect(gateway: &GatewayProcess, token: &str) -> herald_e2e::Ws {
     let url = format!("ws://{}/ws?token={token}", gateway.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket opens");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket opens");
     assert_eq!(recv_json(&mut ws).await["type"], "connected");
     ws
 }
@@ -111,10 +109,7 @@ async fn without_dev_mode_missing_or_weak_secrets_refuse_to_start() {
     assert_eq!(status.code(), Some(2));
     assert!(output.contains("too short"), "{output}");
 
-    let cluster = [
-        ("HERALD_DEV", "true"),
-        ("REDIS_URL", "redis://127.0.0.1:6379"),
-    ];
+    let cluster = [("HERALD_DEV", "true"), ("REDIS_URL", "redis://127.0.0.1:6379")];
     let (status, output) = run_to_exit(&[], &cluster);
     assert_eq!(status.code(), Some(2));
     assert!(output.contains("REDIS_URL"), "{output}");
@@ -149,24 +144,17 @@ async fn json_logs_carry_the_plan_events() {
     assert_eq!(connected["user_id"], "alice");
     assert_eq!(connected["connection_id"], disconnected["connection_id"]);
     assert!(
-        disconnected["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("client")),
+        disconnected["reason"].as_str().is_some_and(|r| r.contains("client")),
         "{disconnected}"
     );
     // A refused connection is logged with its reason.
-    let refused =
-        tokio_tungstenite::connect_async(format!("ws://{}/ws?token=bogus", gateway.addr)).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws?token=bogus", gateway.addr)).await;
     assert!(refused.is_err());
     let rejected: Value =
-        serde_json::from_str(&gateway.wait_for_line(|l| l.contains("websocket:rejected")))
-            .expect("JSON log line");
+        serde_json::from_str(&gateway.wait_for_line(|l| l.contains("websocket:rejected"))).expect("JSON log line");
     assert_eq!(rejected["code"], "token_invalid");
     for line in gateway.lines() {
-        assert!(
-            serde_json::from_str::<Value>(&line).is_ok(),
-            "not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<Value>(&line).is_ok(), "not JSON: {line}");
         assert!(
             !line.contains(TOKEN_SECRET) && !line.contains(JWT_SECRET),
             "secret in logs: {line}"
@@ -178,11 +166,7 @@ async fn json_logs_carry_the_plan_events() {
 async fn plan_environment_variables_and_the_yaml_file_configure_limits() {
     let dir = TempDir::new();
     let config = dir.path("herald.yaml");
-    std::fs::write(
-        &config,
-        "max_connections_per_user: 1\nmax_tokens_per_minute: 2\n",
-    )
-    .expect("write");
+    std::fs::write(&config, "max_connections_per_user: 1\nmax_tokens_per_minute: 2\n").expect("write");
     let mut env = production_env();
     let config_path = config.to_string_lossy().into_owned();
     env.push(("HERALD_CONFIG", &config_path));

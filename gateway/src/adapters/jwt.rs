@@ -43,39 +43,29 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
-        let hs256 = settings
-            .hs256_secret
-            .as_deref()
-            .map(DecodingKey::from_secret);
+        let hs256 = settings.hs256_secret.as_deref().map(DecodingKey::from_secret);
         let jwks = settings
             .jwks_url
             .clone()
             .map(|url| JwksCache::new(url, settings.jwks_min_refetch));
-        Self {
-            settings,
-            hs256,
-            jwks,
-        }
+        Self { settings, hs256, jwks }
     }
 
     async fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey> {
         match alg {
-            Algorithm::HS256 => self.hs256.clone().ok_or_else(|| {
-                Error::JwtInvalid("HS256 tokens are not accepted by this gateway".into())
-            }),
+            Algorithm::HS256 => self
+                .hs256
+                .clone()
+                .ok_or_else(|| Error::JwtInvalid("HS256 tokens are not accepted by this gateway".into())),
             Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => {
-                let jwks = self.jwks.as_ref().ok_or_else(|| {
-                    Error::JwtInvalid(format!(
-                        "{alg:?} tokens need a JWKS URL, none is configured"
-                    ))
-                })?;
+                let jwks = self
+                    .jwks
+                    .as_ref()
+                    .ok_or_else(|| Error::JwtInvalid(format!("{alg:?} tokens need a JWKS URL, none is configured")))?;
                 let jwk = jwks.find(alg, kid).await?;
-                DecodingKey::from_jwk(&jwk)
-                    .map_err(|e| Error::JwtInvalid(format!("unusable JWKS key: {e}")))
+                DecodingKey::from_jwk(&jwk).map_err(|e| Error::JwtInvalid(format!("unusable JWKS key: {e}")))
             }
-            other => Err(Error::JwtInvalid(format!(
-                "algorithm {other:?} is not accepted"
-            ))),
+            other => Err(Error::JwtInvalid(format!("algorithm {other:?} is not accepted"))),
         }
     }
 
@@ -99,26 +89,20 @@ impl JwtVerifier {
 #[async_trait]
 impl UserVerifier for JwtVerifier {
     async fn verify(&self, bearer: &str) -> Result<AuthenticatedUser> {
-        let header = decode_header(bearer)
-            .map_err(|_| Error::JwtInvalid("malformed token or header".into()))?;
+        let header = decode_header(bearer).map_err(|_| Error::JwtInvalid("malformed token or header".into()))?;
         let key = self.key_for(header.alg, header.kid.as_deref()).await?;
-        let data = decode::<Map<String, Value>>(bearer, &key, &self.validation(header.alg))
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => Error::JwtExpired,
-                    ErrorKind::ImmatureSignature => {
-                        Error::JwtInvalid("token is not valid yet (nbf)".into())
-                    }
-                    ErrorKind::InvalidIssuer => Error::JwtInvalid("wrong issuer".into()),
-                    ErrorKind::InvalidAudience => Error::JwtInvalid("wrong audience".into()),
-                    ErrorKind::InvalidSignature => Error::JwtInvalid("bad signature".into()),
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        Error::JwtInvalid(format!("missing claim `{claim}`"))
-                    }
-                    _ => Error::JwtInvalid("token rejected".into()),
-                }
-            })?;
+        let data = decode::<Map<String, Value>>(bearer, &key, &self.validation(header.alg)).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => Error::JwtExpired,
+                ErrorKind::ImmatureSignature => Error::JwtInvalid("token is not valid yet (nbf)".into()),
+                ErrorKind::InvalidIssuer => Error::JwtInvalid("wrong issuer".into()),
+                ErrorKind::InvalidAudience => Error::JwtInvalid("wrong audience".into()),
+                ErrorKind::InvalidSignature => Error::JwtInvalid("bad signature".into()),
+                ErrorKind::MissingRequiredClaim(claim) => Error::JwtInvalid(format!("missing claim `{claim}`")),
+                _ => Error::JwtInvalid("token rejected".into()),
+            }
+        })?;
         let sub = match data.claims.get("sub") {
             Some(Value::String(sub)) if !sub.is_empty() && sub.len() <= 255 => sub.clone(),
             _ => {
@@ -143,11 +127,7 @@ pub fn roles(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
         parts.try_fold(first, |v, part| v.get(part))
     });
     match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         Some(Value::String(s)) => s
             .split([' ', ','])
             .filter(|r| !r.is_empty())
@@ -191,9 +171,7 @@ impl JwksCache {
 
     async fn find(&self, alg: Algorithm, kid: Option<&str>) -> Result<Jwk> {
         let cached = self.cached();
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < JWKS_MAX_AGE);
+        let fresh = cached.as_ref().is_some_and(|(_, at)| at.elapsed() < JWKS_MAX_AGE);
         if let Some((set, _)) = &cached {
             if let Some(jwk) = select(set, alg, kid) {
                 if fresh {
@@ -212,9 +190,7 @@ impl JwksCache {
                 None => return Err(err),
             },
         }
-        .ok_or_else(|| {
-            Error::JwtInvalid("no JWKS key matches the token's kid and algorithm".into())
-        })
+        .ok_or_else(|| Error::JwtInvalid("no JWKS key matches the token's kid and algorithm".into()))
     }
 
     async fn refresh(&self) -> Result<Arc<JwkSet>> {
@@ -235,16 +211,10 @@ impl JwksCache {
                 .await
         }
         .await
-        .map_err(|e: reqwest::Error| {
-            Error::Unavailable(format!("cannot fetch JWKS from {}: {e}", self.url))
-        })?;
+        .map_err(|e: reqwest::Error| Error::Unavailable(format!("cannot fetch JWKS from {}: {e}", self.url)))?;
         let set = Arc::new(set);
         tracing::info!(url = %self.url, keys = set.keys.len(), "jwks:fetched");
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((set.clone(), Instant::now()));
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((set.clone(), Instant::now()));
         Ok(set)
     }
 }
@@ -276,9 +246,7 @@ fn select(set: &JwkSet, alg: Algorithm, kid: Option<&str>) -> Option<Jwk> {
 fn family_matches(jwk: &Jwk, alg: Algorithm) -> bool {
     match (&jwk.algorithm, alg) {
         (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
-            ec.curve == EllipticCurve::P256
-        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => ec.curve == EllipticCurve::P256,
         (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA) => true,
         _ => false,
     }
@@ -321,9 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_valid_hs256_and_reads_roles() {
-        let token = hs256(
-            serde_json::json!({"sub": "alice", "exp": now() + 60, "roles": ["admin", "ops"]}),
-        );
+        let token = hs256(serde_json::json!({"sub": "alice", "exp": now() + 60, "roles": ["admin", "ops"]}));
         let user = verifier(None, None).verify(&token).await.expect("valid");
         assert_eq!(
             user,
@@ -335,7 +301,8 @@ mod tests {
     async fn refuses_expired_immature_and_wrong_issuer_or_audience() {
         let v = verifier(Some("https://issuer"), Some("herald"));
         let base = |extra: Value| {
-            let mut claims = serde_json::json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "herald"});
+            let mut claims =
+                serde_json::json!({"sub": "a", "exp": now() + 60, "iss": "https://issuer", "aud": "herald"});
             if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
                 c.extend(e.clone());
             }
@@ -343,18 +310,15 @@ mod tests {
         };
         assert!(v.verify(&base(serde_json::json!({}))).await.is_ok());
         assert!(matches!(
-            v.verify(&base(serde_json::json!({"exp": now() - 60})))
-                .await,
+            v.verify(&base(serde_json::json!({"exp": now() - 60}))).await,
             Err(Error::JwtExpired)
         ));
         assert!(matches!(
-            v.verify(&base(serde_json::json!({"nbf": now() + 600})))
-                .await,
+            v.verify(&base(serde_json::json!({"nbf": now() + 600}))).await,
             Err(Error::JwtInvalid(_))
         ));
         assert!(matches!(
-            v.verify(&base(serde_json::json!({"iss": "https://evil"})))
-                .await,
+            v.verify(&base(serde_json::json!({"iss": "https://evil"}))).await,
             Err(Error::JwtInvalid(_))
         ));
         assert!(matches!(
@@ -394,10 +358,7 @@ mod tests {
         )
         .expect("encode");
         let (_, rest) = confused.split_once('.').expect("parts");
-        let forged = format!(
-            "{}.{rest}",
-            b64(serde_json::json!({"alg": "RS256", "typ": "JWT"}))
-        );
+        let forged = format!("{}.{rest}", b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})));
         assert!(matches!(
             verifier(None, None).verify(&forged).await,
             Err(Error::JwtInvalid(_))

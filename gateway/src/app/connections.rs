@@ -89,9 +89,7 @@ impl ConnectionService {
     async fn try_connect(&self, request: &ConnectRequest<'_>) -> Result<ConnectionRecord> {
         let limit = RateLimit::per_minute(self.settings.connects_per_minute_per_ip);
         let key = format!("connect:ip:{}", request.client_ip);
-        if let RateDecision::Limited { retry_after_ms } =
-            self.limiter.check(&key, limit, self.clock.now_ms()).await?
-        {
+        if let RateDecision::Limited { retry_after_ms } = self.limiter.check(&key, limit, self.clock.now_ms()).await? {
             return Err(Error::RateLimited { retry_after_ms });
         }
         let claims = self.tokens.authorize(request.token).await?;
@@ -139,9 +137,7 @@ impl ConnectionService {
             RegisterOutcome::AtCapacity => Err(Error::TooManyConnections {
                 max: self.settings.max_per_user,
             }),
-            RegisterOutcome::IdTaken => {
-                Err(Error::DuplicateConnection(record.connection_id.clone()))
-            }
+            RegisterOutcome::IdTaken => Err(Error::DuplicateConnection(record.connection_id.clone())),
         }
     }
 
@@ -160,11 +156,7 @@ impl ConnectionService {
     }
 
     /// The connection ended, for `reason`: its registration goes away.
-    pub async fn disconnect(
-        &self,
-        connection_id: &str,
-        reason: &str,
-    ) -> Result<Option<ConnectionRecord>> {
+    pub async fn disconnect(&self, connection_id: &str, reason: &str) -> Result<Option<ConnectionRecord>> {
         let removed = self.registry.remove(connection_id).await?;
         if let Some(record) = &removed {
             tracing::info!(connection_id, user_id = %record.user_id, reason, "websocket:disconnected");
@@ -177,9 +169,7 @@ impl ConnectionService {
     }
 
     pub async fn list_for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
-        self.registry
-            .list_for_user(user_id, self.clock.now_ms())
-            .await
+        self.registry.list_for_user(user_id, self.clock.now_ms()).await
     }
 
     /// Drops registrations whose TTL passed (AC8): those of replicas that died without cleanup.
@@ -268,19 +258,9 @@ mod tests {
         let s = setup();
         let token = token_for(&s, "alice").await;
         s.tokens.clock.advance(60_000);
-        let err = s
-            .service
-            .connect(request(&token))
-            .await
-            .expect_err("expired");
+        let err = s.service.connect(request(&token)).await.expect_err("expired");
         assert_eq!(err.code(), "token_expired");
-        assert!(
-            s.service
-                .list_for_user("alice")
-                .await
-                .expect("list")
-                .is_empty()
-        );
+        assert!(s.service.list_for_user("alice").await.expect("list").is_empty());
     }
 
     #[tokio::test]
@@ -289,11 +269,7 @@ mod tests {
         let token = token_for(&s, "alice").await;
         let (payload, _) = token.split_once('.').expect("two segments");
         let forged = format!("{payload}.{}", "A".repeat(43));
-        let err = s
-            .service
-            .connect(request(&forged))
-            .await
-            .expect_err("forged");
+        let err = s.service.connect(request(&forged)).await.expect_err("forged");
         assert_eq!(err.code(), "token_invalid");
         // The forged attempt did not consume the real token.
         assert!(s.service.connect(request(&token)).await.is_ok());
@@ -304,16 +280,9 @@ mod tests {
         let s = setup();
         let token = token_for(&s, "alice").await;
         s.service.connect(request(&token)).await.expect("first use");
-        let err = s
-            .service
-            .connect(request(&token))
-            .await
-            .expect_err("second use");
+        let err = s.service.connect(request(&token)).await.expect_err("second use");
         assert!(matches!(err, Error::Token(TokenRejection::Used)));
-        assert_eq!(
-            s.service.list_for_user("alice").await.expect("list").len(),
-            1
-        );
+        assert_eq!(s.service.list_for_user("alice").await.expect("list").len(), 1);
     }
 
     #[tokio::test]
@@ -334,23 +303,14 @@ mod tests {
         let s = setup();
         for _ in 0..5 {
             let token = token_for(&s, "alice").await;
-            s.service
-                .connect(request(&token))
-                .await
-                .expect("within cap");
+            s.service.connect(request(&token)).await.expect("within cap");
         }
         let token = token_for(&s, "alice").await;
         let err = s.service.connect(request(&token)).await.expect_err("sixth");
         assert_eq!(err.code(), "too_many_connections");
-        assert_eq!(
-            s.service.list_for_user("alice").await.expect("list").len(),
-            5
-        );
+        assert_eq!(s.service.list_for_user("alice").await.expect("list").len(), 5);
         let bob = token_for(&s, "bob").await;
-        assert!(
-            s.service.connect(request(&bob)).await.is_ok(),
-            "the cap is per user"
-        );
+        assert!(s.service.connect(request(&bob)).await.is_ok(), "the cap is per user");
     }
 
     #[tokio::test]
@@ -359,11 +319,7 @@ mod tests {
         let token = token_for(&s, "alice").await;
         let record = s.service.connect(request(&token)).await.expect("connected");
         s.tokens.clock.advance(30_000);
-        let at = s
-            .service
-            .heartbeat(&record.connection_id)
-            .await
-            .expect("heartbeat");
+        let at = s.service.heartbeat(&record.connection_id).await.expect("heartbeat");
         let stored = s
             .service
             .get(&record.connection_id)
@@ -372,11 +328,7 @@ mod tests {
             .expect("present");
         assert_eq!(stored.last_ping_at, at);
         assert_eq!(stored.last_ping_at, record.connected_at + 30_000);
-        assert_eq!(
-            stored.expires_at,
-            at + 2 * 60 * 60 * 1_000,
-            "heartbeat moves the TTL"
-        );
+        assert_eq!(stored.expires_at, at + 2 * 60 * 60 * 1_000, "heartbeat moves the TTL");
     }
 
     #[tokio::test]
@@ -389,24 +341,9 @@ mod tests {
             .disconnect(&record.connection_id, "client closed")
             .await
             .expect("disconnect");
-        assert_eq!(
-            removed.map(|r| r.connection_id),
-            Some(record.connection_id.clone())
-        );
-        assert!(
-            s.service
-                .get(&record.connection_id)
-                .await
-                .expect("get")
-                .is_none()
-        );
-        assert!(
-            s.service
-                .list_for_user("alice")
-                .await
-                .expect("list")
-                .is_empty()
-        );
+        assert_eq!(removed.map(|r| r.connection_id), Some(record.connection_id.clone()));
+        assert!(s.service.get(&record.connection_id).await.expect("get").is_none());
+        assert!(s.service.list_for_user("alice").await.expect("list").is_empty());
         assert!(
             s.service
                 .disconnect(&record.connection_id, "again")
@@ -431,10 +368,7 @@ mod tests {
         let record = s.service.connect(request(&token)).await.expect("connected");
         // The same registration delivered twice (a retried connect): accepted, counted once.
         s.service.register(&record).await.expect("idempotent");
-        assert_eq!(
-            s.service.list_for_user("alice").await.expect("list").len(),
-            1
-        );
+        assert_eq!(s.service.list_for_user("alice").await.expect("list").len(), 1);
         // Another user presenting the same id cannot take it over.
         let mut hijack = record.clone();
         hijack.user_id = "mallory".into();
@@ -479,13 +413,7 @@ mod tests {
         let stale = s.service.connect(request(&token)).await.expect("connected");
         s.tokens.clock.advance(60_000);
         assert_eq!(s.service.purge_expired().await.expect("purge"), 1);
-        assert!(
-            s.service
-                .get(&stale.connection_id)
-                .await
-                .expect("get")
-                .is_none()
-        );
+        assert!(s.service.get(&stale.connection_id).await.expect("get").is_none());
         let token = token_for(&s, "alice").await;
         assert!(s.service.connect(request(&token)).await.is_ok());
     }

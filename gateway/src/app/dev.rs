@@ -25,12 +25,7 @@ const DEV_JWT_TTL_MS: i64 = 60 * 60 * 1_000;
 
 impl DevTokens {
     /// Mints tokens that the gateway's own verifier accepts: same secret, issuer, audience, roles claim.
-    pub fn new(
-        secret: &[u8],
-        roles_claim: &str,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> Self {
+    pub fn new(secret: &[u8], roles_claim: &str, issuer: Option<String>, audience: Option<String>) -> Self {
         Self {
             key: EncodingKey::from_secret(secret),
             roles_claim: roles_claim.to_owned(),

@@ -24,9 +24,6 @@ impl SigningKeyRing {
     }
 
     pub fn replace(&self, keys: SigningKeys) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
     }
 }

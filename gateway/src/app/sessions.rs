@@ -105,9 +105,7 @@ pub struct LocalSessions {
 
 impl LocalSessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds a session with a queue of `capacity` messages.
@@ -194,10 +192,7 @@ mod tests {
         assert_eq!(sessions.send("c1", pong()), SendOutcome::SlowConsumer);
         let request = inbox.closer.requested().await;
         assert_eq!(request.code, close_code::SLOW_CONSUMER);
-        assert!(
-            inbox.outbound.recv().await.is_some(),
-            "queued messages stay readable"
-        );
+        assert!(inbox.outbound.recv().await.is_some(), "queued messages stay readable");
         assert_eq!(sessions.send("nobody", pong()), SendOutcome::Gone);
     }
 
@@ -220,9 +215,6 @@ mod tests {
         let sessions = LocalSessions::default();
         let first = sessions.open("c1", "alice", 4);
         let _second = sessions.open("c1", "alice", 4);
-        assert_eq!(
-            first.closer.requested().await.code,
-            close_code::CONNECTION_EXPIRED
-        );
+        assert_eq!(first.closer.requested().await.code, close_code::CONNECTION_EXPIRED);
     }
 }

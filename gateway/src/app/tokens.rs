@@ -118,9 +118,7 @@ impl TokenService {
     #[instrument(skip(self))]
     pub async fn revoke_all(&self, user_id: &str) -> Result<()> {
         let now = self.clock.now_ms();
-        self.ledger
-            .revoke_before(user_id, now, MAX_TOKEN_TTL_MS)
-            .await?;
+        self.ledger.revoke_before(user_id, now, MAX_TOKEN_TTL_MS).await?;
         tracing::info!(user_id, "token:revoked-all");
         Ok(())
     }
@@ -143,11 +141,7 @@ impl TokenService {
     pub async fn consume(&self, claims: &ConnectionClaims) -> Result<()> {
         let first = self
             .ledger
-            .claim(
-                &claims.token_id.to_string(),
-                self.clock.now_ms(),
-                claims.expires_at,
-            )
+            .claim(&claims.token_id.to_string(), self.clock.now_ms(), claims.expires_at)
             .await?;
         if first {
             Ok(())
@@ -164,8 +158,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::adapters::clock::ManualClock;
     use crate::adapters::memory::{MemoryPreferenceStore, MemoryRateLimiter, MemoryTokenLedger};
-    use crate::domain::token::{SigningKey, SigningKeys};
     use crate::domain::preferences::Preferences;
+    use crate::domain::token::{SigningKey, SigningKeys};
 
     pub(crate) const START: UnixMs = 1_700_000_000_000;
 
@@ -177,8 +171,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn test_keys() -> SigningKeys {
-        let key =
-            SigningKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec(), 0).expect("key");
+        let key = SigningKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec(), 0).expect("key");
         SigningKeys::new(vec![key]).expect("keys")
     }
 
@@ -227,19 +220,14 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn should_reject_token_issuance_if_user_has_opted_out_of_notifications() {
         let f = fixture();
-        let preferences = Preferences { in_app_enabled: false, ..Preferences::default() };
+        let preferences = Preferences {
+            in_app_enabled: false,
+            ..Preferences::default()
+        };
         f.preferences.put("alice", &preferences).await.expect("put");
-        assert!(matches!(
-            f.service.issue(&alice()).await,
-            Err(Error::InAppDisabled)
-        ));
+        assert!(matches!(f.service.issue(&alice()).await, Err(Error::InAppDisabled)));
         // Another user is unaffected.
-        assert!(
-            f.service
-                .issue(&AuthenticatedUser::new("bob", vec![]))
-                .await
-                .is_ok()
-        );
+        assert!(f.service.issue(&AuthenticatedUser::new("bob", vec![])).await.is_ok());
     }
 
     #[tokio::test]
@@ -255,17 +243,11 @@ pub(crate) mod tests {
             other => panic!("expected rate limit, got {other:?}"),
         }
         assert!(
-            f.service
-                .issue(&AuthenticatedUser::new("bob", vec![]))
-                .await
-                .is_ok(),
+            f.service.issue(&AuthenticatedUser::new("bob", vec![])).await.is_ok(),
             "limit is per user"
         );
         f.clock.advance(60_000);
-        assert!(
-            f.service.issue(&alice()).await.is_ok(),
-            "limit resets after a minute"
-        );
+        assert!(f.service.issue(&alice()).await.is_ok(), "limit resets after a minute");
     }
 
     #[tokio::test]
@@ -290,11 +272,9 @@ pub(crate) mod tests {
         let f = fixture();
         let issued = f.service.issue(&alice()).await.expect("issued");
         let (payload, signature) = issued.token.split_once('.').expect("two segments");
-        let mut mac =
-            Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef").expect("key");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef").expect("key");
         mac.update(payload.as_bytes());
-        let expected =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(signature, expected);
     }
 
@@ -331,12 +311,9 @@ pub(crate) mod tests {
     async fn tokens_signed_before_a_key_rotation_stay_valid() {
         let f = fixture();
         let issued = f.service.issue(&alice()).await.expect("issued");
-        let old =
-            SigningKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec(), 0).expect("key");
-        let new = SigningKey::new("k2", b"fedcba9876543210fedcba9876543210".to_vec(), START)
-            .expect("key");
-        f.keys
-            .replace(SigningKeys::new(vec![old, new]).expect("keys"));
+        let old = SigningKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec(), 0).expect("key");
+        let new = SigningKey::new("k2", b"fedcba9876543210fedcba9876543210".to_vec(), START).expect("key");
+        f.keys.replace(SigningKeys::new(vec![old, new]).expect("keys"));
         assert!(f.service.authorize(&issued.token).await.is_ok());
         let next = f.service.issue(&alice()).await.expect("issued");
         assert_eq!(decode_payload(&next.token)["kid"], "k2");

@@ -81,7 +81,11 @@ impl ChannelCatalog {
                 }
             }
         }
-        Ok(Self { channels, by_type, admin_role: admin_role.into() })
+        Ok(Self {
+            channels,
+            by_type,
+            admin_role: admin_role.into(),
+        })
     }
 
     /// From config entries; unknown types are refused by name.
@@ -127,15 +131,33 @@ impl ChannelCatalog {
             channel(
                 "uploads",
                 "Upload and processing progress",
-                vec![UploadStarted, UploadComplete, UploadFailed, ProcessingComplete, ProcessingFailed],
+                vec![
+                    UploadStarted,
+                    UploadComplete,
+                    UploadFailed,
+                    ProcessingComplete,
+                    ProcessingFailed,
+                ],
             ),
-            channel("social", "Followers, likes and comments", vec![NewFollower, NewLike, NewComment]),
+            channel(
+                "social",
+                "Followers, likes and comments",
+                vec![NewFollower, NewLike, NewComment],
+            ),
             channel("mocs", "Published and featured MOCs", vec![MocPublished, MocFeatured]),
             channel("quota", "Quota warnings", vec![QuotaWarning, QuotaExceeded]),
-            channel("system", "Announcements and maintenance", vec![SystemAnnouncement, MaintenanceScheduled]),
+            channel(
+                "system",
+                "Announcements and maintenance",
+                vec![SystemAnnouncement, MaintenanceScheduled],
+            ),
         ];
         // The default set is valid by construction; the fallback is never reached.
-        Self::new(channels, "admin").unwrap_or_else(|_| Self { channels: vec![], by_type: HashMap::new(), admin_role: "admin".into() })
+        Self::new(channels, "admin").unwrap_or_else(|_| Self {
+            channels: vec![],
+            by_type: HashMap::new(),
+            admin_role: "admin".into(),
+        })
     }
 
     pub fn channels(&self) -> &[Channel] {
@@ -167,18 +189,25 @@ impl ChannelCatalog {
 
     /// The longest retention of any channel: older notifications are never replayed.
     pub fn max_retention_ms(&self) -> i64 {
-        self.channels.iter().map(|c| c.retention_ms).max().unwrap_or(i64::from(DEFAULT_RETENTION_DAYS) * DAY_MS)
+        self.channels
+            .iter()
+            .map(|c| c.retention_ms)
+            .max()
+            .unwrap_or(i64::from(DEFAULT_RETENTION_DAYS) * DAY_MS)
     }
 
     pub fn retention_ms(&self, channel: &str) -> i64 {
-        self.get(channel).map_or_else(|| self.max_retention_ms(), |c| c.retention_ms)
+        self.get(channel)
+            .map_or_else(|| self.max_retention_ms(), |c| c.retention_ms)
     }
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
@@ -212,7 +241,10 @@ mod tests {
     fn a_type_claimed_twice_is_refused() {
         let err = ChannelCatalog::from_specs(vec![spec("a", &["new_like"]), spec("b", &["new_like"])], "admin", 7)
             .expect_err("conflict");
-        assert!(err.contains("new_like") && err.contains("`a`") && err.contains("`b`"), "{err}");
+        assert!(
+            err.contains("new_like") && err.contains("`a`") && err.contains("`b`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -228,8 +260,8 @@ mod tests {
         ops.admin_only = true;
         let mut beta = spec("beta", &["moc_featured"]);
         beta.required_role = Some("beta".into());
-        let catalog = ChannelCatalog::from_specs(vec![ops, beta, spec("social", &["new_like"])], "admin", 7)
-            .expect("valid");
+        let catalog =
+            ChannelCatalog::from_specs(vec![ops, beta, spec("social", &["new_like"])], "admin", 7).expect("valid");
         assert_eq!(catalog.allowed_for(&[]), ["social"]);
         assert_eq!(catalog.allowed_for(&["admin".into()]), ["ops", "social"]);
         assert_eq!(catalog.allowed_for(&["beta".into()]), ["beta", "social"]);

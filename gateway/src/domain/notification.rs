@@ -153,7 +153,16 @@ pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, 
         return Err(errors);
     };
     let field = |name: &str| format!("notification.{name}");
-    const KNOWN: &[&str] = &["type", "title", "body", "icon", "actionUrl", "data", "expiresAt", "channel"];
+    const KNOWN: &[&str] = &[
+        "type",
+        "title",
+        "body",
+        "icon",
+        "actionUrl",
+        "data",
+        "expiresAt",
+        "channel",
+    ];
     for key in object.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
         errors.insert(field(key), "unknown field".into());
     }
@@ -189,12 +198,18 @@ pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, 
         if body.len() > MAX_BODY_BYTES {
             errors.insert(field("body"), format!("at most {MAX_BODY_BYTES} bytes"));
         } else if has_control(body, true) {
-            errors.insert(field("body"), "must not contain control characters other than newline and tab".into());
+            errors.insert(
+                field("body"),
+                "must not contain control characters other than newline and tab".into(),
+            );
         }
     });
     let icon = optional_string(object, "icon", &mut errors).inspect(|icon| {
         if icon.chars().count() > MAX_ICON_CHARS || has_control(icon, false) {
-            errors.insert(field("icon"), format!("at most {MAX_ICON_CHARS} characters, no control characters"));
+            errors.insert(
+                field("icon"),
+                format!("at most {MAX_ICON_CHARS} characters, no control characters"),
+            );
         }
     });
     let action_url = optional_string(object, "actionUrl", &mut errors).inspect(|url| {
@@ -232,9 +247,16 @@ pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, 
     };
     let channel = optional_string(object, "channel", &mut errors);
     match kind {
-        Some(kind) if errors.is_empty() => {
-            Ok(NotificationContent { kind, title, body, icon, action_url, data, expires_at, channel })
-        }
+        Some(kind) if errors.is_empty() => Ok(NotificationContent {
+            kind,
+            title,
+            body,
+            icon,
+            action_url,
+            data,
+            expires_at,
+            channel,
+        }),
         _ => Err(errors),
     }
 }
@@ -251,7 +273,8 @@ fn optional_string(object: &Map<String, Value>, name: &str, errors: &mut FieldEr
 }
 
 fn has_control(text: &str, allow_newlines: bool) -> bool {
-    text.chars().any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\t')))
+    text.chars()
+        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\t')))
 }
 
 fn truncate(text: &str) -> String {
@@ -268,7 +291,11 @@ pub fn check_action_url(url: &str) -> Result<(), &'static str> {
     }
     if let Some(rest) = url.strip_prefix("https://") {
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        return if host.is_empty() || host.contains('@') { Err("https URL needs a host and no credentials") } else { Ok(()) };
+        return if host.is_empty() || host.contains('@') {
+            Err("https URL needs a host and no credentials")
+        } else {
+            Ok(())
+        };
     }
     // `//evil.example` is protocol-relative: a different origin, not a path.
     if url.starts_with('/') && !url.starts_with("//") {
@@ -314,16 +341,27 @@ mod tests {
         )
         .expect_err("invalid");
         for key in ["type", "title", "body", "actionUrl", "data", "expiresAt", "colour"] {
-            assert!(errors.contains_key(&format!("notification.{key}")), "{key} missing from {errors:?}");
+            assert!(
+                errors.contains_key(&format!("notification.{key}")),
+                "{key} missing from {errors:?}"
+            );
         }
     }
 
     #[test]
     fn sizes_are_bounded() {
         let big_body = json!({"type": "new_like", "title": "t", "body": "b".repeat(MAX_BODY_BYTES + 1)});
-        assert!(parse_content(&big_body, 0).expect_err("body").contains_key("notification.body"));
+        assert!(
+            parse_content(&big_body, 0)
+                .expect_err("body")
+                .contains_key("notification.body")
+        );
         let big_data = json!({"type": "new_like", "title": "t", "data": {"k": "v".repeat(MAX_DATA_BYTES)}});
-        assert!(parse_content(&big_data, 0).expect_err("data").contains_key("notification.data"));
+        assert!(
+            parse_content(&big_data, 0)
+                .expect_err("data")
+                .contains_key("notification.data")
+        );
         let missing = parse_content(&json!({}), 0).expect_err("missing");
         assert!(missing.contains_key("notification.type") && missing.contains_key("notification.title"));
     }
@@ -333,8 +371,17 @@ mod tests {
         for ok in ["/mocs/42", "/a?b=c#d", "https://example.com/x"] {
             assert!(check_action_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["javascript:alert(1)", "http://example.com", "//evil.example/x", "mocs/42", "https://", "/a b",
-                    "https://user:pw@example.com", "data:text/html,x", "/\\evil"] {
+        for bad in [
+            "javascript:alert(1)",
+            "http://example.com",
+            "//evil.example/x",
+            "mocs/42",
+            "https://",
+            "/a b",
+            "https://user:pw@example.com",
+            "data:text/html,x",
+            "/\\evil",
+        ] {
             assert!(check_action_url(bad).is_err(), "{bad}");
         }
     }

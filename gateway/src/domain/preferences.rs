@@ -60,7 +60,12 @@ pub struct Preferences {
 
 impl Default for Preferences {
     fn default() -> Self {
-        Self { in_app_enabled: true, email_enabled: true, push_enabled: true, overrides: Overrides::default() }
+        Self {
+            in_app_enabled: true,
+            email_enabled: true,
+            push_enabled: true,
+            overrides: Overrides::default(),
+        }
     }
 }
 
@@ -113,7 +118,12 @@ impl Preferences {
         };
         let types: serde_json::Map<String, Value> = NotificationType::ALL
             .iter()
-            .map(|kind| (kind.as_str().to_owned(), filled(self.overrides.types.get(kind.as_str()))))
+            .map(|kind| {
+                (
+                    kind.as_str().to_owned(),
+                    filled(self.overrides.types.get(kind.as_str())),
+                )
+            })
             .collect();
         let channels: serde_json::Map<String, Value> = catalog
             .channels()
@@ -173,7 +183,13 @@ pub fn parse_patch(value: &Value, catalog: &ChannelCatalog) -> Result<Preference
                         catalog.get(name).is_some()
                     };
                     if !known {
-                        errors.insert(path, format!("unknown {}", if key == "types" { "notification type" } else { "channel" }));
+                        errors.insert(
+                            path,
+                            format!(
+                                "unknown {}",
+                                if key == "types" { "notification type" } else { "channel" }
+                            ),
+                        );
                         continue;
                     }
                     match serde_json::from_value::<Switches>(switches.clone()) {
@@ -206,20 +222,44 @@ mod tests {
     fn decisions_follow_global_channel_and_type_switches() {
         let mut prefs = Preferences::default();
         assert_eq!(prefs.in_app_decision(NotificationType::NewLike, "social"), Ok(()));
-        prefs.overrides.types.insert("new_like".into(), Switches { in_app: Some(false), ..Switches::default() });
-        assert_eq!(prefs.in_app_decision(NotificationType::NewLike, "social"), Err(SkipReason::TypeDisabled));
+        prefs.overrides.types.insert(
+            "new_like".into(),
+            Switches {
+                in_app: Some(false),
+                ..Switches::default()
+            },
+        );
+        assert_eq!(
+            prefs.in_app_decision(NotificationType::NewLike, "social"),
+            Err(SkipReason::TypeDisabled)
+        );
         assert_eq!(prefs.in_app_decision(NotificationType::NewComment, "social"), Ok(()));
-        prefs.overrides.channels.insert("social".into(), Switches { in_app: Some(false), ..Switches::default() });
-        assert_eq!(prefs.in_app_decision(NotificationType::NewComment, "social"), Err(SkipReason::ChannelDisabled));
+        prefs.overrides.channels.insert(
+            "social".into(),
+            Switches {
+                in_app: Some(false),
+                ..Switches::default()
+            },
+        );
+        assert_eq!(
+            prefs.in_app_decision(NotificationType::NewComment, "social"),
+            Err(SkipReason::ChannelDisabled)
+        );
         prefs.in_app_enabled = false;
-        assert_eq!(prefs.in_app_decision(NotificationType::UploadComplete, "uploads"), Err(SkipReason::InAppDisabled));
+        assert_eq!(
+            prefs.in_app_decision(NotificationType::UploadComplete, "uploads"),
+            Err(SkipReason::InAppDisabled)
+        );
     }
 
     #[test]
     fn patches_are_partial_and_validated() {
         let catalog = ChannelCatalog::default_set(7);
-        let patch = parse_patch(&json!({"emailEnabled": false, "types": {"new_like": {"inApp": false}}}), &catalog)
-            .expect("valid");
+        let patch = parse_patch(
+            &json!({"emailEnabled": false, "types": {"new_like": {"inApp": false}}}),
+            &catalog,
+        )
+        .expect("valid");
         let mut prefs = Preferences::default();
         prefs.apply(patch);
         let second = parse_patch(&json!({"types": {"new_like": {"push": false}}}), &catalog).expect("valid");
@@ -227,9 +267,18 @@ mod tests {
         let effective = prefs.effective(&catalog);
         assert_eq!(effective["emailEnabled"], false);
         assert_eq!(effective["inAppEnabled"], true);
-        assert_eq!(effective["types"]["new_like"], json!({"inApp": false, "email": true, "push": false}));
-        assert_eq!(effective["types"]["new_comment"], json!({"inApp": true, "email": true, "push": true}));
-        assert_eq!(effective["channels"]["social"], json!({"inApp": true, "email": true, "push": true}));
+        assert_eq!(
+            effective["types"]["new_like"],
+            json!({"inApp": false, "email": true, "push": false})
+        );
+        assert_eq!(
+            effective["types"]["new_comment"],
+            json!({"inApp": true, "email": true, "push": true})
+        );
+        assert_eq!(
+            effective["channels"]["social"],
+            json!({"inApp": true, "email": true, "push": true})
+        );
 
         let errors = parse_patch(
             &json!({"inAppEnabled": "no", "types": {"nope": {}}, "channels": {"social": {"inApp": 1}}, "x": 1}),
@@ -244,7 +293,13 @@ mod tests {
     #[test]
     fn overrides_round_trip_through_json_sparsely() {
         let mut overrides = Overrides::default();
-        overrides.channels.insert("social".into(), Switches { email: Some(false), ..Switches::default() });
+        overrides.channels.insert(
+            "social".into(),
+            Switches {
+                email: Some(false),
+                ..Switches::default()
+            },
+        );
         let json = overrides.to_json();
         assert_eq!(json, json!({"channels": {"social": {"email": false}}}));
         assert_eq!(Overrides::from_json(&json), overrides);

@@ -58,14 +58,10 @@ impl ProtocolError {
 pub fn parse_client_message(text: &str) -> Result<ClientEnvelope, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|_| ProtocolError::InvalidJson)?;
     let Value::Object(mut object) = value else {
-        return Err(ProtocolError::InvalidEnvelope(
-            "a message is a JSON object".into(),
-        ));
+        return Err(ProtocolError::InvalidEnvelope("a message is a JSON object".into()));
     };
     let id = match object.get("id") {
-        Some(Value::String(s)) => {
-            Uuid::parse_str(s).map_err(|_| envelope("`id` must be a UUID"))?
-        }
+        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| envelope("`id` must be a UUID"))?,
         _ => return Err(envelope("`id` must be a UUID string")),
     };
     let timestamp = object
@@ -93,11 +89,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientEnvelope, ProtocolError>
         },
         _ => return Err(ProtocolError::UnknownType(truncate(&kind))),
     };
-    Ok(ClientEnvelope {
-        id,
-        timestamp,
-        message,
-    })
+    Ok(ClientEnvelope { id, timestamp, message })
 }
 
 fn envelope(reason: &str) -> ProtocolError {
@@ -108,10 +100,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn channels(
-    payload: &Map<String, Value>,
-    kind: &'static str,
-) -> Result<Vec<String>, ProtocolError> {
+fn channels(payload: &Map<String, Value>, kind: &'static str) -> Result<Vec<String>, ProtocolError> {
     let invalid = || ProtocolError::InvalidPayload {
         kind,
         reason: "`channels` must be an array of strings".into(),
@@ -285,8 +274,7 @@ mod tests {
     #[test]
     fn server_envelope_has_the_plan_shape() {
         let json: Value =
-            serde_json::from_str(&ServerEnvelope::new(ServerMessage::Pong {}, 42).to_json())
-                .expect("json");
+            serde_json::from_str(&ServerEnvelope::new(ServerMessage::Pong {}, 42).to_json()).expect("json");
         assert_eq!(json["type"], "pong");
         assert_eq!(json["timestamp"], 42);
         assert_eq!(json["payload"], serde_json::json!({}));

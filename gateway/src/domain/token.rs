@@ -50,9 +50,7 @@ pub enum TokenRejection {
 /// Why a signing key cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error(
-        "signing key `{kid}` is too short: {len} bytes, at least {MIN_SECRET_BYTES} are required"
-    )]
+    #[error("signing key `{kid}` is too short: {len} bytes, at least {MIN_SECRET_BYTES} are required")]
     TooShort { kid: String, len: usize },
     #[error("signing key `{kid}` is weak: it repeats too few distinct bytes")]
     LowEntropy { kid: String },
@@ -84,11 +82,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// A key that must meet the strength rules (every mode but dev).
-    pub fn new(
-        kid: impl Into<String>,
-        secret: Vec<u8>,
-        not_before: UnixMs,
-    ) -> Result<Self, KeyError> {
+    pub fn new(kid: impl Into<String>, secret: Vec<u8>, not_before: UnixMs) -> Result<Self, KeyError> {
         let kid = kid.into();
         validate_kid(&kid)?;
         check_strength(&kid, &secret)?;
@@ -117,8 +111,7 @@ impl SigningKey {
 
     fn mac(&self, data: &[u8]) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(data);
         mac
     }
@@ -148,9 +141,7 @@ fn check_strength(kid: &str, secret: &[u8]) -> Result<(), KeyError> {
     secret.iter().for_each(|b| seen[usize::from(*b)] = true);
     // "aaaa…" or "abababab…" pass a length check but not this one.
     if seen.iter().filter(|s| **s).count() < 8 {
-        return Err(KeyError::LowEntropy {
-            kid: kid.to_owned(),
-        });
+        return Err(KeyError::LowEntropy { kid: kid.to_owned() });
     }
     Ok(())
 }
@@ -187,11 +178,7 @@ impl SigningKeys {
     }
 
     /// Signs `claims` with the active key, whose id is written into the claims.
-    pub fn sign(
-        &self,
-        mut claims: ConnectionClaims,
-        now: UnixMs,
-    ) -> Result<(String, ConnectionClaims), KeyError> {
+    pub fn sign(&self, mut claims: ConnectionClaims, now: UnixMs) -> Result<(String, ConnectionClaims), KeyError> {
         let key = self.active(now).ok_or(KeyError::Empty)?;
         claims.kid = key.kid.clone();
         // Serializing a struct of strings and numbers cannot fail.
@@ -206,17 +193,15 @@ impl SigningKeys {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(TokenRejection::Invalid("too long"));
         }
-        let (payload_b64, signature_b64) = token
-            .split_once('.')
-            .ok_or(TokenRejection::Invalid("malformed"))?;
+        let (payload_b64, signature_b64) = token.split_once('.').ok_or(TokenRejection::Invalid("malformed"))?;
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
             .map_err(|_| TokenRejection::Invalid("payload is not base64url"))?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| TokenRejection::Invalid("signature is not base64url"))?;
-        let claims: ConnectionClaims = serde_json::from_slice(&payload)
-            .map_err(|_| TokenRejection::Invalid("payload is not a token"))?;
+        let claims: ConnectionClaims =
+            serde_json::from_slice(&payload).map_err(|_| TokenRejection::Invalid("payload is not a token"))?;
         let key = self
             .keys
             .iter()
@@ -280,10 +265,7 @@ mod tests {
             Err(TokenRejection::Invalid("bad signature"))
         );
         let other = SigningKeys::new(vec![key("k2", "0123456789abcdef", 0)]).expect("set");
-        assert_eq!(
-            other.verify(&token, 1),
-            Err(TokenRejection::Invalid("unknown key id"))
-        );
+        assert_eq!(other.verify(&token, 1), Err(TokenRejection::Invalid("unknown key id")));
     }
 
     #[test]
@@ -295,14 +277,8 @@ mod tests {
             keys.verify(&"a".repeat(MAX_TOKEN_CHARS + 1), 0),
             Err(TokenRejection::Invalid("too long"))
         );
-        assert_eq!(
-            keys.verify("no-dot", 0),
-            Err(TokenRejection::Invalid("malformed"))
-        );
-        assert!(matches!(
-            keys.verify("!!.??", 0),
-            Err(TokenRejection::Invalid(_))
-        ));
+        assert_eq!(keys.verify("no-dot", 0), Err(TokenRejection::Invalid("malformed")));
+        assert!(matches!(keys.verify("!!.??", 0), Err(TokenRejection::Invalid(_))));
     }
 
     #[test]
@@ -329,14 +305,8 @@ mod tests {
     #[test]
     fn derived_kid_is_stable_and_does_not_reveal_the_secret() {
         let kid = SigningKey::derived_kid(b"a very secret value of some length");
-        assert_eq!(
-            kid,
-            SigningKey::derived_kid(b"a very secret value of some length")
-        );
-        assert_ne!(
-            kid,
-            SigningKey::derived_kid(b"another secret value of some length")
-        );
+        assert_eq!(kid, SigningKey::derived_kid(b"a very secret value of some length"));
+        assert_ne!(kid, SigningKey::derived_kid(b"another secret value of some length"));
         assert!(!kid.contains("secret"));
     }
 }

@@ -9,9 +9,6 @@ pub struct AuthenticatedUser {
 
 impl AuthenticatedUser {
     pub fn new(id: impl Into<String>, roles: Vec<String>) -> Self {
-        Self {
-            id: id.into(),
-            roles,
-        }
+        Self { id: id.into(), roles }
     }
 }

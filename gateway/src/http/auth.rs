@@ -17,10 +17,7 @@ pub struct CurrentUser(pub AuthenticatedUser);
 impl FromRequestParts<Arc<Gateway>> for CurrentUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        gateway: &Arc<Gateway>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
         let bearer = bearer(parts)?;
         Ok(CurrentUser(gateway.users.verify(bearer).await?))
     }
@@ -36,13 +33,9 @@ pub fn bearer(parts: &Parts) -> Result<&str, Error> {
         .to_str()
         .map_err(|_| Error::Unauthenticated("Authorization header is not ASCII"))?;
     match value.split_once(' ') {
-        Some((scheme, credential))
-            if scheme.eq_ignore_ascii_case("bearer") && !credential.trim().is_empty() =>
-        {
+        Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") && !credential.trim().is_empty() => {
             Ok(credential.trim())
         }
-        _ => Err(Error::Unauthenticated(
-            "Authorization must be `Bearer <token>`",
-        )),
+        _ => Err(Error::Unauthenticated("Authorization must be `Bearer <token>`")),
     }
 }

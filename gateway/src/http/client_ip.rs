@@ -42,9 +42,7 @@ impl std::str::FromStr for IpRange {
 impl IpRange {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let (network, ip, bits) = match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                (u128::from(n.to_bits()), u128::from(i.to_bits()), 32)
-            }
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u128::from(n.to_bits()), u128::from(i.to_bits()), 32),
             (IpAddr::V6(n), IpAddr::V6(i)) => (n.to_bits(), i.to_bits(), 128),
             (IpAddr::V6(n), IpAddr::V4(i)) => (n.to_bits(), i.to_ipv6_mapped().to_bits(), 128),
             (IpAddr::V4(n), IpAddr::V6(i)) => match i.to_ipv4_mapped() {
@@ -71,11 +69,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAd
         .flat_map(|v| v.split(','))
         .filter_map(|part| part.trim().parse().ok())
         .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer)
+    forwarded.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
 }
 
 #[cfg(test)]
@@ -112,19 +106,13 @@ mod tests {
     fn forwarded_for_is_used_only_from_trusted_proxies() {
         let trusted = ["10.0.0.0/8".parse().expect("range")];
         let spoofed = headers("1.1.1.1, 203.0.113.7, 10.0.0.9");
-        assert_eq!(
-            client_ip(ip("10.0.0.5"), &spoofed, &trusted),
-            ip("203.0.113.7")
-        );
+        assert_eq!(client_ip(ip("10.0.0.5"), &spoofed, &trusted), ip("203.0.113.7"));
         assert_eq!(
             client_ip(ip("198.51.100.1"), &spoofed, &trusted),
             ip("198.51.100.1"),
             "untrusted peer"
         );
-        assert_eq!(
-            client_ip(ip("10.0.0.5"), &HeaderMap::new(), &trusted),
-            ip("10.0.0.5")
-        );
+        assert_eq!(client_ip(ip("10.0.0.5"), &HeaderMap::new(), &trusted), ip("10.0.0.5"));
         assert_eq!(
             client_ip(ip("10.0.0.5"), &spoofed, &[]),
             ip("10.0.0.5"),

@@ -13,6 +13,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after_secs: Option<i64>,
+    /// Per-field problems of a validation failure.
+    fields: Option<crate::domain::notification::FieldErrors>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            fields: None,
         }
     }
 }
@@ -29,14 +32,15 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let status = match &err {
-            Error::Unauthenticated(_)
-            | Error::JwtExpired
-            | Error::JwtInvalid(_)
-            | Error::Token(_) => StatusCode::UNAUTHORIZED,
-            Error::RateLimited { .. } | Error::TooManyConnections { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
+            Error::Unauthenticated(_) | Error::JwtExpired | Error::JwtInvalid(_) | Error::Token(_) => {
+                StatusCode::UNAUTHORIZED
             }
-            Error::InAppDisabled => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } | Error::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::InAppDisabled | Error::ForbiddenChannel(_) | Error::TypeNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Error::InvalidPublisherKey => StatusCode::UNAUTHORIZED,
+            Error::Validation(_) | Error::BadRequest(_) | Error::UnknownChannel(_) => StatusCode::BAD_REQUEST,
+            Error::NotificationNotFound => StatusCode::NOT_FOUND,
+            Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::DuplicateConnection(_) => StatusCode::CONFLICT,
             Error::UnknownConnection(_) => StatusCode::NOT_FOUND,
             Error::WebSocketDisabled | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -58,18 +62,27 @@ impl From<Error> for ApiError {
             Error::RateLimited { retry_after_ms } => Some((retry_after_ms + 999) / 1_000),
             _ => None,
         };
+        let fields = match &err {
+            Error::Validation(fields) => Some(fields.clone()),
+            _ => None,
+        };
         Self {
             status,
             code: err.code(),
             message,
             retry_after_secs,
+            fields,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(fields) = self.fields {
+            error["fields"] = serde_json::json!(fields);
+        }
+        let body = serde_json::json!({ "error": error });
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response

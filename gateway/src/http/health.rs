@@ -16,10 +16,7 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<Value>) {
     if gateway.lifecycle.is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})));
     }
     let mut checks = serde_json::Map::new();
     let mut ready = true;

@@ -29,27 +29,12 @@ pub async fn token_ledger(ledger: &dyn TokenLedger) {
 
     let user = format!("user-{}", uuid::Uuid::new_v4());
     assert_eq!(ledger.revoked_before(&user).await.expect("read"), None);
-    ledger
-        .revoke_before(&user, 1_000, 60_000)
-        .await
-        .expect("revoke");
-    assert_eq!(
-        ledger.revoked_before(&user).await.expect("read"),
-        Some(1_000)
-    );
+    ledger.revoke_before(&user, 1_000, 60_000).await.expect("revoke");
+    assert_eq!(ledger.revoked_before(&user).await.expect("read"), Some(1_000));
     // A later revocation moves the mark forward, an older one never moves it back.
-    ledger
-        .revoke_before(&user, 2_000, 60_000)
-        .await
-        .expect("revoke");
-    ledger
-        .revoke_before(&user, 1_500, 60_000)
-        .await
-        .expect("revoke");
-    assert_eq!(
-        ledger.revoked_before(&user).await.expect("read"),
-        Some(2_000)
-    );
+    ledger.revoke_before(&user, 2_000, 60_000).await.expect("revoke");
+    ledger.revoke_before(&user, 1_500, 60_000).await.expect("revoke");
+    assert_eq!(ledger.revoked_before(&user).await.expect("read"), Some(2_000));
 }
 
 pub async fn token_ledger_claims_are_atomic(ledger: std::sync::Arc<dyn TokenLedger>) {
@@ -96,14 +81,7 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
         .register(&record(&format!("{user}-c3"), &user, now), 3, now)
         .await;
     assert_eq!(fourth.expect("register"), RegisterOutcome::AtCapacity);
-    assert_eq!(
-        registry
-            .list_for_user(&user, now)
-            .await
-            .expect("list")
-            .len(),
-        3
-    );
+    assert_eq!(registry.list_for_user(&user, now).await.expect("list").len(), 3);
 
     // Same id, same user and token: idempotent, not counted twice.
     let again = registry
@@ -134,38 +112,20 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
         .expect("get")
         .expect("present");
     assert_eq!(touched.last_ping_at, 5_000);
-    assert!(
-        !registry
-            .touch("missing", 5_000, 6_000)
-            .await
-            .expect("touch")
-    );
+    assert!(!registry.touch("missing", 5_000, 6_000).await.expect("touch"));
 
-    registry.set_subscriptions(&user, &["social".into()]).await.expect("set subscriptions");
+    registry
+        .set_subscriptions(&user, &["social".into()])
+        .await
+        .expect("set subscriptions");
     for record in registry.list_for_user(&user, now).await.expect("list") {
         assert_eq!(record.subscriptions, ["social"], "every connection of the user changes");
     }
 
-    let removed = registry
-        .remove(&format!("{user}-c2"))
-        .await
-        .expect("remove");
+    let removed = registry.remove(&format!("{user}-c2")).await.expect("remove");
     assert_eq!(removed.map(|r| r.connection_id), Some(format!("{user}-c2")));
-    assert_eq!(
-        registry
-            .remove(&format!("{user}-c2"))
-            .await
-            .expect("remove"),
-        None
-    );
-    assert_eq!(
-        registry
-            .list_for_user(&user, now)
-            .await
-            .expect("list")
-            .len(),
-        2
-    );
+    assert_eq!(registry.remove(&format!("{user}-c2")).await.expect("remove"), None);
+    assert_eq!(registry.list_for_user(&user, now).await.expect("list").len(), 2);
 }
 
 pub async fn connection_registry_ttl(registry: &dyn ConnectionRegistry) {
@@ -174,36 +134,15 @@ pub async fn connection_registry_ttl(registry: &dyn ConnectionRegistry) {
     stale.expires_at = 10_000;
     registry.register(&stale, 1, 0).await.expect("register");
     // Expired registrations neither count against the cap nor show up.
-    assert!(
-        registry
-            .get(&stale.connection_id, 10_000)
-            .await
-            .expect("get")
-            .is_none()
-    );
-    assert!(
-        registry
-            .list_for_user(&user, 10_000)
-            .await
-            .expect("list")
-            .is_empty()
-    );
+    assert!(registry.get(&stale.connection_id, 10_000).await.expect("get").is_none());
+    assert!(registry.list_for_user(&user, 10_000).await.expect("list").is_empty());
     let fresh = record(&format!("{user}-fresh"), &user, 10_000);
     assert_eq!(
-        registry
-            .register(&fresh, 1, 10_000)
-            .await
-            .expect("register"),
+        registry.register(&fresh, 1, 10_000).await.expect("register"),
         RegisterOutcome::Registered
     );
     assert!(registry.purge_expired(10_000).await.expect("purge") >= 1);
-    assert!(
-        registry
-            .remove(&stale.connection_id)
-            .await
-            .expect("remove")
-            .is_none()
-    );
+    assert!(registry.remove(&stale.connection_id).await.expect("remove").is_none());
 }
 
 pub async fn rate_limiter(limiter: &dyn RateLimiter) {
@@ -221,19 +160,11 @@ pub async fn rate_limiter(limiter: &dyn RateLimiter) {
     }
     let other = format!("test:{}", uuid::Uuid::new_v4());
     assert!(
-        limiter
-            .check(&other, limit, 0)
-            .await
-            .expect("check")
-            .is_allowed(),
+        limiter.check(&other, limit, 0).await.expect("check").is_allowed(),
         "keys are independent"
     );
     assert!(
-        limiter
-            .check(&key, limit, 60_000)
-            .await
-            .expect("check")
-            .is_allowed(),
+        limiter.check(&key, limit, 60_000).await.expect("check").is_allowed(),
         "window refills"
     );
 }
@@ -242,8 +173,17 @@ pub async fn preference_store(store: &dyn PreferenceStore) {
     let user = format!("user-{}", uuid::Uuid::new_v4());
     let other = format!("user-{}", uuid::Uuid::new_v4());
     assert_eq!(store.get(&user).await.expect("get"), None);
-    let mut preferences = Preferences { in_app_enabled: false, ..Preferences::default() };
-    preferences.overrides.types.insert("new_like".into(), Switches { in_app: Some(false), ..Switches::default() });
+    let mut preferences = Preferences {
+        in_app_enabled: false,
+        ..Preferences::default()
+    };
+    preferences.overrides.types.insert(
+        "new_like".into(),
+        Switches {
+            in_app: Some(false),
+            ..Switches::default()
+        },
+    );
     store.put(&user, &preferences).await.expect("put");
     assert_eq!(store.get(&user).await.expect("get"), Some(preferences.clone()));
     preferences.in_app_enabled = true;
@@ -257,19 +197,28 @@ pub async fn preference_store(store: &dyn PreferenceStore) {
 pub async fn subscription_store(store: &dyn SubscriptionStore) {
     let user = format!("user-{}", uuid::Uuid::new_v4());
     assert!(store.choices(&user).await.expect("choices").is_empty());
-    store.set(&user, &["social".into(), "uploads".into()], false, 1).await.expect("set");
+    store
+        .set(&user, &["social".into(), "uploads".into()], false, 1)
+        .await
+        .expect("set");
     store.set(&user, &["social".into()], true, 2).await.expect("set");
     let choices = store.choices(&user).await.expect("choices");
     assert_eq!(choices.get("social"), Some(&true));
     assert_eq!(choices.get("uploads"), Some(&false));
     assert_eq!(choices.len(), 2);
-    assert!(store.choices("someone-else").await.expect("choices").is_empty(), "choices are per user");
+    assert!(
+        store.choices("someone-else").await.expect("choices").is_empty(),
+        "choices are per user"
+    );
 }
 
 pub async fn event_bus(bus: &dyn EventBus) {
     let mut first = bus.subscribe();
     let mut second = bus.subscribe();
-    let event = BusEvent::UnreadCount { user_id: "alice".into(), count: 3 };
+    let event = BusEvent::UnreadCount {
+        user_id: "alice".into(),
+        count: 3,
+    };
     bus.publish(event.clone()).await.expect("publish");
     assert_eq!(first.recv().await.expect("first receiver"), event);
     assert_eq!(second.recv().await.expect("second receiver"), event);
@@ -308,85 +257,245 @@ pub async fn notification_store(store: &dyn NotificationStore) {
         new_notification(&alice, "uploads", NotificationType::UploadComplete, now + 1),
     ];
     let stored = created(store, &batch, now).await;
-    assert_eq!(stored.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 1, 2], "seq counts per user");
+    assert_eq!(
+        stored.iter().map(|n| n.seq).collect::<Vec<_>>(),
+        [1, 1, 2],
+        "seq counts per user"
+    );
     assert_eq!(store.max_seq(&alice).await.expect("max"), 2);
     assert_eq!(store.max_seq("nobody").await.expect("max"), 0);
     let fetched = store.get(&alice, stored[0].id).await.expect("get").expect("present");
     assert_eq!(fetched, stored[0]);
-    assert!(store.get(&bob, stored[0].id).await.expect("get").is_none(), "another user's id is not found");
+    assert!(
+        store.get(&bob, stored[0].id).await.expect("get").is_none(),
+        "another user's id is not found"
+    );
 
     // History: newest first, keyset pages, filters.
-    let page = store.list(&alice, &HistoryQuery { limit: 1, ..HistoryQuery::default() }, now).await.expect("list");
+    let page = store
+        .list(
+            &alice,
+            &HistoryQuery {
+                limit: 1,
+                ..HistoryQuery::default()
+            },
+            now,
+        )
+        .await
+        .expect("list");
     assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
-    let next = HistoryQuery { limit: 10, before_seq: Some(2), ..HistoryQuery::default() };
-    assert_eq!(store.list(&alice, &next, now).await.expect("list").iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
-    let social = HistoryQuery { limit: 10, channel: Some("social".into()), ..HistoryQuery::default() };
+    let next = HistoryQuery {
+        limit: 10,
+        before_seq: Some(2),
+        ..HistoryQuery::default()
+    };
+    assert_eq!(
+        store
+            .list(&alice, &next, now)
+            .await
+            .expect("list")
+            .iter()
+            .map(|n| n.seq)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    let social = HistoryQuery {
+        limit: 10,
+        channel: Some("social".into()),
+        ..HistoryQuery::default()
+    };
     assert_eq!(store.list(&alice, &social, now).await.expect("list").len(), 1);
-    let likes = HistoryQuery { limit: 10, kind: Some(NotificationType::NewLike), ..HistoryQuery::default() };
+    let likes = HistoryQuery {
+        limit: 10,
+        kind: Some(NotificationType::NewLike),
+        ..HistoryQuery::default()
+    };
     assert_eq!(store.list(&alice, &likes, now).await.expect("list").len(), 1);
 
     // Read state.
     assert_eq!(store.unread_count(&alice, now).await.expect("count"), 2);
     assert!(store.mark_read(&alice, stored[0].id, now + 5).await.expect("read"));
-    assert!(!store.mark_read(&bob, stored[0].id, now + 5).await.expect("read"), "not bob's");
+    assert!(
+        !store.mark_read(&bob, stored[0].id, now + 5).await.expect("read"),
+        "not bob's"
+    );
     assert_eq!(store.unread_count(&alice, now).await.expect("count"), 1);
-    let unread = HistoryQuery { limit: 10, unread_only: true, ..HistoryQuery::default() };
+    let unread = HistoryQuery {
+        limit: 10,
+        unread_only: true,
+        ..HistoryQuery::default()
+    };
     assert_eq!(store.list(&alice, &unread, now).await.expect("list").len(), 1);
     assert_eq!(store.mark_all_read(&alice, now + 6).await.expect("all"), 1);
     assert_eq!(store.unread_count(&alice, now).await.expect("count"), 0);
-    assert_eq!(store.get(&alice, stored[0].id).await.expect("get").and_then(|n| n.read_at), Some(now + 5));
+    assert_eq!(
+        store
+            .get(&alice, stored[0].id)
+            .await
+            .expect("get")
+            .and_then(|n| n.read_at),
+        Some(now + 5)
+    );
 
     // Acknowledgement and pending.
     let pending = store.pending(&alice, 0, None, 0, now).await.expect("pending");
     assert_eq!(pending.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
     assert!(store.mark_delivered(&alice, stored[0].id, now + 7).await.expect("ack"));
-    assert!(store.mark_delivered(&alice, stored[0].id, now + 9).await.expect("ack again"), "idempotent");
-    assert!(!store.mark_delivered(&bob, stored[0].id, now + 7).await.expect("ack"), "not bob's");
-    assert_eq!(store.get(&alice, stored[0].id).await.expect("get").and_then(|n| n.delivered_at), Some(now + 7));
+    assert!(
+        store
+            .mark_delivered(&alice, stored[0].id, now + 9)
+            .await
+            .expect("ack again"),
+        "idempotent"
+    );
+    assert!(
+        !store.mark_delivered(&bob, stored[0].id, now + 7).await.expect("ack"),
+        "not bob's"
+    );
+    assert_eq!(
+        store
+            .get(&alice, stored[0].id)
+            .await
+            .expect("get")
+            .and_then(|n| n.delivered_at),
+        Some(now + 7)
+    );
     let pending = store.pending(&alice, 0, None, 0, now).await.expect("pending");
     assert_eq!(pending.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
-    assert!(store.pending(&alice, 0, Some(2), 0, now).await.expect("pending").is_empty(), "before_seq bounds");
-    assert!(store.pending(&alice, 2, None, 0, now).await.expect("pending").is_empty(), "after_seq bounds");
-    assert!(store.pending(&alice, 0, None, now + 2, now).await.expect("pending").is_empty(), "created_since");
-    let acked = store.acknowledged(&[stored[0].id, stored[2].id]).await.expect("acknowledged");
+    assert!(
+        store
+            .pending(&alice, 0, Some(2), 0, now)
+            .await
+            .expect("pending")
+            .is_empty(),
+        "before_seq bounds"
+    );
+    assert!(
+        store
+            .pending(&alice, 2, None, 0, now)
+            .await
+            .expect("pending")
+            .is_empty(),
+        "after_seq bounds"
+    );
+    assert!(
+        store
+            .pending(&alice, 0, None, now + 2, now)
+            .await
+            .expect("pending")
+            .is_empty(),
+        "created_since"
+    );
+    let acked = store
+        .acknowledged(&[stored[0].id, stored[2].id])
+        .await
+        .expect("acknowledged");
     assert_eq!(acked, [stored[0].id].into_iter().collect());
     store.record_attempt(&[stored[2].id]).await.expect("attempt");
     store.record_attempt(&[stored[2].id]).await.expect("attempt");
-    assert_eq!(store.get(&alice, stored[2].id).await.expect("get").map(|n| n.attempts), Some(2));
+    assert_eq!(
+        store.get(&alice, stored[2].id).await.expect("get").map(|n| n.attempts),
+        Some(2)
+    );
 
     // Expired notifications are neither listed, counted nor pending.
     let mut expiring = new_notification(&alice, "quota", NotificationType::QuotaWarning, now);
     expiring.expires_at = Some(now + 100);
     created(store, &[expiring], now).await;
-    assert_eq!(store.list(&alice, &HistoryQuery { limit: 10, ..HistoryQuery::default() }, now).await.expect("list").len(), 3);
+    assert_eq!(
+        store
+            .list(
+                &alice,
+                &HistoryQuery {
+                    limit: 10,
+                    ..HistoryQuery::default()
+                },
+                now
+            )
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
     let later = now + 100;
-    assert_eq!(store.list(&alice, &HistoryQuery { limit: 10, ..HistoryQuery::default() }, later).await.expect("list").len(), 2);
-    assert_eq!(store.pending(&alice, 0, None, 0, later).await.expect("pending").len(), 1);
+    assert_eq!(
+        store
+            .list(
+                &alice,
+                &HistoryQuery {
+                    limit: 10,
+                    ..HistoryQuery::default()
+                },
+                later
+            )
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.pending(&alice, 0, None, 0, later).await.expect("pending").len(),
+        1
+    );
     assert_eq!(store.unread_count(&alice, later).await.expect("count"), 0);
 
     assert!(store.delete(&alice, stored[2].id).await.expect("delete"));
-    assert!(!store.delete(&alice, stored[2].id).await.expect("delete"), "already gone");
+    assert!(
+        !store.delete(&alice, stored[2].id).await.expect("delete"),
+        "already gone"
+    );
     assert!(!store.delete(&alice, stored[1].id).await.expect("delete"), "bob's");
     assert!(store.get(&bob, stored[1].id).await.expect("get").is_some());
 }
 
 pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
     let user = format!("user-{}", uuid::Uuid::new_v4());
-    let key = IdempotencyKey { publisher: "uploads".into(), key: "k1".into(), request_hash: "h1".into() };
+    let key = IdempotencyKey {
+        publisher: "uploads".into(),
+        key: "k1".into(),
+        request_hash: "h1".into(),
+    };
     let answer = serde_json::json!({"created": 1});
     let first = new_notification(&user, "social", NotificationType::NewLike, 0);
-    let outcome = store.publish(&[first], Some((&key, &answer)), 0).await.expect("publish");
+    let outcome = store
+        .publish(&[first], Some((&key, &answer)), 0)
+        .await
+        .expect("publish");
     assert!(matches!(outcome, PublishOutcome::Created(ref c) if c.len() == 1));
     let retry = new_notification(&user, "social", NotificationType::NewLike, 1);
-    let outcome = store.publish(&[retry], Some((&key, &serde_json::json!({"other": 1}))), 1).await.expect("retry");
+    let outcome = store
+        .publish(&[retry], Some((&key, &serde_json::json!({"other": 1}))), 1)
+        .await
+        .expect("retry");
     assert_eq!(outcome, PublishOutcome::Replayed(answer));
     assert_eq!(store.max_seq(&user).await.expect("max"), 1, "nothing new stored");
-    let reused = IdempotencyKey { request_hash: "h2".into(), ..key.clone() };
-    let outcome = store.publish(&[new_notification(&user, "social", NotificationType::NewLike, 2)], Some((&reused, &serde_json::json!({}))), 2).await;
+    let reused = IdempotencyKey {
+        request_hash: "h2".into(),
+        ..key.clone()
+    };
+    let outcome = store
+        .publish(
+            &[new_notification(&user, "social", NotificationType::NewLike, 2)],
+            Some((&reused, &serde_json::json!({}))),
+            2,
+        )
+        .await;
     assert_eq!(outcome.expect("reuse"), PublishOutcome::KeyReused);
-    let other_publisher = IdempotencyKey { publisher: "social".into(), ..key };
-    let outcome = store.publish(&[new_notification(&user, "social", NotificationType::NewLike, 3)], Some((&other_publisher, &serde_json::json!({}))), 3).await;
-    assert!(matches!(outcome.expect("scoped"), PublishOutcome::Created(_)), "keys are per publisher");
+    let other_publisher = IdempotencyKey {
+        publisher: "social".into(),
+        ..key
+    };
+    let outcome = store
+        .publish(
+            &[new_notification(&user, "social", NotificationType::NewLike, 3)],
+            Some((&other_publisher, &serde_json::json!({}))),
+            3,
+        )
+        .await;
+    assert!(
+        matches!(outcome.expect("scoped"), PublishOutcome::Created(_)),
+        "keys are per publisher"
+    );
 }
 
 pub async fn notification_store_purge(store: &dyn NotificationStore) {
@@ -399,10 +508,26 @@ pub async fn notification_store_purge(store: &dyn NotificationStore) {
     expired.expires_at = Some(6 * day + 1);
     created(store, &[old_social, old_system, fresh.clone(), expired], 0).await;
     // social keeps 7 days, everything else 30: at day 8, the old social one and the expired one go.
-    let deleted = store.purge(8 * day, &[("social".into(), 7 * day)], 30 * day, day).await.expect("purge");
+    let deleted = store
+        .purge(8 * day, &[("social".into(), 7 * day)], 30 * day, day)
+        .await
+        .expect("purge");
     assert_eq!(deleted, 2);
-    let left = store.list(&user, &HistoryQuery { limit: 10, ..HistoryQuery::default() }, 8 * day).await.expect("list");
+    let left = store
+        .list(
+            &user,
+            &HistoryQuery {
+                limit: 10,
+                ..HistoryQuery::default()
+            },
+            8 * day,
+        )
+        .await
+        .expect("list");
     let mut titles: Vec<_> = left.iter().map(|n| n.kind).collect();
     titles.sort();
-    assert_eq!(titles, [NotificationType::NewComment, NotificationType::SystemAnnouncement]);
+    assert_eq!(
+        titles,
+        [NotificationType::NewComment, NotificationType::SystemAnnouncement]
+    );
 }

@@ -56,12 +56,7 @@ pub enum RegisterOutcome {
 pub trait ConnectionRegistry: Send + Sync {
     /// Registers `record` unless its user already holds `max_per_user` unexpired connections; the
     /// check and the write are one atomic step.
-    async fn register(
-        &self,
-        record: &ConnectionRecord,
-        max_per_user: u32,
-        now: UnixMs,
-    ) -> Result<RegisterOutcome>;
+    async fn register(&self, record: &ConnectionRecord, max_per_user: u32, now: UnixMs) -> Result<RegisterOutcome>;
 
     /// Records a heartbeat: sets `lastPingAt` and moves the TTL. `false` if the record is gone.
     async fn touch(&self, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool>;

@@ -14,8 +14,7 @@ use crate::app::Gateway;
 use crate::app::sessions::{CloseRequest, SendOutcome};
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::{
-    ClientMessage, ConnectedPayload, ProtocolError, ServerEnvelope, ServerMessage, close_code,
-    parse_client_message,
+    ClientMessage, ConnectedPayload, ProtocolError, ServerEnvelope, ServerMessage, close_code, parse_client_message,
 };
 use crate::domain::rate::{GcraState, RateLimit};
 use crate::error::Error;
@@ -57,10 +56,9 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         heartbeat_interval_ms: settings.heartbeat_interval_ms,
         heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
     });
-    gateway.sessions.send(
-        &connection_id,
-        &ServerEnvelope::new(connected, gateway.clock.now_ms()),
-    );
+    gateway
+        .sessions
+        .send(&connection_id, &ServerEnvelope::new(connected, gateway.clock.now_ms()));
 
     let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
     let write_timeout = Duration::from_millis(settings.write_timeout_ms);
@@ -142,39 +140,27 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
             reason: reason.into(),
         };
         // Best effort: a client that does not read gets no close frame, only the TCP close.
-        let _ = timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
     }
-    if let Err(err) = gateway
-        .connections
-        .disconnect(&connection_id, &ending.reason)
-        .await
-    {
+    if let Err(err) = gateway.connections.disconnect(&connection_id, &ending.reason).await {
         tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
     }
 }
 
 /// A message that passed parsing. Only a successful `ping` (the plan's heartbeat) counts as liveness:
 /// the caller resets the heartbeat deadline when the reply is a `pong`.
-async fn handle(
-    gateway: &Gateway,
-    connection_id: &str,
-    message: ClientMessage,
-) -> Result<ServerMessage, Error> {
+async fn handle(gateway: &Gateway, connection_id: &str, message: ClientMessage) -> Result<ServerMessage, Error> {
     match message {
         ClientMessage::Ping => {
             gateway.connections.heartbeat(connection_id).await?;
             Ok(ServerMessage::Pong {})
         }
-        ClientMessage::Subscribe { .. }
-        | ClientMessage::Unsubscribe { .. }
-        | ClientMessage::Ack { .. } => Ok(ServerMessage::error(
-            "not_available",
-            "channels and notifications are not available on this gateway yet",
-        )),
+        ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. } | ClientMessage::Ack { .. } => {
+            Ok(ServerMessage::error(
+                "not_available",
+                "channels and notifications are not available on this gateway yet",
+            ))
+        }
     }
 }
 

@@ -43,12 +43,8 @@ pub async fn upgrade(
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
-            return ApiError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "upgrade_required",
-                rejection.body_text(),
-            )
-            .into_response();
+            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", rejection.body_text())
+                .into_response();
         }
     };
     // The subprotocol form keeps the token out of URLs and so out of access logs.
@@ -84,7 +80,10 @@ pub async fn upgrade(
             tracing::warn!(connection_id = %connection_id, error = %err, "websocket:upgrade-failed");
             let tasks = on_failure.lifecycle.tasks.clone();
             tasks.spawn(async move {
-                let _ = on_failure.connections.disconnect(&connection_id, "upgrade failed").await;
+                let _ = on_failure
+                    .connections
+                    .disconnect(&connection_id, "upgrade failed")
+                    .await;
             });
         })
         .on_upgrade(move |socket| tasks.track_future(session::run(gateway, record, socket)))

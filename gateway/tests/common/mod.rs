@@ -132,10 +132,7 @@ impl TestGateway {
             }
         })
         .await;
-        assert!(
-            outcome.is_ok(),
-            "{user} never reached {count} registered connections"
-        );
+        assert!(outcome.is_ok(), "{user} never reached {count} registered connections");
     }
 }
 
@@ -152,9 +149,7 @@ impl Refusal {
     }
 }
 
-pub async fn connect_request(
-    request: tungstenite::handshake::client::Request,
-) -> Result<Ws, Refusal> {
+pub async fn connect_request(request: tungstenite::handshake::client::Request) -> Result<Ws, Refusal> {
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {

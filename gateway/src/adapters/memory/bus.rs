@@ -13,7 +13,9 @@ pub struct MemoryEventBus {
 impl MemoryEventBus {
     /// `capacity` events may be buffered per receiver before the slowest one starts losing them.
     pub fn new(capacity: usize) -> Self {
-        Self { sender: broadcast::channel(capacity.max(1)).0 }
+        Self {
+            sender: broadcast::channel(capacity.max(1)).0,
+        }
     }
 }
 

@@ -18,7 +18,5 @@ pub use token_ledger::MemoryTokenLedger;
 /// Locks a std mutex, recovering the data if a panicking thread poisoned it: every critical section
 /// here leaves the maps consistent, so the data is still good.
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

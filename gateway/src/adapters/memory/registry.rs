@@ -46,12 +46,7 @@ impl Registry {
 
 #[async_trait]
 impl ConnectionRegistry for MemoryConnectionRegistry {
-    async fn register(
-        &self,
-        record: &ConnectionRecord,
-        max_per_user: u32,
-        now: UnixMs,
-    ) -> Result<RegisterOutcome> {
+    async fn register(&self, record: &ConnectionRecord, max_per_user: u32, now: UnixMs) -> Result<RegisterOutcome> {
         let mut registry = lock(&self.state);
         if let Some(existing) = registry.by_id.get(&record.connection_id) {
             if existing.is_expired(now) {
@@ -70,9 +65,7 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
             .entry(record.user_id.clone())
             .or_default()
             .insert(record.connection_id.clone());
-        registry
-            .by_id
-            .insert(record.connection_id.clone(), record.clone());
+        registry.by_id.insert(record.connection_id.clone(), record.clone());
         Ok(RegisterOutcome::Registered)
     }
 

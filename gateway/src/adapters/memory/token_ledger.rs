@@ -50,10 +50,7 @@ impl TokenLedger for MemoryTokenLedger {
     async fn revoke_before(&self, user_id: &str, at: UnixMs, keep_ms: i64) -> Result<()> {
         let mut ledger = lock(&self.state);
         ledger.sweep_if_due(at);
-        let entry = ledger
-            .revoked
-            .entry(user_id.to_owned())
-            .or_insert((at, at + keep_ms));
+        let entry = ledger.revoked.entry(user_id.to_owned()).or_insert((at, at + keep_ms));
         if at >= entry.0 {
             *entry = (at, at + keep_ms);
         }

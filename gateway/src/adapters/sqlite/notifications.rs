@@ -107,13 +107,14 @@ impl NotificationStore for SqliteNotificationStore {
             .map_err(Error::backend)?
             .rows_affected();
             if inserted == 0 {
-                let (hash, response): (String, String) =
-                    sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE publisher = ? AND key = ?")
-                        .bind(&key.publisher)
-                        .bind(&key.key)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(Error::backend)?;
+                let (hash, response): (String, String) = sqlx::query_as(
+                    "SELECT request_hash, response FROM idempotency_keys WHERE publisher = ? AND key = ?",
+                )
+                .bind(&key.publisher)
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::backend)?;
                 tx.rollback().await.map_err(Error::backend)?;
                 if hash != key.request_hash {
                     return Ok(PublishOutcome::KeyReused);
@@ -175,19 +176,23 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
-        let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id = ?"))
-            .bind(user_id)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(Error::backend)?;
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id = ?"
+        ))
+        .bind(user_id)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::backend)?;
         row.map(Notification::try_from).transpose()
     }
 
     async fn list(&self, user_id: &str, query: &HistoryQuery, now: UnixMs) -> Result<Vec<Notification>> {
         let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
         sql.push_bind(user_id);
-        sql.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(")");
+        sql.push(" AND (expires_at IS NULL OR expires_at > ")
+            .push_bind(now)
+            .push(")");
         if let Some(before) = query.before_seq {
             sql.push(" AND seq < ").push_bind(before);
         }
@@ -201,7 +206,11 @@ impl NotificationStore for SqliteNotificationStore {
             sql.push(" AND channel = ").push_bind(channel.clone());
         }
         sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
-        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+        let rows: Vec<Row> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::backend)?;
         convert(rows)
     }
 
@@ -219,13 +228,14 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result = sqlx::query("UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE user_id = ? AND id = ?")
-            .bind(at)
-            .bind(user_id)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(Error::backend)?;
+        let result =
+            sqlx::query("UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE user_id = ? AND id = ?")
+                .bind(at)
+                .bind(user_id)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(Error::backend)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -250,14 +260,15 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result =
-            sqlx::query("UPDATE notifications SET delivered_at = COALESCE(delivered_at, ?) WHERE user_id = ? AND id = ?")
-                .bind(at)
-                .bind(user_id)
-                .bind(id.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err(Error::backend)?;
+        let result = sqlx::query(
+            "UPDATE notifications SET delivered_at = COALESCE(delivered_at, ?) WHERE user_id = ? AND id = ?",
+        )
+        .bind(at)
+        .bind(user_id)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::backend)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -276,8 +287,14 @@ impl NotificationStore for SqliteNotificationStore {
             sql.push(" AND seq < ").push_bind(before);
         }
         sql.push(" AND created_at >= ").push_bind(created_since);
-        sql.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(") ORDER BY seq");
-        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+        sql.push(" AND (expires_at IS NULL OR expires_at > ")
+            .push_bind(now)
+            .push(") ORDER BY seq");
+        let rows: Vec<Row> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::backend)?;
         convert(rows)
     }
 
@@ -302,9 +319,14 @@ impl NotificationStore for SqliteNotificationStore {
     async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
         let mut acknowledged = HashSet::new();
         for chunk in ids.chunks(500) {
-            let mut sql = QueryBuilder::<Sqlite>::new("SELECT id FROM notifications WHERE delivered_at IS NOT NULL AND");
+            let mut sql =
+                QueryBuilder::<Sqlite>::new("SELECT id FROM notifications WHERE delivered_at IS NOT NULL AND");
             push_ids(&mut sql, chunk);
-            let rows: Vec<(String,)> = sql.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+            let rows: Vec<(String,)> = sql
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?;
             acknowledged.extend(rows.into_iter().filter_map(|(id,)| Uuid::parse_str(&id).ok()));
         }
         Ok(acknowledged)
@@ -338,7 +360,12 @@ impl NotificationStore for SqliteNotificationStore {
             }
             others.push(")");
         }
-        deleted += others.build().execute(&mut *tx).await.map_err(Error::backend)?.rows_affected();
+        deleted += others
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?
+            .rows_affected();
         deleted += sqlx::query("DELETE FROM notifications WHERE expires_at <= ?")
             .bind(now)
             .execute(&mut *tx)

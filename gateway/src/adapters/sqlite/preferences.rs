@@ -39,7 +39,8 @@ impl Row {
     }
 }
 
-const SELECT: &str = "SELECT user_id, email_enabled, push_enabled, in_app_enabled, preferences FROM notification_preferences";
+const SELECT: &str =
+    "SELECT user_id, email_enabled, push_enabled, in_app_enabled, preferences FROM notification_preferences";
 
 #[async_trait]
 impl PreferenceStore for SqlitePreferenceStore {
@@ -62,7 +63,11 @@ impl PreferenceStore for SqlitePreferenceStore {
                 ids.push_bind(id);
             }
             query.push(")");
-            let rows: Vec<Row> = query.build_query_as().fetch_all(&self.pool).await.map_err(Error::backend)?;
+            let rows: Vec<Row> = query
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?;
             found.extend(rows.into_iter().map(Row::into_preferences));
         }
         Ok(found)
