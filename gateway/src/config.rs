@@ -12,9 +12,15 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use std::collections::HashSet;
+
 use crate::adapters::jwt::JwtSettings;
+use crate::app::delivery::DeliverySettings;
 use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
 use crate::domain::UnixMs;
+use crate::domain::channel::{ChannelCatalog, ChannelSpec, DEFAULT_RETENTION_DAYS};
+use crate::domain::notification::NotificationType;
+use crate::domain::publisher::{MIN_KEY_CHARS, Publisher, Publishers};
 use crate::domain::token::{MIN_SECRET_BYTES, SigningKey, SigningKeys};
 
 /// A configuration that cannot be served with, and why, in words an operator can act on.
@@ -148,6 +154,30 @@ pub struct Options {
     /// Comma-separated addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
+    /// Role that `adminOnly` channels require.
+    #[arg(long, env = "HERALD_ADMIN_ROLE", global = true)]
+    pub admin_role: Option<String>,
+    /// Days notifications are kept for channels that set no retention of their own.
+    #[arg(long, env = "HERALD_RETENTION_DAYS", global = true)]
+    pub retention_days: Option<u32>,
+    /// Channels (YAML only); without any, the default five channels covering the 14 types.
+    #[arg(skip)]
+    pub channels: Option<Vec<ChannelSpec>>,
+    /// Publishers with the SHA-256 of their key and the types they may publish (YAML only).
+    #[arg(skip)]
+    pub publishers: Option<Vec<PublisherSpec>>,
+    /// `name=key,name2=key2`: publishers allowed every type.
+    #[arg(long, env = "HERALD_PUBLISHER_KEYS", global = true, hide_env_values = true)]
+    pub publisher_keys: Option<String>,
+    /// How long a client has to acknowledge a notification before it is sent again.
+    #[arg(long, env = "HERALD_ACK_TIMEOUT_MS", global = true)]
+    pub ack_timeout_ms: Option<u64>,
+    /// Delivery rounds per connection before a notification is logged as failed.
+    #[arg(long, env = "HERALD_MAX_DELIVERY_ATTEMPTS", global = true)]
+    pub max_delivery_attempts: Option<u32>,
+    /// Subscribe/unsubscribe messages per connection per minute.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTION_CHANGES_PER_MINUTE", global = true)]
+    pub max_subscription_changes_per_minute: Option<u32>,
     /// Longest a SIGTERM/SIGINT drain may take before the process exits anyway.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", global = true)]
     pub shutdown_grace_seconds: Option<u64>,
@@ -189,6 +219,14 @@ impl Options {
             heartbeat_timeout_seconds,
             connection_ttl_seconds,
             trusted_proxies,
+            admin_role,
+            retention_days,
+            channels,
+            publishers,
+            publisher_keys,
+            ack_timeout_ms,
+            max_delivery_attempts,
+            max_subscription_changes_per_minute,
             shutdown_grace_seconds,
         )
     }
@@ -224,7 +262,25 @@ pub struct Config {
     pub session: SessionSettings,
     pub websocket_enabled: bool,
     pub trusted_proxies: Vec<crate::http::client_ip::IpRange>,
+    pub catalog: ChannelCatalog,
+    pub publishers: Publishers,
+    /// In dev mode without configured publishers: the key generated for this run.
+    pub dev_publisher_key: Option<String>,
+    pub delivery: DeliverySettings,
+    pub subscription_changes_per_minute: u32,
     pub shutdown_grace_ms: u64,
+}
+
+/// A publisher as written in the YAML config: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherSpec {
+    pub name: String,
+    #[serde(alias = "keySha256")]
+    pub key_sha256: String,
+    /// Types it may publish; every type when absent.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
 }
 
 impl Config {
@@ -366,7 +422,28 @@ impl Config {
             read_buffer_bytes: defaults.read_buffer_bytes.min(max_message_bytes.max(1_024)),
             ..defaults
         };
+        let retention_days = positive("HERALD_RETENTION_DAYS", o.retention_days, DEFAULT_RETENTION_DAYS)?;
+        let admin_role = o.admin_role.unwrap_or_else(|| "admin".to_owned());
+        let catalog = match o.channels {
+            Some(specs) if !specs.is_empty() => ChannelCatalog::from_specs(specs, &admin_role, retention_days)
+                .map_err(|e| invalid(format!("channels: {e}")))?,
+            _ => ChannelCatalog::default_set(retention_days),
+        };
+        let (publishers, dev_publisher_key) = publishers(o.publishers, o.publisher_keys.as_deref(), dev)?;
+        let delivery = DeliverySettings {
+            ack_timeout_ms: positive("HERALD_ACK_TIMEOUT_MS", o.ack_timeout_ms, 30_000)? as i64,
+            max_attempts: positive("HERALD_MAX_DELIVERY_ATTEMPTS", o.max_delivery_attempts, 3)?,
+        };
         Ok(Config {
+            catalog,
+            publishers,
+            dev_publisher_key,
+            delivery,
+            subscription_changes_per_minute: positive(
+                "HERALD_MAX_SUBSCRIPTION_CHANGES_PER_MINUTE",
+                o.max_subscription_changes_per_minute,
+                20,
+            )?,
             listen,
             store,
             dev,
@@ -425,9 +502,79 @@ impl Config {
             "heartbeatIntervalMs": self.session.heartbeat_interval_ms,
             "heartbeatTimeoutMs": self.session.heartbeat_timeout_ms,
             "websocketEnabled": self.websocket_enabled,
+            "channels": self.catalog.channels().iter().map(|c| serde_json::json!({
+                "name": c.name,
+                "types": c.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "adminOnly": c.admin_only,
+                "requiredRole": c.required_role,
+                "defaultSubscribed": c.default_subscribed,
+                "retentionMs": c.retention_ms,
+            })).collect::<Vec<_>>(),
+            "publishers": self.publishers.names(),
+            "ackTimeoutMs": self.delivery.ack_timeout_ms,
+            "maxDeliveryAttempts": self.delivery.max_attempts,
             "shutdownGraceMs": self.shutdown_grace_ms,
         })
     }
+}
+
+/// Publishers from the YAML list (hashed keys) and `HERALD_PUBLISHER_KEYS` (plain keys, all types).
+/// In dev mode with none configured, one `dev` publisher with a random key.
+fn publishers(
+    specs: Option<Vec<PublisherSpec>>,
+    plain: Option<&str>,
+    dev: bool,
+) -> Result<(Publishers, Option<String>), ConfigError> {
+    let mut list = Vec::new();
+    for spec in specs.unwrap_or_default() {
+        let types = match spec.types {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        NotificationType::parse(n)
+                            .ok_or_else(|| invalid(format!("publisher `{}`: unknown type `{n}`", spec.name)))
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        let publisher = Publisher::from_hash(&spec.name, &spec.key_sha256, types).ok_or_else(|| {
+            invalid(format!(
+                "publisher `{}`: key_sha256 must be 64 hex digits (sha256sum of the key)",
+                spec.name
+            ))
+        })?;
+        list.push(publisher);
+    }
+    for entry in plain
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (name, key) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid("HERALD_PUBLISHER_KEYS must be `name=key,name2=key2`"))?;
+        if name.trim().is_empty() || (key.len() < MIN_KEY_CHARS && !dev) {
+            return Err(invalid(format!(
+                "HERALD_PUBLISHER_KEYS: publisher `{name}` needs a name and a key of at least {MIN_KEY_CHARS} characters"
+            )));
+        }
+        list.push(Publisher::from_key(name.trim(), key, None));
+    }
+    let mut dev_key = None;
+    if list.is_empty() && dev {
+        use rand::Rng;
+        let key: String = rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        list.push(Publisher::from_key("dev", &key, None));
+        dev_key = Some(key);
+    }
+    Ok((Publishers::new(list).map_err(invalid)?, dev_key))
 }
 
 fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(

@@ -11,13 +11,19 @@ use tokio::net::TcpListener;
 
 use crate::adapters::clock::SystemClock;
 use crate::adapters::jwt::JwtVerifier;
-use crate::adapters::memory::{MemoryConnectionRegistry, MemoryRateLimiter, MemoryTokenLedger};
-use crate::adapters::sqlite::{self, SqliteHealth, SqlitePreferenceStore};
+use crate::adapters::memory::{MemoryConnectionRegistry, MemoryEventBus, MemoryRateLimiter, MemoryTokenLedger};
+use crate::adapters::sqlite::{
+    self, SqliteHealth, SqliteNotificationStore, SqlitePreferenceStore, SqliteSubscriptionStore,
+};
+use crate::app::delivery::DeliveryService;
 use crate::app::dev::DevTokens;
 use crate::app::keys::SigningKeyRing;
+use crate::app::notifications::NotificationService;
+use crate::app::preferences::PreferenceService;
+use crate::app::subscriptions::SubscriptionService;
 use crate::app::{ConnectionService, Gateway, Lifecycle, LocalSessions, TokenService};
 use crate::config::{Config, KeySource, StoreConfig, read_keys_file};
-use crate::ports::{Clock, ConnectionRegistry, RateLimiter, TokenLedger};
+use crate::ports::{Clock, ConnectionRegistry, EventBus, NotificationStore, RateLimiter, TokenLedger};
 
 /// How often expired registrations are purged (AC8).
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -29,26 +35,56 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let StoreConfig::Sqlite { url } = &config.store;
     let pool = sqlite::connect(url).await.context("opening the embedded database")?;
-    let preferences = Arc::new(SqlitePreferenceStore::new(pool.clone()));
+    let preference_store = Arc::new(SqlitePreferenceStore::new(pool.clone()));
+    let notification_store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool.clone()));
+    let subscription_store = Arc::new(SqliteSubscriptionStore::new(pool.clone()));
     let ledger: Arc<dyn TokenLedger> = Arc::new(MemoryTokenLedger::default());
     let registry: Arc<dyn ConnectionRegistry> = Arc::new(MemoryConnectionRegistry::default());
     let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::default());
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryEventBus::default());
+    let catalog = Arc::new(config.catalog.clone());
 
     let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
     let tokens = Arc::new(TokenService::new(
         keys.clone(),
         ledger,
         limiter.clone(),
-        preferences,
+        preference_store.clone(),
+        catalog.clone(),
         clock.clone(),
         config.tokens,
     ));
     let connections = Arc::new(ConnectionService::new(
         tokens.clone(),
-        registry,
+        registry.clone(),
         limiter,
         clock.clone(),
         config.connections,
+    ));
+    let sessions = Arc::new(LocalSessions::default());
+    let subscriptions = Arc::new(SubscriptionService::new(
+        subscription_store,
+        registry,
+        catalog.clone(),
+        clock.clone(),
+    ));
+    let preferences = Arc::new(PreferenceService::new(preference_store, catalog.clone()));
+    let delivery = Arc::new(DeliveryService::new(
+        notification_store.clone(),
+        subscriptions.clone(),
+        sessions.clone(),
+        catalog.clone(),
+        clock.clone(),
+        config.delivery,
+    ));
+    let notifications = Arc::new(NotificationService::new(
+        notification_store,
+        preferences.clone(),
+        delivery.clone(),
+        bus.clone(),
+        catalog,
+        config.publishers.clone(),
+        clock.clone(),
     ));
     let dev = config.dev_jwt_secret.as_deref().map(|secret| {
         DevTokens::new(
@@ -61,16 +97,24 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     let gateway = Arc::new(Gateway {
         tokens,
         connections,
-        sessions: Arc::new(LocalSessions::default()),
+        sessions,
+        subscriptions,
+        preferences,
+        notifications,
+        delivery: delivery.clone(),
         users: Arc::new(JwtVerifier::new(config.jwt.clone())),
         health: vec![Arc::new(SqliteHealth(pool))],
         clock,
         session_settings: config.session,
+        subscription_changes_per_minute: config.subscription_changes_per_minute,
         trusted_proxies: config.trusted_proxies.clone(),
         websocket_enabled: config.websocket_enabled,
         dev,
         lifecycle: Lifecycle::default(),
     });
+    let shutdown = gateway.lifecycle.shutdown.clone();
+    tokio::spawn(delivery.clone().run(bus.subscribe(), shutdown.clone()));
+    tokio::spawn(delivery.run_retries(shutdown));
     spawn_purger(&gateway);
     if let KeySource::File(path) = &config.key_source {
         spawn_key_reloader(&gateway, keys, path.clone());
@@ -78,19 +122,26 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     Ok(gateway)
 }
 
+/// Drops expired registrations (AC8) and notifications past retention, every [`PURGE_INTERVAL`].
 fn spawn_purger(gateway: &Arc<Gateway>) {
     let connections = gateway.connections.clone();
+    let notifications = gateway.notifications.clone();
     let shutdown = gateway.lifecycle.shutdown.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PURGE_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every.tick() => match connections.purge_expired().await {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::info!(purged, "websocket:purged-expired"),
-                    Err(err) => tracing::warn!(error = %err, "websocket:purge-failed"),
-                },
+                _ = every.tick() => {
+                    match connections.purge_expired().await {
+                        Ok(0) => {}
+                        Ok(purged) => tracing::info!(purged, "websocket:purged-expired"),
+                        Err(err) => tracing::warn!(error = %err, "websocket:purge-failed"),
+                    }
+                    if let Err(err) = notifications.purge().await {
+                        tracing::warn!(error = %err, "notification:purge-failed");
+                    }
+                }
             }
         }
     });

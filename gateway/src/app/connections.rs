@@ -102,6 +102,7 @@ impl ConnectionService {
             connected_at: now,
             last_ping_at: now,
             subscriptions: Vec::new(),
+            allowed_channels: claims.allowed_channels.unwrap_or_default(),
             user_agent: sanitize_user_agent(request.user_agent),
             expires_at: now + self.settings.ttl_ms,
         };

@@ -10,9 +10,13 @@ use tokio_util::task::TaskTracker;
 use crate::ports::{Clock, HealthProbe, UserVerifier};
 
 pub mod connections;
+pub mod delivery;
 pub mod dev;
 pub mod keys;
+pub mod notifications;
+pub mod preferences;
 pub mod sessions;
+pub mod subscriptions;
 pub mod tokens;
 
 pub use connections::{ConnectRequest, ConnectionService, ConnectionSettings};
@@ -24,10 +28,16 @@ pub struct Gateway {
     pub tokens: Arc<TokenService>,
     pub connections: Arc<ConnectionService>,
     pub sessions: Arc<LocalSessions>,
+    pub subscriptions: Arc<subscriptions::SubscriptionService>,
+    pub preferences: Arc<preferences::PreferenceService>,
+    pub notifications: Arc<notifications::NotificationService>,
+    pub delivery: Arc<delivery::DeliveryService>,
     pub users: Arc<dyn UserVerifier>,
     pub health: Vec<Arc<dyn HealthProbe>>,
     pub clock: Arc<dyn Clock>,
     pub session_settings: SessionSettings,
+    /// Subscribe/unsubscribe messages per connection per minute (plan: 20).
+    pub subscription_changes_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the real client (per-IP limits behind an ingress).
     pub trusted_proxies: Vec<crate::http::client_ip::IpRange>,
     pub websocket_enabled: bool,

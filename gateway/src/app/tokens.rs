@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tracing::instrument;
 
 use crate::domain::UnixMs;
+use crate::domain::channel::ChannelCatalog;
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::domain::token::{ConnectionClaims, TokenRejection};
 use crate::domain::user::AuthenticatedUser;
@@ -47,6 +48,7 @@ pub struct TokenService {
     ledger: Arc<dyn TokenLedger>,
     limiter: Arc<dyn RateLimiter>,
     preferences: Arc<dyn PreferenceStore>,
+    catalog: Arc<ChannelCatalog>,
     clock: Arc<dyn Clock>,
     settings: TokenSettings,
 }
@@ -57,6 +59,7 @@ impl TokenService {
         ledger: Arc<dyn TokenLedger>,
         limiter: Arc<dyn RateLimiter>,
         preferences: Arc<dyn PreferenceStore>,
+        catalog: Arc<ChannelCatalog>,
         clock: Arc<dyn Clock>,
         settings: TokenSettings,
     ) -> Self {
@@ -65,6 +68,7 @@ impl TokenService {
             ledger,
             limiter,
             preferences,
+            catalog,
             clock,
             settings,
         }
@@ -99,7 +103,7 @@ impl TokenService {
             issued_at,
             expires_at: issued_at + self.settings.ttl_ms,
             token_id: uuid::Uuid::new_v4(),
-            allowed_channels: None,
+            allowed_channels: Some(self.catalog.allowed_for(&user.roles)),
         };
         let (token, claims) = self
             .keys
@@ -184,6 +188,7 @@ pub(crate) mod tests {
             Arc::new(MemoryTokenLedger::default()),
             Arc::new(MemoryRateLimiter::default()),
             preferences.clone(),
+            Arc::new(ChannelCatalog::default_set(7)),
             clock.clone(),
             TokenSettings::default(),
         ));
@@ -258,7 +263,14 @@ pub(crate) mod tests {
         let object = payload.as_object().expect("object");
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["expiresAt", "issuedAt", "kid", "tokenId", "userId"]);
+        assert_eq!(
+            keys,
+            ["allowedChannels", "expiresAt", "issuedAt", "kid", "tokenId", "userId"]
+        );
+        assert_eq!(
+            payload["allowedChannels"],
+            serde_json::json!(["uploads", "social", "mocs", "quota", "system"])
+        );
         assert_eq!(payload["userId"], "alice");
         assert_eq!(payload["kid"], "k1");
         assert_eq!(payload["issuedAt"], START);

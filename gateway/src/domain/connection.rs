@@ -15,6 +15,9 @@ pub struct ConnectionRecord {
     pub connected_at: UnixMs,
     pub last_ping_at: UnixMs,
     pub subscriptions: Vec<String>,
+    /// Channels the connection's token allows (computed from the user's roles at issuance).
+    #[serde(default)]
+    pub allowed_channels: Vec<String>,
     pub user_agent: String,
     pub expires_at: UnixMs,
 }

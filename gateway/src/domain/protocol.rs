@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::UnixMs;
+use super::notification::NotificationPayload;
 
 /// A message a client may send, without its envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,8 @@ fn notification_id(payload: &Map<String, Value>) -> Result<Uuid, ProtocolError> 
 }
 
 /// A message the server sends, without its envelope. The plan's types keep their exact shape;
-/// `connected` is Herald's addition (DESIGN.md allows new server messages, never changed ones).
+/// `connected`, `unsubscribed` and `unread_count` are Herald's additions (DESIGN.md allows new server
+/// messages, never changed ones).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", content = "payload")]
 pub enum ServerMessage {
@@ -136,6 +138,17 @@ pub enum ServerMessage {
     Error { code: String, message: String },
     #[serde(rename = "connected")]
     Connected(ConnectedPayload),
+    #[serde(rename = "notification")]
+    Notification(NotificationPayload),
+    #[serde(rename = "subscribed")]
+    Subscribed { channels: Vec<String> },
+    #[serde(rename = "unsubscribed")]
+    Unsubscribed { channels: Vec<String> },
+    #[serde(rename = "unread_count")]
+    UnreadCount {
+        #[serde(rename = "unreadCount")]
+        unread_count: u64,
+    },
 }
 
 impl ServerMessage {
@@ -155,6 +168,11 @@ pub struct ConnectedPayload {
     pub user_id: String,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    pub unread_count: u64,
+    /// The channels this connection receives live.
+    pub subscriptions: Vec<String>,
+    /// The channels this connection may subscribe to (from its token).
+    pub allowed_channels: Vec<String>,
 }
 
 /// A server message in its envelope, ready to serialize.

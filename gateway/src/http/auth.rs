@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -18,15 +19,14 @@ impl FromRequestParts<Arc<Gateway>> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
-        let bearer = bearer(parts)?;
+        let bearer = bearer(&parts.headers)?;
         Ok(CurrentUser(gateway.users.verify(bearer).await?))
     }
 }
 
 /// The credential of an `Authorization: Bearer <credential>` header.
-pub fn bearer(parts: &Parts) -> Result<&str, Error> {
-    let value = parts
-        .headers
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers
         .get(AUTHORIZATION)
         .ok_or(Error::Unauthenticated("missing Authorization header"))?;
     let value = value

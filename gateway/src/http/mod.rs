@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::app::Gateway;
 
@@ -12,6 +12,8 @@ pub mod client_ip;
 mod dev;
 pub mod error;
 mod health;
+mod notifications;
+mod publish;
 mod tokens;
 
 pub use error::ApiError;
@@ -21,7 +23,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/ws/token", post(tokens::issue).delete(tokens::revoke_all))
-        .route("/ws", get(crate::ws::upgrade));
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/api/publish", post(publish::publish))
+        .route("/notifications", get(notifications::history))
+        .route("/notifications/read-all", post(notifications::mark_all_read))
+        .route(
+            "/notifications/preferences",
+            get(notifications::get_preferences).patch(notifications::patch_preferences),
+        )
+        .route("/notifications/{id}", delete(notifications::delete))
+        .route("/notifications/{id}/read", post(notifications::mark_read));
     if gateway.dev.is_some() {
         router = router.route("/dev/jwt", post(dev::mint_jwt));
     }

@@ -63,6 +63,7 @@ fn record(connection_id: &str, user_id: &str, now: i64) -> ConnectionRecord {
         connected_at: now,
         last_ping_at: now,
         subscriptions: vec![],
+        allowed_channels: vec![],
         user_agent: "test".into(),
         expires_at: now + 7_200_000,
     }

@@ -16,7 +16,7 @@ use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::{
     ClientMessage, ConnectedPayload, ProtocolError, ServerEnvelope, ServerMessage, close_code, parse_client_message,
 };
-use crate::domain::rate::{GcraState, RateLimit};
+use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::Error;
 
 /// How a session ended: sent to the client as a close frame when there is one, and logged as the
@@ -50,15 +50,6 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
     let mut inbox = gateway
         .sessions
         .open(&connection_id, &record.user_id, settings.outbound_queue);
-    let connected = ServerMessage::Connected(ConnectedPayload {
-        connection_id: connection_id.clone(),
-        user_id: record.user_id.clone(),
-        heartbeat_interval_ms: settings.heartbeat_interval_ms,
-        heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
-    });
-    gateway
-        .sessions
-        .send(&connection_id, &ServerEnvelope::new(connected, gateway.clock.now_ms()));
 
     let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
     let write_timeout = Duration::from_millis(settings.write_timeout_ms);
@@ -66,10 +57,22 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
     let violation_limit = RateLimit::per_minute(settings.violations_per_minute);
     let mut message_rate = GcraState::default();
     let mut violations = GcraState::default();
+    let mut context = Context {
+        connection_id: connection_id.clone(),
+        user_id: record.user_id.clone(),
+        allowed: record.allowed_channels.clone(),
+        subscription_limit: RateLimit::per_minute(gateway.subscription_changes_per_minute),
+        subscription_rate: GcraState::default(),
+    };
+    let started = start(&gateway, &record).await;
     let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
     tokio::pin!(heartbeat_deadline);
 
     let ending = loop {
+        if let Err(err) = &started {
+            tracing::error!(connection_id, error = %err, "websocket:start-failed");
+            break Ending::close(close_code::INTERNAL_ERROR, "could not start the session, reconnect");
+        }
         tokio::select! {
             biased;
             () = gateway.lifecycle.shutdown.cancelled() => {
@@ -107,8 +110,9 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
                     break Ending::close(close_code::RATE_LIMITED, "too many messages per second");
                 }
                 let reply = match text.and_then(|t| parse_client_message(t.as_str())) {
-                    Ok(envelope) => match handle(&gateway, &connection_id, envelope.message).await {
-                        Ok(reply) => {
+                    Ok(envelope) => match handle(&gateway, &mut context, envelope.message, now).await {
+                        Ok(None) => continue,
+                        Ok(Some(reply)) => {
                             if matches!(reply, ServerMessage::Pong {}) {
                                 heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
                             }
@@ -133,6 +137,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         }
     };
 
+    gateway.delivery.detach(&connection_id);
     gateway.sessions.remove(&connection_id);
     if let Some((code, reason)) = ending.close {
         let frame = CloseFrame {
@@ -147,19 +152,87 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
     }
 }
 
-/// A message that passed parsing. Only a successful `ping` (the plan's heartbeat) counts as liveness:
-/// the caller resets the heartbeat deadline when the reply is a `pong`.
-async fn handle(gateway: &Gateway, connection_id: &str, message: ClientMessage) -> Result<ServerMessage, Error> {
+/// Who this session is, and its per-connection subscription-change budget.
+struct Context {
+    connection_id: String,
+    user_id: String,
+    allowed: Vec<String>,
+    subscription_limit: RateLimit,
+    subscription_rate: GcraState,
+}
+
+/// `connected` first (connection id, heartbeat, unread count, subscriptions), then the replay of
+/// what the user missed, in order, before anything new.
+async fn start(gateway: &Gateway, record: &ConnectionRecord) -> Result<(), Error> {
+    let settings = gateway.session_settings;
+    let subscriptions: Vec<String> = gateway
+        .subscriptions
+        .effective(&record.user_id)
+        .await?
+        .into_iter()
+        .filter(|channel| record.allowed_channels.contains(channel))
+        .collect();
+    let connected = ServerMessage::Connected(ConnectedPayload {
+        connection_id: record.connection_id.clone(),
+        user_id: record.user_id.clone(),
+        heartbeat_interval_ms: settings.heartbeat_interval_ms,
+        heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
+        unread_count: gateway.notifications.unread_count(&record.user_id).await?,
+        subscriptions,
+        allowed_channels: record.allowed_channels.clone(),
+    });
+    gateway.sessions.send(
+        &record.connection_id,
+        &ServerEnvelope::new(connected, gateway.clock.now_ms()),
+    );
+    gateway
+        .delivery
+        .attach(&record.connection_id, &record.user_id, record.allowed_channels.clone())
+        .await?;
+    Ok(())
+}
+
+/// A message that passed parsing; `None` when the plan defines no reply (`notification:ack`). Only a
+/// successful `ping` (the plan's heartbeat) counts as liveness: the caller resets the heartbeat
+/// deadline when the reply is a `pong`.
+async fn handle(
+    gateway: &Gateway,
+    context: &mut Context,
+    message: ClientMessage,
+    now: crate::domain::UnixMs,
+) -> Result<Option<ServerMessage>, Error> {
+    if matches!(
+        message,
+        ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
+    ) {
+        if let RateDecision::Limited { retry_after_ms } =
+            context.subscription_rate.check(context.subscription_limit, now)
+        {
+            return Err(Error::RateLimited { retry_after_ms });
+        }
+    }
     match message {
         ClientMessage::Ping => {
-            gateway.connections.heartbeat(connection_id).await?;
-            Ok(ServerMessage::Pong {})
+            gateway.connections.heartbeat(&context.connection_id).await?;
+            Ok(Some(ServerMessage::Pong {}))
         }
-        ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. } | ClientMessage::Ack { .. } => {
-            Ok(ServerMessage::error(
-                "not_available",
-                "channels and notifications are not available on this gateway yet",
-            ))
+        ClientMessage::Subscribe { channels } => {
+            gateway
+                .subscriptions
+                .subscribe(&context.user_id, &context.allowed, &channels)
+                .await?;
+            Ok(Some(ServerMessage::Subscribed { channels }))
+        }
+        ClientMessage::Unsubscribe { channels } => {
+            gateway.subscriptions.unsubscribe(&context.user_id, &channels).await?;
+            Ok(Some(ServerMessage::Unsubscribed { channels }))
+        }
+        ClientMessage::Ack { notification_id } => {
+            gateway
+                .notifications
+                .acknowledge(&context.user_id, notification_id)
+                .await?;
+            Ok(None)
         }
     }
 }

@@ -1,0 +1,372 @@
+//! Live delivery on this replica (AC11, AC13, AC22, AC25): pushes stored notifications to the
+//! connections it holds, replays what a connection missed, fills sequence gaps from the store, and
+//! re-sends what is not acknowledged in time.
+//!
+//! Each connection has a delivery state behind an async lock: the replay on attach, live pushes,
+//! gap fills and retries of one connection are serialized, so each notification reaches a
+//! connection once per round and in `seq` order. Cross-connection work never waits on a client: all
+//! sends go through [`LocalSessions`], which never blocks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::UnixMs;
+use crate::domain::channel::ChannelCatalog;
+use crate::domain::notification::Notification;
+use crate::domain::protocol::{ServerEnvelope, ServerMessage};
+use crate::error::Result;
+use crate::ports::{BusEvent, Clock, NotificationStore};
+
+use super::sessions::{Frame, LocalSessions, SendOutcome};
+use super::subscriptions::SubscriptionService;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// How long a client has to acknowledge before the notification is sent again.
+    pub ack_timeout_ms: i64,
+    /// Delivery rounds per connection before `notification:failed` (the first push counts).
+    pub max_attempts: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            ack_timeout_ms: 30_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+struct Pending {
+    frame: Frame,
+    attempts: u32,
+    due_at: UnixMs,
+}
+
+struct SessionState {
+    connection_id: String,
+    user_id: String,
+    allowed: Vec<String>,
+    /// Highest `seq` this connection has dealt with (sent, or skipped as not subscribed).
+    last_seq: i64,
+    pending: HashMap<Uuid, Pending>,
+}
+
+type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
+
+/// A connection's state, indexed by its user without taking its lock.
+struct Attached {
+    user_id: String,
+    state: SharedState,
+}
+
+pub struct DeliveryService {
+    store: Arc<dyn NotificationStore>,
+    subscriptions: Arc<SubscriptionService>,
+    sessions: Arc<LocalSessions>,
+    catalog: Arc<ChannelCatalog>,
+    clock: Arc<dyn Clock>,
+    settings: DeliverySettings,
+    states: Mutex<HashMap<String, Attached>>,
+}
+
+impl DeliveryService {
+    pub fn new(
+        store: Arc<dyn NotificationStore>,
+        subscriptions: Arc<SubscriptionService>,
+        sessions: Arc<LocalSessions>,
+        catalog: Arc<ChannelCatalog>,
+        clock: Arc<dyn Clock>,
+        settings: DeliverySettings,
+    ) -> Self {
+        Self {
+            store,
+            subscriptions,
+            sessions,
+            catalog,
+            clock,
+            settings,
+            states: Mutex::default(),
+        }
+    }
+
+    pub fn settings(&self) -> DeliverySettings {
+        self.settings
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
+        self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn states_of(&self, user_id: &str) -> Vec<SharedState> {
+        self.states()
+            .values()
+            .filter(|a| a.user_id == user_id)
+            .map(|a| a.state.clone())
+            .collect()
+    }
+
+    fn all_states(&self) -> Vec<SharedState> {
+        self.states().values().map(|a| a.state.clone()).collect()
+    }
+
+    fn created_since(&self, now: UnixMs) -> UnixMs {
+        now - self.catalog.max_retention_ms()
+    }
+
+    /// Whether `n` goes to this connection now: unexpired, unacknowledged, within its channel's
+    /// retention, in a channel the user is subscribed to and the connection's token allows.
+    fn eligible(&self, state: &SessionState, n: &Notification, subscribed: &[String], now: UnixMs) -> bool {
+        !n.is_expired(now)
+            && n.delivered_at.is_none()
+            && n.created_at >= now - self.catalog.retention_ms(&n.channel)
+            && subscribed.contains(&n.channel)
+            && state.allowed.contains(&n.channel)
+    }
+
+    fn send(&self, state: &mut SessionState, n: &Notification, now: UnixMs) -> bool {
+        let frame = Frame::from(ServerEnvelope::new(ServerMessage::Notification(n.payload()), now).to_json());
+        match self.sessions.send_frame(&state.connection_id, frame.clone()) {
+            SendOutcome::Queued => {
+                let due_at = now + self.settings.ack_timeout_ms;
+                state.pending.insert(
+                    n.id,
+                    Pending {
+                        frame,
+                        attempts: 1,
+                        due_at,
+                    },
+                );
+                true
+            }
+            SendOutcome::SlowConsumer | SendOutcome::Gone => false,
+        }
+    }
+
+    /// Starts delivering to a connection: replays, in `seq` order, every unacknowledged notification
+    /// it should see (AC13), then live ones follow. Returns how many were replayed.
+    pub async fn attach(&self, connection_id: &str, user_id: &str, allowed: Vec<String>) -> Result<usize> {
+        let state = Arc::new(tokio::sync::Mutex::new(SessionState {
+            connection_id: connection_id.to_owned(),
+            user_id: user_id.to_owned(),
+            allowed,
+            last_seq: 0,
+            pending: HashMap::new(),
+        }));
+        // Hold the state while replaying: live pushes for this connection wait, then skip what the
+        // replay already covered (by seq).
+        let mut guard = state.clone().lock_owned().await;
+        self.states().insert(
+            connection_id.to_owned(),
+            Attached {
+                user_id: user_id.to_owned(),
+                state,
+            },
+        );
+        let now = self.clock.now_ms();
+        let max_seq = self.store.max_seq(user_id).await?;
+        let pending = self
+            .store
+            .pending(user_id, 0, None, self.created_since(now), now)
+            .await?;
+        let subscribed = self.subscriptions.effective(user_id).await?;
+        let mut replayed = 0;
+        for n in &pending {
+            if self.eligible(&guard, n, &subscribed, now) && self.send(&mut guard, n, now) {
+                replayed += 1;
+            }
+        }
+        guard.last_seq = pending.last().map_or(max_seq, |n| n.seq.max(max_seq));
+        if replayed > 0 {
+            tracing::info!(connection_id, user_id, replayed, "notification:replayed");
+        }
+        Ok(replayed)
+    }
+
+    pub fn detach(&self, connection_id: &str) {
+        self.states().remove(connection_id);
+    }
+
+    /// Pushes a freshly stored notification to every connection of its user here (AC11), after
+    /// filling any gap in that connection's sequence from the store.
+    pub async fn deliver(&self, n: &Notification) -> Result<usize> {
+        let states = self.states_of(&n.user_id);
+        if states.is_empty() {
+            return Ok(0);
+        }
+        let subscribed = self.subscriptions.effective(&n.user_id).await?;
+        let mut connections = 0;
+        for state in states {
+            let mut state = state.lock().await;
+            if n.seq <= state.last_seq {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            if n.seq > state.last_seq + 1 {
+                let missed = self
+                    .store
+                    .pending(&n.user_id, state.last_seq, Some(n.seq), self.created_since(now), now)
+                    .await?;
+                for m in &missed {
+                    if self.eligible(&state, m, &subscribed, now) {
+                        self.send(&mut state, m, now);
+                    }
+                }
+            }
+            state.last_seq = n.seq;
+            if self.eligible(&state, n, &subscribed, now) && self.send(&mut state, n, now) {
+                connections += 1;
+            }
+        }
+        if connections > 0 {
+            self.store.record_attempt(&[n.id]).await?;
+            tracing::info!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
+        }
+        Ok(connections)
+    }
+
+    /// The user acknowledged `id`: no connection here re-sends it.
+    pub async fn acknowledged(&self, user_id: &str, id: Uuid) {
+        for state in self.states_of(user_id) {
+            state.lock().await.pending.remove(&id);
+        }
+    }
+
+    /// Re-sends what is due and unacknowledged; gives up after `max_attempts` with
+    /// `notification:failed` (the notification stays unacknowledged and is replayed on reconnect).
+    pub async fn retry_due(&self) -> Result<()> {
+        let states = self.all_states();
+        for state in states {
+            let mut state = state.lock().await;
+            let now = self.clock.now_ms();
+            let due: Vec<Uuid> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.due_at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let acknowledged = self.store.acknowledged(&due).await?;
+            let mut resent = Vec::new();
+            for id in due {
+                if acknowledged.contains(&id) {
+                    state.pending.remove(&id);
+                    continue;
+                }
+                let Some(pending) = state.pending.get_mut(&id) else {
+                    continue;
+                };
+                if pending.attempts >= self.settings.max_attempts {
+                    let attempts = pending.attempts;
+                    state.pending.remove(&id);
+                    tracing::error!(
+                        notification_id = %id,
+                        user_id = %state.user_id,
+                        connection_id = %state.connection_id,
+                        attempts,
+                        error = "not acknowledged",
+                        "notification:failed"
+                    );
+                    continue;
+                }
+                pending.attempts += 1;
+                pending.due_at = now + self.settings.ack_timeout_ms;
+                let frame = pending.frame.clone();
+                if self.sessions.send_frame(&state.connection_id, frame) == SendOutcome::Queued {
+                    resent.push(id);
+                }
+            }
+            if !resent.is_empty() {
+                tracing::info!(user_id = %state.user_id, connection_id = %state.connection_id, count = resent.len(), "notification:retried");
+                self.store.record_attempt(&resent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After events were lost (the bus lagged or reconnected): every connection catches up from the
+    /// store.
+    pub async fn resync(&self) -> Result<()> {
+        let states = self.all_states();
+        for state in states {
+            let mut state = state.lock().await;
+            let now = self.clock.now_ms();
+            let user_id = state.user_id.clone();
+            let missed = self
+                .store
+                .pending(&user_id, state.last_seq, None, self.created_since(now), now)
+                .await?;
+            if missed.is_empty() {
+                continue;
+            }
+            let subscribed = self.subscriptions.effective(&user_id).await?;
+            for n in &missed {
+                if self.eligible(&state, n, &subscribed, now) {
+                    self.send(&mut state, n, now);
+                }
+            }
+            state.last_seq = missed.last().map_or(state.last_seq, |n| n.seq.max(state.last_seq));
+        }
+        Ok(())
+    }
+
+    /// Tells every connection of `user_id` here its new unread count.
+    pub fn push_unread(&self, user_id: &str, unread_count: u64) {
+        let message = ServerEnvelope::new(ServerMessage::UnreadCount { unread_count }, self.clock.now_ms());
+        let frame = Frame::from(message.to_json());
+        for connection_id in self.sessions.for_user(user_id) {
+            self.sessions.send_frame(&connection_id, frame.clone());
+        }
+    }
+
+    /// Consumes the bus until shutdown: the replica's delivery loop.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: tokio::sync::broadcast::Receiver<BusEvent>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = events.recv() => event,
+            };
+            let outcome = match event {
+                Ok(BusEvent::Notification(n)) => self.deliver(&n).await.map(|_| ()),
+                Ok(BusEvent::UnreadCount { user_id, count }) => {
+                    self.push_unread(&user_id, count);
+                    Ok(())
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "bus:lagged, catching up from the store");
+                    self.resync().await
+                }
+                Err(RecvError::Closed) => break,
+            };
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
+            }
+        }
+    }
+
+    /// Runs [`DeliveryService::retry_due`] periodically until shutdown.
+    pub async fn run_retries(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = std::time::Duration::from_millis((self.settings.ack_timeout_ms / 4).clamp(50, 5_000) as u64);
+        let mut every = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => {
+                    if let Err(err) = self.retry_due().await {
+                        tracing::warn!(error = %err, "delivery: retry round failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Notifications: the publish API for other domains (AC12, AC15, AC18, AC23, AC24), acknowledgement
+//! (AC14), and the user's history and read state. Storing is the commit point: a publish answers
+//! after the store commits and before any delivery, which happens on the bus.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::domain::channel::ChannelCatalog;
+use crate::domain::notification::{FieldErrors, NotificationType, parse_content};
+use crate::domain::publisher::{Publisher, Publishers};
+use crate::error::{Error, Result};
+use crate::ports::{
+    BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome,
+};
+
+use super::delivery::DeliveryService;
+use super::preferences::PreferenceService;
+
+/// Most recipients of one publish.
+pub const MAX_RECIPIENTS: usize = 1_000;
+/// Idempotency keys are remembered this long.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1_000;
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+/// Query parameters of `GET /notifications`, as received.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct HistoryParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    pub unread: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub channel: Option<String>,
+}
+
+pub struct NotificationService {
+    store: Arc<dyn NotificationStore>,
+    preferences: Arc<PreferenceService>,
+    delivery: Arc<DeliveryService>,
+    bus: Arc<dyn EventBus>,
+    catalog: Arc<ChannelCatalog>,
+    publishers: Publishers,
+    clock: Arc<dyn Clock>,
+}
+
+impl NotificationService {
+    pub fn new(
+        store: Arc<dyn NotificationStore>,
+        preferences: Arc<PreferenceService>,
+        delivery: Arc<DeliveryService>,
+        bus: Arc<dyn EventBus>,
+        catalog: Arc<ChannelCatalog>,
+        publishers: Publishers,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            preferences,
+            delivery,
+            bus,
+            catalog,
+            publishers,
+            clock,
+        }
+    }
+
+    /// The publisher a presented key belongs to.
+    pub fn authenticate(&self, key: &str) -> Result<&Publisher> {
+        self.publishers.authenticate(key).ok_or(Error::InvalidPublisherKey)
+    }
+
+    /// Validates, applies preferences, stores in one transaction and answers; delivery follows on the
+    /// bus (AC24). With an `Idempotency-Key`, a retry of the same request answers the first answer and
+    /// stores nothing.
+    #[instrument(skip_all, fields(publisher = %publisher.name))]
+    pub async fn publish(&self, publisher: &Publisher, body: &[u8], idempotency_key: Option<&str>) -> Result<Value> {
+        let now = self.clock.now_ms();
+        let request: Value =
+            serde_json::from_slice(body).map_err(|e| Error::invalid("body", format!("not JSON: {e}")))?;
+        let (user_ids, content) = parse_request(&request, now)?;
+        if !publisher.may_publish(content.kind) {
+            return Err(Error::TypeNotAllowed {
+                publisher: publisher.name.clone(),
+                kind: content.kind.to_string(),
+            });
+        }
+        let channel = self
+            .catalog
+            .channel_of(content.kind)
+            .ok_or_else(|| Error::invalid("notification.type", format!("`{}` belongs to no channel", content.kind)))?;
+        if let Some(named) = &content.channel {
+            if named != &channel.name {
+                return Err(Error::invalid(
+                    "notification.channel",
+                    format!("`{}` notifications belong to channel `{}`", content.kind, channel.name),
+                ));
+            }
+        }
+        let idempotency = match idempotency_key {
+            Some(key) => Some(IdempotencyKey {
+                publisher: publisher.name.clone(),
+                key: validate_idempotency_key(key)?,
+                request_hash: Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect(),
+            }),
+            None => None,
+        };
+
+        let preferences = self.preferences.for_users(&user_ids).await?;
+        let mut batch = Vec::with_capacity(user_ids.len());
+        let mut skipped = Vec::new();
+        for user_id in user_ids {
+            let decision = preferences
+                .get(&user_id)
+                .map_or(Ok(()), |p| p.in_app_decision(content.kind, &channel.name));
+            match decision {
+                Ok(()) => batch.push(NewNotification {
+                    id: Uuid::new_v4(),
+                    user_id,
+                    kind: content.kind,
+                    channel: channel.name.clone(),
+                    title: content.title.clone(),
+                    body: content.body.clone(),
+                    icon: content.icon.clone(),
+                    action_url: content.action_url.clone(),
+                    data: content.data.clone(),
+                    created_at: now,
+                    expires_at: content.expires_at,
+                }),
+                Err(reason) => skipped.push(json!({"userId": user_id, "reason": reason})),
+            }
+        }
+        let answer = json!({
+            "created": batch.iter().map(|n| json!({"userId": n.user_id, "id": n.id})).collect::<Vec<_>>(),
+            "skipped": skipped,
+        });
+        match self
+            .store
+            .publish(&batch, idempotency.as_ref().map(|key| (key, &answer)), now)
+            .await?
+        {
+            PublishOutcome::Created(created) => {
+                tracing::info!(
+                    kind = %content.kind,
+                    created = created.len(),
+                    skipped = answer["skipped"].as_array().map_or(0, Vec::len),
+                    "notification:published"
+                );
+                self.fan_out(created);
+                Ok(answer)
+            }
+            PublishOutcome::Replayed(first) => {
+                tracing::info!("notification:publish-replayed (idempotency key)");
+                Ok(first)
+            }
+            PublishOutcome::KeyReused => Err(Error::IdempotencyKeyReused),
+        }
+    }
+
+    /// After the commit, in the background: each notification and each recipient's new unread count
+    /// go on the bus. A lost event costs latency, not the notification (replay and gap filling).
+    fn fan_out(&self, created: Vec<crate::domain::notification::Notification>) {
+        let bus = self.bus.clone();
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            let users: BTreeSet<String> = created.iter().map(|n| n.user_id.clone()).collect();
+            for n in created {
+                if let Err(err) = bus.publish(BusEvent::Notification(Arc::new(n))).await {
+                    tracing::warn!(error = %err, "bus: notification event lost, replay will deliver it");
+                }
+            }
+            for user_id in users {
+                announce_unread(&*store, &*bus, &*clock, &user_id).await;
+            }
+        });
+    }
+
+    pub async fn unread_count(&self, user_id: &str) -> Result<u64> {
+        self.store.unread_count(user_id, self.clock.now_ms()).await
+    }
+
+    /// The client received `id` (AC14): recorded once, for its owner only.
+    pub async fn acknowledge(&self, user_id: &str, id: Uuid) -> Result<()> {
+        if !self.store.mark_delivered(user_id, id, self.clock.now_ms()).await? {
+            return Err(Error::NotificationNotFound);
+        }
+        self.delivery.acknowledged(user_id, id).await;
+        Ok(())
+    }
+
+    /// A page of history, newest first, with the cursor of the next page and the unread count.
+    pub async fn history(&self, user_id: &str, params: &HistoryParams) -> Result<Value> {
+        let now = self.clock.now_ms();
+        let query = self.history_query(params)?;
+        let mut items = self
+            .store
+            .list(
+                user_id,
+                &HistoryQuery {
+                    limit: query.limit + 1,
+                    ..query.clone()
+                },
+                now,
+            )
+            .await?;
+        let next_cursor = if items.len() > query.limit as usize {
+            items.truncate(query.limit as usize);
+            items.last().map(|n| encode_cursor(n.seq))
+        } else {
+            None
+        };
+        let items: Vec<Value> = items
+            .iter()
+            .map(|n| {
+                let mut item = serde_json::to_value(n.payload()).unwrap_or_default();
+                item["readAt"] = json!(n.read_at);
+                item
+            })
+            .collect();
+        Ok(json!({"items": items, "nextCursor": next_cursor, "unreadCount": self.unread_count(user_id).await?}))
+    }
+
+    fn history_query(&self, params: &HistoryParams) -> Result<HistoryQuery> {
+        let mut errors = FieldErrors::new();
+        let limit = match params.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(text) => match text.parse::<u32>() {
+                Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+                _ => {
+                    errors.insert("limit".into(), format!("an integer from 1 to {MAX_PAGE}"));
+                    DEFAULT_PAGE
+                }
+            },
+        };
+        let before_seq = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(cursor) => decode_cursor(cursor).or_else(|| {
+                errors.insert("cursor".into(), "not a cursor this API returned".into());
+                None
+            }),
+        };
+        let unread_only = match params.unread.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                errors.insert("unread".into(), "true or false".into());
+                false
+            }
+        };
+        let kind = params.kind.as_deref().and_then(|name| {
+            NotificationType::parse(name).or_else(|| {
+                errors.insert("type".into(), "unknown notification type".into());
+                None
+            })
+        });
+        if let Some(channel) = &params.channel {
+            if self.catalog.get(channel).is_none() {
+                errors.insert("channel".into(), "unknown channel".into());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Validation(errors));
+        }
+        Ok(HistoryQuery {
+            limit,
+            before_seq,
+            unread_only,
+            kind,
+            channel: params.channel.clone(),
+        })
+    }
+
+    /// Marks one notification read; someone else's is "not found" (404), never "forbidden".
+    pub async fn mark_read(&self, user_id: &str, id: Uuid) -> Result<()> {
+        if !self.store.mark_read(user_id, id, self.clock.now_ms()).await? {
+            return Err(Error::NotificationNotFound);
+        }
+        self.unread_changed(user_id).await;
+        Ok(())
+    }
+
+    pub async fn mark_all_read(&self, user_id: &str) -> Result<u64> {
+        let updated = self.store.mark_all_read(user_id, self.clock.now_ms()).await?;
+        self.unread_changed(user_id).await;
+        Ok(updated)
+    }
+
+    pub async fn delete(&self, user_id: &str, id: Uuid) -> Result<()> {
+        if !self.store.delete(user_id, id).await? {
+            return Err(Error::NotificationNotFound);
+        }
+        self.delivery.acknowledged(user_id, id).await;
+        self.unread_changed(user_id).await;
+        Ok(())
+    }
+
+    async fn unread_changed(&self, user_id: &str) {
+        announce_unread(&*self.store, &*self.bus, &*self.clock, user_id).await;
+    }
+
+    /// Deletes what is past retention or expired, and old idempotency keys.
+    pub async fn purge(&self) -> Result<u64> {
+        let retention: Vec<(String, i64)> = self
+            .catalog
+            .channels()
+            .iter()
+            .map(|c| (c.name.clone(), c.retention_ms))
+            .collect();
+        let deleted = self
+            .store
+            .purge(
+                self.clock.now_ms(),
+                &retention,
+                self.catalog.max_retention_ms(),
+                IDEMPOTENCY_TTL_MS,
+            )
+            .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "notification:purged");
+        }
+        Ok(deleted)
+    }
+}
+
+/// Publishes `user_id`'s unread count on the bus; failures only delay the badge.
+async fn announce_unread(store: &dyn NotificationStore, bus: &dyn EventBus, clock: &dyn Clock, user_id: &str) {
+    let outcome = async {
+        let count = store.unread_count(user_id, clock.now_ms()).await?;
+        bus.publish(BusEvent::UnreadCount {
+            user_id: user_id.to_owned(),
+            count,
+        })
+        .await
+    }
+    .await;
+    if let Err(err) = outcome {
+        tracing::warn!(user_id, error = %err, "unread count not announced");
+    }
+}
+
+/// `{"userIds": [...], "notification": {...}}`: recipients (1-1000, deduplicated, order kept) and
+/// validated content; every problem reported at once.
+fn parse_request(request: &Value, now: i64) -> Result<(Vec<String>, crate::domain::notification::NotificationContent)> {
+    let mut errors = FieldErrors::new();
+    if let Some(object) = request.as_object() {
+        for key in object
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "userIds" | "notification"))
+        {
+            errors.insert(key.clone(), "unknown field".into());
+        }
+    } else {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    }
+    let mut user_ids = Vec::new();
+    match request.get("userIds") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RECIPIENTS => {
+            let mut seen = BTreeSet::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(id) if !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control) => {
+                        if seen.insert(id.to_owned()) {
+                            user_ids.push(id.to_owned());
+                        }
+                    }
+                    _ => {
+                        errors.insert(
+                            format!("userIds[{i}]"),
+                            "a user id: 1-255 characters, no control characters".into(),
+                        );
+                    }
+                }
+            }
+        }
+        _ => {
+            errors.insert("userIds".into(), format!("an array of 1 to {MAX_RECIPIENTS} user ids"));
+        }
+    }
+    let content = match parse_content(request.get("notification").unwrap_or(&Value::Null), now) {
+        Ok(content) => Some(content),
+        Err(content_errors) => {
+            errors.extend(content_errors);
+            None
+        }
+    };
+    match content {
+        Some(content) if errors.is_empty() => Ok((user_ids, content)),
+        _ => Err(Error::Validation(errors)),
+    }
+}
+
+fn validate_idempotency_key(key: &str) -> Result<String> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid("Idempotency-Key", "1-255 printable characters"));
+    }
+    Ok(key.to_owned())
+}
+
+fn encode_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("seq:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    std::str::from_utf8(&bytes).ok()?.strip_prefix("seq:")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

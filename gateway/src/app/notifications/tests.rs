@@ -1,0 +1,396 @@
+//! The plan's `NotificationService` tests, over the SQLite store and the in-process bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::adapters::clock::ManualClock;
+use crate::adapters::memory::{
+    MemoryConnectionRegistry, MemoryEventBus, MemoryPreferenceStore, MemorySubscriptionStore,
+};
+use crate::adapters::sqlite::{self, SqliteNotificationStore};
+use crate::app::delivery::DeliverySettings;
+use crate::app::sessions::{LocalSessions, SessionInbox};
+use crate::app::subscriptions::SubscriptionService;
+use crate::domain::preferences::{Preferences, Switches};
+use crate::ports::PreferenceStore;
+
+const KEY: &str = "test-publisher-key-0123456789";
+
+struct Fixture {
+    service: Arc<NotificationService>,
+    delivery: Arc<DeliveryService>,
+    sessions: Arc<LocalSessions>,
+    store: Arc<SqliteNotificationStore>,
+    preferences: Arc<MemoryPreferenceStore>,
+    clock: Arc<ManualClock>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn fixture(settings: DeliverySettings) -> Fixture {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let catalog = Arc::new(ChannelCatalog::default_set(7));
+    let store = Arc::new(SqliteNotificationStore::new(
+        sqlite::connect("sqlite::memory:").await.expect("sqlite"),
+    ));
+    let preferences = Arc::new(MemoryPreferenceStore::default());
+    let sessions = Arc::new(LocalSessions::default());
+    let subscriptions = Arc::new(SubscriptionService::new(
+        Arc::new(MemorySubscriptionStore::default()),
+        Arc::new(MemoryConnectionRegistry::default()),
+        catalog.clone(),
+        clock.clone(),
+    ));
+    let delivery = Arc::new(DeliveryService::new(
+        store.clone(),
+        subscriptions,
+        sessions.clone(),
+        catalog.clone(),
+        clock.clone(),
+        settings,
+    ));
+    let bus = Arc::new(MemoryEventBus::default());
+    let stop = CancellationToken::new();
+    tokio::spawn(delivery.clone().run(bus.subscribe(), stop.clone()));
+    let publishers = Publishers::new(vec![Publisher::from_key("tests", KEY, None)]).expect("publishers");
+    let service = Arc::new(NotificationService::new(
+        store.clone(),
+        Arc::new(PreferenceService::new(preferences.clone(), catalog.clone())),
+        delivery.clone(),
+        bus,
+        catalog,
+        publishers,
+        clock.clone(),
+    ));
+    Fixture {
+        service,
+        delivery,
+        sessions,
+        store,
+        preferences,
+        clock,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn all_channels() -> Vec<String> {
+    ["uploads", "social", "mocs", "quota", "system"]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect()
+}
+
+impl Fixture {
+    async fn connect(&self, connection_id: &str, user_id: &str, capacity: usize) -> SessionInbox {
+        let inbox = self.sessions.open(connection_id, user_id, capacity);
+        self.delivery
+            .attach(connection_id, user_id, all_channels())
+            .await
+            .expect("attach");
+        inbox
+    }
+
+    async fn publish(&self, users: &[&str], kind: &str) -> Value {
+        let body = json!({"userIds": users, "notification": {"type": kind, "title": format!("{kind}!")}});
+        let publisher = self.service.authenticate(KEY).expect("publisher");
+        self.service
+            .publish(publisher, body.to_string().as_bytes(), None)
+            .await
+            .expect("published")
+    }
+}
+
+/// The next `notification` message in an inbox (skipping unread-count updates).
+async fn next_notification(inbox: &mut SessionInbox) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), inbox.outbound.recv())
+            .await
+            .expect("a message in time")
+            .expect("queue open");
+        let message: Value = serde_json::from_str(&frame).expect("json");
+        if message["type"] == "notification" {
+            return message;
+        }
+    }
+}
+
+/// Asserts no `notification` message arrives within a short window.
+async fn no_notification(inbox: &mut SessionInbox) {
+    let outcome = tokio::time::timeout(Duration::from_millis(200), async {
+        while let Some(frame) = inbox.outbound.recv().await {
+            let message: Value = serde_json::from_str(&frame).expect("json");
+            if message["type"] == "notification" {
+                return message;
+            }
+        }
+        Value::Null
+    })
+    .await;
+    assert!(outcome.is_err(), "unexpected notification: {outcome:?}");
+}
+
+#[tokio::test]
+async fn should_deliver_notification_to_all_user_connections() {
+    let f = fixture(DeliverySettings::default()).await;
+    let mut phone = f.connect("phone", "alice", 16).await;
+    let mut laptop = f.connect("laptop", "alice", 16).await;
+    let mut bob = f.connect("bob-1", "bob", 16).await;
+    let answer = f.publish(&["alice"], "new_like").await;
+    let id = answer["created"][0]["id"].clone();
+    for inbox in [&mut phone, &mut laptop] {
+        let message = next_notification(inbox).await;
+        assert_eq!(message["payload"]["id"], id);
+        assert_eq!(message["payload"]["type"], "new_like");
+        assert_eq!(message["payload"]["channel"], "social");
+        assert_eq!(message["payload"]["seq"], 1);
+    }
+    no_notification(&mut bob).await;
+}
+
+#[tokio::test]
+async fn should_persist_notification_to_database() {
+    let f = fixture(DeliverySettings::default()).await;
+    let answer = f.publish(&["alice", "bob"], "upload_complete").await;
+    assert_eq!(answer["created"].as_array().map(Vec::len), Some(2));
+    for created in answer["created"].as_array().expect("created") {
+        let user = created["userId"].as_str().expect("user");
+        let id = Uuid::parse_str(created["id"].as_str().expect("id")).expect("uuid");
+        let stored = f.store.get(user, id).await.expect("get").expect("stored");
+        assert_eq!(stored.title, "upload_complete!");
+        assert_eq!(stored.channel, "uploads");
+        assert_eq!(stored.read_at, None);
+    }
+}
+
+#[tokio::test]
+async fn should_respect_user_notification_preferences() {
+    let f = fixture(DeliverySettings::default()).await;
+    f.preferences
+        .put(
+            "opted-out",
+            &Preferences {
+                in_app_enabled: false,
+                ..Preferences::default()
+            },
+        )
+        .await
+        .expect("put");
+    let mut quiet_social = Preferences::default();
+    quiet_social.overrides.channels.insert(
+        "social".into(),
+        Switches {
+            in_app: Some(false),
+            ..Switches::default()
+        },
+    );
+    f.preferences.put("no-social", &quiet_social).await.expect("put");
+    let answer = f.publish(&["opted-out", "no-social", "alice"], "new_comment").await;
+    assert_eq!(answer["created"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        answer["skipped"],
+        json!([{"userId": "opted-out", "reason": "in_app_disabled"}, {"userId": "no-social", "reason": "channel_disabled"}])
+    );
+    assert_eq!(
+        f.store.max_seq("opted-out").await.expect("seq"),
+        0,
+        "nothing stored for skipped users"
+    );
+}
+
+#[tokio::test]
+async fn should_skip_delivery_for_disabled_notification_types() {
+    let f = fixture(DeliverySettings::default()).await;
+    let mut no_likes = Preferences::default();
+    no_likes.overrides.types.insert(
+        "new_like".into(),
+        Switches {
+            in_app: Some(false),
+            ..Switches::default()
+        },
+    );
+    f.preferences.put("alice", &no_likes).await.expect("put");
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let answer = f.publish(&["alice"], "new_like").await;
+    assert_eq!(
+        answer["skipped"],
+        json!([{"userId": "alice", "reason": "type_disabled"}])
+    );
+    no_notification(&mut inbox).await;
+    // Other types still arrive.
+    f.publish(&["alice"], "new_comment").await;
+    assert_eq!(next_notification(&mut inbox).await["payload"]["type"], "new_comment");
+}
+
+#[tokio::test]
+async fn should_handle_delivery_failures_gracefully() {
+    let f = fixture(DeliverySettings::default()).await;
+    // A connection that never reads: its queue holds one message.
+    let stuck = f.connect("stuck", "alice", 1).await;
+    let mut healthy = f.connect("healthy", "alice", 16).await;
+    f.publish(&["alice"], "new_like").await;
+    f.publish(&["alice"], "new_comment").await;
+    // The healthy connection gets both; the stuck one is closed as slow, nothing else is disturbed.
+    assert_eq!(next_notification(&mut healthy).await["payload"]["seq"], 1);
+    assert_eq!(next_notification(&mut healthy).await["payload"]["seq"], 2);
+    let close = tokio::time::timeout(Duration::from_secs(5), stuck.closer.requested())
+        .await
+        .expect("closed");
+    assert_eq!(close.code, crate::domain::protocol::close_code::SLOW_CONSUMER);
+    // Both stay stored and unacknowledged: a reconnect replays them.
+    f.sessions.remove("stuck");
+    f.delivery.detach("stuck");
+    let mut again = f.connect("stuck-again", "alice", 16).await;
+    assert_eq!(next_notification(&mut again).await["payload"]["seq"], 1);
+    assert_eq!(next_notification(&mut again).await["payload"]["seq"], 2);
+}
+
+#[tokio::test]
+async fn should_track_delivery_status() {
+    let f = fixture(DeliverySettings {
+        ack_timeout_ms: 1_000,
+        max_attempts: 2,
+    })
+    .await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let answer = f.publish(&["alice", "bob"], "moc_featured").await;
+    let id = Uuid::parse_str(answer["created"][0]["id"].as_str().expect("id")).expect("uuid");
+    next_notification(&mut inbox).await;
+    let stored = f.store.get("alice", id).await.expect("get").expect("stored");
+    assert_eq!(
+        (stored.attempts, stored.delivered_at),
+        (1, None),
+        "pushed once, not acknowledged"
+    );
+
+    // No ack within the timeout: sent again, attempt counted.
+    f.clock.advance(1_000);
+    f.delivery.retry_due().await.expect("retry");
+    assert_eq!(next_notification(&mut inbox).await["payload"]["id"], json!(id));
+    assert_eq!(
+        f.store.get("alice", id).await.expect("get").map(|n| n.attempts),
+        Some(2)
+    );
+
+    // Acknowledged: recorded, and no further retries.
+    f.service.acknowledge("alice", id).await.expect("ack");
+    f.service.acknowledge("alice", id).await.expect("acks are idempotent");
+    let acked_at = f
+        .store
+        .get("alice", id)
+        .await
+        .expect("get")
+        .and_then(|n| n.delivered_at);
+    assert_eq!(acked_at, Some(f.clock.now_ms()));
+    f.clock.advance(5_000);
+    f.delivery.retry_due().await.expect("retry");
+    no_notification(&mut inbox).await;
+
+    // Someone else's notification, or an unknown id, cannot be acknowledged.
+    let bobs = Uuid::parse_str(answer["created"][1]["id"].as_str().expect("id")).expect("uuid");
+    assert_eq!(
+        f.service.acknowledge("alice", bobs).await.expect_err("not hers").code(),
+        "notification_not_found"
+    );
+    assert_eq!(
+        f.service
+            .acknowledge("alice", Uuid::new_v4())
+            .await
+            .expect_err("unknown")
+            .code(),
+        "notification_not_found"
+    );
+    assert_eq!(
+        f.store
+            .get("bob", bobs)
+            .await
+            .expect("get")
+            .and_then(|n| n.delivered_at),
+        None
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_notifications_stop_after_max_attempts() {
+    let f = fixture(DeliverySettings {
+        ack_timeout_ms: 1_000,
+        max_attempts: 2,
+    })
+    .await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    f.publish(&["alice"], "quota_warning").await;
+    next_notification(&mut inbox).await;
+    f.clock.advance(1_000);
+    f.delivery.retry_due().await.expect("retry");
+    next_notification(&mut inbox).await;
+    f.clock.advance(1_000);
+    f.delivery.retry_due().await.expect("gives up");
+    no_notification(&mut inbox).await;
+}
+
+#[tokio::test]
+async fn publish_validation_and_authorization() {
+    let f = fixture(DeliverySettings::default()).await;
+    assert_eq!(
+        f.service.authenticate("wrong").expect_err("unknown key").code(),
+        "invalid_publisher_key"
+    );
+    let publisher = f.service.authenticate(KEY).expect("publisher");
+    let invalid = json!({"userIds": [], "notification": {"type": "nope", "title": ""}, "extra": 1});
+    match f.service.publish(publisher, invalid.to_string().as_bytes(), None).await {
+        Err(Error::Validation(fields)) => {
+            for key in ["userIds", "notification.type", "notification.title", "extra"] {
+                assert!(fields.contains_key(key), "{key} missing from {fields:?}");
+            }
+        }
+        other => panic!("expected validation error, got {other:?}"),
+    }
+    let wrong_channel =
+        json!({"userIds": ["a"], "notification": {"type": "new_like", "title": "t", "channel": "uploads"}});
+    let err = f
+        .service
+        .publish(publisher, wrong_channel.to_string().as_bytes(), None)
+        .await
+        .expect_err("channel");
+    assert_eq!(err.code(), "validation_failed");
+    let limited = Publisher::from_key(
+        "uploads",
+        "uploads-key-0123456789abc",
+        Some([NotificationType::UploadComplete].into()),
+    );
+    let body = json!({"userIds": ["a"], "notification": {"type": "new_like", "title": "t"}});
+    let err = f
+        .service
+        .publish(&limited, body.to_string().as_bytes(), None)
+        .await
+        .expect_err("type");
+    assert_eq!(err.code(), "type_not_allowed");
+}
+
+#[tokio::test]
+async fn idempotent_publish_returns_the_first_answer_and_stores_nothing_new() {
+    let f = fixture(DeliverySettings::default()).await;
+    let publisher = f.service.authenticate(KEY).expect("publisher");
+    let body = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "t"}}).to_string();
+    let first = f
+        .service
+        .publish(publisher, body.as_bytes(), Some("req-1"))
+        .await
+        .expect("first");
+    let again = f
+        .service
+        .publish(publisher, body.as_bytes(), Some("req-1"))
+        .await
+        .expect("retry");
+    assert_eq!(first, again);
+    assert_eq!(f.store.max_seq("alice").await.expect("seq"), 1);
+    let other = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "different"}}).to_string();
+    let err = f
+        .service
+        .publish(publisher, other.as_bytes(), Some("req-1"))
+        .await
+        .expect_err("reused");
+    assert_eq!(err.code(), "idempotency_key_reused");
+}

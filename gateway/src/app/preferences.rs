@@ -1,0 +1,46 @@
+//! Notification preferences (AC16-AC19) over the preference store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::domain::channel::ChannelCatalog;
+use crate::domain::preferences::{Preferences, parse_patch};
+use crate::error::{Error, Result};
+use crate::ports::PreferenceStore;
+
+pub struct PreferenceService {
+    store: Arc<dyn PreferenceStore>,
+    catalog: Arc<ChannelCatalog>,
+}
+
+impl PreferenceService {
+    pub fn new(store: Arc<dyn PreferenceStore>, catalog: Arc<ChannelCatalog>) -> Self {
+        Self { store, catalog }
+    }
+
+    pub async fn get(&self, user_id: &str) -> Result<Preferences> {
+        Ok(self.store.get(user_id).await?.unwrap_or_default())
+    }
+
+    /// Effective preferences, defaults filled, as the HTTP API answers them.
+    pub async fn effective(&self, user_id: &str) -> Result<Value> {
+        Ok(self.get(user_id).await?.effective(&self.catalog))
+    }
+
+    /// Applies a partial update and answers the effective result.
+    pub async fn patch(&self, user_id: &str, body: &Value) -> Result<Value> {
+        let patch = parse_patch(body, &self.catalog).map_err(Error::Validation)?;
+        let mut preferences = self.get(user_id).await?;
+        preferences.apply(patch);
+        self.store.put(user_id, &preferences).await?;
+        tracing::info!(user_id, in_app = preferences.in_app_enabled, "preferences:updated");
+        Ok(preferences.effective(&self.catalog))
+    }
+
+    /// The preferences of many users at once (defaults for those who never saved any).
+    pub async fn for_users(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+        self.store.get_many(user_ids).await
+    }
+}

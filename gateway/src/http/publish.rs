@@ -1,0 +1,34 @@
+//! `POST /api/publish`: other domains publish notifications with a publisher key (AC23, AC24).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use crate::app::Gateway;
+use crate::error::Error;
+
+use super::ApiError;
+
+/// Answers 202 once the notifications are committed; delivery happens after the answer.
+pub async fn publish(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = super::auth::bearer(&headers).map_err(|_| Error::InvalidPublisherKey)?;
+    let publisher = gateway.notifications.authenticate(key)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| Error::invalid("Idempotency-Key", "must be ASCII"))?,
+        ),
+        None => None,
+    };
+    let answer = gateway.notifications.publish(publisher, &body, idempotency_key).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
