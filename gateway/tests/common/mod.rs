@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 pub const JWT_SECRET: &str = "integration-test-user-jwt-secret-0123456789";
 pub const TOKEN_SECRET: &str = "integration-test-token-secret-abcdefghijklmn";
+pub const PUBLISHER_KEY: &str = "integration-test-publisher-key-0123456789";
 pub struct TestGateway {
     pub running: RunningGateway,
     pub addr: SocketAddr,
@@ -31,6 +32,7 @@ pub fn options(dir: &TempDir) -> Options {
         database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display())),
         jwt_hs256_secret: Some(JWT_SECRET.into()),
         token_secret: Some(TOKEN_SECRET.into()),
+        publisher_keys: Some(format!("tests={PUBLISHER_KEY}")),
         // Tests open many connections from 127.0.0.1; the per-IP limit has tests of its own.
         max_connects_per_minute_per_ip: Some(1_000),
         ..Options::default()
@@ -102,6 +104,39 @@ impl TestGateway {
         body["token"].as_str().expect("token").to_owned()
     }
 
+    /// `POST /api/publish` with the test publisher's key.
+    pub async fn publish(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/publish"))
+            .bearer_auth(PUBLISHER_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/publish")
+    }
+
+    /// Publishes one notification of `kind` to `users`; returns the created ids in order.
+    pub async fn publish_to(&self, users: &[&str], kind: &str, title: &str) -> Vec<String> {
+        let response = self
+            .publish(&json!({"userIds": users, "notification": {"type": kind, "title": title}}))
+            .await;
+        assert_eq!(response.status(), 202, "publish accepted");
+        let answer: Value = response.json().await.expect("json");
+        answer["created"]
+            .as_array()
+            .expect("created")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    /// A user's HTTP request with a fresh user JWT.
+    pub fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(user_jwt(user, 300))
+    }
+
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/ws?token={token}", self.addr)
     }
@@ -171,7 +206,40 @@ pub async fn send(ws: &mut Ws, message: Message) {
 
 pub async fn ping(ws: &mut Ws) -> Value {
     send(ws, ping_message()).await;
-    let pong = recv_json(ws).await;
-    assert_eq!(pong["type"], "pong");
-    pong
+    recv_type(ws, "pong").await
+}
+
+/// The next message of type `kind`, skipping others (such as `unread_count` updates).
+pub async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let message = recv_json(ws).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+/// Asserts that no message of type `kind` arrives within `window`.
+pub async fn assert_no_message(ws: &mut Ws, kind: &str, window: Duration) {
+    use futures_util::StreamExt;
+    let seen = tokio::time::timeout(window, async {
+        while let Some(Ok(Message::Text(text))) = ws.next().await {
+            let message: Value = serde_json::from_str(text.as_str()).expect("json");
+            if message["type"] == kind {
+                return message;
+            }
+        }
+        Value::Null
+    })
+    .await;
+    assert!(seen.is_err(), "unexpected {kind}: {seen:?}");
+}
+
+/// Acknowledges a notification the way a client does.
+pub async fn ack(ws: &mut Ws, notification_id: &str) {
+    send(
+        ws,
+        client_message("notification:ack", json!({ "notificationId": notification_id })),
+    )
+    .await;
 }
