@@ -51,6 +51,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "try it: JWT=$(curl -s -X POST 'http://{addr}/dev/jwt?sub=alice' | jq -r .jwt); \
              curl -s -X POST -H \"Authorization: Bearer $JWT\" http://{addr}/ws/token"
         );
+        if let Some(key) = &config.dev_publisher_key {
+            tracing::info!(
+                "publish: curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+                 -d '{{\"userIds\":[\"alice\"],\"notification\":{{\"type\":\"new_like\",\"title\":\"Hello\"}}}}' \
+                 http://{addr}/api/publish"
+            );
+        }
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     server::serve(listener, gateway, server::shutdown_signal(), grace).await

@@ -79,6 +79,28 @@ async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
     ws.send(ping_message()).await.expect("ping");
     assert_eq!(recv_json(&mut ws).await["type"], "pong");
+    // The banner also prints a dev publisher key: publish with it and receive the notification live.
+    let line = gateway.wait_for_line(|l| l.contains("publish: curl"));
+    let key = line
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("publisher key");
+    let published = reqwest::Client::new()
+        .post(gateway.url("/api/publish"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hello"}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), 202);
+    let notification = loop {
+        let message = recv_json(&mut ws).await;
+        if message["type"] == "notification" {
+            break message;
+        }
+    };
+    assert_eq!(notification["payload"]["title"], "Hello");
     let readiness: Value = reqwest::get(gateway.url("/readyz"))
         .await
         .expect("readyz")
