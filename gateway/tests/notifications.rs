@@ -76,14 +76,7 @@ async fn unsubscribed_channel_is_not_pushed_but_kept_in_history() {
             "upload_complete"
         );
     }
-    let history: Value = gw
-        .as_user(Method::GET, "/notifications", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = gw.get_json("/notifications", "alice").await;
     let types: Vec<&str> = history["items"]
         .as_array()
         .expect("items")
@@ -135,19 +128,7 @@ async fn subscription_errors_and_limits() {
     send(&mut ws, client_message("unsubscribe", json!({"channels": ["social"]}))).await;
     assert_eq!(recv_type(&mut ws, "error").await["payload"]["code"], "rate_limited");
     // An admin's token allows the admin-only channel.
-    let admin_jwt = {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-            + 300;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({"sub": "root", "exp": exp, "roles": ["admin"]}),
-            &jsonwebtoken::EncodingKey::from_secret(common::JWT_SECRET.as_bytes()),
-        )
-        .expect("jwt")
-    };
+    let admin_jwt = common::user_jwt_with_roles("root", 300, &["admin"]);
     let token: Value = gw.post_token(Some(&admin_jwt)).await.json().await.expect("json");
     let mut admin = gw
         .connect(token["token"].as_str().expect("token"))
@@ -232,14 +213,7 @@ async fn idempotent_publish_over_http() {
     let retry = send().await.expect("retry");
     assert_eq!(retry.status(), 202);
     assert_eq!(retry.json::<Value>().await.expect("json"), first);
-    let history: Value = gw
-        .as_user(Method::GET, "/notifications", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = gw.get_json("/notifications", "alice").await;
     assert_eq!(
         history["items"].as_array().map(Vec::len),
         Some(1),
@@ -440,14 +414,7 @@ async fn expired_notification_is_never_delivered_nor_listed() {
     let (mut ws, connected) = gw.connect_user("alice").await;
     assert_eq!(connected["payload"]["unreadCount"], 0);
     assert_no_message(&mut ws, "notification", QUIET).await;
-    let history: Value = gw
-        .as_user(Method::GET, "/notifications", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = gw.get_json("/notifications", "alice").await;
     assert_eq!(history["items"], json!([]));
     let past = gw
         .publish(
@@ -465,14 +432,7 @@ async fn get_notifications_returns_paginated_history() {
         gw.publish_to(&["alice"], "new_like", &format!("like {i}")).await;
     }
     gw.publish_to(&["alice"], "upload_complete", "upload").await;
-    let page: Value = gw
-        .as_user(Method::GET, "/notifications?limit=4", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page: Value = gw.get_json("/notifications?limit=4", "alice").await;
     let titles: Vec<&str> = page["items"]
         .as_array()
         .expect("items")
@@ -484,13 +444,8 @@ async fn get_notifications_returns_paginated_history() {
     assert!(page["items"][0]["readAt"].is_null());
     let cursor = page["nextCursor"].as_str().expect("more pages");
     let next: Value = gw
-        .as_user(Method::GET, &format!("/notifications?limit=4&cursor={cursor}"), "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/notifications?limit=4&cursor={cursor}"), "alice")
+        .await;
     let titles: Vec<&str> = next["items"]
         .as_array()
         .expect("items")
@@ -499,23 +454,9 @@ async fn get_notifications_returns_paginated_history() {
         .collect();
     assert_eq!(titles, ["like 2", "like 1"]);
     assert!(next["nextCursor"].is_null());
-    let filtered: Value = gw
-        .as_user(Method::GET, "/notifications?channel=uploads", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let filtered: Value = gw.get_json("/notifications?channel=uploads", "alice").await;
     assert_eq!(filtered["items"].as_array().map(Vec::len), Some(1));
-    let by_type: Value = gw
-        .as_user(Method::GET, "/notifications?type=new_like&limit=100", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let by_type: Value = gw.get_json("/notifications?type=new_like&limit=100", "alice").await;
     assert_eq!(by_type["items"].as_array().map(Vec::len), Some(5));
     for bad in [
         "limit=0",
@@ -532,14 +473,7 @@ async fn get_notifications_returns_paginated_history() {
             .expect("get");
         assert_eq!(response.status(), 400, "{bad}");
     }
-    let bob: Value = gw
-        .as_user(Method::GET, "/notifications", "bob")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let bob: Value = gw.get_json("/notifications", "bob").await;
     assert_eq!(bob["items"], json!([]), "history is per user");
     let anonymous = gw.http.get(gw.url("/notifications")).send().await.expect("get");
     assert_eq!(anonymous.status(), 401);
@@ -559,14 +493,7 @@ async fn post_notifications_id_read_marks_as_read_and_pushes_the_count() {
         .expect("read");
     assert_eq!(read.status(), 204);
     assert_eq!(recv_type(&mut ws, "unread_count").await["payload"]["unreadCount"], 1);
-    let unread: Value = gw
-        .as_user(Method::GET, "/notifications?unread=true", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let unread: Value = gw.get_json("/notifications?unread=true", "alice").await;
     assert_eq!(unread["items"].as_array().map(Vec::len), Some(1));
     let all: Value = gw
         .as_user(Method::POST, "/notifications/read-all", "alice")
@@ -578,14 +505,7 @@ async fn post_notifications_id_read_marks_as_read_and_pushes_the_count() {
         .expect("json");
     assert_eq!(all["updated"], 1);
     assert_eq!(recv_type(&mut ws, "unread_count").await["payload"]["unreadCount"], 0);
-    let history: Value = gw
-        .as_user(Method::GET, "/notifications", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = gw.get_json("/notifications", "alice").await;
     assert!(
         history["items"]
             .as_array()
@@ -599,28 +519,14 @@ async fn post_notifications_id_read_marks_as_read_and_pushes_the_count() {
         .await
         .expect("delete");
     assert_eq!(delete.status(), 204);
-    let history: Value = gw
-        .as_user(Method::GET, "/notifications", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let history: Value = gw.get_json("/notifications", "alice").await;
     assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
 async fn patch_notifications_preferences_updates_settings() {
     let gw = start().await;
-    let defaults: Value = gw
-        .as_user(Method::GET, "/notifications/preferences", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let defaults: Value = gw.get_json("/notifications/preferences", "alice").await;
     assert_eq!(defaults["inAppEnabled"], true);
     assert_eq!(defaults["emailEnabled"], true);
     assert_eq!(defaults["types"].as_object().map(|t| t.len()), Some(14));
@@ -643,14 +549,7 @@ async fn patch_notifications_preferences_updates_settings() {
         patched["channels"]["social"],
         json!({"inApp": true, "email": true, "push": false})
     );
-    let again: Value = gw
-        .as_user(Method::GET, "/notifications/preferences", "alice")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let again: Value = gw.get_json("/notifications/preferences", "alice").await;
     assert_eq!(again, patched);
     let invalid = gw
         .as_user(Method::PATCH, "/notifications/preferences", "alice")

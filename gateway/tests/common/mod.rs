@@ -74,7 +74,12 @@ fn unix_now() -> i64 {
 
 /// An HS256 user JWT for `sub`, expiring `exp_in_secs` from now (negative: already expired).
 pub fn user_jwt(sub: &str, exp_in_secs: i64) -> String {
-    let claims = json!({"sub": sub, "exp": unix_now() + exp_in_secs, "iat": unix_now()});
+    user_jwt_with_roles(sub, exp_in_secs, &[])
+}
+
+/// Like [`user_jwt`], with roles in the default `roles` claim.
+pub fn user_jwt_with_roles(sub: &str, exp_in_secs: i64, roles: &[&str]) -> String {
+    let claims = json!({"sub": sub, "exp": unix_now() + exp_in_secs, "iat": unix_now(), "roles": roles});
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -128,6 +133,16 @@ impl TestGateway {
             .iter()
             .map(|c| c["id"].as_str().expect("id").to_owned())
             .collect()
+    }
+
+    /// `GET path` as `user`, answered with JSON.
+    pub async fn get_json(&self, path: &str, user: &str) -> Value {
+        let response = self
+            .as_user(reqwest::Method::GET, path, user)
+            .send()
+            .await
+            .expect("GET");
+        response.json().await.expect("JSON answer")
     }
 
     /// A user's HTTP request with a fresh user JWT.
