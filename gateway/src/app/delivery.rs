@@ -45,6 +45,7 @@ struct Pending {
     frame: Frame,
     attempts: u32,
     due_at: UnixMs,
+    expires_at: Option<UnixMs>,
 }
 
 struct SessionState {
@@ -139,6 +140,7 @@ impl DeliveryService {
                         frame,
                         attempts: 1,
                         due_at,
+                        expires_at: n.expires_at,
                     },
                 );
                 true
@@ -262,6 +264,11 @@ impl DeliveryService {
                 let Some(pending) = state.pending.get_mut(&id) else {
                     continue;
                 };
+                if pending.expires_at.is_some_and(|at| at <= now) {
+                    // Expired notifications are never delivered, not even again.
+                    state.pending.remove(&id);
+                    continue;
+                }
                 if pending.attempts >= self.settings.max_attempts {
                     let attempts = pending.attempts;
                     state.pending.remove(&id);

@@ -394,3 +394,24 @@ async fn idempotent_publish_returns_the_first_answer_and_stores_nothing_new() {
         .expect_err("reused");
     assert_eq!(err.code(), "idempotency_key_reused");
 }
+
+#[tokio::test]
+async fn an_expired_notification_is_not_sent_again() {
+    let f = fixture(DeliverySettings {
+        ack_timeout_ms: 1_000,
+        max_attempts: 3,
+    })
+    .await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let expires_at = f.clock.now_ms() + 500;
+    let body = json!({"userIds": ["alice"], "notification": {"type": "system_announcement", "title": "t", "expiresAt": expires_at}});
+    let publisher = f.service.authenticate(KEY).expect("publisher");
+    f.service
+        .publish(publisher, body.to_string().as_bytes(), None)
+        .await
+        .expect("published");
+    next_notification(&mut inbox).await;
+    f.clock.advance(1_000);
+    f.delivery.retry_due().await.expect("retry");
+    no_notification(&mut inbox).await;
+}
