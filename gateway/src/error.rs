@@ -61,6 +61,22 @@ impl Error {
         Error::Backend(err.to_string())
     }
 
+    /// The message clients see: the error itself, except for failures inside the gateway, whose
+    /// details are logged here and never returned.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Backend(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                "internal error".to_owned()
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "dependency unavailable");
+                "a dependency is unavailable, retry shortly".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The stable code clients see, in HTTP error bodies and WebSocket `error` messages.
     pub fn code(&self) -> &'static str {
         match self {

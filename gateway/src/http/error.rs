@@ -46,17 +46,7 @@ impl From<Error> for ApiError {
             Error::WebSocketDisabled | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = match &err {
-            Error::Backend(detail) => {
-                tracing::error!(error = %detail, "request failed");
-                "internal error".to_owned()
-            }
-            Error::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "dependency unavailable");
-                "a dependency is unavailable, retry shortly".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let message = err.public_message();
         let retry_after_secs = match &err {
             // Whole seconds, rounded up: retrying at the advertised time must succeed.
             Error::RateLimited { retry_after_ms } => Some((retry_after_ms + 999) / 1_000),

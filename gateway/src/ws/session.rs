@@ -64,74 +64,74 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         subscription_limit: RateLimit::per_minute(gateway.subscription_changes_per_minute),
         subscription_rate: GcraState::default(),
     };
-    let started = start(&gateway, &record).await;
     let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
     tokio::pin!(heartbeat_deadline);
 
-    let ending = loop {
-        if let Err(err) = &started {
-            tracing::error!(connection_id, error = %err, "websocket:start-failed");
-            break Ending::close(close_code::INTERNAL_ERROR, "could not start the session, reconnect");
-        }
-        tokio::select! {
-            biased;
-            () = gateway.lifecycle.shutdown.cancelled() => {
-                let delay = rand::thread_rng().gen_range(0..=settings.reconnect_jitter_ms);
-                break Ending::close(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"));
-            }
-            CloseRequest { code, reason } = inbox.closer.requested() => {
-                break Ending::close(code, reason);
-            }
-            () = &mut heartbeat_deadline => {
-                break Ending::close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-            }
-            Some(frame) = inbox.outbound.recv() => {
-                match timeout(write_timeout, socket.send(Message::text(frame.as_ref()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break Ending::silent("connection lost"),
-                    Err(_) => break Ending::silent("slow consumer: write stalled"),
+    let ending = if let Err(err) = start(&gateway, &record).await {
+        tracing::error!(connection_id, error = %err, "websocket:start-failed");
+        Ending::close(close_code::INTERNAL_ERROR, "could not start the session, reconnect")
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                () = gateway.lifecycle.shutdown.cancelled() => {
+                    let delay = rand::thread_rng().gen_range(0..=settings.reconnect_jitter_ms);
+                    break Ending::close(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"));
                 }
-            }
-            frame = socket.recv() => {
-                let text = match frame {
-                    None => break Ending::silent("client gone"),
-                    Some(Err(err)) => break read_error(err),
-                    Some(Ok(Message::Close(frame))) => {
-                        let code = frame.map_or(close_code::NORMAL, |f| f.code);
-                        break Ending::silent(format!("client closed ({code})"));
+                CloseRequest { code, reason } = inbox.closer.requested() => {
+                    break Ending::close(code, reason);
+                }
+                () = &mut heartbeat_deadline => {
+                    break Ending::close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                }
+                Some(frame) = inbox.outbound.recv() => {
+                    match timeout(write_timeout, socket.send(Message::text(frame.as_ref()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break Ending::silent("connection lost"),
+                        Err(_) => break Ending::silent("slow consumer: write stalled"),
                     }
-                    // Control frames: tungstenite answers pings itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => Err(ProtocolError::BinaryFrame),
-                    Some(Ok(Message::Text(text))) => Ok(text),
-                };
-                let now = gateway.clock.now_ms();
-                if !message_rate.check(message_limit, now).is_allowed() {
-                    break Ending::close(close_code::RATE_LIMITED, "too many messages per second");
                 }
-                let reply = match text.and_then(|t| parse_client_message(t.as_str())) {
-                    Ok(envelope) => match handle(&gateway, &mut context, envelope.message, now).await {
-                        Ok(None) => continue,
-                        Ok(Some(reply)) => {
-                            if matches!(reply, ServerMessage::Pong {}) {
-                                heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
+                frame = socket.recv() => {
+                    let text = match frame {
+                        None => break Ending::silent("client gone"),
+                        Some(Err(err)) => break read_error(err),
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = frame.map_or(close_code::NORMAL, |f| f.code);
+                            break Ending::silent(format!("client closed ({code})"));
+                        }
+                        // Control frames: tungstenite answers pings itself.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Binary(_))) => Err(ProtocolError::BinaryFrame),
+                        Some(Ok(Message::Text(text))) => Ok(text),
+                    };
+                    let now = gateway.clock.now_ms();
+                    if !message_rate.check(message_limit, now).is_allowed() {
+                        break Ending::close(close_code::RATE_LIMITED, "too many messages per second");
+                    }
+                    let reply = match text.and_then(|t| parse_client_message(t.as_str())) {
+                        Ok(envelope) => match handle(&gateway, &mut context, envelope.message, now).await {
+                            Ok(None) => continue,
+                            Ok(Some(reply)) => {
+                                if matches!(reply, ServerMessage::Pong {}) {
+                                    heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
+                                }
+                                reply
                             }
-                            reply
+                            Err(Error::UnknownConnection(_)) => {
+                                break Ending::close(close_code::CONNECTION_EXPIRED, "registration expired");
+                            }
+                            Err(err) => ServerMessage::error(err.code(), err.public_message()),
+                        },
+                        Err(err) => {
+                            if !violations.check(violation_limit, now).is_allowed() {
+                                break Ending::close(close_code::PROTOCOL_VIOLATIONS, "too many invalid messages");
+                            }
+                            ServerMessage::error(err.code(), err.to_string())
                         }
-                        Err(Error::UnknownConnection(_)) => {
-                            break Ending::close(close_code::CONNECTION_EXPIRED, "registration expired");
-                        }
-                        Err(err) => ServerMessage::error(err.code(), err.to_string()),
-                    },
-                    Err(err) => {
-                        if !violations.check(violation_limit, now).is_allowed() {
-                            break Ending::close(close_code::PROTOCOL_VIOLATIONS, "too many invalid messages");
-                        }
-                        ServerMessage::error(err.code(), err.to_string())
+                    };
+                    if gateway.sessions.send(&connection_id, &ServerEnvelope::new(reply, now)) == SendOutcome::SlowConsumer {
+                        break Ending::close(close_code::SLOW_CONSUMER, "slow consumer");
                     }
-                };
-                if gateway.sessions.send(&connection_id, &ServerEnvelope::new(reply, now)) == SendOutcome::SlowConsumer {
-                    break Ending::close(close_code::SLOW_CONSUMER, "slow consumer");
                 }
             }
         }
