@@ -12,6 +12,8 @@ pub mod http;
 pub mod ports;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod ws;
 
 pub use error::{Error, Result};

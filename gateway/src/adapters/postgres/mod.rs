@@ -1,0 +1,83 @@
+//! PostgreSQL adapters (cluster mode): the source of truth shared by every replica. Migrations are
+//! embedded from the top-level `migrations/`; sqlx takes an advisory lock while applying them, so
+//! replicas starting together apply each migration once.
+//!
+//! The plan's columns are `TIMESTAMP WITH TIME ZONE`; the domain speaks Unix milliseconds. The
+//! conversion happens in SQL (`to_timestamp(ms / 1000)`, `EXTRACT(EPOCH ...) * 1000`), here only.
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::error::{Error, Result};
+use crate::ports::HealthProbe;
+
+mod notifications;
+mod preferences;
+mod subscriptions;
+
+pub use notifications::PostgresNotificationStore;
+pub use preferences::PostgresPreferenceStore;
+pub use subscriptions::PostgresSubscriptionStore;
+
+/// Reads a nullable timestamp column as Unix milliseconds.
+macro_rules! ms {
+    ($column:literal) => {
+        concat!("(EXTRACT(EPOCH FROM ", $column, ") * 1000)::int8")
+    };
+}
+pub(crate) use ms;
+
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+/// Applies pending migrations; safe when several replicas run it at once.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .map_err(|e| Error::Backend(format!("PostgreSQL migration failed: {e}")))
+}
+
+/// Readiness of PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresHealth(pub PgPool);
+
+#[async_trait]
+impl HealthProbe for PostgresHealth {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn check(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.0)
+            .await
+            .map(|_| ())
+            .map_err(Error::backend)
+    }
+}
+
+/// A fresh, migrated database for one test, or `None` (with a loud message) when no test PostgreSQL
+/// is configured outside CI. In CI a missing service fails the test.
+#[cfg(test)]
+pub(crate) async fn test_pool() -> Option<PgPool> {
+    let admin_url = crate::testing::service_url("HERALD_TEST_DATABASE_URL")?;
+    let admin = connect(&admin_url, 1).await.expect("test PostgreSQL reachable");
+    let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL with a path");
+    let pool = connect(&format!("{base}/{name}"), 5)
+        .await
+        .expect("test database reachable");
+    migrate(&pool).await.expect("migrations apply");
+    Some(pool)
+}

@@ -1,0 +1,427 @@
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::ms;
+use crate::domain::UnixMs;
+use crate::domain::notification::{Notification, NotificationType};
+use crate::error::{Error, Result};
+use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
+
+#[derive(Debug, Clone)]
+pub struct PostgresNotificationStore {
+    pool: PgPool,
+}
+
+impl PostgresNotificationStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+const COLUMNS: &str = concat!(
+    "id, user_id, seq, type AS kind, channel, title, body, icon, action_url, data, ",
+    ms!("created_at"),
+    " AS created_at, ",
+    ms!("expires_at"),
+    " AS expires_at, ",
+    ms!("read_at"),
+    " AS read_at, ",
+    ms!("delivered_at"),
+    " AS delivered_at, attempts"
+);
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    user_id: String,
+    seq: i64,
+    kind: String,
+    channel: String,
+    title: String,
+    body: Option<String>,
+    icon: Option<String>,
+    action_url: Option<String>,
+    data: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
+    created_at: Option<i64>,
+    expires_at: Option<i64>,
+    read_at: Option<i64>,
+    delivered_at: Option<i64>,
+    attempts: i32,
+}
+
+impl TryFrom<Row> for Notification {
+    type Error = Error;
+
+    fn try_from(row: Row) -> Result<Self> {
+        Ok(Notification {
+            id: row.id,
+            kind: NotificationType::parse(&row.kind)
+                .ok_or_else(|| Error::Backend(format!("stored type `{}` is unknown", row.kind)))?,
+            user_id: row.user_id,
+            seq: row.seq,
+            channel: row.channel,
+            title: row.title,
+            body: row.body,
+            icon: row.icon,
+            action_url: row.action_url,
+            data: row.data.map(|d| d.0),
+            created_at: row.created_at.unwrap_or_default(),
+            expires_at: row.expires_at,
+            read_at: row.read_at,
+            delivered_at: row.delivered_at,
+            attempts: row.attempts,
+        })
+    }
+}
+
+fn convert(rows: Vec<Row>) -> Result<Vec<Notification>> {
+    rows.into_iter().map(Notification::try_from).collect()
+}
+
+/// Appends `to_timestamp(<ms> / 1000)` with `ms` bound.
+fn push_time(query: &mut QueryBuilder<'_, Postgres>, ms: UnixMs) {
+    query.push("to_timestamp(").push_bind(ms).push("::float8 / 1000)");
+}
+
+fn unexpired(query: &mut QueryBuilder<'_, Postgres>, now: UnixMs) {
+    query.push(" AND (expires_at IS NULL OR expires_at > ");
+    push_time(query, now);
+    query.push(")");
+}
+
+#[async_trait]
+impl NotificationStore for PostgresNotificationStore {
+    async fn publish(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        now: UnixMs,
+    ) -> Result<PublishOutcome> {
+        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        if let Some((key, answer)) = idempotency {
+            // A concurrent request with the same key waits on the unique index, then sees the conflict.
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
+                 VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000)) ON CONFLICT (publisher, key) DO NOTHING",
+            )
+            .bind(&key.publisher)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(sqlx::types::Json(answer))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?
+            .rows_affected();
+            if inserted == 0 {
+                let (hash, response): (String, sqlx::types::Json<serde_json::Value>) = sqlx::query_as(
+                    "SELECT request_hash, response FROM idempotency_keys WHERE publisher = $1 AND key = $2",
+                )
+                .bind(&key.publisher)
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::backend)?;
+                tx.rollback().await.map_err(Error::backend)?;
+                return Ok(if hash == key.request_hash {
+                    PublishOutcome::Replayed(response.0)
+                } else {
+                    PublishOutcome::KeyReused
+                });
+            }
+        }
+        let mut seqs: HashMap<Uuid, i64> = HashMap::new();
+        if !batch.is_empty() {
+            // Every recipient in one statement: sequences bumped per user, rows numbered within it.
+            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+                "WITH input AS (
+                     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                          $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[])
+                         WITH ORDINALITY AS t(id, user_id, type, channel, title, body, icon, action_url, data,
+                                              created_at, expires_at, ord)
+                 ),
+                 counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
+                 bumped AS (
+                     INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts
+                     ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
+                     RETURNING s.user_id, s.last_seq
+                 )
+                 INSERT INTO notifications
+                     (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
+                 SELECT i.id, i.user_id,
+                        b.last_seq - c.n + row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord),
+                        i.type, i.channel, i.title, i.body, i.icon, i.action_url, i.data::jsonb,
+                        to_timestamp(i.created_at::float8 / 1000), to_timestamp(i.expires_at::float8 / 1000)
+                 FROM input i JOIN counts c USING (user_id) JOIN bumped b USING (user_id)
+                 RETURNING id, seq",
+            )
+            .bind(batch.iter().map(|n| n.id).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.user_id.clone()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.kind.as_str().to_owned()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.channel.clone()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.title.clone()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.body.clone()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.icon.clone()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.action_url.clone()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|n| {
+                        n.data
+                            .as_ref()
+                            .map(|d| serde_json::Value::Object(d.clone()).to_string())
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .bind(batch.iter().map(|n| n.created_at).collect::<Vec<_>>())
+            .bind(batch.iter().map(|n| n.expires_at).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+            seqs.extend(rows);
+        }
+        tx.commit().await.map_err(Error::backend)?;
+        let created = batch
+            .iter()
+            .map(|n| Notification {
+                id: n.id,
+                user_id: n.user_id.clone(),
+                seq: seqs.get(&n.id).copied().unwrap_or_default(),
+                kind: n.kind,
+                channel: n.channel.clone(),
+                title: n.title.clone(),
+                body: n.body.clone(),
+                icon: n.icon.clone(),
+                action_url: n.action_url.clone(),
+                data: n.data.clone(),
+                created_at: n.created_at,
+                expires_at: n.expires_at,
+                read_at: None,
+                delivered_at: None,
+                attempts: 0,
+            })
+            .collect();
+        Ok(PublishOutcome::Created(created))
+    }
+
+    async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id = $2"
+        ))
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        row.map(Notification::try_from).transpose()
+    }
+
+    async fn list(&self, user_id: &str, query: &HistoryQuery, now: UnixMs) -> Result<Vec<Notification>> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
+        sql.push_bind(user_id.to_owned());
+        unexpired(&mut sql, now);
+        if let Some(before) = query.before_seq {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        if query.unread_only {
+            sql.push(" AND read_at IS NULL");
+        }
+        if let Some(kind) = query.kind {
+            sql.push(" AND type = ").push_bind(kind.as_str());
+        }
+        if let Some(channel) = &query.channel {
+            sql.push(" AND channel = ").push_bind(channel.clone());
+        }
+        sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
+        convert(
+            sql.build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?,
+        )
+    }
+
+    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL
+             AND (expires_at IS NULL OR expires_at > to_timestamp($2::float8 / 1000))",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE notifications SET read_at = COALESCE(read_at, to_timestamp($1::float8 / 1000))
+             WHERE user_id = $2 AND id = $3",
+        )
+        .bind(at)
+        .bind(user_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE notifications SET read_at = to_timestamp($1::float8 / 1000) WHERE user_id = $2 AND read_at IS NULL",
+        )
+        .bind(at)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        Ok(result.rows_affected())
+    }
+
+    async fn delete(&self, user_id: &str, id: Uuid) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM notifications WHERE user_id = $1 AND id = $2")
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE notifications SET delivered_at = COALESCE(delivered_at, to_timestamp($1::float8 / 1000))
+             WHERE user_id = $2 AND id = $3",
+        )
+        .bind(at)
+        .bind(user_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn pending(
+        &self,
+        user_id: &str,
+        after_seq: i64,
+        before_seq: Option<i64>,
+        created_since: UnixMs,
+        now: UnixMs,
+    ) -> Result<Vec<Notification>> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
+        sql.push_bind(user_id.to_owned());
+        sql.push(" AND delivered_at IS NULL AND seq > ").push_bind(after_seq);
+        if let Some(before) = before_seq {
+            sql.push(" AND seq < ").push_bind(before);
+        }
+        sql.push(" AND created_at >= ");
+        push_time(&mut sql, created_since);
+        unexpired(&mut sql, now);
+        sql.push(" ORDER BY seq");
+        convert(
+            sql.build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?,
+        )
+    }
+
+    async fn max_seq(&self, user_id: &str) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM user_sequences WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn record_attempt(&self, ids: &[Uuid]) -> Result<()> {
+        sqlx::query("UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(())
+    }
+
+    async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM notifications WHERE delivered_at IS NOT NULL AND id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::backend)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn purge(
+        &self,
+        now: UnixMs,
+        retention_by_channel: &[(String, i64)],
+        default_retention_ms: i64,
+        idempotency_ms: i64,
+    ) -> Result<u64> {
+        let channels: Vec<String> = retention_by_channel.iter().map(|(c, _)| c.clone()).collect();
+        let retentions: Vec<i64> = retention_by_channel.iter().map(|(_, r)| *r).collect();
+        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        let deleted = sqlx::query(
+            "DELETE FROM notifications n
+             WHERE (n.expires_at IS NOT NULL AND n.expires_at <= to_timestamp($1::float8 / 1000))
+                OR n.created_at < to_timestamp(($1 - COALESCE(
+                       (SELECT r.ms FROM UNNEST($2::text[], $3::int8[]) AS r(channel, ms) WHERE r.channel = n.channel),
+                       $4))::float8 / 1000)",
+        )
+        .bind(now)
+        .bind(&channels)
+        .bind(&retentions)
+        .bind(default_retention_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::backend)?
+        .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < to_timestamp($1::float8 / 1000)")
+            .bind(now - idempotency_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+        tx.commit().await.map_err(Error::backend)?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::conformance;
+
+    #[tokio::test]
+    async fn conforms_to_notification_store() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        conformance::notification_store(&PostgresNotificationStore::new(pool)).await;
+    }
+
+    #[tokio::test]
+    async fn conforms_to_notification_store_idempotency() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        conformance::notification_store_idempotency(&PostgresNotificationStore::new(pool)).await;
+    }
+
+    #[tokio::test]
+    async fn conforms_to_notification_store_purge() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        conformance::notification_store_purge(&PostgresNotificationStore::new(pool)).await;
+    }
+}
