@@ -5,4 +5,5 @@ pub mod clock;
 pub mod jwt;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;

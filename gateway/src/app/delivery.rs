@@ -349,6 +349,7 @@ impl DeliveryService {
                     self.push_unread(&user_id, count);
                     Ok(())
                 }
+                Ok(BusEvent::Resync) => self.resync().await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "bus:lagged, catching up from the store");
                     self.resync().await

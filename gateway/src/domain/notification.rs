@@ -76,8 +76,9 @@ pub struct NotificationContent {
 /// Field path -> what is wrong with it, for a 400 that lists every problem at once.
 pub type FieldErrors = BTreeMap<String, String>;
 
-/// A stored notification of one user.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored notification of one user. Serializable so that replicas can pass it to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: Uuid,
     pub user_id: String,

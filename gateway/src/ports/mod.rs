@@ -213,7 +213,12 @@ pub trait SubscriptionStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusEvent {
     Notification(Arc<Notification>),
-    UnreadCount { user_id: String, count: u64 },
+    UnreadCount {
+        user_id: String,
+        count: u64,
+    },
+    /// Events may have been lost (the bus reconnected): every connection catches up from the store.
+    Resync,
 }
 
 /// Fan-out of events to every replica (in-process for the embedded default, Redis pub/sub later).

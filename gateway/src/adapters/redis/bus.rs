@@ -1,0 +1,138 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{Redis, unavailable};
+use crate::domain::notification::Notification;
+use crate::error::Result;
+use crate::ports::{BusEvent, EventBus};
+
+/// Redis pub/sub between replicas. Pub/sub is at most once: while a replica is disconnected it misses
+/// events, so every (re)subscription emits [`BusEvent::Resync`] and delivery catches up from
+/// PostgreSQL, the source of truth.
+pub struct RedisEventBus {
+    redis: Redis,
+    channel: String,
+    local: broadcast::Sender<BusEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Wire {
+    Notification { notification: Notification },
+    UnreadCount { user_id: String, count: u64 },
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl RedisEventBus {
+    /// Subscribes (waiting up to `ready_within` for the first subscription) and keeps the
+    /// subscription alive, reconnecting with backoff, for as long as the process runs.
+    pub async fn start(redis: Redis, ready_within: Duration) -> Arc<Self> {
+        let channel = redis.key(&["events"]);
+        let (local, _) = broadcast::channel(4_096);
+        let bus = Arc::new(Self {
+            redis: redis.clone(),
+            channel: channel.clone(),
+            local: local.clone(),
+        });
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        tokio::spawn(listen(redis.client.clone(), channel, local, ready));
+        if tokio::time::timeout(ready_within, subscribed).await.is_err() {
+            tracing::warn!("bus: Redis not subscribed yet; retrying in the background");
+        }
+        bus
+    }
+}
+
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    local: broadcast::Sender<BusEvent>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(channel, "bus:subscribed");
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+                // Whatever was published while we were not listening is recovered from the store.
+                let _ = local.send(BusEvent::Resync);
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Wire>(&payload) {
+                        Ok(Wire::Notification { notification }) => {
+                            let _ = local.send(BusEvent::Notification(Arc::new(notification)));
+                        }
+                        Ok(Wire::UnreadCount { user_id, count }) => {
+                            let _ = local.send(BusEvent::UnreadCount { user_id, count });
+                        }
+                        Err(err) => tracing::warn!(error = %err, "bus: unreadable event ignored"),
+                    }
+                }
+                tracing::warn!(channel, "bus:disconnected, reconnecting");
+            }
+            Err(err) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "bus: cannot subscribe"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisEventBus {
+    async fn publish(&self, event: BusEvent) -> Result<()> {
+        let wire = match event {
+            BusEvent::Notification(n) => Wire::Notification {
+                notification: (*n).clone(),
+            },
+            BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount { user_id, count },
+            BusEvent::Resync => return Ok(()),
+        };
+        let payload = serde_json::to_string(&wire).map_err(crate::error::Error::backend)?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(payload)
+            .query_async(&mut self.redis.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.local.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::conformance;
+
+    #[tokio::test]
+    async fn conforms_to_event_bus() {
+        let Some(redis) = super::super::test_redis().await else {
+            return;
+        };
+        let bus = RedisEventBus::start(redis, Duration::from_secs(5)).await;
+        conformance::event_bus(&*bus).await;
+    }
+}

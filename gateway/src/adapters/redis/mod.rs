@@ -1,0 +1,93 @@
+//! Redis adapters (cluster mode): state every replica must share but that may be lost without losing
+//! a notification: single-use token claims and revocations, the connection registry, rate limits,
+//! and the fan-out bus. Every key starts with a prefix (`herald:` by default), so several gateways,
+//! or several tests, can share one Redis.
+//!
+//! Expiry is logical: callers pass `now` and absolute expiry instants, which are compared inside
+//! scripts; Redis TTLs (relative, `PX`) only make sure dead keys disappear.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+
+use crate::error::{Error, Result};
+use crate::ports::HealthProbe;
+
+mod bus;
+mod ledger;
+mod limiter;
+mod registry;
+
+pub use bus::RedisEventBus;
+pub use ledger::RedisTokenLedger;
+pub use limiter::RedisRateLimiter;
+pub use registry::RedisConnectionRegistry;
+
+/// A connection to Redis shared by the adapters; it reconnects by itself after a failure.
+#[derive(Clone)]
+pub struct Redis {
+    client: redis::Client,
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl Redis {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
+        Ok(Self {
+            client,
+            connection,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        key.push_str(&parts.join(":"));
+        key
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+fn unavailable(err: redis::RedisError) -> Error {
+    Error::Unavailable(format!("Redis: {err}"))
+}
+
+/// Milliseconds from `now` until `at`, at least 1 (Redis refuses a zero TTL).
+fn ttl_ms(now: i64, at: i64) -> i64 {
+    (at - now).max(1)
+}
+
+#[async_trait]
+impl HealthProbe for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// A Redis handle with a prefix of its own for one test, or `None` (with a loud message) when no
+/// test Redis is configured outside CI.
+#[cfg(test)]
+pub(crate) async fn test_redis() -> Option<Redis> {
+    let url = crate::testing::service_url("HERALD_TEST_REDIS_URL")?;
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    Some(Redis::connect(&url, &prefix).await.expect("test Redis reachable"))
+}
