@@ -23,7 +23,7 @@ pub struct RedisEventBus {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Wire {
-    Notification { notification: Notification },
+    Notification { notification: Box<Notification> },
     UnreadCount { user_id: String, count: u64 },
 }
 
@@ -80,7 +80,7 @@ async fn listen(
                     };
                     match serde_json::from_str::<Wire>(&payload) {
                         Ok(Wire::Notification { notification }) => {
-                            let _ = local.send(BusEvent::Notification(Arc::new(notification)));
+                            let _ = local.send(BusEvent::Notification(Arc::new(*notification)));
                         }
                         Ok(Wire::UnreadCount { user_id, count }) => {
                             let _ = local.send(BusEvent::UnreadCount { user_id, count });
@@ -102,7 +102,7 @@ impl EventBus for RedisEventBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
         let wire = match event {
             BusEvent::Notification(n) => Wire::Notification {
-                notification: (*n).clone(),
+                notification: Box::new((*n).clone()),
             },
             BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount { user_id, count },
             BusEvent::Resync => return Ok(()),
