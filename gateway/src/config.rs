@@ -51,6 +51,8 @@ pub enum Command {
     Serve,
     /// Validate the configuration, print it without secrets, and exit.
     CheckConfig,
+    /// Apply the database migrations and exit.
+    Migrate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
@@ -83,6 +85,15 @@ pub struct Options {
     /// Redis for cluster mode (together with a postgres:// DATABASE_URL).
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (several gateways may share one Redis).
+    #[arg(long, env = "HERALD_REDIS_PREFIX", global = true)]
+    pub redis_prefix: Option<String>,
+    /// PostgreSQL connections per replica.
+    #[arg(long, env = "HERALD_DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<u32>,
+    /// Apply PostgreSQL migrations when serving starts (`herald-gateway migrate` does it alone).
+    #[arg(long, env = "HERALD_MIGRATE_ON_START", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub migrate_on_start: Option<bool>,
     /// Dev mode: random secrets when none are given, and `POST /dev/jwt` to mint user JWTs.
     #[arg(long, env = "HERALD_DEV", global = true, num_args = 0..=1, default_missing_value = "true")]
     pub dev: Option<bool>,
@@ -194,6 +205,9 @@ impl Options {
             data_dir,
             database_url,
             redis_url,
+            redis_prefix,
+            database_max_connections,
+            migrate_on_start,
             dev,
             log_format,
             jwt_hs256_secret,
@@ -232,10 +246,60 @@ impl Options {
     }
 }
 
-/// Where notifications, preferences and subscriptions are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where state is kept: the embedded default, or PostgreSQL and Redis shared by every replica.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    Sqlite { url: String },
+    Sqlite {
+        url: String,
+    },
+    Cluster {
+        database_url: String,
+        redis_url: String,
+        redis_prefix: String,
+        max_connections: u32,
+        /// Apply PostgreSQL migrations when serving starts (safe with several replicas).
+        migrate_on_start: bool,
+    },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl StoreConfig {
+    /// Where the store is, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { url } => url.clone(),
+            StoreConfig::Cluster {
+                database_url,
+                redis_url,
+                ..
+            } => {
+                format!(
+                    "cluster: {} + {}",
+                    without_password(database_url),
+                    without_password(redis_url)
+                )
+            }
+        }
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Where the connection-token keys come from; a file is watched for changes.
@@ -473,7 +537,6 @@ impl Config {
 
     /// The configuration as an operator may see it: no secret, only where each one comes from.
     pub fn describe(&self) -> serde_json::Value {
-        let StoreConfig::Sqlite { url } = &self.store;
         let keys: Vec<_> = self
             .signing_keys
             .keys()
@@ -482,7 +545,7 @@ impl Config {
             .collect();
         serde_json::json!({
             "listen": self.listen.to_string(),
-            "store": {"kind": "sqlite", "url": url},
+            "store": self.store.describe(),
             "dev": self.dev,
             "userJwt": {
                 "hs256": self.jwt.hs256_secret.is_some(),
@@ -590,28 +653,49 @@ fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
     }
 }
 
+/// `sqlite://` (or nothing) without Redis: the embedded default. `postgres://` with `redis://`: cluster
+/// mode. Either of the two without the other is refused: a replica must never believe it is alone
+/// when it is not, nor the reverse.
 fn store(o: &Options) -> Result<StoreConfig, ConfigError> {
-    if let Some(redis) = &o.redis_url {
-        if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
-            return Err(invalid(format!(
-                "REDIS_URL must start with redis:// or rediss://, got `{redis}`"
-            )));
+    let postgres = o
+        .database_url
+        .as_deref()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+    match (postgres, &o.redis_url) {
+        (Some(database_url), Some(redis_url)) => {
+            if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+                return Err(invalid(format!(
+                    "REDIS_URL must start with redis:// or rediss://, got `{redis_url}`"
+                )));
+            }
+            return Ok(StoreConfig::Cluster {
+                database_url: database_url.to_owned(),
+                redis_url: redis_url.clone(),
+                redis_prefix: o.redis_prefix.clone().unwrap_or_else(|| "herald:".to_owned()),
+                max_connections: positive("HERALD_DATABASE_MAX_CONNECTIONS", o.database_max_connections, 10)?,
+                migrate_on_start: o.migrate_on_start.unwrap_or(false),
+            });
         }
-        return Err(invalid(
-            "REDIS_URL is set, but this build serves only the embedded default (SQLite, in-process state); \
-             unset REDIS_URL to run a single replica",
-        ));
+        (Some(_), None) => {
+            return Err(invalid(
+                "DATABASE_URL is a PostgreSQL URL but REDIS_URL is not set: cluster mode needs both \
+                 (or use sqlite://PATH and no REDIS_URL for the embedded default)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "REDIS_URL is set but DATABASE_URL is not a postgres:// URL: cluster mode needs both \
+                 (unset REDIS_URL for the embedded default)",
+            ));
+        }
+        (None, None) => {}
     }
     let url = match &o.database_url {
         Some(url) if url.starts_with("sqlite:") => url.clone(),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            return Err(invalid(
-                "DATABASE_URL is a PostgreSQL URL, but this build serves only the embedded default; \
-                 use sqlite://PATH or leave DATABASE_URL unset",
-            ));
-        }
         Some(url) => {
-            return Err(invalid(format!("DATABASE_URL must be sqlite://PATH, got `{url}`")));
+            return Err(invalid(format!(
+                "DATABASE_URL must be sqlite://PATH or postgres://..., got `{url}`"
+            )));
         }
         None => {
             let dir = o.data_dir.clone().unwrap_or_else(|| PathBuf::from(".herald-data"));
@@ -800,7 +884,23 @@ mod tests {
     }
 
     #[test]
-    fn cluster_urls_are_refused_with_a_clear_message() {
+    fn cluster_mode_needs_both_urls() {
+        let both = Options {
+            dev: Some(true),
+            database_url: Some("postgres://herald:s3cret@db:5432/herald".into()),
+            redis_url: Some("redis://cache:6379".into()),
+            ..options()
+        };
+        let config = Config::resolve(both).expect("cluster");
+        assert!(matches!(config.store, StoreConfig::Cluster { .. }));
+        assert_eq!(
+            config.store.describe(),
+            "cluster: postgres://herald:***@db:5432/herald + redis://cache:6379"
+        );
+    }
+
+    #[test]
+    fn cluster_urls_alone_are_refused_with_a_clear_message() {
         let redis = Options {
             dev: Some(true),
             redis_url: Some("redis://127.0.0.1:6379".into()),

@@ -25,6 +25,19 @@ async fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        Command::Migrate => {
+            telemetry::init(config.log_format);
+            match server::migrate(&config.store).await {
+                Ok(()) => {
+                    tracing::info!(store = %config.store.describe(), "migrations:applied");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("herald-gateway: {err:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve => match serve(config).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(err) => {
@@ -43,8 +56,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let gateway = server::build(&config).await?;
-    let herald_gateway::config::StoreConfig::Sqlite { url } = &config.store;
-    tracing::info!(address = %format!("http://{addr}"), store = %url, dev = config.dev, "gateway:listening");
+    tracing::info!(address = %format!("http://{addr}"), store = %config.store.describe(), dev = config.dev, "gateway:listening");
     if config.dev {
         tracing::warn!("dev mode: generated secrets, POST /dev/jwt enabled; never use in production");
         tracing::info!(

@@ -12,6 +12,10 @@ use tokio::net::TcpListener;
 use crate::adapters::clock::SystemClock;
 use crate::adapters::jwt::JwtVerifier;
 use crate::adapters::memory::{MemoryConnectionRegistry, MemoryEventBus, MemoryRateLimiter, MemoryTokenLedger};
+use crate::adapters::postgres::{
+    self, PostgresHealth, PostgresNotificationStore, PostgresPreferenceStore, PostgresSubscriptionStore,
+};
+use crate::adapters::redis::{Redis, RedisConnectionRegistry, RedisEventBus, RedisRateLimiter, RedisTokenLedger};
 use crate::adapters::sqlite::{
     self, SqliteHealth, SqliteNotificationStore, SqlitePreferenceStore, SqliteSubscriptionStore,
 };
@@ -23,7 +27,10 @@ use crate::app::preferences::PreferenceService;
 use crate::app::subscriptions::SubscriptionService;
 use crate::app::{ConnectionService, Gateway, Lifecycle, LocalSessions, TokenService};
 use crate::config::{Config, KeySource, StoreConfig, read_keys_file};
-use crate::ports::{Clock, ConnectionRegistry, EventBus, NotificationStore, RateLimiter, TokenLedger};
+use crate::ports::{
+    Clock, ConnectionRegistry, EventBus, HealthProbe, NotificationStore, PreferenceStore, RateLimiter,
+    SubscriptionStore, TokenLedger,
+};
 
 /// How often expired registrations are purged (AC8).
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,17 +38,92 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const KEYS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Builds a gateway for `config`: the embedded default (SQLite and in-process state).
+/// The adapters a configuration asks for: the only place that chooses them.
+struct Backends {
+    preferences: Arc<dyn PreferenceStore>,
+    notifications: Arc<dyn NotificationStore>,
+    subscriptions: Arc<dyn SubscriptionStore>,
+    ledger: Arc<dyn TokenLedger>,
+    registry: Arc<dyn ConnectionRegistry>,
+    limiter: Arc<dyn RateLimiter>,
+    bus: Arc<dyn EventBus>,
+    health: Vec<Arc<dyn HealthProbe>>,
+}
+
+async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
+    Ok(match store {
+        StoreConfig::Sqlite { url } => {
+            let pool = sqlite::connect(url).await.context("opening the embedded database")?;
+            Backends {
+                preferences: Arc::new(SqlitePreferenceStore::new(pool.clone())),
+                notifications: Arc::new(SqliteNotificationStore::new(pool.clone())),
+                subscriptions: Arc::new(SqliteSubscriptionStore::new(pool.clone())),
+                ledger: Arc::new(MemoryTokenLedger::default()),
+                registry: Arc::new(MemoryConnectionRegistry::default()),
+                limiter: Arc::new(MemoryRateLimiter::default()),
+                bus: Arc::new(MemoryEventBus::default()),
+                health: vec![Arc::new(SqliteHealth(pool))],
+            }
+        }
+        StoreConfig::Cluster {
+            database_url,
+            redis_url,
+            redis_prefix,
+            max_connections,
+            migrate_on_start,
+        } => {
+            let pool = postgres::connect(database_url, *max_connections)
+                .await
+                .context("connecting to PostgreSQL")?;
+            if *migrate_on_start {
+                postgres::migrate(&pool).await.context("applying migrations")?;
+            }
+            let redis = Redis::connect(redis_url, redis_prefix)
+                .await
+                .context("connecting to Redis")?;
+            let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
+            Backends {
+                preferences: Arc::new(PostgresPreferenceStore::new(pool.clone())),
+                notifications: Arc::new(PostgresNotificationStore::new(pool.clone())),
+                subscriptions: Arc::new(PostgresSubscriptionStore::new(pool.clone())),
+                ledger: Arc::new(RedisTokenLedger::new(redis.clone())),
+                registry: Arc::new(RedisConnectionRegistry::new(redis.clone())),
+                limiter: Arc::new(RedisRateLimiter::new(redis.clone())),
+                bus,
+                health: vec![Arc::new(PostgresHealth(pool)), Arc::new(redis)],
+            }
+        }
+    })
+}
+
+/// Applies the database migrations of `store` (SQLite's are applied on every open).
+pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
+    match store {
+        StoreConfig::Sqlite { url } => {
+            sqlite::connect(url).await.context("opening the embedded database")?;
+        }
+        StoreConfig::Cluster { database_url, .. } => {
+            let pool = postgres::connect(database_url, 1)
+                .await
+                .context("connecting to PostgreSQL")?;
+            postgres::migrate(&pool).await.context("applying migrations")?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let StoreConfig::Sqlite { url } = &config.store;
-    let pool = sqlite::connect(url).await.context("opening the embedded database")?;
-    let preference_store = Arc::new(SqlitePreferenceStore::new(pool.clone()));
-    let notification_store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool.clone()));
-    let subscription_store = Arc::new(SqliteSubscriptionStore::new(pool.clone()));
-    let ledger: Arc<dyn TokenLedger> = Arc::new(MemoryTokenLedger::default());
-    let registry: Arc<dyn ConnectionRegistry> = Arc::new(MemoryConnectionRegistry::default());
-    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::default());
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryEventBus::default());
+    let Backends {
+        preferences: preference_store,
+        notifications: notification_store,
+        subscriptions: subscription_store,
+        ledger,
+        registry,
+        limiter,
+        bus,
+        health,
+    } = backends(&config.store).await?;
     let catalog = Arc::new(config.catalog.clone());
 
     let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
@@ -103,7 +185,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         notifications,
         delivery: delivery.clone(),
         users: Arc::new(JwtVerifier::new(config.jwt.clone())),
-        health: vec![Arc::new(SqliteHealth(pool))],
+        health,
         clock,
         session_settings: config.session,
         subscription_changes_per_minute: config.subscription_changes_per_minute,

@@ -52,8 +52,10 @@ pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> TestGateway {
 
 /// Starts a gateway for a configuration a test resolved itself; `dir` lives as long as the gateway.
 pub async fn start_config(dir: TempDir, config: Config) -> TestGateway {
-    let herald_gateway::config::StoreConfig::Sqlite { url } = &config.store;
-    let database_url = url.clone();
+    let database_url = match &config.store {
+        herald_gateway::config::StoreConfig::Sqlite { url } => url.clone(),
+        herald_gateway::config::StoreConfig::Cluster { database_url, .. } => database_url.clone(),
+    };
     let running = RunningGateway::start(config).await.expect("gateway starts");
     let addr = running.addr;
     TestGateway {
