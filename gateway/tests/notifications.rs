@@ -561,3 +561,24 @@ async fn patch_notifications_preferences_updates_settings() {
     let error: Value = invalid.json().await.expect("json");
     assert!(error["error"]["fields"]["types.nope"].is_string() && error["error"]["fields"]["pushEnabled"].is_string());
 }
+
+#[tokio::test]
+async fn acks_of_a_burst_are_not_rate_limited_but_acks_of_nothing_are_violations() {
+    let gw = start().await;
+    for i in 0..30 {
+        gw.publish_to(&["alice"], "new_like", &format!("like {i}")).await;
+    }
+    let (mut ws, _) = gw.connect_user("alice").await;
+    // The replay pushes 30 at once; acknowledging each right away must not trip the 10/s limit.
+    for _ in 0..30 {
+        let message = recv_type(&mut ws, "notification").await;
+        ack(&mut ws, message["payload"]["id"].as_str().expect("id")).await;
+    }
+    common::ping(&mut ws).await;
+    // Acks of notifications that do not exist are errors, and repeated, a closed connection.
+    for _ in 0..6 {
+        ack(&mut ws, &uuid::Uuid::new_v4().to_string()).await;
+    }
+    let (code, _) = common::await_close(&mut ws).await.expect("close frame");
+    assert_eq!(code, 4000);
+}

@@ -284,3 +284,108 @@ pub fn client_message(kind: &str, payload: Value) -> Message {
 pub fn ping_message() -> Message {
     client_message("ping", serde_json::json!({}))
 }
+
+/// The URL of a test service from `var` (exported by `scripts/services`). In CI a missing service fails
+/// the test; elsewhere the test is skipped, loudly.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("{var} is not set and CI=true: the test services are required (scripts/test starts them)")
+        }
+        _ => {
+            eprintln!("SKIPPED: {var} is not set; run `eval \"$(scripts/services)\"` first to test against it");
+            None
+        }
+    }
+}
+
+/// A new, empty PostgreSQL database on the test server, for one test.
+pub fn fresh_database(admin_url: &str) -> String {
+    let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+    let status = Command::new("psql")
+        .arg(admin_url)
+        .args(["-qc", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "CREATE DATABASE {name}");
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL with a path");
+    format!("{base}/{name}")
+}
+
+/// A free loopback TCP port (for servers a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A Redis server owned by one test (so the test may stop and restart it); stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: TempDir::new(),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        let binary = std::env::var("HERALD_REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(binary)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server abruptly, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -105,10 +105,14 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
                         Some(Ok(Message::Text(text))) => Ok(text),
                     };
                     let now = gateway.clock.now_ms();
-                    if !message_rate.check(message_limit, now).is_allowed() {
+                    let parsed = text.and_then(|t| parse_client_message(t.as_str()));
+                    // Acks answer the server's own sends, so they are bounded by what the server pushes (a
+                    // replay can push hundreds at once); every other message counts against the rate.
+                    let is_ack = matches!(&parsed, Ok(envelope) if matches!(envelope.message, ClientMessage::Ack { .. }));
+                    if !is_ack && !message_rate.check(message_limit, now).is_allowed() {
                         break Ending::close(close_code::RATE_LIMITED, "too many messages per second");
                     }
-                    let reply = match text.and_then(|t| parse_client_message(t.as_str())) {
+                    let reply = match parsed {
                         Ok(envelope) => match handle(&gateway, &mut context, envelope.message, now).await {
                             Ok(None) => continue,
                             Ok(Some(reply)) => {
@@ -120,7 +124,13 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
                             Err(Error::UnknownConnection(_)) => {
                                 break Ending::close(close_code::CONNECTION_EXPIRED, "registration expired");
                             }
-                            Err(err) => ServerMessage::error(err.code(), err.public_message()),
+                            Err(err) => {
+                                // An ack of nothing is a violation: it is how acks cannot be used to flood.
+                                if is_ack && !violations.check(violation_limit, now).is_allowed() {
+                                    break Ending::close(close_code::PROTOCOL_VIOLATIONS, "too many invalid messages");
+                                }
+                                ServerMessage::error(err.code(), err.public_message())
+                            }
                         },
                         Err(err) => {
                             if !violations.check(violation_limit, now).is_allowed() {

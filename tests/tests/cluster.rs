@@ -1,0 +1,283 @@
+//! Cluster mode with real processes: several `herald-gateway` replicas sharing one PostgreSQL and one
+//! Redis behave as one service (issue "Production backends").
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use herald_e2e::{GatewayProcess, RedisServer, Ws, client_message, fresh_database, recv_json, service_url};
+use serde_json::{Value, json};
+
+const JWT_SECRET: &str = "cluster-user-jwt-secret-0123456789-abcdefgh";
+const TOKEN_SECRET: &str = "cluster-token-secret-0123456789-ABCDEFGHIJ";
+const PUBLISHER_KEY: &str = "cluster-publisher-key-0123456789abcdef";
+
+fn user_jwt(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("jwt")
+}
+
+/// The environment of a replica of one cluster: same secrets, same database, same Redis and prefix.
+struct Cluster {
+    database_url: String,
+    redis_url: String,
+    prefix: String,
+}
+
+impl Cluster {
+    /// `None` when the test services are not configured (outside CI).
+    fn new(redis_url: Option<String>) -> Option<Self> {
+        let admin = service_url("HERALD_TEST_DATABASE_URL")?;
+        let redis_url = match redis_url {
+            Some(url) => url,
+            None => service_url("HERALD_TEST_REDIS_URL")?,
+        };
+        Some(Cluster {
+            database_url: fresh_database(&admin),
+            redis_url,
+            prefix: format!("e2e{}:", uuid::Uuid::new_v4().simple()),
+        })
+    }
+
+    fn replica(&self, extra: &[(&str, &str)]) -> GatewayProcess {
+        let mut env = vec![
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("REDIS_URL", self.redis_url.as_str()),
+            ("HERALD_REDIS_PREFIX", self.prefix.as_str()),
+            ("HERALD_MIGRATE_ON_START", "true"),
+            ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+            ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+            ("HERALD_PUBLISHER_KEYS", "e2e=cluster-publisher-key-0123456789abcdef"),
+            ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "1000"),
+        ];
+        env.extend_from_slice(extra);
+        GatewayProcess::start(&[], &env)
+    }
+
+    /// Starts `count` replicas at once (they race to apply the migrations).
+    fn replicas(&self, count: usize) -> Vec<GatewayProcess> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..count).map(|_| scope.spawn(|| self.replica(&[]))).collect();
+            handles.into_iter().map(|h| h.join().expect("replica starts")).collect()
+        })
+    }
+}
+
+async fn post_token(replica: &GatewayProcess, user: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(replica.url("/ws/token"))
+        .bearer_auth(user_jwt(user))
+        .send()
+        .await
+        .expect("POST /ws/token")
+}
+
+async fn token(replica: &GatewayProcess, user: &str) -> String {
+    let response = post_token(replica, user).await;
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// Connects with `token`; the HTTP status and error code when refused.
+async fn connect(replica: &GatewayProcess, token: &str) -> Result<Ws, (u16, String)> {
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", replica.addr)).await {
+        Ok((mut ws, _)) => {
+            assert_eq!(recv_json(&mut ws).await["type"], "connected");
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            Err((
+                response.status().as_u16(),
+                body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+            ))
+        }
+        Err(other) => panic!("connection failed without an HTTP answer: {other}"),
+    }
+}
+
+async fn publish(replica: &GatewayProcess, users: &[&str], title: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(replica.url("/api/publish"))
+        .bearer_auth(PUBLISHER_KEY)
+        .json(&json!({"userIds": users, "notification": {"type": "new_comment", "title": title}}))
+        .send()
+        .await
+        .expect("POST /api/publish")
+}
+
+/// The next `notification` message (skipping unread counts and the like).
+async fn next_notification(ws: &mut Ws) -> Value {
+    loop {
+        let message = recv_json(ws).await;
+        if message["type"] == "notification" {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_share_tokens_connections_limits_and_fan_out() {
+    let Some(cluster) = Cluster::new(None) else { return };
+    let replicas = cluster.replicas(3);
+    let (r1, r2, r3) = (&replicas[0], &replicas[1], &replicas[2]);
+
+    // A token issued by replica 1 connects on replica 2, once: replica 3 refuses it as used.
+    let shared = token(r1, "alice").await;
+    let mut alice_on_2 = connect(r2, &shared).await.expect("token from r1 works on r2");
+    assert_eq!(connect(r3, &shared).await.err(), Some((401, "token_used".to_owned())));
+
+    // One publish to replica 1 reaches the user's connections on replicas 2 and 3.
+    let mut alice_on_3 = connect(r3, &token(r1, "alice").await).await.expect("connects");
+    let answer: Value = publish(r1, &["alice"], "hello from r1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = answer["created"][0]["id"].clone();
+    for ws in [&mut alice_on_2, &mut alice_on_3] {
+        assert_eq!(next_notification(ws).await["payload"]["id"], id);
+    }
+
+    // The 5-connection cap is global: 5 spread over the replicas, the 6th refused on any of them.
+    let mut bobs = Vec::new();
+    for (i, replica) in [r1, r2, r3, r1, r2].into_iter().enumerate() {
+        bobs.push(
+            connect(replica, &token(r3, "bob").await)
+                .await
+                .unwrap_or_else(|e| panic!("bob #{i}: {e:?}")),
+        );
+    }
+    let sixth = token(r1, "bob").await;
+    assert_eq!(
+        connect(r3, &sixth).await.err(),
+        Some((429, "too_many_connections".to_owned()))
+    );
+
+    // The token rate limit counts across replicas: bob already took 6 of his 10 this minute.
+    for replica in [r1, r2, r3, r1] {
+        assert_eq!(post_token(replica, "bob").await.status(), 200);
+    }
+    assert_eq!(post_token(r2, "bob").await.status(), 429);
+
+    // DELETE /ws/token on one replica refuses the user's older tokens on all.
+    let older = [token(r2, "carol").await, token(r3, "carol").await];
+    let revoked = reqwest::Client::new()
+        .delete(r1.url("/ws/token"))
+        .bearer_auth(user_jwt("carol"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        connect(r2, &older[0]).await.err(),
+        Some((401, "token_revoked".to_owned()))
+    );
+    assert_eq!(
+        connect(r3, &older[1]).await.err(),
+        Some((401, "token_revoked".to_owned()))
+    );
+    assert!(
+        connect(r3, &token(r2, "carol").await).await.is_ok(),
+        "newer tokens work"
+    );
+}
+
+#[tokio::test]
+async fn redis_restart_loses_no_notification() {
+    let mut redis = RedisServer::start();
+    let Some(cluster) = Cluster::new(Some(redis.url())) else {
+        return;
+    };
+    let publisher_side = cluster.replica(&[]);
+    let client_side = cluster.replica(&[]);
+    let mut ws = connect(&client_side, &token(&client_side, "alice").await)
+        .await
+        .expect("connects");
+
+    // The publisher keeps publishing, one every 25 ms, while Redis goes away and comes back.
+    const TOTAL: usize = 60;
+    let publisher = async {
+        let mut created = BTreeSet::new();
+        for i in 0..TOTAL {
+            if i == 20 {
+                redis.kill();
+            }
+            if i == 40 {
+                redis.restart();
+            }
+            let response = publish(&publisher_side, &["alice"], &format!("n{i}")).await;
+            assert_eq!(response.status(), 202, "publishing answers while Redis is down");
+            let answer: Value = response.json().await.expect("json");
+            created.insert(answer["created"][0]["id"].as_str().expect("id").to_owned());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        created
+    };
+    let receiver = async {
+        let mut received = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.len() < TOTAL && Instant::now() < deadline {
+            let message = next_notification(&mut ws).await;
+            let id = message["payload"]["id"].as_str().expect("id").to_owned();
+            if received.insert(id.clone()) {
+                ws.send(client_message("notification:ack", json!({"notificationId": id})))
+                    .await
+                    .expect("ack");
+            }
+        }
+        received
+    };
+    let (created, received) = tokio::join!(publisher, receiver);
+    assert_eq!(created.len(), TOTAL);
+    assert_eq!(
+        received, created,
+        "every notification arrives after recovery (deduplicated by id)"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_while_delivering_loses_nothing_unacknowledged() {
+    let Some(cluster) = Cluster::new(None) else { return };
+    let mut doomed = cluster.replica(&[]);
+    let survivor = cluster.replica(&[]);
+    let mut ws = connect(&doomed, &token(&survivor, "alice").await)
+        .await
+        .expect("connects");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let answer: Value = publish(&survivor, &["alice"], &format!("n{i}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        ids.push(answer["created"][0]["id"].clone());
+    }
+    // Delivery has begun on the doomed replica (nothing is acknowledged), then it dies.
+    assert_eq!(next_notification(&mut ws).await["payload"]["id"], ids[0]);
+    herald_e2e::signal(doomed.pid(), "KILL");
+    doomed.wait_exit(Duration::from_secs(10));
+    // The client reconnects to the other replica and receives every unacknowledged notification, in order.
+    let mut again = connect(&survivor, &token(&survivor, "alice").await)
+        .await
+        .expect("reconnects");
+    for id in &ids {
+        assert_eq!(&next_notification(&mut again).await["payload"]["id"], id);
+    }
+}
