@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use herald_e2e::{GatewayProcess, Ws, recv_json};
 
+mod cluster;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +34,29 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Cluster mode: publish throughput (1 and 100 recipients per request) and publish-to-receive
+    /// latency at a paced rate across two replicas sharing PostgreSQL and Redis (the test services:
+    /// `eval "$(scripts/services)"` first).
+    ClusterPublish {
+        /// Single-recipient publishes for the throughput run.
+        #[arg(long, default_value_t = 4_000)]
+        single: usize,
+        /// 100-recipient publishes for the throughput run.
+        #[arg(long, default_value_t = 200)]
+        batched: usize,
+        /// Concurrent publishers in the throughput runs.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Paced publish rate of the latency run, per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Length of the latency run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Users connected to the receiving replica.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+    },
     /// A bare axum WebSocket echo server (4 KiB read buffer, no write buffer).
     PeerEcho {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -39,8 +64,8 @@ enum Bench {
     },
 }
 
-const JWT_SECRET: &str = "bench-user-jwt-secret-0123456789-abcdefghij";
-const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJKL";
+pub(crate) const JWT_SECRET: &str = "bench-user-jwt-secret-0123456789-abcdefghij";
+pub(crate) const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJKL";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -50,6 +75,24 @@ async fn main() -> anyhow::Result<()> {
             connections,
             concurrency,
         } => idle_memory(connections, concurrency).await,
+        Bench::ClusterPublish {
+            single,
+            batched,
+            concurrency,
+            rate,
+            seconds,
+            users,
+        } => {
+            cluster::run(cluster::Plan {
+                single,
+                batched,
+                concurrency,
+                rate,
+                seconds,
+                users,
+            })
+            .await
+        }
     }
 }
 
@@ -80,7 +123,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
 }
 
-fn user_jwt(sub: &str) -> String {
+pub(crate) fn user_jwt(sub: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() + 3_600)
