@@ -59,6 +59,9 @@ struct SessionState {
 
 type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
 
+/// Delivery workers per replica: users are spread over them, each user's events stay in order.
+const DELIVERY_WORKERS: usize = 16;
+
 /// A connection's state, indexed by its user without taking its lock.
 struct Attached {
     user_id: String,
@@ -332,21 +335,42 @@ impl DeliveryService {
         }
     }
 
-    /// Consumes the bus until shutdown: the replica's delivery loop.
+    /// Consumes the bus until shutdown: the replica's delivery loop. Events are spread over
+    /// [`DELIVERY_WORKERS`] workers by user, so users are served concurrently while each user's events
+    /// (a notification, then the unread count it changed) keep their order.
     pub async fn run(
         self: Arc<Self>,
         mut events: tokio::sync::broadcast::Receiver<BusEvent>,
         shutdown: CancellationToken,
     ) {
+        let workers: Vec<tokio::sync::mpsc::Sender<BusEvent>> = (0..DELIVERY_WORKERS)
+            .map(|_| {
+                let (sender, receiver) = tokio::sync::mpsc::channel(1_024);
+                tokio::spawn(self.clone().work(receiver));
+                sender
+            })
+            .collect();
+        let worker_of = |user_id: &str| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            user_id.hash(&mut hasher);
+            &workers[(hasher.finish() % DELIVERY_WORKERS as u64) as usize]
+        };
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
                 event = events.recv() => event,
             };
             let outcome = match event {
-                Ok(BusEvent::Notification(n)) => self.deliver(&n).await.map(|_| ()),
-                Ok(BusEvent::UnreadCount { user_id, count }) => {
-                    self.push_unread(&user_id, count);
+                Ok(event @ BusEvent::Notification(_)) | Ok(event @ BusEvent::UnreadCount { .. }) => {
+                    let user_id = match &event {
+                        BusEvent::Notification(n) => n.user_id.clone(),
+                        BusEvent::UnreadCount { user_id, .. } => user_id.clone(),
+                        BusEvent::Resync => String::new(),
+                    };
+                    // Waiting here when a worker is full slows the bus receiver down; if it falls too
+                    // far behind, the broadcast reports a lag and everything is resynchronized.
+                    let _ = worker_of(&user_id).send(event).await;
                     Ok(())
                 }
                 Ok(BusEvent::Resync) => self.resync().await,
@@ -355,6 +379,23 @@ impl DeliveryService {
                     self.resync().await
                 }
                 Err(RecvError::Closed) => break,
+            };
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
+            }
+        }
+    }
+
+    /// One delivery worker: its users' events, in order.
+    async fn work(self: Arc<Self>, mut events: tokio::sync::mpsc::Receiver<BusEvent>) {
+        while let Some(event) = events.recv().await {
+            let outcome = match event {
+                BusEvent::Notification(n) => self.deliver(&n).await.map(|_| ()),
+                BusEvent::UnreadCount { user_id, count } => {
+                    self.push_unread(&user_id, count);
+                    Ok(())
+                }
+                BusEvent::Resync => self.resync().await,
             };
             if let Err(err) = outcome {
                 tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
