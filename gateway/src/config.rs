@@ -450,7 +450,7 @@ impl Config {
             ttl_ms: token_ttl_seconds as i64 * 1_000,
             max_per_minute: positive("WEBSOCKET_MAX_TOKENS_PER_MINUTE", o.max_tokens_per_minute, 10)?,
         };
-        let connections = ConnectionSettings {
+        let mut connections = ConnectionSettings {
             max_per_user: positive("WEBSOCKET_MAX_CONNECTIONS_PER_USER", o.max_connections_per_user, 5)?,
             connects_per_minute_per_ip: positive(
                 "HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP",
@@ -458,12 +458,15 @@ impl Config {
                 5,
             )?,
             ttl_ms: positive("HERALD_CONNECTION_TTL_SECONDS", o.connection_ttl_seconds, 7_200)? as i64 * 1_000,
+            stale_after_ms: 0,
         };
         let defaults = SessionSettings::default();
         let heartbeat_interval_ms =
             positive("HERALD_HEARTBEAT_INTERVAL_SECONDS", o.heartbeat_interval_seconds, 30)? * 1_000;
         let heartbeat_timeout_ms =
             positive("HERALD_HEARTBEAT_TIMEOUT_SECONDS", o.heartbeat_timeout_seconds, 90)? * 1_000;
+        // Silent past the heartbeat timeout (plus slack for clocks and the close itself) means dead.
+        connections.stale_after_ms = heartbeat_timeout_ms as i64 + 30_000;
         if heartbeat_timeout_ms < heartbeat_interval_ms {
             return Err(invalid(
                 "HERALD_HEARTBEAT_TIMEOUT_SECONDS must not be shorter than the heartbeat interval",

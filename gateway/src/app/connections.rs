@@ -22,6 +22,9 @@ pub struct ConnectionSettings {
     pub connects_per_minute_per_ip: u32,
     /// Registry TTL, moved forward by each heartbeat (plan: 2 h).
     pub ttl_ms: i64,
+    /// A registration not pinged for this long no longer counts against the per-user cap: the server
+    /// closes silent connections after the heartbeat timeout, so it belongs to a replica that died.
+    pub stale_after_ms: i64,
 }
 
 impl Default for ConnectionSettings {
@@ -30,6 +33,7 @@ impl Default for ConnectionSettings {
             max_per_user: 5,
             connects_per_minute_per_ip: 5,
             ttl_ms: 2 * 60 * 60 * 1_000,
+            stale_after_ms: 120_000,
         }
     }
 }
@@ -129,9 +133,15 @@ impl ConnectionService {
     /// Registers a connection under the per-user cap (AC9). Registering the same id twice for the same
     /// user and token is a no-op; an id held by someone else is refused and left untouched.
     pub async fn register(&self, record: &ConnectionRecord) -> Result<()> {
+        let now = self.clock.now_ms();
         let outcome = self
             .registry
-            .register(record, self.settings.max_per_user, self.clock.now_ms())
+            .register(
+                record,
+                self.settings.max_per_user,
+                now,
+                now - self.settings.stale_after_ms,
+            )
             .await?;
         match outcome {
             RegisterOutcome::Registered | RegisterOutcome::AlreadyRegistered => Ok(()),
@@ -409,6 +419,7 @@ mod tests {
             max_per_user: 1,
             connects_per_minute_per_ip: 1_000,
             ttl_ms: 60_000,
+            stale_after_ms: 120_000,
         });
         let token = token_for(&s, "alice").await;
         let stale = s.service.connect(request(&token)).await.expect("connected");

@@ -74,24 +74,24 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
     let now = 1_000;
     for i in 0..3 {
         let outcome = registry
-            .register(&record(&format!("{user}-c{i}"), &user, now), 3, now)
+            .register(&record(&format!("{user}-c{i}"), &user, now), 3, now, 0)
             .await;
         assert_eq!(outcome.expect("register"), RegisterOutcome::Registered);
     }
     let fourth = registry
-        .register(&record(&format!("{user}-c3"), &user, now), 3, now)
+        .register(&record(&format!("{user}-c3"), &user, now), 3, now, 0)
         .await;
     assert_eq!(fourth.expect("register"), RegisterOutcome::AtCapacity);
     assert_eq!(registry.list_for_user(&user, now).await.expect("list").len(), 3);
 
     // Same id, same user and token: idempotent, not counted twice.
     let again = registry
-        .register(&record(&format!("{user}-c0"), &user, now), 5, now)
+        .register(&record(&format!("{user}-c0"), &user, now), 5, now, 0)
         .await;
     assert_eq!(again.expect("register"), RegisterOutcome::AlreadyRegistered);
     // Same id claimed by another user: refused, the owner keeps it.
     let thief = registry
-        .register(&record(&format!("{user}-c0"), "someone-else", now), 5, now)
+        .register(&record(&format!("{user}-c0"), "someone-else", now), 5, now, 0)
         .await;
     assert_eq!(thief.expect("register"), RegisterOutcome::IdTaken);
     let owner = registry
@@ -133,17 +133,53 @@ pub async fn connection_registry_ttl(registry: &dyn ConnectionRegistry) {
     let user = format!("user-{}", uuid::Uuid::new_v4());
     let mut stale = record(&format!("{user}-stale"), &user, 0);
     stale.expires_at = 10_000;
-    registry.register(&stale, 1, 0).await.expect("register");
+    registry.register(&stale, 1, 0, 0).await.expect("register");
     // Expired registrations neither count against the cap nor show up.
     assert!(registry.get(&stale.connection_id, 10_000).await.expect("get").is_none());
     assert!(registry.list_for_user(&user, 10_000).await.expect("list").is_empty());
     let fresh = record(&format!("{user}-fresh"), &user, 10_000);
     assert_eq!(
-        registry.register(&fresh, 1, 10_000).await.expect("register"),
+        registry.register(&fresh, 1, 10_000, 0).await.expect("register"),
         RegisterOutcome::Registered
     );
     assert!(registry.purge_expired(10_000).await.expect("purge") >= 1);
     assert!(registry.remove(&stale.connection_id).await.expect("remove").is_none());
+}
+
+pub async fn connection_registry_ignores_silent_connections_in_the_cap(registry: &dyn ConnectionRegistry) {
+    let user = format!("user-{}", uuid::Uuid::new_v4());
+    // A registration that stopped pinging (its replica died) still exists until its TTL...
+    let silent = record(&format!("{user}-silent"), &user, 1_000);
+    assert_eq!(
+        registry.register(&silent, 1, 1_000, 0).await.expect("register"),
+        RegisterOutcome::Registered
+    );
+    let live = record(&format!("{user}-live"), &user, 200_000);
+    assert_eq!(
+        registry.register(&live, 1, 200_000, 0).await.expect("register"),
+        RegisterOutcome::AtCapacity,
+        "counted while it may still be alive"
+    );
+    // ...but once it is older than the liveness bound it no longer holds a place under the cap.
+    assert_eq!(
+        registry.register(&live, 1, 200_000, 100_000).await.expect("register"),
+        RegisterOutcome::Registered
+    );
+    // A heartbeat keeps a connection counted.
+    let other = format!("user-{}", uuid::Uuid::new_v4());
+    let pinging = record(&format!("{other}-a"), &other, 1_000);
+    registry.register(&pinging, 1, 1_000, 0).await.expect("register");
+    assert!(
+        registry
+            .touch(&pinging.connection_id, 150_000, 150_000 + 7_200_000)
+            .await
+            .expect("touch")
+    );
+    let second = record(&format!("{other}-b"), &other, 200_000);
+    assert_eq!(
+        registry.register(&second, 1, 200_000, 100_000).await.expect("register"),
+        RegisterOutcome::AtCapacity
+    );
 }
 
 pub async fn rate_limiter(limiter: &dyn RateLimiter) {

@@ -54,9 +54,17 @@ pub enum RegisterOutcome {
 /// Live connections with a per-user index and a TTL (plan: WebSocketConnections + UserIdIndex).
 #[async_trait]
 pub trait ConnectionRegistry: Send + Sync {
-    /// Registers `record` unless its user already holds `max_per_user` unexpired connections; the
-    /// check and the write are one atomic step.
-    async fn register(&self, record: &ConnectionRecord, max_per_user: u32, now: UnixMs) -> Result<RegisterOutcome>;
+    /// Registers `record` unless its user already holds `max_per_user` live connections: unexpired, and
+    /// pinged at or after `live_since` (a connection silent for longer is dead even if its replica
+    /// could not unregister it, so it must not hold a place under the cap for the whole TTL). The check
+    /// and the write are one atomic step.
+    async fn register(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u32,
+        now: UnixMs,
+        live_since: UnixMs,
+    ) -> Result<RegisterOutcome>;
 
     /// Records a heartbeat: sets `lastPingAt` and moves the TTL. `false` if the record is gone.
     async fn touch(&self, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool>;

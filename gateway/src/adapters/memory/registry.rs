@@ -24,10 +24,14 @@ struct Registry {
 }
 
 impl Registry {
-    fn live_count(&self, user_id: &str, now: UnixMs) -> usize {
+    fn live_count(&self, user_id: &str, now: UnixMs, live_since: UnixMs) -> usize {
         self.by_user.get(user_id).map_or(0, |ids| {
             ids.iter()
-                .filter(|id| self.by_id.get(*id).is_some_and(|r| !r.is_expired(now)))
+                .filter(|id| {
+                    self.by_id
+                        .get(*id)
+                        .is_some_and(|r| !r.is_expired(now) && r.last_ping_at >= live_since)
+                })
                 .count()
         })
     }
@@ -46,7 +50,13 @@ impl Registry {
 
 #[async_trait]
 impl ConnectionRegistry for MemoryConnectionRegistry {
-    async fn register(&self, record: &ConnectionRecord, max_per_user: u32, now: UnixMs) -> Result<RegisterOutcome> {
+    async fn register(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u32,
+        now: UnixMs,
+        live_since: UnixMs,
+    ) -> Result<RegisterOutcome> {
         let mut registry = lock(&self.state);
         if let Some(existing) = registry.by_id.get(&record.connection_id) {
             if existing.is_expired(now) {
@@ -57,7 +67,7 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
                 return Ok(RegisterOutcome::IdTaken);
             }
         }
-        if registry.live_count(&record.user_id, now) >= max_per_user as usize {
+        if registry.live_count(&record.user_id, now, live_since) >= max_per_user as usize {
             return Ok(RegisterOutcome::AtCapacity);
         }
         registry
@@ -143,5 +153,7 @@ mod tests {
     async fn conforms_to_connection_registry() {
         conformance::connection_registry(&MemoryConnectionRegistry::default()).await;
         conformance::connection_registry_ttl(&MemoryConnectionRegistry::default()).await;
+        conformance::connection_registry_ignores_silent_connections_in_the_cap(&MemoryConnectionRegistry::default())
+            .await;
     }
 }

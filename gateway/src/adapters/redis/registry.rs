@@ -31,7 +31,12 @@ if existing[1] then
   redis.call('DEL', KEYS[1])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'full' end
+local live = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local pinged = tonumber(redis.call('HGET', ARGV[13] .. 'conn:' .. id, 'lastPingAt') or '-1')
+  if pinged >= tonumber(ARGV[14]) then live = live + 1 end
+end
+if live >= tonumber(ARGV[4]) then return 'full' end
 redis.call('HSET', KEYS[1], 'connectionId', ARGV[1], 'userId', ARGV[2], 'tokenId', ARGV[3],
   'connectedAt', ARGV[8], 'lastPingAt', ARGV[9], 'expiresAt', ARGV[6], 'userAgent', ARGV[10],
   'subscriptions', ARGV[11], 'allowedChannels', ARGV[12])
@@ -156,7 +161,13 @@ fn record_from_map(mut map: HashMap<String, String>) -> Result<ConnectionRecord>
 
 #[async_trait]
 impl ConnectionRegistry for RedisConnectionRegistry {
-    async fn register(&self, record: &ConnectionRecord, max_per_user: u32, now: UnixMs) -> Result<RegisterOutcome> {
+    async fn register(
+        &self,
+        record: &ConnectionRecord,
+        max_per_user: u32,
+        now: UnixMs,
+        live_since: UnixMs,
+    ) -> Result<RegisterOutcome> {
         let outcome: String = self
             .register
             .key(self.conn_key(&record.connection_id))
@@ -174,6 +185,8 @@ impl ConnectionRegistry for RedisConnectionRegistry {
             .arg(&record.user_agent)
             .arg(serde_json::to_string(&record.subscriptions).unwrap_or_else(|_| "[]".into()))
             .arg(serde_json::to_string(&record.allowed_channels).unwrap_or_else(|_| "[]".into()))
+            .arg(&self.redis.prefix)
+            .arg(live_since)
             .invoke_async(&mut self.redis.connection())
             .await
             .map_err(unavailable)?;
@@ -279,6 +292,8 @@ mod tests {
             return;
         };
         conformance::connection_registry(&RedisConnectionRegistry::new(redis.clone())).await;
-        conformance::connection_registry_ttl(&RedisConnectionRegistry::new(redis)).await;
+        conformance::connection_registry_ttl(&RedisConnectionRegistry::new(redis.clone())).await;
+        conformance::connection_registry_ignores_silent_connections_in_the_cap(&RedisConnectionRegistry::new(redis))
+            .await;
     }
 }
