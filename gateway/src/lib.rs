@@ -12,8 +12,6 @@ pub mod http;
 pub mod ports;
 pub mod server;
 pub mod telemetry;
-#[cfg(test)]
-mod testing;
 pub mod ws;
 
 pub use error::{Error, Result};

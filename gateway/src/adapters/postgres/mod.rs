@@ -67,7 +67,7 @@ impl HealthProbe for PostgresHealth {
 /// is configured outside CI. In CI a missing service fails the test.
 #[cfg(test)]
 pub(crate) async fn test_pool() -> Option<PgPool> {
-    let admin_url = crate::testing::service_url("HERALD_TEST_DATABASE_URL")?;
+    let admin_url = herald_e2e::service_url("HERALD_TEST_DATABASE_URL")?;
     let admin = connect(&admin_url, 1).await.expect("test PostgreSQL reachable");
     let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))

@@ -87,7 +87,7 @@ impl HealthProbe for Redis {
 /// test Redis is configured outside CI.
 #[cfg(test)]
 pub(crate) async fn test_redis() -> Option<Redis> {
-    let url = crate::testing::service_url("HERALD_TEST_REDIS_URL")?;
+    let url = herald_e2e::service_url("HERALD_TEST_REDIS_URL")?;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
     Some(Redis::connect(&url, &prefix).await.expect("test Redis reachable"))
 }
