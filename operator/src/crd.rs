@@ -1,0 +1,460 @@
+//! The custom resources (group `herald.dev`, version `v1alpha1`). `crdgen` renders them into `crds/`;
+//! schema defaults, validation (CEL where a rule spans fields), the status subresource, printer
+//! columns, short names and the `herald` category all come from these types.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A gateway deployment: replicas of `herald-gateway` with their configuration, secrets and service.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "NotificationGateway",
+    namespaced,
+    status = "NotificationGatewayStatus",
+    shortname = "ngw",
+    category = "herald",
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Active Key","type":"string","jsonPath":".status.activeKeyId"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.spec.replicas <= 1 || (has(self.spec.postgres) && has(self.spec.redis))")
+        .message("more than one replica needs spec.postgres and spec.redis (cluster mode)"),
+    validation = Rule::new("has(self.spec.postgres) == has(self.spec.redis)")
+        .message("spec.postgres and spec.redis go together: cluster mode needs both"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationGatewaySpec {
+    /// Gateway replicas.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// The herald-gateway container image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// PostgreSQL (cluster mode): the connection URL, read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
+    /// Redis (cluster mode): the connection URL, read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// How user JWTs are verified.
+    pub auth: AuthSpec,
+    /// A Secret key holding `name=key,name2=key2` publisher keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_keys_secret_ref: Option<SecretKeyRef>,
+    /// Connection token lifetime.
+    #[serde(default = "default_token_ttl")]
+    #[schemars(range(min = 1, max = 600))]
+    pub token_ttl_seconds: u32,
+    #[serde(default)]
+    pub rotation: RotationSpec,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+    /// Days notifications are kept for channels that set no retention.
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// Stops reconciling this gateway (children are left as they are).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_image() -> String {
+    format!("ghcr.io/herald-dev/herald-gateway:{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn default_token_ttl() -> u32 {
+    60
+}
+
+fn default_retention_days() -> u32 {
+    7
+}
+
+/// A key of a Secret in the gateway's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// A Secret key holding the `postgres://` URL (with its password).
+    pub url_secret_ref: SecretKeyRef,
+    /// PostgreSQL connections per replica.
+    #[serde(default = "default_pool")]
+    #[schemars(range(min = 1, max = 200))]
+    pub max_connections: u32,
+}
+
+fn default_pool() -> u32 {
+    10
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// A Secret key holding the `redis://` URL.
+    pub url_secret_ref: SecretKeyRef,
+    /// Key prefix; defaults to `herald:<namespace>:<gateway>:` so gateways can share a Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.jwksUrl) || has(self.hs256SecretRef)").message("set jwksUrl, hs256SecretRef, or both"))]
+pub struct AuthSpec {
+    /// JWKS of the user JWT issuer (RS256, ES256, EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("an http(s) URL"))]
+    pub jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// A Secret key holding an HS256 secret (development, or issuers without JWKS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret_ref: Option<SecretKeyRef>,
+    /// Claim holding the user's roles.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+
+/// Signing-key rotation: the CronJob adds a key on `schedule` and drops keys older than the grace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    /// Cron schedule of the rotation job.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// How long a replaced key still verifies tokens.
+    #[serde(default = "default_grace")]
+    #[schemars(range(min = 60))]
+    pub grace_period_seconds: u32,
+}
+
+impl Default for RotationSpec {
+    fn default() -> Self {
+        Self {
+            schedule: default_schedule(),
+            grace_period_seconds: default_grace(),
+        }
+    }
+}
+
+fn default_schedule() -> String {
+    "0 3 * * 0".to_owned()
+}
+
+fn default_grace() -> u32 {
+    86_400
+}
+
+/// The plan's limits (section 11), per gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    #[serde(default = "five")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub connections_per_user: u32,
+    #[serde(default = "ten")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub tokens_per_minute: u32,
+    #[serde(default = "five")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub connects_per_minute_per_ip: u32,
+    #[serde(default = "ten")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub messages_per_second: u32,
+    #[serde(default = "twenty")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub subscription_changes_per_minute: u32,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            connections_per_user: 5,
+            tokens_per_minute: 10,
+            connects_per_minute_per_ip: 5,
+            messages_per_second: 10,
+            subscription_changes_per_minute: 20,
+        }
+    }
+}
+
+fn five() -> u32 {
+    5
+}
+
+fn ten() -> u32 {
+    10
+}
+
+fn twenty() -> u32 {
+    20
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.timeoutSeconds >= self.intervalSeconds").message("timeoutSeconds must be at least intervalSeconds"))]
+pub struct HeartbeatSpec {
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+    #[serde(default = "ninety")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: u32,
+}
+
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 30,
+            timeout_seconds: 90,
+        }
+    }
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+fn ninety() -> u32 {
+    90
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub service_type: ServiceType,
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            service_type: ServiceType::ClusterIP,
+            port: default_port(),
+        }
+    }
+}
+
+fn default_port() -> i32 {
+    80
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationGatewayStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<String>,
+}
+
+/// The plan's 14 notification types (the gateway's `NotificationType`, kept in step by a test).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationTypeName {
+    UploadStarted,
+    UploadComplete,
+    UploadFailed,
+    ProcessingComplete,
+    ProcessingFailed,
+    NewFollower,
+    NewLike,
+    NewComment,
+    MocPublished,
+    MocFeatured,
+    QuotaWarning,
+    QuotaExceeded,
+    SystemAnnouncement,
+    MaintenanceScheduled,
+}
+
+/// Every type name, in the plan's order.
+pub fn all_type_names() -> Vec<NotificationTypeName> {
+    use NotificationTypeName::*;
+    vec![
+        UploadStarted,
+        UploadComplete,
+        UploadFailed,
+        ProcessingComplete,
+        ProcessingFailed,
+        NewFollower,
+        NewLike,
+        NewComment,
+        MocPublished,
+        MocFeatured,
+        QuotaWarning,
+        QuotaExceeded,
+        SystemAnnouncement,
+        MaintenanceScheduled,
+    ]
+}
+
+/// A channel of a gateway: a named set of notification types users subscribe to.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "NotificationChannel",
+    namespaced,
+    status = "NotificationChannelStatus",
+    shortname = "nch",
+    category = "herald",
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayRef.name"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9._]{0,62})$')")
+        .message("the channel name (metadata.name) must be 1-63 characters of a-z, 0-9, '-', '_', '.'"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(self.adminOnly && has(self.requiredRole))").message("set adminOnly or requiredRole, not both"))]
+pub struct NotificationChannelSpec {
+    /// The NotificationGateway (same namespace) that serves this channel.
+    pub gateway_ref: GatewayRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The notification types of this channel; a type belongs to at most one channel of a gateway.
+    #[schemars(length(min = 1, max = 14), extend("x-kubernetes-list-type" = "set"))]
+    pub types: Vec<NotificationTypeName>,
+    /// Only users with the gateway's admin role may subscribe.
+    #[serde(default)]
+    pub admin_only: bool,
+    /// Only users with this role may subscribe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_role: Option<String>,
+    /// Users who never chose are subscribed.
+    #[serde(default = "yes")]
+    pub default_subscribed: bool,
+    /// Days notifications of this channel are kept (the gateway's retentionDays when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub retention_days: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct GatewayRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationChannelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn notification_type_names_match_the_gateway() {
+        let operator: Vec<String> = serde_json::to_value(crate::crd::all_type_names())
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let gateway: Vec<String> = herald_gateway::domain::notification::NotificationType::ALL
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        assert_eq!(operator, gateway);
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_gateway() {
+        let spec: NotificationGatewaySpec =
+            serde_json::from_value(serde_json::json!({"auth": {"jwksUrl": "https://issuer/jwks"}})).expect("minimal");
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.token_ttl_seconds, 60);
+        assert_eq!(spec.limits, LimitsSpec::default());
+        assert_eq!(spec.heartbeat, HeartbeatSpec::default());
+        assert_eq!(spec.service.port, 80);
+        assert!(!spec.paused);
+    }
+
+    #[test]
+    fn crds_carry_status_printer_columns_short_names_and_cel_rules() {
+        let gateway = serde_json::to_value(NotificationGateway::crd()).expect("json");
+        let version = &gateway["spec"]["versions"][0];
+        assert_eq!(gateway["spec"]["names"]["shortNames"], serde_json::json!(["ngw"]));
+        assert_eq!(gateway["spec"]["names"]["categories"], serde_json::json!(["herald"]));
+        assert!(version["subresources"]["status"].is_object());
+        assert!(
+            version["additionalPrinterColumns"]
+                .as_array()
+                .is_some_and(|c| c.len() == 4)
+        );
+        let text = gateway.to_string();
+        assert!(text.contains("self.spec.replicas <= 1"), "cross-field CEL rule present");
+        let channel = serde_json::to_value(NotificationChannel::crd()).expect("json");
+        assert_eq!(channel["spec"]["names"]["shortNames"], serde_json::json!(["nch"]));
+        assert!(channel.to_string().contains("x-kubernetes-list-type"));
+    }
+}

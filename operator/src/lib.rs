@@ -1,0 +1,4 @@
+//! Herald operator: custom resources for gateways and channels, and the controller that reconciles
+//! them into gateway deployments.
+
+pub mod crd;
