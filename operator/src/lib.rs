@@ -2,3 +2,4 @@
 //! them into gateway deployments.
 
 pub mod crd;
+pub mod render;

@@ -1,0 +1,546 @@
+//! What a NotificationGateway becomes: every child object, rendered as a pure function of the gateway
+//! and its accepted channels, so the controller only applies them (server-side apply) and tests can
+//! check them without an apiserver. Every child is owned by the gateway (garbage-collected with it).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec as CoreServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{NotificationChannel, NotificationGateway, SecretKeyRef, ServiceType};
+
+/// The port the gateway container listens on.
+pub const GATEWAY_PORT: i32 = 8080;
+/// Where the config and the signing keys are mounted in the gateway container.
+pub const CONFIG_DIR: &str = "/etc/herald/config";
+pub const KEYS_DIR: &str = "/etc/herald/keys";
+/// The gateway drains for this long on SIGTERM; the pod's termination grace is longer.
+pub const DRAIN_SECONDS: i64 = 20;
+/// Annotation on the pod template carrying the hash of the rendered config: a config change changes
+/// the template, which rolls the pods.
+pub const CHECKSUM_ANNOTATION: &str = "herald.dev/config-checksum";
+
+/// Names of a gateway's children, derived from the gateway's name.
+pub struct Names {
+    pub gateway: String,
+    pub config: String,
+    pub signing_keys: String,
+    pub rotation: String,
+}
+
+impl Names {
+    pub fn of(gateway: &NotificationGateway) -> Self {
+        let name = gateway.name_any();
+        Self {
+            config: format!("{name}-config"),
+            signing_keys: format!("{name}-signing-keys"),
+            rotation: format!("{name}-key-rotation"),
+            gateway: name,
+        }
+    }
+}
+
+/// Labels every child carries; the selector uses the first two.
+pub fn labels(gateway: &NotificationGateway) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "herald-gateway".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), gateway.name_any()),
+        ("app.kubernetes.io/managed-by".to_owned(), "herald-operator".to_owned()),
+    ])
+}
+
+fn selector(gateway: &NotificationGateway) -> BTreeMap<String, String> {
+    labels(gateway).into_iter().take(2).collect()
+}
+
+fn owner(gateway: &NotificationGateway) -> OwnerReference {
+    // `controller_owner_ref` only fails for objects without a name or uid, which every object read
+    // from the apiserver has; the fallback keeps rendering total for tests.
+    gateway.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: NotificationGateway::api_version(&()).into_owned(),
+        kind: NotificationGateway::kind(&()).into_owned(),
+        name: gateway.name_any(),
+        uid: gateway.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn meta(gateway: &NotificationGateway, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: gateway.namespace(),
+        labels: Some(labels(gateway)),
+        owner_references: Some(vec![owner(gateway)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The gateway's YAML configuration (the keys of `herald-gateway`'s `HERALD_CONFIG` file), with the
+/// accepted channels merged in. Secrets are never written here: they come from Secret-backed env.
+pub fn gateway_config(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> Value {
+    let spec = &gateway.spec;
+    let mut config = json!({
+        "listen": format!("0.0.0.0:{GATEWAY_PORT}"),
+        "log_format": "json",
+        "signing_keys_file": format!("{KEYS_DIR}/keys.json"),
+        "token_ttl_seconds": spec.token_ttl_seconds,
+        "max_connections_per_user": spec.limits.connections_per_user,
+        "max_tokens_per_minute": spec.limits.tokens_per_minute,
+        "max_connects_per_minute_per_ip": spec.limits.connects_per_minute_per_ip,
+        "max_messages_per_second": spec.limits.messages_per_second,
+        "max_subscription_changes_per_minute": spec.limits.subscription_changes_per_minute,
+        "heartbeat_interval_seconds": spec.heartbeat.interval_seconds,
+        "heartbeat_timeout_seconds": spec.heartbeat.timeout_seconds,
+        "retention_days": spec.retention_days,
+        "shutdown_grace_seconds": DRAIN_SECONDS,
+        "jwt_roles_claim": spec.auth.roles_claim,
+    });
+    let object = config.as_object_mut().expect("a JSON object literal");
+    if let Some(url) = &spec.auth.jwks_url {
+        object.insert("jwt_jwks_url".into(), json!(url));
+    }
+    if let Some(issuer) = &spec.auth.issuer {
+        object.insert("jwt_issuer".into(), json!(issuer));
+    }
+    if let Some(audience) = &spec.auth.audience {
+        object.insert("jwt_audience".into(), json!(audience));
+    }
+    if let Some(postgres) = &spec.postgres {
+        object.insert("database_max_connections".into(), json!(postgres.max_connections));
+    }
+    if let Some(redis) = &spec.redis {
+        let prefix = redis.prefix.clone().unwrap_or_else(|| {
+            format!(
+                "herald:{}:{}:",
+                gateway.namespace().unwrap_or_default(),
+                gateway.name_any()
+            )
+        });
+        object.insert("redis_prefix".into(), json!(prefix));
+    }
+    let mut channels: Vec<&&NotificationChannel> = channels.iter().collect();
+    channels.sort_by_key(|c| c.name_any());
+    if !channels.is_empty() {
+        let rendered: Vec<Value> = channels
+            .iter()
+            .map(|channel| {
+                let mut entry = json!({
+                    "name": channel.name_any(),
+                    "types": channel.spec.types,
+                    "admin_only": channel.spec.admin_only,
+                    "default_subscribed": channel.spec.default_subscribed,
+                });
+                let entry_object = entry.as_object_mut().expect("a JSON object literal");
+                if let Some(description) = &channel.spec.description {
+                    entry_object.insert("description".into(), json!(description));
+                }
+                if let Some(role) = &channel.spec.required_role {
+                    entry_object.insert("required_role".into(), json!(role));
+                }
+                if let Some(days) = channel.spec.retention_days {
+                    entry_object.insert("retention_days".into(), json!(days));
+                }
+                entry
+            })
+            .collect();
+        object.insert("channels".into(), json!(rendered));
+    }
+    config
+}
+
+/// The ConfigMap holding `gateway.yaml`, and the checksum that rolls the pods when it changes.
+pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> (ConfigMap, String) {
+    let yaml = serde_norway::to_string(&gateway_config(gateway, channels)).unwrap_or_default();
+    let checksum: String = Sha256::digest(yaml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config_map = ConfigMap {
+        metadata: meta(gateway, &Names::of(gateway).config),
+        data: Some(BTreeMap::from([("gateway.yaml".to_owned(), yaml)])),
+        ..ConfigMap::default()
+    };
+    (config_map, checksum)
+}
+
+/// The signing-key Secret as first created: one strong random key. Reconciles never overwrite it
+/// (the rotation job owns its content from then on).
+pub fn initial_signing_keys(gateway: &NotificationGateway, kid: &str, secret_base64: &str, not_before: &str) -> Secret {
+    let keys = json!({"keys": [{"kid": kid, "secret": secret_base64, "notBefore": not_before}]});
+    Secret {
+        metadata: meta(gateway, &Names::of(gateway).signing_keys),
+        string_data: Some(BTreeMap::from([("keys.json".to_owned(), keys.to_string())])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+fn secret_env(name: &str, reference: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}
+
+/// The gateway container's environment: the config file, and every secret from a Secret reference.
+pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
+    let spec = &gateway.spec;
+    let mut env = vec![plain_env("HERALD_CONFIG", &format!("{CONFIG_DIR}/gateway.yaml"))];
+    if let Some(postgres) = &spec.postgres {
+        env.push(secret_env("DATABASE_URL", &postgres.url_secret_ref));
+    } else {
+        // The embedded default keeps its SQLite file on the pod's scratch volume.
+        env.push(plain_env("HERALD_DATA_DIR", "/var/lib/herald"));
+    }
+    if let Some(redis) = &spec.redis {
+        env.push(secret_env("REDIS_URL", &redis.url_secret_ref));
+    }
+    if let Some(secret) = &spec.auth.hs256_secret_ref {
+        env.push(secret_env("HERALD_JWT_HS256_SECRET", secret));
+    }
+    if let Some(keys) = &spec.publisher_keys_secret_ref {
+        env.push(secret_env("HERALD_PUBLISHER_KEYS", keys));
+    }
+    env
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The Deployment: probes, non-root and read-only root filesystem, migrations in an init container
+/// (cluster mode), a rolling update that never goes below the desired count, and a termination grace
+/// longer than the gateway's drain.
+pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deployment {
+    let spec = &gateway.spec;
+    let names = Names::of(gateway);
+    let env = gateway_env(gateway);
+    let mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "signing-keys".into(),
+            mount_path: KEYS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "data".into(),
+            mount_path: "/var/lib/herald".into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    let gateway_container = Container {
+        name: "gateway".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        args: Some(vec!["serve".into()]),
+        env: Some(env.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: GATEWAY_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        resources: spec.resources.clone(),
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(mounts.clone()),
+        ..Container::default()
+    };
+    let init_containers = spec.postgres.as_ref().map(|_| {
+        vec![Container {
+            name: "migrate".into(),
+            image: Some(spec.image.clone()),
+            image_pull_policy: spec.image_pull_policy.clone(),
+            args: Some(vec!["migrate".into()]),
+            env: Some(env),
+            security_context: Some(restricted_security_context()),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }]
+    });
+    let pod_labels = labels(gateway);
+    Deployment {
+        metadata: meta(gateway, &names.gateway),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(gateway)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CHECKSUM_ANNOTATION.to_owned(),
+                        config_checksum.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![gateway_container],
+                    init_containers,
+                    termination_grace_period_seconds: Some(DRAIN_SECONDS + 10),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65_532),
+                        run_as_group: Some(65_532),
+                        fs_group: Some(65_532),
+                        ..PodSecurityContext::default()
+                    }),
+                    node_selector: spec.node_selector.clone(),
+                    tolerations: spec.tolerations.clone(),
+                    affinity: spec.affinity.clone(),
+                    automount_service_account_token: Some(false),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names.config.clone(),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "signing-keys".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.signing_keys.clone()),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "data".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+pub fn service(gateway: &NotificationGateway) -> Service {
+    let service_type = match gateway.spec.service.service_type {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: meta(gateway, &gateway.name_any()),
+        spec: Some(CoreServiceSpec {
+            type_: Some(service_type.into()),
+            selector: Some(selector(gateway)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: gateway.spec.service.port,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..CoreServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Only with more than one replica: one pod may be disrupted at a time.
+pub fn pod_disruption_budget(gateway: &NotificationGateway) -> Option<PodDisruptionBudget> {
+    (gateway.spec.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(gateway, &gateway.name_any()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(gateway)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+/// The key-rotation job's identity: a ServiceAccount, and a Role that can only get and patch the one
+/// signing-key Secret of this gateway.
+pub fn rotation_rbac(gateway: &NotificationGateway) -> (ServiceAccount, Role, RoleBinding) {
+    let names = Names::of(gateway);
+    let account = ServiceAccount {
+        metadata: meta(gateway, &names.rotation),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(gateway, &names.rotation),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(vec![names.signing_keys.clone()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(gateway, &names.rotation),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: names.rotation.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: names.rotation.clone(),
+            namespace: gateway.namespace(),
+            ..Subject::default()
+        }]),
+    };
+    (account, role, binding)
+}
+
+/// The key-rotation CronJob, running the operator image's rotation command (DESIGN.md: add a key
+/// with a future `notBefore`, drop keys older than the grace period).
+pub fn rotation_cron_job(gateway: &NotificationGateway, operator_image: &str) -> CronJob {
+    let names = Names::of(gateway);
+    let container = Container {
+        name: "rotate".into(),
+        image: Some(operator_image.to_owned()),
+        args: Some(vec![
+            "rotate-keys".into(),
+            format!("--secret={}", names.signing_keys),
+            format!("--grace-seconds={}", gateway.spec.rotation.grace_period_seconds),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAMESPACE".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                    field_path: "metadata.namespace".into(),
+                    ..Default::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        security_context: Some(restricted_security_context()),
+        ..Container::default()
+    };
+    CronJob {
+        metadata: meta(gateway, &names.rotation),
+        spec: Some(CronJobSpec {
+            schedule: gateway.spec.rotation.schedule.clone(),
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(1),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(JobSpec {
+                    backoff_limit: Some(3),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels(gateway)),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(PodSpec {
+                            service_account_name: Some(names.rotation.clone()),
+                            restart_policy: Some("OnFailure".into()),
+                            containers: vec![container],
+                            security_context: Some(PodSecurityContext {
+                                run_as_non_root: Some(true),
+                                run_as_user: Some(65_532),
+                                ..PodSecurityContext::default()
+                            }),
+                            ..PodSpec::default()
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

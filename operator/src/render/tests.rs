@@ -1,0 +1,195 @@
+use super::*;
+use crate::crd::{GatewayRef, NotificationChannelSpec, NotificationGatewaySpec, NotificationTypeName};
+
+fn gateway(spec: serde_json::Value) -> NotificationGateway {
+    let spec: NotificationGatewaySpec = serde_json::from_value(spec).expect("spec");
+    let mut gateway = NotificationGateway::new("alerts", spec);
+    gateway.metadata.namespace = Some("apps".into());
+    gateway.metadata.uid = Some("1f5a2b58-0000-4000-8000-000000000001".into());
+    gateway
+}
+
+fn cluster_gateway() -> NotificationGateway {
+    gateway(json!({
+        "replicas": 3,
+        "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+        "redis": {"urlSecretRef": {"name": "cache", "key": "url"}},
+        "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "hs256SecretRef": {"name": "jwt", "key": "secret"}},
+        "publisherKeysSecretRef": {"name": "publishers", "key": "keys"},
+    }))
+}
+
+fn channel(name: &str, types: Vec<NotificationTypeName>) -> NotificationChannel {
+    let mut channel = NotificationChannel::new(
+        name,
+        NotificationChannelSpec {
+            gateway_ref: GatewayRef { name: "alerts".into() },
+            description: Some(format!("{name} things")),
+            types,
+            admin_only: name == "ops",
+            required_role: None,
+            default_subscribed: true,
+            retention_days: Some(30),
+        },
+    );
+    channel.metadata.namespace = Some("apps".into());
+    channel
+}
+
+fn assert_owned(meta: &ObjectMeta) {
+    let owners = meta.owner_references.as_ref().expect("owner references");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "NotificationGateway");
+    assert_eq!(owners[0].name, "alerts");
+    assert_eq!(owners[0].controller, Some(true));
+    assert_eq!(meta.namespace.as_deref(), Some("apps"));
+}
+
+#[test]
+fn every_child_is_owned_by_the_gateway() {
+    let gw = cluster_gateway();
+    let (config, checksum) = config_map(&gw, &[]);
+    assert_owned(&config.metadata);
+    assert_owned(&deployment(&gw, &checksum).metadata);
+    assert_owned(&service(&gw).metadata);
+    assert_owned(&pod_disruption_budget(&gw).expect("pdb").metadata);
+    assert_owned(&initial_signing_keys(&gw, "k1", "c2VjcmV0", "2026-01-01T00:00:00Z").metadata);
+    let (account, role, binding) = rotation_rbac(&gw);
+    assert_owned(&account.metadata);
+    assert_owned(&role.metadata);
+    assert_owned(&binding.metadata);
+    assert_owned(&rotation_cron_job(&gw, "operator:1").metadata);
+}
+
+#[test]
+fn the_rendered_config_is_one_the_gateway_accepts() {
+    use herald_gateway::config::{Config, Options};
+    let gw = cluster_gateway();
+    let social = channel(
+        "social",
+        vec![NotificationTypeName::NewLike, NotificationTypeName::NewComment],
+    );
+    let ops = channel("ops", vec![NotificationTypeName::MaintenanceScheduled]);
+    let (config_map, _) = config_map(&gw, &[&social, &ops]);
+    let yaml = &config_map.data.as_ref().expect("data")["gateway.yaml"];
+    let mut options: Options = serde_norway::from_str(yaml).expect("the gateway parses every key");
+    // What the Deployment passes through Secret-backed environment variables.
+    options.database_url = Some("postgres://herald@db/herald".into());
+    options.redis_url = Some("redis://cache:6379".into());
+    options.jwt_hs256_secret = Some("an-hs256-secret-that-is-long-enough-0123".into());
+    options.signing_keys_file = None;
+    options.token_secret = Some("a-token-secret-that-is-long-enough-0123456".into());
+    let config = Config::resolve(options).expect("the gateway starts with this configuration");
+    let names: Vec<&str> = config.catalog.channels().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ops", "social"]);
+    assert!(config.catalog.get("ops").expect("ops").admin_only);
+    assert_eq!(config.connections.max_per_user, 5);
+    assert_eq!(config.listen.port(), GATEWAY_PORT as u16);
+    assert!(!yaml.contains("an-hs256-secret"), "no secret in the ConfigMap");
+}
+
+#[test]
+fn the_checksum_follows_the_config_and_only_the_config() {
+    let gw = cluster_gateway();
+    let (_, first) = config_map(&gw, &[]);
+    let (_, same) = config_map(&gw, &[]);
+    assert_eq!(first, same);
+    let mut changed = gw.clone();
+    changed.spec.limits.connections_per_user = 3;
+    assert_ne!(config_map(&changed, &[]).1, first);
+    let social = channel("social", vec![NotificationTypeName::NewLike]);
+    assert_ne!(
+        config_map(&gw, &[&social]).1,
+        first,
+        "a channel change rolls the pods too"
+    );
+    let mut scaled = gw.clone();
+    scaled.spec.replicas = 5;
+    assert_eq!(config_map(&scaled, &[]).1, first, "scaling does not restart pods");
+    let template = deployment(&gw, &first).spec.expect("spec").template;
+    assert_eq!(
+        template.metadata.expect("meta").annotations.expect("annotations")[CHECKSUM_ANNOTATION],
+        first
+    );
+}
+
+#[test]
+fn the_deployment_is_safe_by_default() {
+    let gw = cluster_gateway();
+    let spec = deployment(&gw, "abc").spec.expect("spec");
+    assert_eq!(spec.replicas, Some(3));
+    let rolling = spec.strategy.expect("strategy").rolling_update.expect("rolling");
+    assert_eq!(
+        rolling.max_unavailable,
+        Some(IntOrString::Int(0)),
+        "never below the desired count"
+    );
+    let pod = spec.template.spec.expect("pod");
+    assert!(pod.termination_grace_period_seconds.expect("grace") > DRAIN_SECONDS);
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().expect("security context");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let probe_path = |p: &Option<Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|g| g.path.clone())
+    };
+    assert_eq!(probe_path(&container.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(probe_path(&container.readiness_probe).as_deref(), Some("/readyz"));
+    let init = pod.init_containers.expect("migrations run first in cluster mode");
+    assert_eq!(init[0].args.as_deref(), Some(&["migrate".to_owned()][..]));
+    // Secrets only ever come from Secret references.
+    let env = container.env.as_ref().expect("env");
+    for name in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "HERALD_JWT_HS256_SECRET",
+        "HERALD_PUBLISHER_KEYS",
+    ] {
+        let var = env
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(
+            var.value.is_none()
+                && var
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .is_some(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_single_embedded_replica_has_no_pdb_and_no_migrations() {
+    let gw = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}));
+    assert!(pod_disruption_budget(&gw).is_none());
+    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    assert!(pod.init_containers.is_none());
+    let env = pod.containers[0].env.clone().expect("env");
+    assert!(env.iter().any(|v| v.name == "HERALD_DATA_DIR"));
+    assert!(!env.iter().any(|v| v.name == "DATABASE_URL"));
+}
+
+#[test]
+fn the_rotation_job_can_touch_only_its_own_secret() {
+    let gw = cluster_gateway();
+    let (_, role, binding) = rotation_rbac(&gw);
+    let rules = role.rules.expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].resources.as_deref(), Some(&["secrets".to_owned()][..]));
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["alerts-signing-keys".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get", "patch"]);
+    assert_eq!(binding.subjects.expect("subjects")[0].name, "alerts-key-rotation");
+    let job = rotation_cron_job(&gw, "operator:1").spec.expect("spec");
+    assert_eq!(job.schedule, "0 3 * * 0");
+    let pod = job.job_template.spec.expect("job").template.spec.expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some("alerts-key-rotation"));
+}
