@@ -1,5 +1,6 @@
 //! Herald operator: custom resources for gateways and channels, and the controller that reconciles
 //! them into gateway deployments.
 
+pub mod channels;
 pub mod crd;
 pub mod render;
