@@ -2,5 +2,8 @@
 //! them into gateway deployments.
 
 pub mod channels;
+pub mod controller;
 pub mod crd;
+pub mod keys;
+pub mod metrics;
 pub mod render;

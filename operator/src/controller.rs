@@ -1,0 +1,343 @@
+//! The reconcilers. A gateway reconcile renders every child (`render`), applies them with server-side
+//! apply (unchanged objects are not written), creates the signing-key Secret once, judges the
+//! gateway's channels (`channels`) and records the verdicts, then writes status only when it changed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::channels::{self, Refusal};
+use crate::crd::{NotificationChannel, NotificationChannelStatus, NotificationGateway, NotificationGatewayStatus};
+use crate::metrics::Metrics;
+use crate::render::{self, Names};
+
+/// Field manager of every server-side apply.
+pub const MANAGER: &str = "herald-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Image of the key-rotation CronJob (the operator's own image).
+    pub operator_image: String,
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + std::fmt::Debug,
+    K: Serialize + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or_else(|| Error::Invalid("a rendered object has no name".into()))?;
+    Ok(api
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
+        .await?)
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// A condition, keeping its previous transition time when its status did not change (so an
+/// unchanged object gets an identical status and nothing is written).
+fn condition(
+    previous: &[Condition],
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map_or_else(now, |c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+async fn publish(ctx: &Context, object: &impl Resource<DynamicType = ()>, warning: bool, reason: &str, note: String) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %err, "event not recorded");
+    }
+}
+
+/// The signing-key Secret is created once with a strong random key and never overwritten.
+async fn ensure_signing_keys(ctx: &Context, gateway: &NotificationGateway, namespace: &str) -> Result<Option<String>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = Names::of(gateway).signing_keys;
+    if let Some(existing) = api.get_opt(&name).await? {
+        return Ok(active_key_id(&existing));
+    }
+    let secret = crate::keys::random_secret_base64();
+    let kid = crate::keys::new_kid();
+    let created = render::initial_signing_keys(
+        gateway,
+        &kid,
+        &secret,
+        &crate::keys::rfc3339(k8s_openapi::jiff::Timestamp::now()),
+    );
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..PostParams::default()
+            },
+            &created,
+        )
+        .await
+    {
+        Ok(_) => {
+            publish(
+                ctx,
+                gateway,
+                false,
+                "SigningKeyCreated",
+                format!("created Secret {name} with key {kid}"),
+            )
+            .await;
+            Ok(Some(kid))
+        }
+        // Created concurrently (another reconcile or a restore): keep theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Ok(api.get_opt(&name).await?.and_then(|s| active_key_id(&s)))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn active_key_id(secret: &Secret) -> Option<String> {
+    let raw = secret.data.as_ref()?.get("keys.json")?;
+    crate::keys::active_kid(&raw.0, k8s_openapi::jiff::Timestamp::now())
+}
+
+pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciled();
+    let namespace = gateway
+        .namespace()
+        .ok_or_else(|| Error::Invalid("NotificationGateway without a namespace".into()))?;
+    if gateway.spec.paused {
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+    let channels_api: Api<NotificationChannel> = Api::namespaced(client.clone(), &namespace);
+    let channels: Vec<NotificationChannel> = channels_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.spec.gateway_ref.name == gateway.name_any())
+        .collect();
+    let verdicts = channels::judge(&channels);
+
+    let (config_map, checksum) = render::config_map(&gateway, &verdicts.accepted);
+    apply::<ConfigMap>(client, &namespace, &config_map).await?;
+    let active_key = ensure_signing_keys(&ctx, &gateway, &namespace).await?;
+    let deployment = apply::<Deployment>(client, &namespace, &render::deployment(&gateway, &checksum)).await?;
+    apply::<Service>(client, &namespace, &render::service(&gateway)).await?;
+    match render::pod_disruption_budget(&gateway) {
+        Some(pdb) => {
+            apply::<PodDisruptionBudget>(client, &namespace, &pdb).await?;
+        }
+        None => {
+            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+            if api.get_opt(&gateway.name_any()).await?.is_some() {
+                api.delete(&gateway.name_any(), &DeleteParams::default()).await?;
+            }
+        }
+    }
+    let (account, role, binding) = render::rotation_rbac(&gateway);
+    apply::<ServiceAccount>(client, &namespace, &account).await?;
+    apply::<Role>(client, &namespace, &role).await?;
+    apply::<RoleBinding>(client, &namespace, &binding).await?;
+    apply::<CronJob>(
+        client,
+        &namespace,
+        &render::rotation_cron_job(&gateway, &ctx.operator_image),
+    )
+    .await?;
+
+    for channel in &verdicts.accepted {
+        set_channel_status(&ctx, channel, None).await?;
+    }
+    for (channel, refusal) in &verdicts.refused {
+        set_channel_status(&ctx, channel, Some(refusal)).await?;
+    }
+
+    let desired = gateway.spec.replicas;
+    let status = deployment.status.unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let previous = gateway.status.clone().unwrap_or_default();
+    let generation = gateway.metadata.generation;
+    let progressing = updated < desired || ready < desired;
+    let conditions = vec![
+        condition(
+            &previous.conditions,
+            "Ready",
+            ready >= desired,
+            if ready >= desired {
+                "ReplicasReady"
+            } else {
+                "ReplicasNotReady"
+            },
+            format!("{ready} of {desired} replicas ready"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Progressing",
+            progressing,
+            if progressing { "RollingOut" } else { "Complete" },
+            format!("{updated} of {desired} replicas updated"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Degraded",
+            !verdicts.refused.is_empty(),
+            if verdicts.refused.is_empty() {
+                "AllChannelsAccepted"
+            } else {
+                "ChannelsRefused"
+            },
+            format!("{} channel(s) refused", verdicts.refused.len()),
+            generation,
+        ),
+    ];
+    let next = NotificationGatewayStatus {
+        observed_generation: generation,
+        conditions,
+        ready_replicas: Some(ready),
+        active_key_id: active_key,
+        last_rotation: previous.last_rotation.clone(),
+    };
+    if gateway.status.as_ref() != Some(&next) {
+        let api: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
+        let patch = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "status": next});
+        api.patch_status(
+            &gateway.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        if gateway.status.as_ref().and_then(|s| s.observed_generation) != generation {
+            publish(
+                &ctx,
+                gateway.as_ref(),
+                false,
+                "Reconciled",
+                format!("applied generation {}", generation.unwrap_or_default()),
+            )
+            .await;
+        }
+    }
+    ctx.metrics.observe(started.elapsed());
+    ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Records a channel's verdict (`Accepted`), writing only when it changed.
+async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, refusal: Option<&Refusal>) -> Result<()> {
+    let previous = channel.status.clone().unwrap_or_default();
+    let (accepted, reason, message) = match refusal {
+        None => (true, "Accepted", "served by its gateway".to_owned()),
+        Some(refusal) => (false, refusal.reason, refusal.message.clone()),
+    };
+    let next = NotificationChannelStatus {
+        observed_generation: channel.metadata.generation,
+        conditions: vec![condition(
+            &previous.conditions,
+            "Accepted",
+            accepted,
+            reason,
+            message.clone(),
+            channel.metadata.generation,
+        )],
+    };
+    if channel.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    let namespace = channel.namespace().unwrap_or_default();
+    let api: Api<NotificationChannel> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannel", "status": next});
+    api.patch_status(
+        &channel.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if !accepted {
+        publish(ctx, channel, true, reason, message).await;
+    }
+    Ok(())
+}
+
+/// A channel whose gateway does not exist is refused here; channels of existing gateways are judged
+/// by the gateway's reconcile (the gateway is requeued when one of its channels changes).
+pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled();
+    let namespace = channel.namespace().unwrap_or_default();
+    let gateways: Api<NotificationGateway> = Api::namespaced(ctx.client.clone(), &namespace);
+    if gateways.get_opt(&channel.spec.gateway_ref.name).await?.is_none() {
+        let refusal = Refusal {
+            reason: "GatewayNotFound",
+            message: format!(
+                "no NotificationGateway `{}` in namespace `{namespace}`",
+                channel.spec.gateway_ref.name
+            ),
+        };
+        set_channel_status(&ctx, &channel, Some(&refusal)).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Errors requeue with a backoff that grows with the failures of the same object.
+pub fn error_policy<K: Resource>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed();
+    let failures = ctx.metrics.failures_of(&object.meta().uid.clone().unwrap_or_default());
+    tracing::warn!(error = %error, failures, "reconcile failed");
+    Action::requeue(Duration::from_secs((5u64 << failures.min(6)).min(300)))
+}
