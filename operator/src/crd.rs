@@ -458,3 +458,35 @@ mod tests {
         assert!(channel.to_string().contains("x-kubernetes-list-type"));
     }
 }
+
+/// The shipped examples parse as the resources they claim to be.
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    fn documents(path: &str) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR"))).expect("example");
+        text.split("\n---\n")
+            .map(|doc| serde_norway::from_str::<serde_json::Value>(doc).expect("YAML"))
+            .collect()
+    }
+
+    #[test]
+    fn examples_are_valid_resources() {
+        for file in ["gateway-embedded.yaml", "gateway-cluster.yaml", "channels.yaml"] {
+            for document in documents(file) {
+                match document["kind"].as_str() {
+                    Some("NotificationGateway") => {
+                        serde_json::from_value::<NotificationGateway>(document).expect("gateway");
+                    }
+                    Some("NotificationChannel") => {
+                        serde_json::from_value::<NotificationChannel>(document).expect("channel");
+                    }
+                    Some("Secret") => {}
+                    other => panic!("unexpected kind {other:?} in {file}"),
+                }
+            }
+        }
+    }
+}

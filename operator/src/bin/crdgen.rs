@@ -1,8 +1,8 @@
 //! Renders the CustomResourceDefinitions from the Rust types, one YAML file per CRD.
 //!
 //! `crdgen` prints them; `crdgen --write DIR` writes `DIR/<plural>.<group>.yaml`; `crdgen --check DIR`
-//! exits non-zero when a file in DIR differs from what the types render (CI runs this: `crds/` is
-//! never edited by hand).
+//! exits non-zero when a file in DIR differs from what the types render (CI checks `crds/` and the
+//! chart's `charts/herald-operator/crds/`: neither is ever edited by hand).
 
 use std::path::Path;
 
