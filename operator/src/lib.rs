@@ -5,5 +5,6 @@ pub mod channels;
 pub mod controller;
 pub mod crd;
 pub mod keys;
+pub mod leader;
 pub mod metrics;
 pub mod render;

@@ -55,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
         operator_image: cli.operator_image,
     });
 
-    let server = serve_metrics(cli.metrics_addr, metrics);
+    let server = tokio::spawn(serve_metrics(cli.metrics_addr, metrics));
+    lead(&client).await?;
     let gateways: Api<NotificationGateway> = Api::all(client.clone());
     let channels: Api<NotificationChannel> = Api::all(client.clone());
     let gateway_controller = Controller::new(gateways, watcher::Config::default())
@@ -90,9 +91,49 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("operator:started");
     tokio::select! {
         () = async { tokio::join!(gateway_controller, channel_controller); } => {}
-        result = server => result?,
+        result = server => result??,
     }
     tracing::info!("operator:stopped");
+    Ok(())
+}
+
+/// Waits until this replica holds the Lease, then keeps renewing it in the background. Losing it
+/// exits the process: another replica leads, and Kubernetes restarts this one as a follower.
+async fn lead(client: &Client) -> anyhow::Result<()> {
+    use herald_operator::leader::LeaderElection;
+    use k8s_openapi::api::coordination::v1::Lease;
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("herald-operator-{}", std::process::id()));
+    let duration = std::time::Duration::from_secs(15);
+    let election = LeaderElection::new(
+        Api::<Lease>::namespaced(client.clone(), &namespace),
+        "herald-operator",
+        &identity,
+        duration,
+    );
+    while !election.try_lead().await? {
+        tracing::info!(identity, "leader:following");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    tracing::info!(identity, "leader:elected");
+    tokio::spawn(async move {
+        let mut last_success = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            match election.try_lead().await {
+                Ok(true) => last_success = std::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("leader:lost, exiting");
+                    std::process::exit(1);
+                }
+                Err(err) if last_success.elapsed() < duration => tracing::warn!(error = %err, "leader:renew-failed"),
+                Err(err) => {
+                    tracing::error!(error = %err, "leader:expired, exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    });
     Ok(())
 }
 
