@@ -1,0 +1,209 @@
+//! Contract test: the Deployment and ConfigMap the operator renders for a sample gateway, run for real.
+//! The container's args, its environment (Secret references resolved to test values) and its mounted
+//! files (ConfigMap and Secret volumes, written to a temporary root) start the real `herald-gateway`
+//! binary against the test PostgreSQL and Redis, and a token -> connect -> publish -> receive round trip
+//! goes through it. This proves the operator configures a gateway that works.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use herald_e2e::{GatewayProcess, TempDir, fresh_database, recv_json, run_to_exit, service_url};
+use herald_operator::crd::{NotificationChannel, NotificationGateway};
+use herald_operator::render;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, Secret};
+use serde_json::{Value, json};
+
+const JWT_SECRET: &str = "contract-user-jwt-secret-0123456789-abcdef";
+const PUBLISHER_KEY: &str = "contract-publisher-key-0123456789abcdef";
+
+fn sample(database_secret: &str, redis_secret: &str) -> (NotificationGateway, NotificationChannel) {
+    let mut gateway: NotificationGateway = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+        "metadata": {"name": "contract", "namespace": "apps", "uid": "7c1c7d2e-0000-4000-8000-00000000c0de"},
+        "spec": {
+            "replicas": 2,
+            "postgres": {"urlSecretRef": {"name": database_secret, "key": "url"}},
+            "redis": {"urlSecretRef": {"name": redis_secret, "key": "url"}},
+            "auth": {"hs256SecretRef": {"name": "jwt", "key": "secret"}},
+            "publisherKeysSecretRef": {"name": "publishers", "key": "keys"},
+        }
+    }))
+    .expect("gateway");
+    gateway.metadata.generation = Some(1);
+    let channel: NotificationChannel = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannel",
+        "metadata": {"name": "social", "namespace": "apps"},
+        "spec": {"gatewayRef": {"name": "contract"}, "types": ["new_like", "new_comment"]},
+    }))
+    .expect("channel");
+    (gateway, channel)
+}
+
+/// Maps a container path onto the temporary root.
+fn host_path(root: &Path, container_path: &str) -> PathBuf {
+    root.join(container_path.trim_start_matches('/'))
+}
+
+/// Rewrites container paths inside a value (env, file content) to their place under `root`.
+fn relocate(root: &Path, text: &str) -> String {
+    text.replace(
+        "/etc/herald/",
+        &format!("{}/", host_path(root, "/etc/herald").display()),
+    )
+    .replace(
+        "/var/lib/herald",
+        &host_path(root, "/var/lib/herald").display().to_string(),
+    )
+}
+
+/// Writes every volume the container mounts, as the kubelet would, under `root`.
+fn mount_volumes(root: &Path, pod: &PodSpec, container: &Container, config: &ConfigMap, keys: &Secret) {
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let volume = pod
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == mount.name))
+            .expect("every mount has a volume");
+        let dir = host_path(root, &mount.mount_path);
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        let files: Vec<(String, String)> = if volume.config_map.is_some() {
+            config.data.clone().unwrap_or_default().into_iter().collect()
+        } else if volume.secret.is_some() {
+            keys.string_data.clone().unwrap_or_default().into_iter().collect()
+        } else {
+            Vec::new() // emptyDir
+        };
+        for (name, content) in files {
+            std::fs::write(dir.join(name), relocate(root, &content)).expect("write mounted file");
+        }
+    }
+}
+
+/// The container's environment with every Secret reference resolved from `secrets`.
+fn resolve_env(root: &Path, env: &[EnvVar], secrets: &HashMap<(&str, &str), String>) -> Vec<(String, String)> {
+    env.iter()
+        .map(|var| {
+            let value = match (
+                &var.value,
+                var.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()),
+            ) {
+                (Some(value), _) => relocate(root, value),
+                (None, Some(reference)) => secrets
+                    .get(&(reference.name.as_str(), reference.key.as_str()))
+                    .unwrap_or_else(|| panic!("no test value for Secret {}/{}", reference.name, reference.key))
+                    .clone(),
+                (None, None) => panic!("{} has neither a value nor a Secret reference", var.name),
+            };
+            (var.name.clone(), value)
+        })
+        .collect()
+}
+
+fn user_jwt(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 300;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("jwt")
+}
+
+#[tokio::test]
+async fn the_rendered_deployment_runs_a_working_gateway() {
+    let Some(admin) = service_url("HERALD_TEST_DATABASE_URL") else {
+        return;
+    };
+    let Some(redis_url) = service_url("HERALD_TEST_REDIS_URL") else {
+        return;
+    };
+    let (gateway, channel) = sample("db", "cache");
+    let (config, checksum) = render::config_map(&gateway, &[&channel]);
+    let keys = render::initial_signing_keys(
+        &gateway,
+        &herald_operator::keys::new_kid(),
+        &herald_operator::keys::random_secret_base64(),
+        "2026-01-01T00:00:00Z",
+    );
+    let deployment = render::deployment(&gateway, &checksum);
+    let pod = deployment.spec.expect("spec").template.spec.expect("pod");
+    let secrets: HashMap<(&str, &str), String> = HashMap::from([
+        (("db", "url"), fresh_database(&admin)),
+        (("cache", "url"), redis_url),
+        (("jwt", "secret"), JWT_SECRET.to_owned()),
+        (("publishers", "keys"), format!("contract={PUBLISHER_KEY}")),
+    ]);
+    let root = TempDir::new();
+
+    // The init container first: migrations, with its own args, env and mounts.
+    let init = &pod.init_containers.clone().expect("migrations run first")[0];
+    mount_volumes(&root.0, &pod, init, &config, &keys);
+    let init_env = resolve_env(&root.0, init.env.as_deref().unwrap_or_default(), &secrets);
+    let init_env: Vec<(&str, &str)> = init_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let init_args: Vec<&str> = init
+        .args
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let (status, output) = run_to_exit(&init_args, &init_env);
+    assert!(status.success(), "the migrate init container succeeds: {output}");
+
+    // Then the gateway container.
+    let container = &pod.containers[0];
+    mount_volumes(&root.0, &pod, container, &config, &keys);
+    let env = resolve_env(&root.0, container.env.as_deref().unwrap_or_default(), &secrets);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args: Vec<&str> = container
+        .args
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let gateway_process = GatewayProcess::start(&args, &env);
+
+    // Token -> connect -> publish -> receive, through the gateway the operator configured.
+    let http = reqwest::Client::new();
+    let issued: Value = http
+        .post(gateway_process.url("/ws/token"))
+        .bearer_auth(user_jwt("alice"))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("json");
+    let token = issued["token"].as_str().expect("a token from the configured gateway");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", gateway_process.addr))
+        .await
+        .expect("websocket");
+    let connected = recv_json(&mut ws).await;
+    assert_eq!(
+        connected["payload"]["subscriptions"],
+        json!(["social"]),
+        "the CR's channel reached the gateway"
+    );
+    let published = http
+        .post(gateway_process.url("/api/publish"))
+        .bearer_auth(PUBLISHER_KEY)
+        .json(&json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "from the contract test"}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), 202);
+    let notification = loop {
+        let message = recv_json(&mut ws).await;
+        if message["type"] == "notification" {
+            break message;
+        }
+    };
+    assert_eq!(notification["payload"]["title"], "from the contract test");
+    assert_eq!(notification["payload"]["channel"], "social");
+    drop(ws);
+}
