@@ -1,0 +1,172 @@
+//! The `herald-operator` binary against the test kube-apiserver: it elects a leader through a Lease,
+//! serves `/healthz` and `/metrics`, reconciles a gateway it was never told about directly (through its
+//! watches), records events, and a second replica follows instead of reconciling.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_operator::crd::NotificationGateway;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::json;
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn operator_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.ancestors().nth(2).expect("target dir").join("herald-operator")
+}
+
+fn start_operator(namespace: &str, pod: &str, port: u16) -> Operator {
+    let child = Command::new(operator_binary())
+        .env("HERALD_OPERATOR_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("POD_NAMESPACE", namespace)
+        .env("POD_NAME", pod)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald-operator starts (built by scripts/test)");
+    Operator(child)
+}
+
+/// Polls `check` every 100 ms for up to 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() {
+    if herald_e2e::service_url("KUBECONFIG").is_none() {
+        return;
+    }
+    let client = Client::try_default().await.expect("client");
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in [
+        NotificationGateway::crd(),
+        herald_operator::crd::NotificationChannel::crd(),
+    ] {
+        let name = kube::ResourceExt::name_any(&crd);
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("herald-tests").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD");
+    }
+    let namespace = format!("op-{}", std::process::id());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+
+    let port = herald_e2e::free_port();
+    let _leader = start_operator(&namespace, "operator-a", port);
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    eventually("/healthz", || async {
+        http.get(&health).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let holder = || async {
+        leases
+            .get_opt("herald-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    eventually("the lease", || async {
+        holder().await.as_deref() == Some("operator-a")
+    })
+    .await;
+
+    // A second replica follows: the lease stays with the first.
+    let follower_port = herald_e2e::free_port();
+    let _follower = start_operator(&namespace, "operator-b", follower_port);
+    let follower_health = format!("http://127.0.0.1:{follower_port}/healthz");
+    eventually("the follower's /healthz", || async {
+        http.get(&follower_health).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holder().await.as_deref(), Some("operator-a"));
+
+    // The leader reconciles a gateway as soon as it appears.
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
+    let gateway: NotificationGateway = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "watched"},
+        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
+    }))
+    .expect("gateway");
+    gateways
+        .create(&PostParams::default(), &gateway)
+        .await
+        .expect("gateway created");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    eventually("the ConfigMap", || async {
+        config_maps.get_opt("watched-config").await.ok().flatten().is_some()
+    })
+    .await;
+    eventually("status", || async {
+        gateways
+            .get_status("watched")
+            .await
+            .ok()
+            .and_then(|g| g.status)
+            .is_some_and(|s| s.observed_generation.is_some())
+    })
+    .await;
+
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let reconciles: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_operator_reconciles_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("reconcile counter");
+    assert!(reconciles >= 1, "{metrics}");
+    assert!(metrics.contains("herald_operator_reconcile_duration_seconds_count"));
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    eventually("an event about the gateway", || async {
+        events.list(&ListParams::default()).await.is_ok_and(|list| {
+            list.items
+                .iter()
+                .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("watched"))
+        })
+    })
+    .await;
+}
