@@ -334,10 +334,16 @@ pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Conte
     Ok(Action::await_change())
 }
 
-/// Errors requeue with a backoff that grows with the failures of the same object.
-pub fn error_policy<K: Resource>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Errors requeue with a backoff that grows with the failures of the same object, and are recorded as
+/// a Warning event on the object.
+pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
     ctx.metrics.failed();
     let failures = ctx.metrics.failures_of(&object.meta().uid.clone().unwrap_or_default());
     tracing::warn!(error = %error, failures, "reconcile failed");
+    let note = error.to_string();
+    tokio::spawn(async move { publish(&ctx, object.as_ref(), true, "ReconcileFailed", note).await });
     Action::requeue(Duration::from_secs((5u64 << failures.min(6)).min(300)))
 }

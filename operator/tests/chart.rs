@@ -88,3 +88,116 @@ async fn every_rendered_manifest_passes_a_server_side_dry_run() {
         ]
     );
 }
+
+/// The chart's ClusterRole is enough: a reconcile made as the chart's ServiceAccount (impersonated)
+/// succeeds, children and statuses included.
+#[tokio::test]
+async fn the_least_privilege_cluster_role_is_enough_to_reconcile() {
+    use std::sync::Arc;
+
+    use herald_operator::controller::{self, Context};
+    use herald_operator::crd::{NotificationChannel, NotificationGateway};
+    use kube::CustomResourceExt;
+    use kube::runtime::events::{Recorder, Reporter};
+
+    let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
+        return;
+    };
+    if herald_e2e::service_url("KUBECONFIG").is_none() {
+        return;
+    }
+    let namespace = format!("rbac-{}", std::process::id());
+    let release = format!("r{}", std::process::id());
+    let (ok, rendered) = helm(&bin, &["template", &release, CHART, "--namespace", &namespace]);
+    assert!(ok, "helm template: {rendered}");
+    let admin = Client::try_default().await.expect("client");
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("ns");
+    let _ = Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    for crd in [NotificationGateway::crd(), NotificationChannel::crd()] {
+        let name = kube::ResourceExt::name_any(&crd);
+        crds.patch(&name, &PatchParams::apply("herald-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("CRD");
+    }
+    // Install the chart's RBAC for real.
+    let mut account = String::new();
+    for document in rendered.split("\n---").filter(|d| d.contains("kind:")) {
+        let object: DynamicObject = serde_norway::from_str(document).expect("object");
+        let types = object.types.clone().expect("types");
+        if !["ServiceAccount", "ClusterRole", "ClusterRoleBinding"].contains(&types.kind.as_str()) {
+            continue;
+        }
+        if types.kind == "ServiceAccount" {
+            account = object.metadata.name.clone().expect("name");
+        }
+        let gvk = GroupVersionKind::try_from(&types).expect("gvk");
+        let (resource, capabilities) = pinned_kind(&admin, &gvk).await.expect("kind");
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(admin.clone(), &namespace, &resource),
+            Scope::Cluster => Api::all_with(admin.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().expect("name");
+        api.patch(
+            &name,
+            &PatchParams::apply("herald-chart-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .expect("apply");
+    }
+    let mut config = kube::Config::infer().await.expect("config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+    let operator = Client::try_from(config).expect("impersonating client");
+
+    let gateways: Api<NotificationGateway> = Api::namespaced(admin.clone(), &namespace);
+    let gateway: NotificationGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "rbac"},
+        "spec": {"replicas": 2, "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+                 "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}, "auth": {"jwksUrl": "https://i/jwks"}}
+    }))
+    .expect("gateway");
+    gateways
+        .create(&PostParams::default(), &gateway)
+        .await
+        .expect("gateway");
+    let channels: Api<NotificationChannel> = Api::namespaced(admin.clone(), &namespace);
+    let channel: NotificationChannel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannel", "metadata": {"name": "social"},
+        "spec": {"gatewayRef": {"name": "rbac"}, "types": ["new_like"]}
+    }))
+    .expect("channel");
+    channels
+        .create(&PostParams::default(), &channel)
+        .await
+        .expect("channel");
+    let context = Arc::new(Context {
+        client: operator.clone(),
+        recorder: Recorder::new(
+            operator.clone(),
+            Reporter {
+                controller: controller::MANAGER.into(),
+                instance: None,
+            },
+        ),
+        metrics: Arc::default(),
+        operator_image: "herald-operator:test".into(),
+    });
+    let gateway = Api::<NotificationGateway>::namespaced(operator.clone(), &namespace)
+        .get("rbac")
+        .await
+        .expect("read as operator");
+    controller::reconcile_gateway(Arc::new(gateway), context.clone())
+        .await
+        .expect("the operator's ClusterRole allows a whole reconcile");
+    let channel = Api::<NotificationChannel>::namespaced(operator, &namespace)
+        .get("social")
+        .await
+        .expect("read");
+    controller::reconcile_channel(Arc::new(channel), context)
+        .await
+        .expect("channel reconcile");
+}
