@@ -124,16 +124,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 pub(crate) fn user_jwt(sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() + 3_600)
-        .unwrap_or_default();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": sub, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap_or_default()
+    herald_e2e::hs256_jwt(JWT_SECRET, sub, 3_600, &[])
 }
 
 struct Measured {

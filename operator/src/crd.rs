@@ -306,10 +306,21 @@ pub struct NotificationGatewayStatus {
     pub last_rotation: Option<String>,
 }
 
-/// The plan's 14 notification types (the gateway's `NotificationType`, kept in step by a test).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NotificationTypeName {
+macro_rules! type_names {
+    ($($variant:ident),* $(,)?) => {
+        /// The plan's 14 notification types (the gateway's `NotificationType`, kept in step by a test).
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum NotificationTypeName { $($variant),* }
+
+        /// Every type name, in the plan's order.
+        pub fn all_type_names() -> Vec<NotificationTypeName> {
+            vec![$(NotificationTypeName::$variant),*]
+        }
+    };
+}
+
+type_names! {
     UploadStarted,
     UploadComplete,
     UploadFailed,
@@ -324,27 +335,6 @@ pub enum NotificationTypeName {
     QuotaExceeded,
     SystemAnnouncement,
     MaintenanceScheduled,
-}
-
-/// Every type name, in the plan's order.
-pub fn all_type_names() -> Vec<NotificationTypeName> {
-    use NotificationTypeName::*;
-    vec![
-        UploadStarted,
-        UploadComplete,
-        UploadFailed,
-        ProcessingComplete,
-        ProcessingFailed,
-        NewFollower,
-        NewLike,
-        NewComment,
-        MocPublished,
-        MocFeatured,
-        QuotaWarning,
-        QuotaExceeded,
-        SystemAnnouncement,
-        MaintenanceScheduled,
-    ]
 }
 
 /// A channel of a gateway: a named set of notification types users subscribe to.

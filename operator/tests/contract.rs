@@ -99,18 +99,30 @@ fn resolve_env(root: &Path, env: &[EnvVar], secrets: &HashMap<(&str, &str), Stri
         .collect()
 }
 
+/// A container's args and resolved environment, with its volumes mounted under `root`.
+fn invocation(
+    root: &Path,
+    pod: &PodSpec,
+    container: &Container,
+    config: &ConfigMap,
+    keys: &Secret,
+    secrets: &HashMap<(&str, &str), String>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    mount_volumes(root, pod, container, config, keys);
+    let env = resolve_env(root, container.env.as_deref().unwrap_or_default(), secrets);
+    (container.args.clone().unwrap_or_default(), env)
+}
+
+fn borrowed(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 fn user_jwt(sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 300;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": sub, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("jwt")
+    herald_e2e::hs256_jwt(JWT_SECRET, sub, 300, &[])
 }
 
 #[tokio::test]
@@ -139,34 +151,14 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     ]);
     let root = TempDir::new();
 
-    // The init container first: migrations, with its own args, env and mounts.
+    // The init container first (migrations), then the gateway container, each with its own args,
+    // environment and mounts.
     let init = &pod.init_containers.clone().expect("migrations run first")[0];
-    mount_volumes(&root.0, &pod, init, &config, &keys);
-    let init_env = resolve_env(&root.0, init.env.as_deref().unwrap_or_default(), &secrets);
-    let init_env: Vec<(&str, &str)> = init_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let init_args: Vec<&str> = init
-        .args
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let (status, output) = run_to_exit(&init_args, &init_env);
+    let (init_args, init_env) = invocation(&root.0, &pod, init, &config, &keys, &secrets);
+    let (status, output) = run_to_exit(&borrowed(&init_args), &pairs(&init_env));
     assert!(status.success(), "the migrate init container succeeds: {output}");
-
-    // Then the gateway container.
-    let container = &pod.containers[0];
-    mount_volumes(&root.0, &pod, container, &config, &keys);
-    let env = resolve_env(&root.0, container.env.as_deref().unwrap_or_default(), &secrets);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args: Vec<&str> = container
-        .args
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let gateway_process = GatewayProcess::start(&args, &env);
+    let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
+    let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
 
     // Token -> connect -> publish -> receive, through the gateway the operator configured.
     let http = reqwest::Client::new();

@@ -389,3 +389,19 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// An HS256 user JWT for `sub` signed with `secret`, valid for `valid_for_secs` from now (negative:
+/// already expired), with `roles` in the default `roles` claim.
+pub fn hs256_jwt(secret: &str, sub: &str, valid_for_secs: i64, roles: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + valid_for_secs, "roles": roles});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
+}

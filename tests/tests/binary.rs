@@ -11,17 +11,7 @@ const JWT_SECRET: &str = "e2e-user-jwt-secret-0123456789-abcdefghij";
 const TOKEN_SECRET: &str = "e2e-token-secret-0123456789-ABCDEFGHIJKL";
 
 fn user_jwt(sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 300;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": sub, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("jwt")
+    herald_e2e::hs256_jwt(JWT_SECRET, sub, 300, &[])
 }
 
 fn production_env() -> Vec<(&'static str, &'static str)> {

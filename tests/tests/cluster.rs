@@ -13,17 +13,7 @@ const TOKEN_SECRET: &str = "cluster-token-secret-0123456789-ABCDEFGHIJ";
 const PUBLISHER_KEY: &str = "cluster-publisher-key-0123456789abcdef";
 
 fn user_jwt(sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": sub, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("jwt")
+    herald_e2e::hs256_jwt(JWT_SECRET, sub, 600, &[])
 }
 
 /// The environment of a replica of one cluster: same secrets, same database, same Redis and prefix.

@@ -9,7 +9,6 @@ use futures_util::SinkExt;
 pub use herald_e2e::{TempDir, WAIT, Ws, await_close, client_message, ping_message, recv_json};
 use herald_gateway::config::{Config, Options};
 use herald_gateway::server::RunningGateway;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -67,13 +66,6 @@ pub async fn start_config(dir: TempDir, config: Config) -> TestGateway {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 /// An HS256 user JWT for `sub`, expiring `exp_in_secs` from now (negative: already expired).
 pub fn user_jwt(sub: &str, exp_in_secs: i64) -> String {
     user_jwt_with_roles(sub, exp_in_secs, &[])
@@ -81,13 +73,7 @@ pub fn user_jwt(sub: &str, exp_in_secs: i64) -> String {
 
 /// Like [`user_jwt`], with roles in the default `roles` claim.
 pub fn user_jwt_with_roles(sub: &str, exp_in_secs: i64, roles: &[&str]) -> String {
-    let claims = json!({"sub": sub, "exp": unix_now() + exp_in_secs, "iat": unix_now(), "roles": roles});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("encode jwt")
+    herald_e2e::hs256_jwt(JWT_SECRET, sub, exp_in_secs, roles)
 }
 
 impl TestGateway {
