@@ -1,0 +1,103 @@
+//! Exact request shapes, verified with a tower-test mock apiserver (as controller-rs does): the
+//! reconcile lists the gateway's channels, then server-side-applies its ConfigMap with the operator's
+//! field manager, forced, as an apply patch.
+
+use std::sync::Arc;
+
+use herald_operator::controller::{self, Context};
+use herald_operator::crd::NotificationGateway;
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::json;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn gateway() -> NotificationGateway {
+    let mut gateway: NotificationGateway = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+        "metadata": {"name": "alerts", "namespace": "apps", "uid": "8d3b7c6a-0000-4000-8000-000000000001", "generation": 1},
+        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
+    }))
+    .expect("gateway");
+    gateway.metadata.generation = Some(1);
+    gateway
+}
+
+async fn body_json(request: Request<Body>) -> serde_json::Value {
+    let bytes = request.into_body().collect_bytes().await.expect("body");
+    if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    }
+}
+
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: serde_json::Value) {
+    let response = Response::builder()
+        .status(status)
+        .body(Body::from(serde_json::to_vec(&body).expect("json")))
+        .expect("response");
+    send.send_response(response);
+}
+
+/// The mock apiserver: answers the expected requests in order, asserting each one's shape.
+async fn apiserver(mut handle: Handle) {
+    let (request, send) = handle.next_request().await.expect("a LIST of channels");
+    assert_eq!(request.method(), http::Method::GET);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/herald.dev/v1alpha1/namespaces/apps/notificationchannels"
+    );
+    respond(
+        send,
+        200,
+        json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannelList", "metadata": {}, "items": []}),
+    );
+
+    let (request, send) = handle.next_request().await.expect("the ConfigMap apply");
+    assert_eq!(request.method(), http::Method::PATCH);
+    assert_eq!(request.uri().path(), "/api/v1/namespaces/apps/configmaps/alerts-config");
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    assert!(query.contains("fieldManager=herald-operator"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(request.headers()["content-type"], "application/apply-patch+yaml");
+    let body = body_json(request).await;
+    assert_eq!(body["kind"], "ConfigMap");
+    assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "NotificationGateway");
+    assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true);
+    assert!(
+        body["data"]["gateway.yaml"]
+            .as_str()
+            .is_some_and(|y| y.contains("jwt_jwks_url"))
+    );
+    // End the reconcile here: the error must surface, not be swallowed.
+    respond(
+        send,
+        500,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "stop", "code": 500}),
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_lists_channels_then_applies_the_config_map() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "apps");
+    let server = tokio::spawn(apiserver(handle));
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: controller::MANAGER.into(),
+                instance: None,
+            },
+        ),
+        metrics: Arc::default(),
+        operator_image: "herald-operator:test".into(),
+    });
+    let outcome = controller::reconcile_gateway(Arc::new(gateway()), context).await;
+    assert!(matches!(outcome, Err(controller::Error::Kube(_))), "{outcome:?}");
+    server.await.expect("every expected request arrived in order");
+}
