@@ -329,10 +329,7 @@ impl DeliveryService {
     /// Tells every connection of `user_id` here its new unread count.
     pub fn push_unread(&self, user_id: &str, unread_count: u64) {
         let message = ServerEnvelope::new(ServerMessage::UnreadCount { unread_count }, self.clock.now_ms());
-        let frame = Frame::from(message.to_json());
-        for connection_id in self.sessions.for_user(user_id) {
-            self.sessions.send_frame(&connection_id, frame.clone());
-        }
+        self.sessions.push_to_user(user_id, &Frame::from(message.to_json()));
     }
 
     /// Consumes the bus until shutdown: the replica's delivery loop. Events are spread over

@@ -85,6 +85,10 @@ struct SessionEntry {
     user_id: String,
     outbound: mpsc::Sender<Frame>,
     closer: SessionCloser,
+    /// Set once the session queued its `connected` message: user-wide pushes before that would
+    /// arrive ahead of it, so they are held back and remembered in `missed_push`.
+    ready: bool,
+    missed_push: bool,
 }
 
 /// What happened to a message handed to [`LocalSessions::send`].
@@ -116,6 +120,8 @@ impl LocalSessions {
             user_id: user_id.to_owned(),
             outbound,
             closer: closer.clone(),
+            ready: false,
+            missed_push: false,
         };
         if let Some(previous) = self.lock().insert(connection_id.to_owned(), entry) {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
@@ -167,6 +173,33 @@ impl LocalSessions {
             .collect()
     }
 
+    /// Queues `frame` for every ready session of `user_id`; sessions still starting are marked as
+    /// having missed it (see [`LocalSessions::mark_ready`]).
+    pub fn push_to_user(&self, user_id: &str, frame: &Frame) {
+        let mut sessions = self.lock();
+        for entry in sessions.values_mut().filter(|entry| entry.user_id == user_id) {
+            if !entry.ready {
+                entry.missed_push = true;
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbound.try_send(frame.clone()) {
+                entry.closer.close(CloseRequest {
+                    code: close_code::SLOW_CONSUMER,
+                    reason: "slow consumer",
+                });
+            }
+        }
+    }
+
+    /// The session queued its first message: user-wide pushes reach it from now on. `true` when one
+    /// was held back meanwhile, so the session sends a fresh value itself.
+    pub fn mark_ready(&self, connection_id: &str) -> bool {
+        self.lock().get_mut(connection_id).is_some_and(|entry| {
+            entry.ready = true;
+            std::mem::take(&mut entry.missed_push)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -208,6 +241,20 @@ mod tests {
         sessions.remove("c1");
         assert_eq!(sessions.for_user("alice"), ["c2"]);
         assert_eq!(sessions.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn user_pushes_wait_until_a_session_is_ready_and_are_remembered() {
+        let sessions = LocalSessions::default();
+        let mut inbox = sessions.open("c1", "alice", 4);
+        sessions.push_to_user("alice", &Frame::from("early"));
+        assert!(inbox.outbound.try_recv().is_err(), "nothing ahead of the first message");
+        sessions.send_frame("c1", Frame::from("connected"));
+        assert!(sessions.mark_ready("c1"), "the held-back push is reported");
+        assert!(!sessions.mark_ready("c1"), "only once");
+        sessions.push_to_user("alice", &Frame::from("later"));
+        assert_eq!(&*inbox.outbound.recv().await.expect("first"), "connected");
+        assert_eq!(&*inbox.outbound.recv().await.expect("second"), "later");
     }
 
     #[tokio::test]

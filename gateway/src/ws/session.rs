@@ -195,6 +195,16 @@ async fn start(gateway: &Gateway, record: &ConnectionRecord) -> Result<(), Error
         &record.connection_id,
         &ServerEnvelope::new(connected, gateway.clock.now_ms()),
     );
+    // An unread count pushed while we were starting was held back so as not to precede `connected`;
+    // the count in `connected` may predate it, so send the current one.
+    if gateway.sessions.mark_ready(&record.connection_id) {
+        let unread_count = gateway.notifications.unread_count(&record.user_id).await?;
+        let message = ServerMessage::UnreadCount { unread_count };
+        gateway.sessions.send(
+            &record.connection_id,
+            &ServerEnvelope::new(message, gateway.clock.now_ms()),
+        );
+    }
     gateway
         .delivery
         .attach(&record.connection_id, &record.user_id, record.allowed_channels.clone())
