@@ -22,6 +22,7 @@ use crate::adapters::sqlite::{
 use crate::app::delivery::DeliveryService;
 use crate::app::dev::DevTokens;
 use crate::app::keys::SigningKeyRing;
+use crate::app::metrics::Metrics;
 use crate::app::notifications::NotificationService;
 use crate::app::preferences::PreferenceService;
 use crate::app::subscriptions::SubscriptionService;
@@ -151,6 +152,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         clock.clone(),
     ));
     let preferences = Arc::new(PreferenceService::new(preference_store, catalog.clone()));
+    let metrics = Arc::new(Metrics::default());
     let delivery = Arc::new(DeliveryService::new(
         notification_store.clone(),
         subscriptions.clone(),
@@ -158,16 +160,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         catalog.clone(),
         clock.clone(),
         config.delivery,
+        metrics.clone(),
     ));
-    let notifications = Arc::new(NotificationService::new(
-        notification_store,
-        preferences.clone(),
-        delivery.clone(),
-        bus.clone(),
+    let notifications = Arc::new(NotificationService {
+        store: notification_store,
+        preferences: preferences.clone(),
+        delivery: delivery.clone(),
+        bus: bus.clone(),
         catalog,
-        config.publishers.clone(),
-        clock.clone(),
-    ));
+        publishers: config.publishers.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    });
     let dev = config.dev_jwt_secret.as_deref().map(|secret| {
         DevTokens::new(
             secret,
@@ -184,6 +188,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         preferences,
         notifications,
         delivery: delivery.clone(),
+        metrics,
         users: Arc::new(JwtVerifier::new(config.jwt.clone())),
         health,
         clock,

@@ -592,3 +592,34 @@ async fn acks_of_a_burst_are_not_rate_limited_but_acks_of_nothing_are_violations
     let (code, _) = common::await_close(&mut ws).await.expect("close frame");
     assert_eq!(code, 4000);
 }
+
+#[tokio::test]
+async fn metrics_count_connections_publishes_and_deliveries() {
+    let gw = start().await;
+    let refused = gw.connect("garbage").await;
+    assert!(refused.is_err());
+    let (mut ws, _) = gw.connect_user("alice").await;
+    gw.publish_to(&["alice"], "new_like", "counted").await;
+    recv_type(&mut ws, "notification").await;
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(value("herald_connections_active"), 1.0);
+    assert_eq!(value("herald_connections_opened_total"), 1.0);
+    assert_eq!(value("herald_connections_rejected_total"), 1.0);
+    assert_eq!(value("herald_notifications_published_total"), 1.0);
+    assert_eq!(value("herald_messages_delivered_total"), 1.0);
+    assert_eq!(value("herald_delivery_latency_seconds_count"), 1.0);
+}

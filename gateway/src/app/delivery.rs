@@ -21,6 +21,7 @@ use crate::domain::protocol::{ServerEnvelope, ServerMessage};
 use crate::error::Result;
 use crate::ports::{BusEvent, Clock, NotificationStore};
 
+use super::metrics::Metrics;
 use super::sessions::{Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
 
@@ -75,6 +76,7 @@ pub struct DeliveryService {
     catalog: Arc<ChannelCatalog>,
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
+    metrics: Arc<Metrics>,
     states: Mutex<HashMap<String, Attached>>,
 }
 
@@ -86,6 +88,7 @@ impl DeliveryService {
         catalog: Arc<ChannelCatalog>,
         clock: Arc<dyn Clock>,
         settings: DeliverySettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
@@ -94,6 +97,7 @@ impl DeliveryService {
             catalog,
             clock,
             settings,
+            metrics,
             states: Mutex::default(),
         }
     }
@@ -136,6 +140,7 @@ impl DeliveryService {
         let frame = Frame::from(ServerEnvelope::new(ServerMessage::Notification(n.payload()), now).to_json());
         match self.sessions.send_frame(&state.connection_id, frame.clone()) {
             SendOutcome::Queued => {
+                Metrics::add(&self.metrics.messages_delivered, 1);
                 let due_at = now + self.settings.ack_timeout_ms;
                 state.pending.insert(
                     n.id,
@@ -228,6 +233,8 @@ impl DeliveryService {
             }
         }
         if connections > 0 {
+            self.metrics
+                .observe_delivery_latency(self.clock.now_ms() - n.created_at);
             self.store.record_attempt(&[n.id]).await?;
             tracing::info!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
         }
@@ -275,6 +282,7 @@ impl DeliveryService {
                 if pending.attempts >= self.settings.max_attempts {
                     let attempts = pending.attempts;
                     state.pending.remove(&id);
+                    Metrics::add(&self.metrics.notifications_failed, 1);
                     tracing::error!(
                         notification_id = %id,
                         user_id = %state.user_id,
@@ -293,6 +301,7 @@ impl DeliveryService {
                 }
             }
             if !resent.is_empty() {
+                Metrics::add(&self.metrics.messages_retried, resent.len() as u64);
                 tracing::info!(user_id = %state.user_id, connection_id = %state.connection_id, count = resent.len(), "notification:retried");
                 self.store.record_attempt(&resent).await?;
             }

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod delivery;
 pub mod dev;
 pub mod keys;
+pub mod metrics;
 pub mod notifications;
 pub mod preferences;
 pub mod sessions;
@@ -32,6 +33,7 @@ pub struct Gateway {
     pub preferences: Arc<preferences::PreferenceService>,
     pub notifications: Arc<notifications::NotificationService>,
     pub delivery: Arc<delivery::DeliveryService>,
+    pub metrics: Arc<metrics::Metrics>,
     pub users: Arc<dyn UserVerifier>,
     pub health: Vec<Arc<dyn HealthProbe>>,
     pub clock: Arc<dyn Clock>,

@@ -21,6 +21,7 @@ use crate::ports::{
 };
 
 use super::delivery::DeliveryService;
+use super::metrics::Metrics;
 use super::preferences::PreferenceService;
 
 /// Most recipients of one publish.
@@ -41,37 +42,19 @@ pub struct HistoryParams {
     pub channel: Option<String>,
 }
 
+/// What the notification service works with; named fields because there are many.
 pub struct NotificationService {
-    store: Arc<dyn NotificationStore>,
-    preferences: Arc<PreferenceService>,
-    delivery: Arc<DeliveryService>,
-    bus: Arc<dyn EventBus>,
-    catalog: Arc<ChannelCatalog>,
-    publishers: Publishers,
-    clock: Arc<dyn Clock>,
+    pub store: Arc<dyn NotificationStore>,
+    pub preferences: Arc<PreferenceService>,
+    pub delivery: Arc<DeliveryService>,
+    pub bus: Arc<dyn EventBus>,
+    pub catalog: Arc<ChannelCatalog>,
+    pub publishers: Publishers,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl NotificationService {
-    pub fn new(
-        store: Arc<dyn NotificationStore>,
-        preferences: Arc<PreferenceService>,
-        delivery: Arc<DeliveryService>,
-        bus: Arc<dyn EventBus>,
-        catalog: Arc<ChannelCatalog>,
-        publishers: Publishers,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            store,
-            preferences,
-            delivery,
-            bus,
-            catalog,
-            publishers,
-            clock,
-        }
-    }
-
     /// The publisher a presented key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<&Publisher> {
         self.publishers.authenticate(key).ok_or(Error::InvalidPublisherKey)
@@ -147,12 +130,10 @@ impl NotificationService {
             .await?
         {
             PublishOutcome::Created(created) => {
-                tracing::info!(
-                    kind = %content.kind,
-                    created = created.len(),
-                    skipped = answer["skipped"].as_array().map_or(0, Vec::len),
-                    "notification:published"
-                );
+                let skipped = answer["skipped"].as_array().map_or(0, Vec::len);
+                Metrics::add(&self.metrics.notifications_published, created.len() as u64);
+                Metrics::add(&self.metrics.notifications_skipped, skipped as u64);
+                tracing::info!(kind = %content.kind, created = created.len(), skipped, "notification:published");
                 self.fan_out(created);
                 Ok(answer)
             }

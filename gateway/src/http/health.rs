@@ -41,3 +41,11 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<Va
         Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
     )
 }
+
+/// Prometheus metrics of this replica.
+pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gateway.metrics.render(gateway.sessions.len()),
+    )
+}

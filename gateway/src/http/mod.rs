@@ -22,6 +22,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/ws/token", post(tokens::issue).delete(tokens::revoke_all))
         .route("/ws", get(crate::ws::upgrade))
         .route("/api/publish", post(publish::publish))

@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::app::metrics::Metrics;
 use crate::app::{ConnectRequest, Gateway};
 use crate::error::Error;
 use crate::http::ApiError;
@@ -63,8 +64,12 @@ pub async fn upgrade(
     };
     let record = match gateway.connections.connect(request).await {
         Ok(record) => record,
-        Err(err) => return ApiError::from(err).into_response(),
+        Err(err) => {
+            Metrics::add(&gateway.metrics.connections_rejected, 1);
+            return ApiError::from(err).into_response();
+        }
     };
+    Metrics::add(&gateway.metrics.connections_opened, 1);
     let settings = gateway.session_settings;
     let connection_id = record.connection_id.clone();
     let on_failure = gateway.clone();

@@ -51,20 +51,22 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         catalog.clone(),
         clock.clone(),
         settings,
+        Arc::default(),
     ));
     let bus = Arc::new(MemoryEventBus::default());
     let stop = CancellationToken::new();
     tokio::spawn(delivery.clone().run(bus.subscribe(), stop.clone()));
     let publishers = Publishers::new(vec![Publisher::from_key("tests", KEY, None)]).expect("publishers");
-    let service = Arc::new(NotificationService::new(
-        store.clone(),
-        Arc::new(PreferenceService::new(preferences.clone(), catalog.clone())),
-        delivery.clone(),
+    let service = Arc::new(NotificationService {
+        store: store.clone(),
+        preferences: Arc::new(PreferenceService::new(preferences.clone(), catalog.clone())),
+        delivery: delivery.clone(),
         bus,
         catalog,
         publishers,
-        clock.clone(),
-    ));
+        clock: clock.clone(),
+        metrics: Arc::default(),
+    });
     Fixture {
         service,
         delivery,
