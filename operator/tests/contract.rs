@@ -199,3 +199,57 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     assert_eq!(notification["payload"]["channel"], "social");
     drop(ws);
 }
+
+#[tokio::test]
+async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
+    // The shipped example, as a newcomer applies it: one replica, embedded default, HS256 user JWTs.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/gateway-embedded.yaml"
+    ))
+    .expect("example");
+    let document = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: NotificationGateway"))
+        .expect("gateway document");
+    let mut gateway: NotificationGateway = serde_norway::from_str(document).expect("gateway");
+    gateway.metadata.namespace = Some("default".into());
+    gateway.metadata.uid = Some("0b1e0e0e-0000-4000-8000-00000000e3bd".into());
+    let (config, checksum) = render::config_map(&gateway, &[]);
+    let keys = render::initial_signing_keys(
+        &gateway,
+        &herald_operator::keys::new_kid(),
+        &herald_operator::keys::random_secret_base64(),
+        "2026-01-01T00:00:00Z",
+    );
+    let pod = render::deployment(&gateway, &checksum)
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+    assert!(pod.init_containers.is_none(), "no migrations for the embedded default");
+    let secrets: HashMap<(&str, &str), String> = HashMap::from([(("demo-jwt", "secret"), JWT_SECRET.to_owned())]);
+    let root = TempDir::new();
+    let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
+    let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
+    let issued: Value = reqwest::Client::new()
+        .post(gateway_process.url("/ws/token"))
+        .bearer_auth(user_jwt("alice"))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("json");
+    let token = issued["token"].as_str().expect("a token");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", gateway_process.addr))
+        .await
+        .expect("websocket");
+    let connected = recv_json(&mut ws).await;
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(
+        connected["payload"]["subscriptions"],
+        json!(["uploads", "social", "mocs", "quota", "system"])
+    );
+}
