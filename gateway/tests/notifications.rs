@@ -242,31 +242,11 @@ async fn publish_refuses_bad_keys_types_and_payloads() {
     })
     .await;
     let body = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "t"}});
-    let unknown = gw
-        .http
-        .post(gw.url("/api/publish"))
-        .bearer_auth("nope")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let unknown = gw.publish_as(Some("nope"), &body).await;
     assert_eq!(unknown.status(), 401);
-    let anonymous = gw
-        .http
-        .post(gw.url("/api/publish"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let anonymous = gw.publish_as(None, &body).await;
     assert_eq!(anonymous.status(), 401);
-    let limited = gw
-        .http
-        .post(gw.url("/api/publish"))
-        .bearer_auth("uploads-service-key-0123456789")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let limited = gw.publish_as(Some("uploads-service-key-0123456789"), &body).await;
     assert_eq!(limited.status(), 403);
     assert_eq!(
         limited.json::<Value>().await.expect("json")["error"]["code"],

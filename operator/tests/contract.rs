@@ -11,7 +11,7 @@ use herald_e2e::{GatewayProcess, TempDir, fresh_database, recv_json, run_to_exit
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
 use herald_operator::render;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, Secret};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const JWT_SECRET: &str = "contract-user-jwt-secret-0123456789-abcdef";
 const PUBLISHER_KEY: &str = "contract-publisher-key-0123456789abcdef";
@@ -162,20 +162,8 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
 
     // Token -> connect -> publish -> receive, through the gateway the operator configured.
     let http = reqwest::Client::new();
-    let issued: Value = http
-        .post(gateway_process.url("/ws/token"))
-        .bearer_auth(user_jwt("alice"))
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("json");
-    let token = issued["token"].as_str().expect("a token from the configured gateway");
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", gateway_process.addr))
-        .await
-        .expect("websocket");
-    let connected = recv_json(&mut ws).await;
+    let token = gateway_process.issue_token(&user_jwt("alice")).await;
+    let (mut ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
     assert_eq!(
         connected["payload"]["subscriptions"],
         json!(["social"]),
@@ -233,20 +221,8 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
     let root = TempDir::new();
     let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
     let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
-    let issued: Value = reqwest::Client::new()
-        .post(gateway_process.url("/ws/token"))
-        .bearer_auth(user_jwt("alice"))
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("json");
-    let token = issued["token"].as_str().expect("a token");
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", gateway_process.addr))
-        .await
-        .expect("websocket");
-    let connected = recv_json(&mut ws).await;
+    let token = gateway_process.issue_token(&user_jwt("alice")).await;
+    let (_ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
     assert_eq!(connected["type"], "connected");
     assert_eq!(
         connected["payload"]["subscriptions"],

@@ -117,6 +117,44 @@ impl GatewayProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A connection token for the holder of the user JWT `jwt` (`POST /ws/token` must answer 200).
+    pub async fn issue_token(&self, jwt: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url("/ws/token"))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .expect("POST /ws/token");
+        assert_eq!(response.status(), 200, "token issuance");
+        let body: Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Opens a WebSocket with `token` and reads its `connected` message; a refusal gives the HTTP status
+    /// and error code instead.
+    pub async fn open_ws(&self, token: &str) -> Result<(Ws, Value), (u16, String)> {
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr)).await {
+            Ok((mut ws, _)) => {
+                let connected = recv_json(&mut ws).await;
+                assert_eq!(connected["type"], "connected");
+                Ok((ws, connected))
+            }
+            Err(Error::Http(response)) => {
+                let body: Value = response
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                Err((
+                    response.status().as_u16(),
+                    body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+                ))
+            }
+            Err(other) => panic!("connection failed without an HTTP answer: {other}"),
+        }
+    }
+
     /// Every line printed so far (stdout and stderr).
     pub fn lines(&self) -> Vec<String> {
         self.output.lines.lock().expect("lock").clone()

@@ -37,10 +37,7 @@ async fn token(gateway: &GatewayProcess, jwt: &str) -> Value {
 }
 
 async fn connect(gateway: &GatewayProcess, token: &str) -> herald_e2e::Ws {
-    let url = format!("ws://{}/ws?token={token}", gateway.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket opens");
-    assert_eq!(recv_json(&mut ws).await["type"], "connected");
-    ws
+    gateway.open_ws(token).await.expect("websocket opens").0
 }
 
 fn payload_kid(token: &str) -> String {

@@ -72,34 +72,11 @@ async fn post_token(replica: &GatewayProcess, user: &str) -> reqwest::Response {
 }
 
 async fn token(replica: &GatewayProcess, user: &str) -> String {
-    let response = post_token(replica, user).await;
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
+    replica.issue_token(&user_jwt(user)).await
 }
 
-/// Connects with `token`; the HTTP status and error code when refused.
 async fn connect(replica: &GatewayProcess, token: &str) -> Result<Ws, (u16, String)> {
-    match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", replica.addr)).await {
-        Ok((mut ws, _)) => {
-            assert_eq!(recv_json(&mut ws).await["type"], "connected");
-            Ok(ws)
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body: Value = response
-                .body()
-                .as_ref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            Err((
-                response.status().as_u16(),
-                body["error"]["code"].as_str().unwrap_or_default().to_owned(),
-            ))
-        }
-        Err(other) => panic!("connection failed without an HTTP answer: {other}"),
-    }
+    replica.open_ws(token).await.map(|(ws, _)| ws)
 }
 
 async fn publish(replica: &GatewayProcess, users: &[&str], title: &str) -> reqwest::Response {

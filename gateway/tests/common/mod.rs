@@ -99,13 +99,16 @@ impl TestGateway {
 
     /// `POST /api/publish` with the test publisher's key.
     pub async fn publish(&self, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/api/publish"))
-            .bearer_auth(PUBLISHER_KEY)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /api/publish")
+        self.publish_as(Some(PUBLISHER_KEY), body).await
+    }
+
+    /// `POST /api/publish` with `key` as the bearer, or no Authorization at all.
+    pub async fn publish_as(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/api/publish")).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("POST /api/publish")
     }
 
     /// Publishes one notification of `kind` to `users`; returns the created ids in order.
