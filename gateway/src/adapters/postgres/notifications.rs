@@ -19,6 +19,22 @@ impl PostgresNotificationStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
+    /// acknowledgements keep their first time); `false` when the user has no such notification.
+    async fn stamp_once(&self, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let sql = format!(
+            "UPDATE notifications SET {column} = COALESCE({column}, to_timestamp($1::float8 / 1000)) WHERE user_id = $2 AND id = $3"
+        );
+        let result = sqlx::query(&sql)
+            .bind(at)
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
 }
 
 const COLUMNS: &str = concat!(
@@ -258,17 +274,7 @@ impl NotificationStore for PostgresNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE notifications SET read_at = COALESCE(read_at, to_timestamp($1::float8 / 1000))
-             WHERE user_id = $2 AND id = $3",
-        )
-        .bind(at)
-        .bind(user_id)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        self.stamp_once("read_at", user_id, id, at).await
     }
 
     async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
@@ -294,17 +300,7 @@ impl NotificationStore for PostgresNotificationStore {
     }
 
     async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE notifications SET delivered_at = COALESCE(delivered_at, to_timestamp($1::float8 / 1000))
-             WHERE user_id = $2 AND id = $3",
-        )
-        .bind(at)
-        .bind(user_id)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        self.stamp_once("delivered_at", user_id, id, at).await
     }
 
     async fn pending(

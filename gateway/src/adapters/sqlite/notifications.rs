@@ -18,6 +18,20 @@ impl SqliteNotificationStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
+
+    /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
+    /// acknowledgements keep their first time); `false` when the user has no such notification.
+    async fn stamp_once(&self, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        let sql = format!("UPDATE notifications SET {column} = COALESCE({column}, ?) WHERE user_id = ? AND id = ?");
+        let result = sqlx::query(&sql)
+            .bind(at)
+            .bind(user_id)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::backend)?;
+        Ok(result.rows_affected() > 0)
+    }
 }
 
 const COLUMNS: &str = "id, user_id, seq, type AS kind, channel, title, body, icon, action_url, data, \
@@ -228,15 +242,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result =
-            sqlx::query("UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE user_id = ? AND id = ?")
-                .bind(at)
-                .bind(user_id)
-                .bind(id.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        self.stamp_once("read_at", user_id, id, at).await
     }
 
     async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
@@ -260,16 +266,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE notifications SET delivered_at = COALESCE(delivered_at, ?) WHERE user_id = ? AND id = ?",
-        )
-        .bind(at)
-        .bind(user_id)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        self.stamp_once("delivered_at", user_id, id, at).await
     }
 
     async fn pending(
