@@ -1,51 +1,72 @@
 //! Composition root: parse the configuration, set up logging, build the gateway, serve until a signal.
 
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use herald_gateway::config::{Cli, Command, Config};
+use herald_gateway::adapters::clock::SystemClock;
+use herald_gateway::config::{Cli, Command, Config, Options, StoreConfig};
 use herald_gateway::{server, telemetry};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.options) {
-        Ok(config) => config,
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => migrate(cli.options).await,
+        Command::CheckConfig => match load(cli.options) {
+            Ok(config) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&config.describe()).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve => match load(cli.options) {
+            Ok(config) => match serve(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = format!("{err:#}"), "gateway:failed");
+                    eprintln!("herald-gateway: {err:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+    }
+}
+
+/// The whole configuration; a refused one exits with 2 and says why.
+fn load(options: Options) -> Result<Config, ExitCode> {
+    Config::load(options).map_err(|err| {
+        eprintln!("herald-gateway: {err}");
+        ExitCode::from(2)
+    })
+}
+
+/// `migrate` needs only the database settings: no JWT, key or publisher configuration.
+async fn migrate(options: Options) -> ExitCode {
+    let log_format = options.log_format.unwrap_or_default();
+    let store = match StoreConfig::load(options) {
+        Ok(store) => store,
         Err(err) => {
             eprintln!("herald-gateway: {err}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&config.describe()).unwrap_or_default()
-            );
-            std::process::ExitCode::SUCCESS
+    telemetry::init(log_format);
+    match server::migrate(&store).await {
+        Ok(()) => {
+            tracing::info!(store = %store.describe(), "migrations:applied");
+            ExitCode::SUCCESS
         }
-        Command::Migrate => {
-            telemetry::init(config.log_format);
-            match server::migrate(&config.store).await {
-                Ok(()) => {
-                    tracing::info!(store = %config.store.describe(), "migrations:applied");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("herald-gateway: {err:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+        Err(err) => {
+            eprintln!("herald-gateway: {err:#}");
+            ExitCode::FAILURE
         }
-        Command::Serve => match serve(config).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "gateway:failed");
-                eprintln!("herald-gateway: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        },
     }
 }
 
@@ -55,7 +76,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let gateway = server::build(&config).await?;
+    let gateway = server::build(&config, Arc::new(SystemClock)).await?;
     tracing::info!(address = %format!("http://{addr}"), store = %config.store.describe(), dev = config.dev, "gateway:listening");
     if config.dev {
         tracing::warn!("dev mode: generated secrets, POST /dev/jwt enabled; never use in production");
@@ -65,9 +86,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         if let Some(key) = &config.dev_publisher_key {
             tracing::info!(
-                "publish: curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+                "publish: curl -s -X POST -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
                  -d '{{\"userIds\":[\"alice\"],\"notification\":{{\"type\":\"new_like\",\"title\":\"Hello\"}}}}' \
-                 http://{addr}/api/publish"
+                 http://{addr}/api/publish",
+                key.expose()
             );
         }
     }

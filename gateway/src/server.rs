@@ -27,7 +27,7 @@ use crate::app::notifications::NotificationService;
 use crate::app::preferences::PreferenceService;
 use crate::app::subscriptions::SubscriptionService;
 use crate::app::{ConnectionService, Gateway, Lifecycle, LocalSessions, TokenService};
-use crate::config::{Config, KeySource, StoreConfig, read_keys_file};
+use crate::config::{self, Config, KeySource, StoreConfig};
 use crate::ports::{
     Clock, ConnectionRegistry, EventBus, HealthProbe, NotificationStore, PreferenceStore, RateLimiter,
     SubscriptionStore, TokenLedger,
@@ -35,10 +35,7 @@ use crate::ports::{
 
 /// How often expired registrations are purged (AC8).
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// How often a signing-keys file is checked for changes (a rotated Kubernetes Secret).
-const KEYS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Builds a gateway for `config`: the embedded default (SQLite and in-process state).
 /// The adapters a configuration asks for: the only place that chooses them.
 struct Backends {
     preferences: Arc<dyn PreferenceStore>,
@@ -73,13 +70,13 @@ async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
             max_connections,
             migrate_on_start,
         } => {
-            let pool = postgres::connect(database_url, *max_connections)
+            let pool = postgres::connect(database_url.expose(), *max_connections)
                 .await
                 .context("connecting to PostgreSQL")?;
             if *migrate_on_start {
                 postgres::migrate(&pool).await.context("applying migrations")?;
             }
-            let redis = Redis::connect(redis_url, redis_prefix)
+            let redis = Redis::connect(redis_url.expose(), redis_prefix)
                 .await
                 .context("connecting to Redis")?;
             let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
@@ -104,7 +101,7 @@ pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
             sqlite::connect(url).await.context("opening the embedded database")?;
         }
         StoreConfig::Cluster { database_url, .. } => {
-            let pool = postgres::connect(database_url, 1)
+            let pool = postgres::connect(database_url.expose(), 1)
                 .await
                 .context("connecting to PostgreSQL")?;
             postgres::migrate(&pool).await.context("applying migrations")?;
@@ -113,8 +110,9 @@ pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+/// Builds a gateway for `config`, reading time from `clock` (the system clock when serving; tests
+/// pass a clock they move).
+pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gateway>> {
     let Backends {
         preferences: preference_store,
         notifications: notification_store,
@@ -172,9 +170,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         clock: clock.clone(),
         metrics: metrics.clone(),
     });
-    let dev = config.dev_jwt_secret.as_deref().map(|secret| {
+    let dev = config.dev_jwt_secret.as_ref().map(|secret| {
         DevTokens::new(
-            secret,
+            secret.expose(),
             &config.jwt.roles_claim,
             config.jwt.issuer.clone(),
             config.jwt.audience.clone(),
@@ -193,9 +191,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
         health,
         clock,
         session_settings: config.session,
-        subscription_changes_per_minute: config.subscription_changes_per_minute,
         trusted_proxies: config.trusted_proxies.clone(),
-        websocket_enabled: config.websocket_enabled,
         dev,
         lifecycle: Lifecycle::default(),
     });
@@ -204,7 +200,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<Gateway>> {
     tokio::spawn(delivery.run_retries(shutdown));
     spawn_purger(&gateway);
     if let KeySource::File(path) = &config.key_source {
-        spawn_key_reloader(&gateway, keys, path.clone());
+        tokio::spawn(config::watch_keys_file(
+            path.clone(),
+            keys,
+            config::RELOAD_INTERVAL,
+            gateway.lifecycle.shutdown.clone(),
+        ));
     }
     Ok(gateway)
 }
@@ -227,36 +228,6 @@ fn spawn_purger(gateway: &Arc<Gateway>) {
                     }
                     if let Err(err) = notifications.purge().await {
                         tracing::warn!(error = %err, "notification:purge-failed");
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Re-reads the keys file when it changes; a bad file is logged and the keys in force are kept.
-fn spawn_key_reloader(gateway: &Arc<Gateway>, keys: Arc<SigningKeyRing>, path: std::path::PathBuf) {
-    let shutdown = gateway.lifecycle.shutdown.clone();
-    tokio::spawn(async move {
-        let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let mut seen = modified(&path);
-        let mut every = tokio::time::interval(KEYS_RELOAD_INTERVAL);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = every.tick() => {
-                    let now = modified(&path);
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    match read_keys_file(&path) {
-                        Ok(set) => {
-                            let kids: Vec<&str> = set.keys().iter().map(|k| k.kid()).collect();
-                            tracing::info!(?kids, "signing-keys:reloaded");
-                            keys.replace(set);
-                        }
-                        Err(err) => tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force"),
                     }
                 }
             }
@@ -310,11 +281,16 @@ pub struct RunningGateway {
 impl RunningGateway {
     /// Binds `config.listen` (port 0 picks a free port), builds and serves.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`RunningGateway::start`], with time read from `clock`.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let gateway = build(&config).await?;
+        let gateway = build(&config, clock).await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let signal = stop.clone();
         let grace = Duration::from_millis(config.shutdown_grace_ms);

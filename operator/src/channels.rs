@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 
-use crate::crd::{NotificationChannel, NotificationTypeName};
+use crate::crd::{NotificationChannel, NotificationType};
 
 /// Why a channel is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub fn judge(channels: &[NotificationChannel]) -> Verdicts<'_> {
             .cmp(&created(b))
             .then_with(|| a.name_any().cmp(&b.name_any()))
     });
-    let mut owner_of: BTreeMap<NotificationTypeName, String> = BTreeMap::new();
+    let mut owner_of: BTreeMap<NotificationType, String> = BTreeMap::new();
     let mut verdicts = Verdicts {
         accepted: Vec::new(),
         refused: Vec::new(),
@@ -42,11 +42,7 @@ pub fn judge(channels: &[NotificationChannel]) -> Verdicts<'_> {
             .spec
             .types
             .iter()
-            .filter_map(|t| {
-                owner_of
-                    .get(t)
-                    .map(|owner| format!("{} (claimed by {owner})", type_name(*t)))
-            })
+            .filter_map(|t| owner_of.get(t).map(|owner| format!("{} (claimed by {owner})", t)))
             .collect();
         if conflicts.is_empty() {
             for t in &channel.spec.types {
@@ -70,13 +66,6 @@ pub fn judge(channels: &[NotificationChannel]) -> Verdicts<'_> {
     verdicts
 }
 
-fn type_name(t: NotificationTypeName) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -84,7 +73,7 @@ mod tests {
     use super::*;
     use crate::crd::{GatewayRef, NotificationChannelSpec};
 
-    fn channel(name: &str, created_second: i64, types: Vec<NotificationTypeName>) -> NotificationChannel {
+    fn channel(name: &str, created_second: i64, types: Vec<NotificationType>) -> NotificationChannel {
         let mut channel = NotificationChannel::new(
             name,
             NotificationChannelSpec {
@@ -105,7 +94,7 @@ mod tests {
 
     #[test]
     fn the_older_channel_keeps_a_contested_type_and_the_others_are_unaffected() {
-        use NotificationTypeName::*;
+        use NotificationType::*;
         let channels = vec![
             channel("newer", 20, vec![NewLike, MocFeatured]),
             channel("older", 10, vec![NewLike, NewComment]),

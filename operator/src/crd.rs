@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use herald_contract::defaults;
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -89,11 +90,11 @@ fn default_image() -> String {
 }
 
 fn default_token_ttl() -> u32 {
-    60
+    defaults::TOKEN_TTL_SECONDS as u32
 }
 
 fn default_retention_days() -> u32 {
-    7
+    defaults::RETENTION_DAYS
 }
 
 /// A key of a Secret in the gateway's namespace.
@@ -118,7 +119,7 @@ pub struct PostgresSpec {
 }
 
 fn default_pool() -> u32 {
-    10
+    defaults::DATABASE_MAX_CONNECTIONS
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -152,7 +153,7 @@ pub struct AuthSpec {
 }
 
 fn default_roles_claim() -> String {
-    "roles".to_owned()
+    defaults::JWT_ROLES_CLAIM.to_owned()
 }
 
 /// Signing-key rotation: the CronJob adds a key on `schedule` and drops keys older than the grace.
@@ -189,19 +190,19 @@ fn default_grace() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsSpec {
-    #[serde(default = "five")]
+    #[serde(default = "default_connections_per_user")]
     #[schemars(range(min = 1, max = 1000))]
     pub connections_per_user: u32,
-    #[serde(default = "ten")]
+    #[serde(default = "default_tokens_per_minute")]
     #[schemars(range(min = 1, max = 10000))]
     pub tokens_per_minute: u32,
-    #[serde(default = "five")]
+    #[serde(default = "default_connects_per_minute_per_ip")]
     #[schemars(range(min = 1, max = 100000))]
     pub connects_per_minute_per_ip: u32,
-    #[serde(default = "ten")]
+    #[serde(default = "default_messages_per_second")]
     #[schemars(range(min = 1, max = 10000))]
     pub messages_per_second: u32,
-    #[serde(default = "twenty")]
+    #[serde(default = "default_subscription_changes_per_minute")]
     #[schemars(range(min = 1, max = 10000))]
     pub subscription_changes_per_minute: u32,
 }
@@ -209,35 +210,43 @@ pub struct LimitsSpec {
 impl Default for LimitsSpec {
     fn default() -> Self {
         Self {
-            connections_per_user: 5,
-            tokens_per_minute: 10,
-            connects_per_minute_per_ip: 5,
-            messages_per_second: 10,
-            subscription_changes_per_minute: 20,
+            connections_per_user: default_connections_per_user(),
+            tokens_per_minute: default_tokens_per_minute(),
+            connects_per_minute_per_ip: default_connects_per_minute_per_ip(),
+            messages_per_second: default_messages_per_second(),
+            subscription_changes_per_minute: default_subscription_changes_per_minute(),
         }
     }
 }
 
-fn five() -> u32 {
-    5
+fn default_connections_per_user() -> u32 {
+    defaults::MAX_CONNECTIONS_PER_USER
 }
 
-fn ten() -> u32 {
-    10
+fn default_tokens_per_minute() -> u32 {
+    defaults::MAX_TOKENS_PER_MINUTE
 }
 
-fn twenty() -> u32 {
-    20
+fn default_connects_per_minute_per_ip() -> u32 {
+    defaults::MAX_CONNECTS_PER_MINUTE_PER_IP
+}
+
+fn default_messages_per_second() -> u32 {
+    defaults::MAX_MESSAGES_PER_SECOND
+}
+
+fn default_subscription_changes_per_minute() -> u32 {
+    defaults::MAX_SUBSCRIPTION_CHANGES_PER_MINUTE
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.timeoutSeconds >= self.intervalSeconds").message("timeoutSeconds must be at least intervalSeconds"))]
 pub struct HeartbeatSpec {
-    #[serde(default = "thirty")]
+    #[serde(default = "default_heartbeat_interval")]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: u32,
-    #[serde(default = "ninety")]
+    #[serde(default = "default_heartbeat_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: u32,
 }
@@ -245,18 +254,18 @@ pub struct HeartbeatSpec {
 impl Default for HeartbeatSpec {
     fn default() -> Self {
         Self {
-            interval_seconds: 30,
-            timeout_seconds: 90,
+            interval_seconds: default_heartbeat_interval(),
+            timeout_seconds: default_heartbeat_timeout(),
         }
     }
 }
 
-fn thirty() -> u32 {
-    30
+fn default_heartbeat_interval() -> u32 {
+    defaults::HEARTBEAT_INTERVAL_SECONDS as u32
 }
 
-fn ninety() -> u32 {
-    90
+fn default_heartbeat_timeout() -> u32 {
+    defaults::HEARTBEAT_TIMEOUT_SECONDS as u32
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -306,36 +315,8 @@ pub struct NotificationGatewayStatus {
     pub last_rotation: Option<String>,
 }
 
-macro_rules! type_names {
-    ($($variant:ident),* $(,)?) => {
-        /// The plan's 14 notification types (the gateway's `NotificationType`, kept in step by a test).
-        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum NotificationTypeName { $($variant),* }
-
-        /// Every type name, in the plan's order.
-        pub fn all_type_names() -> Vec<NotificationTypeName> {
-            vec![$(NotificationTypeName::$variant),*]
-        }
-    };
-}
-
-type_names! {
-    UploadStarted,
-    UploadComplete,
-    UploadFailed,
-    ProcessingComplete,
-    ProcessingFailed,
-    NewFollower,
-    NewLike,
-    NewComment,
-    MocPublished,
-    MocFeatured,
-    QuotaWarning,
-    QuotaExceeded,
-    SystemAnnouncement,
-    MaintenanceScheduled,
-}
+/// The notification types a channel lists: the gateway's own type, from the crate both share.
+pub use herald_contract::NotificationType;
 
 /// A channel of a gateway: a named set of notification types users subscribe to.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -362,7 +343,7 @@ pub struct NotificationChannelSpec {
     pub description: Option<String>,
     /// The notification types of this channel; a type belongs to at most one channel of a gateway.
     #[schemars(length(min = 1, max = 14), extend("x-kubernetes-list-type" = "set"))]
-    pub types: Vec<NotificationTypeName>,
+    pub types: Vec<NotificationType>,
     /// Only users with the gateway's admin role may subscribe.
     #[serde(default)]
     pub admin_only: bool,
@@ -403,19 +384,6 @@ mod tests {
     use kube::CustomResourceExt;
 
     use super::*;
-
-    #[test]
-    fn notification_type_names_match_the_gateway() {
-        let operator: Vec<String> = serde_json::to_value(crate::crd::all_type_names())
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let gateway: Vec<String> = herald_gateway::domain::notification::NotificationType::ALL
-            .iter()
-            .map(|t| t.as_str().to_owned())
-            .collect();
-        assert_eq!(operator, gateway);
-    }
 
     #[test]
     fn defaults_fill_a_minimal_gateway() {

@@ -3,6 +3,10 @@
 //! check them without an apiserver. Every child is owned by the gateway (garbage-collected with it).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use herald_contract::{ChannelEntry, LogFormat, Options, defaults, env};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
@@ -17,18 +21,18 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{NotificationChannel, NotificationGateway, SecretKeyRef, ServiceType};
 
 /// The port the gateway container listens on.
-pub const GATEWAY_PORT: i32 = 8080;
+pub const GATEWAY_PORT: i32 = defaults::PORT as i32;
 /// Where the config and the signing keys are mounted in the gateway container.
 pub const CONFIG_DIR: &str = "/etc/herald/config";
 pub const KEYS_DIR: &str = "/etc/herald/keys";
 /// The gateway drains for this long on SIGTERM; the pod's termination grace is longer.
-pub const DRAIN_SECONDS: i64 = 20;
+pub const DRAIN_SECONDS: i64 = defaults::SHUTDOWN_GRACE_SECONDS as i64;
 /// Annotation on the pod template carrying the hash of the rendered config: a config change changes
 /// the template, which rolls the pods.
 pub const CHECKSUM_ANNOTATION: &str = "herald.dev/config-checksum";
@@ -89,82 +93,61 @@ fn meta(gateway: &NotificationGateway, name: &str) -> ObjectMeta {
     }
 }
 
-/// The gateway's YAML configuration (the keys of `herald-gateway`'s `HERALD_CONFIG` file), with the
-/// accepted channels merged in. Secrets are never written here: they come from Secret-backed env.
-pub fn gateway_config(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> Value {
+/// The gateway's settings file (`HERALD_CONFIG`), with the accepted channels merged in: the settings
+/// type is the gateway's own (`herald_contract::Options`), so every key is one the gateway reads.
+/// Secrets are never written here: they come from Secret-backed environment variables.
+pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> Options {
     let spec = &gateway.spec;
-    let mut config = json!({
-        "listen": format!("0.0.0.0:{GATEWAY_PORT}"),
-        "log_format": "json",
-        "signing_keys_file": format!("{KEYS_DIR}/keys.json"),
-        "token_ttl_seconds": spec.token_ttl_seconds,
-        "max_connections_per_user": spec.limits.connections_per_user,
-        "max_tokens_per_minute": spec.limits.tokens_per_minute,
-        "max_connects_per_minute_per_ip": spec.limits.connects_per_minute_per_ip,
-        "max_messages_per_second": spec.limits.messages_per_second,
-        "max_subscription_changes_per_minute": spec.limits.subscription_changes_per_minute,
-        "heartbeat_interval_seconds": spec.heartbeat.interval_seconds,
-        "heartbeat_timeout_seconds": spec.heartbeat.timeout_seconds,
-        "retention_days": spec.retention_days,
-        "shutdown_grace_seconds": DRAIN_SECONDS,
-        "jwt_roles_claim": spec.auth.roles_claim,
-    });
-    let object = config.as_object_mut().expect("a JSON object literal");
-    if let Some(url) = &spec.auth.jwks_url {
-        object.insert("jwt_jwks_url".into(), json!(url));
-    }
-    if let Some(issuer) = &spec.auth.issuer {
-        object.insert("jwt_issuer".into(), json!(issuer));
-    }
-    if let Some(audience) = &spec.auth.audience {
-        object.insert("jwt_audience".into(), json!(audience));
-    }
-    if let Some(postgres) = &spec.postgres {
-        object.insert("database_max_connections".into(), json!(postgres.max_connections));
-    }
-    if let Some(redis) = &spec.redis {
-        let prefix = redis.prefix.clone().unwrap_or_else(|| {
-            format!(
-                "herald:{}:{}:",
-                gateway.namespace().unwrap_or_default(),
-                gateway.name_any()
-            )
-        });
-        object.insert("redis_prefix".into(), json!(prefix));
-    }
     let mut channels: Vec<&&NotificationChannel> = channels.iter().collect();
     channels.sort_by_key(|c| c.name_any());
-    if !channels.is_empty() {
-        let rendered: Vec<Value> = channels
-            .iter()
-            .map(|channel| {
-                let mut entry = json!({
-                    "name": channel.name_any(),
-                    "types": channel.spec.types,
-                    "admin_only": channel.spec.admin_only,
-                    "default_subscribed": channel.spec.default_subscribed,
-                });
-                let entry_object = entry.as_object_mut().expect("a JSON object literal");
-                if let Some(description) = &channel.spec.description {
-                    entry_object.insert("description".into(), json!(description));
-                }
-                if let Some(role) = &channel.spec.required_role {
-                    entry_object.insert("required_role".into(), json!(role));
-                }
-                if let Some(days) = channel.spec.retention_days {
-                    entry_object.insert("retention_days".into(), json!(days));
-                }
-                entry
+    let channels: Vec<ChannelEntry> = channels
+        .iter()
+        .map(|channel| ChannelEntry {
+            name: channel.name_any(),
+            description: channel.spec.description.clone(),
+            types: channel.spec.types.iter().map(|t| t.as_str().to_owned()).collect(),
+            admin_only: channel.spec.admin_only,
+            required_role: channel.spec.required_role.clone(),
+            default_subscribed: channel.spec.default_subscribed,
+            retention_days: channel.spec.retention_days,
+        })
+        .collect();
+    Options {
+        listen: Some(SocketAddr::from(([0, 0, 0, 0], defaults::PORT))),
+        log_format: Some(LogFormat::Json),
+        signing_keys_file: Some(PathBuf::from(format!("{KEYS_DIR}/keys.json"))),
+        token_ttl_seconds: Some(u64::from(spec.token_ttl_seconds)),
+        max_connections_per_user: Some(spec.limits.connections_per_user),
+        max_tokens_per_minute: Some(spec.limits.tokens_per_minute),
+        max_connects_per_minute_per_ip: Some(spec.limits.connects_per_minute_per_ip),
+        max_messages_per_second: Some(spec.limits.messages_per_second),
+        max_subscription_changes_per_minute: Some(spec.limits.subscription_changes_per_minute),
+        heartbeat_interval_seconds: Some(u64::from(spec.heartbeat.interval_seconds)),
+        heartbeat_timeout_seconds: Some(u64::from(spec.heartbeat.timeout_seconds)),
+        retention_days: Some(spec.retention_days),
+        shutdown_grace_seconds: Some(DRAIN_SECONDS as u64),
+        jwt_roles_claim: Some(spec.auth.roles_claim.clone()),
+        jwt_jwks_url: spec.auth.jwks_url.clone(),
+        jwt_issuer: spec.auth.issuer.clone(),
+        jwt_audience: spec.auth.audience.clone(),
+        database_max_connections: spec.postgres.as_ref().map(|p| p.max_connections),
+        redis_prefix: spec.redis.as_ref().map(|redis| {
+            redis.prefix.clone().unwrap_or_else(|| {
+                format!(
+                    "herald:{}:{}:",
+                    gateway.namespace().unwrap_or_default(),
+                    gateway.name_any()
+                )
             })
-            .collect();
-        object.insert("channels".into(), json!(rendered));
+        }),
+        channels: (!channels.is_empty()).then_some(channels),
+        ..Options::default()
     }
-    config
 }
 
 /// The ConfigMap holding `gateway.yaml`, and the checksum that rolls the pods when it changes.
 pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> (ConfigMap, String) {
-    let yaml = serde_norway::to_string(&gateway_config(gateway, channels)).unwrap_or_default();
+    let yaml = gateway_options(gateway, channels).to_yaml();
     let checksum: String = Sha256::digest(yaml.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -215,21 +198,21 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
 /// The gateway container's environment: the config file, and every secret from a Secret reference.
 pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     let spec = &gateway.spec;
-    let mut env = vec![plain_env("HERALD_CONFIG", &format!("{CONFIG_DIR}/gateway.yaml"))];
+    let mut env = vec![plain_env(env::CONFIG, &format!("{CONFIG_DIR}/gateway.yaml"))];
     if let Some(postgres) = &spec.postgres {
-        env.push(secret_env("DATABASE_URL", &postgres.url_secret_ref));
+        env.push(secret_env(env::DATABASE_URL, &postgres.url_secret_ref));
     } else {
         // The embedded default keeps its SQLite file on the pod's scratch volume.
-        env.push(plain_env("HERALD_DATA_DIR", "/var/lib/herald"));
+        env.push(plain_env(env::DATA_DIR, "/var/lib/herald"));
     }
     if let Some(redis) = &spec.redis {
-        env.push(secret_env("REDIS_URL", &redis.url_secret_ref));
+        env.push(secret_env(env::REDIS_URL, &redis.url_secret_ref));
     }
     if let Some(secret) = &spec.auth.hs256_secret_ref {
-        env.push(secret_env("HERALD_JWT_HS256_SECRET", secret));
+        env.push(secret_env(env::JWT_HS256_SECRET, secret));
     }
     if let Some(keys) = &spec.publisher_keys_secret_ref {
-        env.push(secret_env("HERALD_PUBLISHER_KEYS", keys));
+        env.push(secret_env(env::PUBLISHER_KEYS, keys));
     }
     env
 }

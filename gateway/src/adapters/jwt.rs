@@ -24,7 +24,7 @@ const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    pub hs256_secret: Option<Vec<u8>>,
+    pub hs256_secret: Option<herald_contract::Secret<Vec<u8>>>,
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -43,7 +43,10 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
-        let hs256 = settings.hs256_secret.as_deref().map(DecodingKey::from_secret);
+        let hs256 = settings
+            .hs256_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.expose()));
         let jwks = settings
             .jwks_url
             .clone()
@@ -261,7 +264,7 @@ mod tests {
 
     fn verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
         JwtVerifier::new(JwtSettings {
-            hs256_secret: Some(SECRET.to_vec()),
+            hs256_secret: Some(herald_contract::Secret::new(SECRET.to_vec())),
             jwks_url: None,
             issuer: issuer.map(str::to_owned),
             audience: audience.map(str::to_owned),

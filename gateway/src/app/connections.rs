@@ -1,6 +1,7 @@
 //! Connection lifecycle (AC5-AC10): validating the token on connect, registering with the per-user
 //! cap, heartbeats, and cleanup on disconnect.
 
+use herald_contract::defaults;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,11 +31,18 @@ pub struct ConnectionSettings {
 impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
-            max_per_user: 5,
-            connects_per_minute_per_ip: 5,
-            ttl_ms: 2 * 60 * 60 * 1_000,
-            stale_after_ms: 120_000,
+            max_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            connects_per_minute_per_ip: defaults::MAX_CONNECTS_PER_MINUTE_PER_IP,
+            ttl_ms: defaults::CONNECTION_TTL_SECONDS as i64 * 1_000,
+            stale_after_ms: Self::stale_after(defaults::HEARTBEAT_TIMEOUT_SECONDS * 1_000),
         }
+    }
+}
+
+impl ConnectionSettings {
+    /// Silent past the heartbeat timeout (plus slack for clocks and the close itself) means dead.
+    pub fn stale_after(heartbeat_timeout_ms: u64) -> i64 {
+        heartbeat_timeout_ms as i64 + 30_000
     }
 }
 

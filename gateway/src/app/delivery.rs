@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use herald_contract::defaults;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -36,8 +37,8 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            ack_timeout_ms: 30_000,
-            max_attempts: 3,
+            ack_timeout_ms: defaults::ACK_TIMEOUT_MS as i64,
+            max_attempts: defaults::MAX_DELIVERY_ATTEMPTS,
         }
     }
 }

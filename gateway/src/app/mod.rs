@@ -38,11 +38,8 @@ pub struct Gateway {
     pub health: Vec<Arc<dyn HealthProbe>>,
     pub clock: Arc<dyn Clock>,
     pub session_settings: SessionSettings,
-    /// Subscribe/unsubscribe messages per connection per minute (plan: 20).
-    pub subscription_changes_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the real client (per-IP limits behind an ingress).
-    pub trusted_proxies: Vec<crate::http::client_ip::IpRange>,
-    pub websocket_enabled: bool,
+    pub trusted_proxies: Vec<crate::domain::ip_range::IpRange>,
     /// Present only in dev mode: mints user JWTs for trying the gateway out.
     pub dev: Option<dev::DevTokens>,
     pub lifecycle: Lifecycle,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use herald_contract::defaults;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,8 @@ pub struct SessionSettings {
     pub max_message_bytes: usize,
     pub messages_per_second: u32,
     pub violations_per_minute: u32,
+    /// Subscribe/unsubscribe messages per connection per minute (plan: 20).
+    pub subscription_changes_per_minute: u32,
     pub outbound_queue: usize,
     pub write_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -32,13 +35,14 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
-            max_message_bytes: 64 * 1024,
-            messages_per_second: 10,
-            violations_per_minute: 5,
-            outbound_queue: 64,
-            write_timeout_ms: 10_000,
-            heartbeat_interval_ms: 30_000,
-            heartbeat_timeout_ms: 90_000,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            messages_per_second: defaults::MAX_MESSAGES_PER_SECOND,
+            violations_per_minute: defaults::MAX_VIOLATIONS_PER_MINUTE,
+            subscription_changes_per_minute: defaults::MAX_SUBSCRIPTION_CHANGES_PER_MINUTE,
+            outbound_queue: defaults::OUTBOUND_QUEUE,
+            write_timeout_ms: defaults::WRITE_TIMEOUT_MS,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_SECONDS * 1_000,
+            heartbeat_timeout_ms: defaults::HEARTBEAT_TIMEOUT_SECONDS * 1_000,
             reconnect_jitter_ms: 5_000,
             read_buffer_bytes: 4 * 1024,
         }

@@ -90,10 +90,10 @@ mod tests {
     use super::*;
     use crate::adapters::clock::ManualClock;
     use crate::adapters::memory::{MemoryConnectionRegistry, MemorySubscriptionStore};
-    use crate::domain::channel::ChannelSpec;
+    use herald_contract::ChannelEntry;
 
     fn catalog() -> Arc<ChannelCatalog> {
-        let spec = |name: &str, types: &[&str], admin_only: bool, default_subscribed: bool| ChannelSpec {
+        let spec = |name: &str, types: &[&str], admin_only: bool, default_subscribed: bool| ChannelEntry {
             name: name.into(),
             description: None,
             types: types.iter().map(|t| (*t).to_owned()).collect(),
@@ -103,7 +103,7 @@ mod tests {
             retention_days: None,
         };
         Arc::new(
-            ChannelCatalog::from_specs(
+            ChannelCatalog::from_entries(
                 vec![
                     spec("social", &["new_like"], false, true),
                     spec("uploads", &["upload_complete"], false, false),

@@ -1,5 +1,6 @@
 //! Connection tokens: issuance (AC1-AC3), revocation (AC4) and validation on connect (AC5, AC6).
 
+use herald_contract::defaults;
 use std::sync::Arc;
 
 use tracing::instrument;
@@ -23,13 +24,17 @@ pub struct TokenSettings {
     pub ttl_ms: i64,
     /// Tokens a user may obtain per minute (plan: 10).
     pub max_per_minute: u32,
+    /// `false` refuses tokens and WebSocket connections (503 `websocket_disabled`): the plan's
+    /// `WEBSOCKET_ENABLED` switch.
+    pub websocket_enabled: bool,
 }
 
 impl Default for TokenSettings {
     fn default() -> Self {
         Self {
-            ttl_ms: 60_000,
-            max_per_minute: 10,
+            ttl_ms: defaults::TOKEN_TTL_SECONDS as i64 * 1_000,
+            max_per_minute: defaults::MAX_TOKENS_PER_MINUTE,
+            websocket_enabled: true,
         }
     }
 }
@@ -77,6 +82,7 @@ impl TokenService {
     /// Issues a token for `user`, unless they exceeded their rate or opted out of in-app (AC3, AC19).
     #[instrument(skip_all, fields(user_id = %user.id))]
     pub async fn issue(&self, user: &AuthenticatedUser) -> Result<IssuedToken> {
+        self.ensure_websocket_enabled()?;
         let now = self.clock.now_ms();
         let limit = RateLimit::per_minute(self.settings.max_per_minute);
         if let RateDecision::Limited { retry_after_ms } = self
@@ -116,6 +122,15 @@ impl TokenService {
             expires_at: claims.expires_at,
             token_id: claims.token_id.to_string(),
         })
+    }
+
+    /// The one place the `WEBSOCKET_ENABLED` switch is decided: token issuance and connects ask here.
+    pub fn ensure_websocket_enabled(&self) -> Result<()> {
+        if self.settings.websocket_enabled {
+            Ok(())
+        } else {
+            Err(Error::WebSocketDisabled)
+        }
     }
 
     /// Refuses from now on every token of `user_id` issued until now (AC4).

@@ -3,13 +3,11 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use herald_contract::{ChannelEntry, defaults};
 
 use super::notification::NotificationType;
 
 pub const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
-/// Plan, open question 3: undelivered notifications are kept 7 days.
-pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
@@ -23,28 +21,6 @@ pub struct Channel {
     /// Users who never chose are subscribed.
     pub default_subscribed: bool,
     pub retention_ms: i64,
-}
-
-/// A channel as written in the gateway's YAML config (snake_case, or the CRD's camelCase).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelSpec {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    pub types: Vec<String>,
-    #[serde(default, alias = "adminOnly")]
-    pub admin_only: bool,
-    #[serde(default, alias = "requiredRole")]
-    pub required_role: Option<String>,
-    #[serde(default = "yes", alias = "defaultSubscribed")]
-    pub default_subscribed: bool,
-    #[serde(default, alias = "retentionDays")]
-    pub retention_days: Option<u32>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The channels in force, indexed by name and by type.
@@ -89,7 +65,11 @@ impl ChannelCatalog {
     }
 
     /// From config entries; unknown types are refused by name.
-    pub fn from_specs(specs: Vec<ChannelSpec>, admin_role: &str, default_retention_days: u32) -> Result<Self, String> {
+    pub fn from_entries(
+        specs: Vec<ChannelEntry>,
+        admin_role: &str,
+        default_retention_days: u32,
+    ) -> Result<Self, String> {
         let channels = specs
             .into_iter()
             .map(|spec| {
@@ -153,10 +133,10 @@ impl ChannelCatalog {
             ),
         ];
         // The default set is valid by construction; the fallback is never reached.
-        Self::new(channels, "admin").unwrap_or_else(|_| Self {
+        Self::new(channels, defaults::ADMIN_ROLE).unwrap_or_else(|_| Self {
             channels: vec![],
             by_type: HashMap::new(),
-            admin_role: "admin".into(),
+            admin_role: defaults::ADMIN_ROLE.into(),
         })
     }
 
@@ -193,7 +173,7 @@ impl ChannelCatalog {
             .iter()
             .map(|c| c.retention_ms)
             .max()
-            .unwrap_or(i64::from(DEFAULT_RETENTION_DAYS) * DAY_MS)
+            .unwrap_or(i64::from(defaults::RETENTION_DAYS) * DAY_MS)
     }
 
     pub fn retention_ms(&self, channel: &str) -> i64 {
@@ -214,8 +194,8 @@ fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, types: &[&str]) -> ChannelSpec {
-        ChannelSpec {
+    fn spec(name: &str, types: &[&str]) -> ChannelEntry {
+        ChannelEntry {
             name: name.into(),
             description: None,
             types: types.iter().map(|t| (*t).to_owned()).collect(),
@@ -239,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_type_claimed_twice_is_refused() {
-        let err = ChannelCatalog::from_specs(vec![spec("a", &["new_like"]), spec("b", &["new_like"])], "admin", 7)
+        let err = ChannelCatalog::from_entries(vec![spec("a", &["new_like"]), spec("b", &["new_like"])], "admin", 7)
             .expect_err("conflict");
         assert!(
             err.contains("new_like") && err.contains("`a`") && err.contains("`b`"),
@@ -249,9 +229,9 @@ mod tests {
 
     #[test]
     fn bad_names_and_unknown_types_are_refused() {
-        assert!(ChannelCatalog::from_specs(vec![spec("Bad Name", &[])], "admin", 7).is_err());
-        assert!(ChannelCatalog::from_specs(vec![spec("ok", &["nope"])], "admin", 7).is_err());
-        assert!(ChannelCatalog::from_specs(vec![spec("ok", &[]), spec("ok", &[])], "admin", 7).is_err());
+        assert!(ChannelCatalog::from_entries(vec![spec("Bad Name", &[])], "admin", 7).is_err());
+        assert!(ChannelCatalog::from_entries(vec![spec("ok", &["nope"])], "admin", 7).is_err());
+        assert!(ChannelCatalog::from_entries(vec![spec("ok", &[]), spec("ok", &[])], "admin", 7).is_err());
     }
 
     #[test]
@@ -261,7 +241,7 @@ mod tests {
         let mut beta = spec("beta", &["moc_featured"]);
         beta.required_role = Some("beta".into());
         let catalog =
-            ChannelCatalog::from_specs(vec![ops, beta, spec("social", &["new_like"])], "admin", 7).expect("valid");
+            ChannelCatalog::from_entries(vec![ops, beta, spec("social", &["new_like"])], "admin", 7).expect("valid");
         assert_eq!(catalog.allowed_for(&[]), ["social"]);
         assert_eq!(catalog.allowed_for(&["admin".into()]), ["ops", "social"]);
         assert_eq!(catalog.allowed_for(&["beta".into()]), ["beta", "social"]);
@@ -269,12 +249,12 @@ mod tests {
 
     #[test]
     fn yaml_accepts_snake_and_camel_case() {
-        let specs: Vec<ChannelSpec> = serde_norway::from_str(
+        let specs: Vec<ChannelEntry> = serde_norway::from_str(
             "- name: ops\n  types: [maintenance_scheduled]\n  adminOnly: true\n  retentionDays: 30\n\
              - name: social\n  types: [new_like]\n  default_subscribed: false\n",
         )
         .expect("yaml");
-        let catalog = ChannelCatalog::from_specs(specs, "admin", 7).expect("valid");
+        let catalog = ChannelCatalog::from_entries(specs, "admin", 7).expect("valid");
         let ops = catalog.get("ops").expect("ops");
         assert!(ops.admin_only);
         assert_eq!(ops.retention_ms, 30 * DAY_MS);

@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod connection;
+pub mod ip_range;
 pub mod notification;
 pub mod preferences;
 pub mod protocol;

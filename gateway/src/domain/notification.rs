@@ -9,48 +9,8 @@ use uuid::Uuid;
 
 use super::UnixMs;
 
-macro_rules! notification_types {
-    ($($variant:ident => $name:literal),* $(,)?) => {
-        /// The plan's `NotificationTypeSchema`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum NotificationType { $(#[serde(rename = $name)] $variant),* }
-
-        impl NotificationType {
-            pub const ALL: &'static [NotificationType] = &[$(NotificationType::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(NotificationType::$variant => $name),* }
-            }
-
-            pub fn parse(name: &str) -> Option<Self> {
-                match name { $($name => Some(NotificationType::$variant),)* _ => None }
-            }
-        }
-    };
-}
-
-notification_types! {
-    UploadStarted => "upload_started",
-    UploadComplete => "upload_complete",
-    UploadFailed => "upload_failed",
-    ProcessingComplete => "processing_complete",
-    ProcessingFailed => "processing_failed",
-    NewFollower => "new_follower",
-    NewLike => "new_like",
-    NewComment => "new_comment",
-    MocPublished => "moc_published",
-    MocFeatured => "moc_featured",
-    QuotaWarning => "quota_warning",
-    QuotaExceeded => "quota_exceeded",
-    SystemAnnouncement => "system_announcement",
-    MaintenanceScheduled => "maintenance_scheduled",
-}
-
-impl std::fmt::Display for NotificationType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The plan's 14 types, shared with the operator (its `NotificationChannel` lists them).
+pub use herald_contract::NotificationType;
 
 /// Limits of AC15.
 pub const MAX_TITLE_CHARS: usize = 255;

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::app::{Gateway, IssuedToken};
-use crate::error::Error;
 
 use super::ApiError;
 use super::auth::CurrentUser;
@@ -16,9 +15,6 @@ pub async fn issue(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    if !gateway.websocket_enabled {
-        return Err(Error::WebSocketDisabled.into());
-    }
     Ok(Json(gateway.tokens.issue(&user).await?))
 }
 

@@ -61,7 +61,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         connection_id: connection_id.clone(),
         user_id: record.user_id.clone(),
         allowed: record.allowed_channels.clone(),
-        subscription_limit: RateLimit::per_minute(gateway.subscription_changes_per_minute),
+        subscription_limit: RateLimit::per_minute(settings.subscription_changes_per_minute),
         subscription_rate: GcraState::default(),
     };
     let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::metrics::Metrics;
 use crate::app::{ConnectRequest, Gateway};
-use crate::error::Error;
 use crate::http::ApiError;
 use crate::http::client_ip::client_ip;
 
@@ -30,8 +29,8 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !gateway.websocket_enabled {
-        return ApiError::from(Error::WebSocketDisabled).into_response();
+    if let Err(err) = gateway.tokens.ensure_websocket_enabled() {
+        return ApiError::from(err).into_response();
     }
     if gateway.lifecycle.is_draining() {
         return ApiError::new(

@@ -28,10 +28,10 @@ pub struct TestGateway {
 pub fn options(dir: &TempDir) -> Options {
     Options {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display())),
+        database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display()).into()),
         jwt_hs256_secret: Some(JWT_SECRET.into()),
         token_secret: Some(TOKEN_SECRET.into()),
-        publisher_keys: Some(format!("tests={PUBLISHER_KEY}")),
+        publisher_keys: Some(format!("tests={PUBLISHER_KEY}").into()),
         // Tests open many connections from 127.0.0.1; the per-IP limit has tests of its own.
         max_connects_per_minute_per_ip: Some(1_000),
         ..Options::default()
@@ -53,7 +53,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> TestGateway {
 pub async fn start_config(dir: TempDir, config: Config) -> TestGateway {
     let database_url = match &config.store {
         herald_gateway::config::StoreConfig::Sqlite { url } => url.clone(),
-        herald_gateway::config::StoreConfig::Cluster { database_url, .. } => database_url.clone(),
+        herald_gateway::config::StoreConfig::Cluster { database_url, .. } => database_url.expose().clone(),
     };
     let running = RunningGateway::start(config).await.expect("gateway starts");
     let addr = running.addr;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::{GatewayRef, NotificationChannelSpec, NotificationGatewaySpec, NotificationTypeName};
+use crate::crd::{GatewayRef, NotificationChannelSpec, NotificationGatewaySpec, NotificationType};
 
 fn gateway(spec: serde_json::Value) -> NotificationGateway {
     let spec: NotificationGatewaySpec = serde_json::from_value(spec).expect("spec");
@@ -19,7 +19,7 @@ fn cluster_gateway() -> NotificationGateway {
     }))
 }
 
-fn channel(name: &str, types: Vec<NotificationTypeName>) -> NotificationChannel {
+fn channel(name: &str, types: Vec<NotificationType>) -> NotificationChannel {
     let mut channel = NotificationChannel::new(
         name,
         NotificationChannelSpec {
@@ -65,14 +65,11 @@ fn every_child_is_owned_by_the_gateway() {
 fn the_rendered_config_is_one_the_gateway_accepts() {
     use herald_gateway::config::{Config, Options};
     let gw = cluster_gateway();
-    let social = channel(
-        "social",
-        vec![NotificationTypeName::NewLike, NotificationTypeName::NewComment],
-    );
-    let ops = channel("ops", vec![NotificationTypeName::MaintenanceScheduled]);
+    let social = channel("social", vec![NotificationType::NewLike, NotificationType::NewComment]);
+    let ops = channel("ops", vec![NotificationType::MaintenanceScheduled]);
     let (config_map, _) = config_map(&gw, &[&social, &ops]);
     let yaml = &config_map.data.as_ref().expect("data")["gateway.yaml"];
-    let mut options: Options = serde_norway::from_str(yaml).expect("the gateway parses every key");
+    let mut options = Options::from_yaml(yaml).expect("the gateway parses every key");
     // What the Deployment passes through Secret-backed environment variables.
     options.database_url = Some("postgres://herald@db/herald".into());
     options.redis_url = Some("redis://cache:6379".into());
@@ -97,7 +94,7 @@ fn the_checksum_follows_the_config_and_only_the_config() {
     let mut changed = gw.clone();
     changed.spec.limits.connections_per_user = 3;
     assert_ne!(config_map(&changed, &[]).1, first);
-    let social = channel("social", vec![NotificationTypeName::NewLike]);
+    let social = channel("social", vec![NotificationType::NewLike]);
     assert_ne!(
         config_map(&gw, &[&social]).1,
         first,

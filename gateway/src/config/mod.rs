@@ -1,0 +1,126 @@
+//! One typed configuration from CLI flags, environment variables and an optional YAML file
+//! (`HERALD_CONFIG`), in that order of precedence, parsed once at start-up.
+//!
+//! The settings themselves (the flag, variable and YAML key of each) are `herald_contract::Options`,
+//! shared with the operator that renders the file; their defaults are `herald_contract::defaults`.
+//! This module turns them into a [`Config`]: `resolve` (precedence, defaults, validation), `store`
+//! (where state is kept: all `migrate` needs), `keys` (signing keys and the keys file's reloader).
+//! docs/configuration.md lists every setting.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+pub use herald_contract::{ChannelEntry, LogFormat, Options, PublisherEntry, Secret};
+
+use crate::adapters::jwt::JwtSettings;
+use crate::app::delivery::DeliverySettings;
+use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
+use crate::domain::channel::ChannelCatalog;
+use crate::domain::ip_range::IpRange;
+use crate::domain::publisher::Publishers;
+use crate::domain::token::SigningKeys;
+
+mod keys;
+mod resolve;
+mod store;
+
+pub use keys::{KeySource, RELOAD_INTERVAL, parse_keys, read_keys_file, watch_keys_file};
+pub use store::StoreConfig;
+
+/// A configuration that cannot be served with, and why, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// `value` (or `default` when unset), refused unless greater than zero.
+fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(invalid(format!("{name} must be greater than 0")))
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-gateway",
+    version,
+    about = "Herald gateway: real-time notifications over WebSocket"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and WebSocket (the default).
+    Serve,
+    /// Validate the configuration, print it without secrets, and exit.
+    CheckConfig,
+    /// Apply the database migrations and exit (needs only the database settings).
+    Migrate,
+}
+
+/// The resolved configuration a gateway serves with. `Debug` prints no secret: every secret is a
+/// [`Secret`] or a type that redacts itself (signing keys, the store's URLs).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub dev: bool,
+    pub log_format: LogFormat,
+    pub jwt: JwtSettings,
+    /// In dev mode without a configured HS256 secret: the random one generated for this run.
+    pub dev_jwt_secret: Option<Secret<Vec<u8>>>,
+    pub signing_keys: SigningKeys,
+    pub key_source: KeySource,
+    pub tokens: TokenSettings,
+    pub connections: ConnectionSettings,
+    pub session: SessionSettings,
+    pub trusted_proxies: Vec<IpRange>,
+    pub catalog: ChannelCatalog,
+    pub publishers: Publishers,
+    /// In dev mode without configured publishers: the key generated for this run.
+    pub dev_publisher_key: Option<Secret>,
+    pub delivery: DeliverySettings,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Flags and environment from `options`, then the YAML file it names, then defaults.
+    pub fn load(options: Options) -> Result<Config, ConfigError> {
+        Config::resolve(with_file(options)?)
+    }
+}
+
+impl StoreConfig {
+    /// The store settings alone (for `migrate`), with the same precedence as [`Config::load`].
+    pub fn load(options: Options) -> Result<StoreConfig, ConfigError> {
+        StoreConfig::resolve(&with_file(options)?)
+    }
+}
+
+/// `options` with what they leave unset filled from the YAML file they name, if any.
+fn with_file(options: Options) -> Result<Options, ConfigError> {
+    let Some(path) = &options.config else {
+        return Ok(options);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("cannot read HERALD_CONFIG file {}: {e}", path.display())))?;
+    let file = Options::from_yaml(&text)
+        .map_err(|e| invalid(format!("invalid HERALD_CONFIG file {}: {e}", path.display())))?;
+    Ok(options.or(file))
+}

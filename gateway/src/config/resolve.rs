@@ -1,0 +1,543 @@
+//! Resolution: every setting of [`Options`] checked and turned into the typed settings the services
+//! take, with the defaults of `herald_contract::defaults` (through each settings type's `Default`).
+
+use std::collections::HashSet;
+
+use herald_contract::{Options, PublisherEntry, Secret, defaults};
+
+use crate::adapters::jwt::JwtSettings;
+use crate::app::delivery::DeliverySettings;
+use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
+use crate::domain::channel::ChannelCatalog;
+use crate::domain::notification::NotificationType;
+use crate::domain::publisher::{MIN_KEY_CHARS, Publisher, Publishers};
+use crate::domain::token::{MIN_SECRET_BYTES, SigningKey, SigningKeys};
+
+use super::keys::{KeySource, inline_keys, read_keys_file};
+use super::{Config, ConfigError, LogFormat, StoreConfig, invalid, positive};
+
+impl Config {
+    pub fn resolve(o: Options) -> Result<Config, ConfigError> {
+        let dev = o.dev.unwrap_or(false);
+        let store = StoreConfig::resolve(&o)?;
+        let log_format = o
+            .log_format
+            .unwrap_or_else(|| match std::env::var("RUST_LOG_FORMAT").ok().as_deref() {
+                Some("json") => LogFormat::Json,
+                _ => LogFormat::Human,
+            });
+        let (jwt, dev_jwt_secret) = jwt_settings(&o, dev)?;
+        let (signing_keys, key_source) = signing_keys(&o, dev)?;
+        let (publishers, dev_publisher_key) = publishers(o.publishers.clone(), o.publisher_keys.as_ref(), dev)?;
+        let retention_days = positive("HERALD_RETENTION_DAYS", o.retention_days, defaults::RETENTION_DAYS)?;
+        let admin_role = o.admin_role.clone().unwrap_or_else(|| defaults::ADMIN_ROLE.to_owned());
+        let catalog = match o.channels.clone() {
+            Some(entries) if !entries.is_empty() => ChannelCatalog::from_entries(entries, &admin_role, retention_days)
+                .map_err(|e| invalid(format!("channels: {e}")))?,
+            _ => ChannelCatalog::default_set(retention_days),
+        };
+        let session = session_settings(&o)?;
+        Ok(Config {
+            listen: o.listen.unwrap_or(defaults::LISTEN),
+            store,
+            dev,
+            log_format,
+            jwt,
+            dev_jwt_secret,
+            signing_keys,
+            key_source,
+            tokens: token_settings(&o)?,
+            connections: connection_settings(&o, &session)?,
+            session,
+            trusted_proxies: o
+                .trusted_proxies
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|part| !part.trim().is_empty())
+                .map(|part| {
+                    part.parse()
+                        .map_err(|e| invalid(format!("HERALD_TRUSTED_PROXIES: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            catalog,
+            publishers,
+            dev_publisher_key,
+            delivery: delivery_settings(&o)?,
+            shutdown_grace_ms: o.shutdown_grace_seconds.unwrap_or(defaults::SHUTDOWN_GRACE_SECONDS) * 1_000,
+        })
+    }
+
+    /// The configuration as an operator may see it: no secret, only where each one comes from.
+    pub fn describe(&self) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .signing_keys
+            .keys()
+            .iter()
+            .map(|k| serde_json::json!({"kid": k.kid(), "notBefore": k.not_before()}))
+            .collect();
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "store": self.store.describe(),
+            "dev": self.dev,
+            "userJwt": {
+                "hs256": self.jwt.hs256_secret.is_some(),
+                "jwksUrl": self.jwt.jwks_url,
+                "issuer": self.jwt.issuer,
+                "audience": self.jwt.audience,
+                "rolesClaim": self.jwt.roles_claim,
+            },
+            "signingKeys": keys,
+            "tokenTtlMs": self.tokens.ttl_ms,
+            "maxTokensPerMinute": self.tokens.max_per_minute,
+            "maxConnectionsPerUser": self.connections.max_per_user,
+            "maxConnectsPerMinutePerIp": self.connections.connects_per_minute_per_ip,
+            "connectionTtlMs": self.connections.ttl_ms,
+            "maxMessagesPerSecond": self.session.messages_per_second,
+            "maxMessageBytes": self.session.max_message_bytes,
+            "heartbeatIntervalMs": self.session.heartbeat_interval_ms,
+            "heartbeatTimeoutMs": self.session.heartbeat_timeout_ms,
+            "websocketEnabled": self.tokens.websocket_enabled,
+            "channels": self.catalog.channels().iter().map(|c| serde_json::json!({
+                "name": c.name,
+                "types": c.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "adminOnly": c.admin_only,
+                "requiredRole": c.required_role,
+                "defaultSubscribed": c.default_subscribed,
+                "retentionMs": c.retention_ms,
+            })).collect::<Vec<_>>(),
+            "publishers": self.publishers.names(),
+            "ackTimeoutMs": self.delivery.ack_timeout_ms,
+            "maxDeliveryAttempts": self.delivery.max_attempts,
+            "shutdownGraceMs": self.shutdown_grace_ms,
+        })
+    }
+}
+
+/// The HS256 secret `POST /dev/jwt` signs with in dev mode.
+type DevJwtSecret = Secret<Vec<u8>>;
+
+/// User JWT verification: a JWKS URL, an HS256 secret, or (dev mode) a random HS256 secret that
+/// `POST /dev/jwt` signs with.
+fn jwt_settings(o: &Options, dev: bool) -> Result<(JwtSettings, Option<DevJwtSecret>), ConfigError> {
+    let mut dev_jwt_secret = None;
+    let hs256_secret = match (&o.jwt_hs256_secret, &o.jwt_jwks_url) {
+        (Some(secret), _) => {
+            if secret.expose().len() < MIN_SECRET_BYTES && !dev {
+                return Err(invalid(format!(
+                    "HERALD_JWT_HS256_SECRET is too short: at least {MIN_SECRET_BYTES} bytes are required"
+                )));
+            }
+            Some(Secret::new(secret.expose().as_bytes().to_vec()))
+        }
+        (None, Some(_)) => None,
+        (None, None) if dev => {
+            let secret = Secret::new(random_secret());
+            dev_jwt_secret = Some(secret.clone());
+            Some(secret)
+        }
+        (None, None) => {
+            return Err(invalid(
+                "no user JWT verification is configured: set HERALD_JWT_JWKS_URL (or HERALD_JWT_HS256_SECRET), \
+                 or run with --dev",
+            ));
+        }
+    };
+    if dev_jwt_secret.is_none() && dev {
+        dev_jwt_secret = hs256_secret.clone();
+    }
+    if let Some(url) = &o.jwt_jwks_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(invalid(format!(
+                "HERALD_JWT_JWKS_URL must be an http(s) URL, got `{url}`"
+            )));
+        }
+    }
+    let jwt = JwtSettings {
+        hs256_secret,
+        jwks_url: o.jwt_jwks_url.clone(),
+        issuer: o.jwt_issuer.clone(),
+        audience: o.jwt_audience.clone(),
+        roles_claim: o
+            .jwt_roles_claim
+            .clone()
+            .unwrap_or_else(|| defaults::JWT_ROLES_CLAIM.to_owned()),
+        leeway_secs: o.jwt_leeway_seconds.unwrap_or(defaults::JWT_LEEWAY_SECONDS),
+        jwks_min_refetch: crate::adapters::jwt::JWKS_MIN_REFETCH,
+    };
+    Ok((jwt, dev_jwt_secret))
+}
+
+/// A keys file, or the plan's inline secrets, or (dev mode) one random key; never both sources.
+fn signing_keys(o: &Options, dev: bool) -> Result<(SigningKeys, KeySource), ConfigError> {
+    Ok(
+        match (&o.signing_keys_file, &o.token_secret, &o.token_secret_previous) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(invalid(
+                    "set either HERALD_SIGNING_KEYS_FILE or WEBSOCKET_TOKEN_SECRET(_PREVIOUS), not both",
+                ));
+            }
+            (Some(path), None, None) => (read_keys_file(path)?, KeySource::File(path.clone())),
+            (None, Some(current), previous) => (inline_keys(current, previous.as_ref())?, KeySource::Inline),
+            (None, None, Some(_)) => {
+                return Err(invalid(
+                    "WEBSOCKET_TOKEN_SECRET_PREVIOUS is set without WEBSOCKET_TOKEN_SECRET",
+                ));
+            }
+            (None, None, None) if dev => {
+                let key = SigningKey::new("dev", random_secret(), 0).map_err(|e| invalid(e.to_string()))?;
+                (
+                    SigningKeys::new(vec![key]).map_err(|e| invalid(e.to_string()))?,
+                    KeySource::Inline,
+                )
+            }
+            (None, None, None) => {
+                return Err(invalid(
+                    "no connection-token secret: set WEBSOCKET_TOKEN_SECRET (at least 32 random bytes) or \
+                     HERALD_SIGNING_KEYS_FILE, or run with --dev",
+                ));
+            }
+        },
+    )
+}
+
+fn token_settings(o: &Options) -> Result<TokenSettings, ConfigError> {
+    let defaults = TokenSettings::default();
+    let max_ttl_seconds = (crate::app::tokens::MAX_TOKEN_TTL_MS / 1_000) as u64;
+    let ttl_seconds = o.token_ttl_seconds.unwrap_or(defaults.ttl_ms as u64 / 1_000);
+    if !(1..=max_ttl_seconds).contains(&ttl_seconds) {
+        return Err(invalid(format!(
+            "WEBSOCKET_TOKEN_TTL_SECONDS must be 1-{max_ttl_seconds}"
+        )));
+    }
+    Ok(TokenSettings {
+        ttl_ms: ttl_seconds as i64 * 1_000,
+        max_per_minute: positive(
+            "WEBSOCKET_MAX_TOKENS_PER_MINUTE",
+            o.max_tokens_per_minute,
+            defaults.max_per_minute,
+        )?,
+        websocket_enabled: o.websocket_enabled.unwrap_or(defaults.websocket_enabled),
+    })
+}
+
+fn session_settings(o: &Options) -> Result<SessionSettings, ConfigError> {
+    let defaults = SessionSettings::default();
+    let seconds = |name: &str, value: Option<u64>, default_ms: u64| -> Result<u64, ConfigError> {
+        Ok(positive(name, value, default_ms / 1_000)? * 1_000)
+    };
+    let heartbeat_interval_ms = seconds(
+        "HERALD_HEARTBEAT_INTERVAL_SECONDS",
+        o.heartbeat_interval_seconds,
+        defaults.heartbeat_interval_ms,
+    )?;
+    let heartbeat_timeout_ms = seconds(
+        "HERALD_HEARTBEAT_TIMEOUT_SECONDS",
+        o.heartbeat_timeout_seconds,
+        defaults.heartbeat_timeout_ms,
+    )?;
+    if heartbeat_timeout_ms < heartbeat_interval_ms {
+        return Err(invalid(
+            "HERALD_HEARTBEAT_TIMEOUT_SECONDS must not be shorter than the heartbeat interval",
+        ));
+    }
+    let max_message_bytes = positive(
+        "HERALD_MAX_MESSAGE_BYTES",
+        o.max_message_bytes,
+        defaults.max_message_bytes,
+    )?;
+    Ok(SessionSettings {
+        max_message_bytes,
+        messages_per_second: positive(
+            "HERALD_MAX_MESSAGES_PER_SECOND",
+            o.max_messages_per_second,
+            defaults.messages_per_second,
+        )?,
+        violations_per_minute: positive(
+            "HERALD_MAX_VIOLATIONS_PER_MINUTE",
+            o.max_violations_per_minute,
+            defaults.violations_per_minute,
+        )?,
+        subscription_changes_per_minute: positive(
+            "HERALD_MAX_SUBSCRIPTION_CHANGES_PER_MINUTE",
+            o.max_subscription_changes_per_minute,
+            defaults.subscription_changes_per_minute,
+        )?,
+        outbound_queue: positive("HERALD_OUTBOUND_QUEUE", o.outbound_queue, defaults.outbound_queue)?,
+        write_timeout_ms: positive("HERALD_WRITE_TIMEOUT_MS", o.write_timeout_ms, defaults.write_timeout_ms)?,
+        heartbeat_interval_ms,
+        heartbeat_timeout_ms,
+        // A frame up to the size cap must fit a read without growing the buffer far past it.
+        read_buffer_bytes: defaults.read_buffer_bytes.min(max_message_bytes.max(1_024)),
+        ..defaults
+    })
+}
+
+fn connection_settings(o: &Options, session: &SessionSettings) -> Result<ConnectionSettings, ConfigError> {
+    let defaults = ConnectionSettings::default();
+    Ok(ConnectionSettings {
+        max_per_user: positive(
+            "WEBSOCKET_MAX_CONNECTIONS_PER_USER",
+            o.max_connections_per_user,
+            defaults.max_per_user,
+        )?,
+        connects_per_minute_per_ip: positive(
+            "HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP",
+            o.max_connects_per_minute_per_ip,
+            defaults.connects_per_minute_per_ip,
+        )?,
+        ttl_ms: positive(
+            "HERALD_CONNECTION_TTL_SECONDS",
+            o.connection_ttl_seconds,
+            defaults.ttl_ms as u64 / 1_000,
+        )? as i64
+            * 1_000,
+        stale_after_ms: ConnectionSettings::stale_after(session.heartbeat_timeout_ms),
+    })
+}
+
+fn delivery_settings(o: &Options) -> Result<DeliverySettings, ConfigError> {
+    let defaults = DeliverySettings::default();
+    Ok(DeliverySettings {
+        ack_timeout_ms: positive(
+            "HERALD_ACK_TIMEOUT_MS",
+            o.ack_timeout_ms,
+            defaults.ack_timeout_ms as u64,
+        )? as i64,
+        max_attempts: positive(
+            "HERALD_MAX_DELIVERY_ATTEMPTS",
+            o.max_delivery_attempts,
+            defaults.max_attempts,
+        )?,
+    })
+}
+
+/// Publishers from the YAML list (hashed keys) and `HERALD_PUBLISHER_KEYS` (plain keys, all types).
+/// In dev mode with none configured, one `dev` publisher with a random key.
+fn publishers(
+    entries: Option<Vec<PublisherEntry>>,
+    plain: Option<&Secret>,
+    dev: bool,
+) -> Result<(Publishers, Option<Secret>), ConfigError> {
+    let mut list = Vec::new();
+    for entry in entries.unwrap_or_default() {
+        let types = match entry.types {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        NotificationType::parse(n)
+                            .ok_or_else(|| invalid(format!("publisher `{}`: unknown type `{n}`", entry.name)))
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        let publisher = Publisher::from_hash(&entry.name, &entry.key_sha256, types).ok_or_else(|| {
+            invalid(format!(
+                "publisher `{}`: key_sha256 must be 64 hex digits (sha256sum of the key)",
+                entry.name
+            ))
+        })?;
+        list.push(publisher);
+    }
+    for pair in plain
+        .map(|keys| keys.expose().as_str())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (name, key) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid("HERALD_PUBLISHER_KEYS must be `name=key,name2=key2`"))?;
+        if name.trim().is_empty() || (key.len() < MIN_KEY_CHARS && !dev) {
+            return Err(invalid(format!(
+                "HERALD_PUBLISHER_KEYS: publisher `{name}` needs a name and a key of at least {MIN_KEY_CHARS} characters"
+            )));
+        }
+        list.push(Publisher::from_key(name.trim(), key, None));
+    }
+    let mut dev_key = None;
+    if list.is_empty() && dev {
+        use rand::Rng;
+        let key: String = rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        list.push(Publisher::from_key("dev", &key, None));
+        dev_key = Some(Secret::new(key));
+    }
+    Ok((Publishers::new(list).map_err(invalid)?, dev_key))
+}
+
+fn random_secret() -> Vec<u8> {
+    use rand::RngCore;
+    let mut secret = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    secret
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    const SECRET: &str = "k9X2m4Q7p1Z8r5T3w6Y0u2I4o6P8a1S3";
+
+    fn options() -> Options {
+        Options {
+            data_dir: Some(std::env::temp_dir().join("herald-config-test")),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn non_dev_mode_refuses_to_start_without_secrets() {
+        let err = Config::resolve(options()).expect_err("no secrets");
+        assert!(err.to_string().contains("HERALD_JWT_JWKS_URL"), "{err}");
+        let err = Config::resolve(Options {
+            jwt_hs256_secret: Some(SECRET.into()),
+            ..options()
+        })
+        .expect_err("no token key");
+        assert!(err.to_string().contains("WEBSOCKET_TOKEN_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_outside_dev_mode() {
+        let weak_jwt = Options {
+            jwt_hs256_secret: Some("short".into()),
+            token_secret: Some(SECRET.into()),
+            ..options()
+        };
+        assert!(
+            Config::resolve(weak_jwt)
+                .expect_err("weak jwt")
+                .to_string()
+                .contains("too short")
+        );
+        let weak_token = Options {
+            jwt_hs256_secret: Some(SECRET.into()),
+            token_secret: Some("x".repeat(40).into()),
+            ..options()
+        };
+        assert!(
+            Config::resolve(weak_token)
+                .expect_err("weak token")
+                .to_string()
+                .contains("weak")
+        );
+    }
+
+    #[test]
+    fn dev_mode_generates_what_is_missing_and_defaults_come_from_one_place() {
+        let config = Config::resolve(Options {
+            dev: Some(true),
+            ..options()
+        })
+        .expect("dev");
+        assert!(config.dev_jwt_secret.is_some());
+        assert!(config.dev_publisher_key.is_some());
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.tokens, TokenSettings::default());
+        assert_eq!(config.connections, ConnectionSettings::default());
+        assert_eq!(config.session, SessionSettings::default());
+        assert_eq!(config.delivery, DeliverySettings::default());
+        assert_eq!(
+            config.session.heartbeat_interval_ms,
+            defaults::HEARTBEAT_INTERVAL_SECONDS * 1_000
+        );
+    }
+
+    #[test]
+    fn plan_shorthand_secrets_sign_with_current_and_accept_previous() {
+        let previous = "P0o9I8u7Y6t5R4e3W2q1A2s3D4f5G6h7";
+        let config = Config::resolve(Options {
+            jwt_hs256_secret: Some(SECRET.into()),
+            token_secret: Some(SECRET.into()),
+            token_secret_previous: Some(previous.into()),
+            ..options()
+        })
+        .expect("valid");
+        let keys = config.signing_keys.keys();
+        assert_eq!(keys.len(), 2);
+        let active = config.signing_keys.active(1_000).expect("active");
+        assert_eq!(active.kid(), SigningKey::derived_kid(SECRET.as_bytes()));
+    }
+
+    #[test]
+    fn debug_formatting_of_the_config_prints_no_secret() {
+        let jwt_secret = "jwt-secret-0123456789-abcdefghijkl";
+        let token_secret = SECRET;
+        let publisher_key = "publisher-key-0123456789abcdef";
+        let config = Config::resolve(Options {
+            jwt_hs256_secret: Some(jwt_secret.into()),
+            token_secret: Some(token_secret.into()),
+            publisher_keys: Some(format!("billing={publisher_key}").into()),
+            database_url: Some("postgres://herald:db-password-42@db:5432/herald".into()),
+            redis_url: Some("redis://:redis-password-42@cache:6379".into()),
+            ..options()
+        })
+        .expect("valid");
+        let printed = format!("{config:?}");
+        for secret in [
+            jwt_secret,
+            token_secret,
+            publisher_key,
+            "db-password-42",
+            "redis-password-42",
+        ] {
+            assert!(!printed.contains(secret), "`{secret}` printed in {printed}");
+        }
+        // Byte secrets must not leak as numbers either.
+        let bytes = format!("{:?}", jwt_secret.as_bytes());
+        assert!(!printed.contains(&bytes[1..bytes.len() - 1]));
+        let dev = Config::resolve(Options {
+            dev: Some(true),
+            ..options()
+        })
+        .expect("dev");
+        let printed = format!("{dev:?}");
+        let key = dev.dev_publisher_key.as_ref().expect("dev key");
+        assert!(!printed.contains(key.expose().as_str()), "{printed}");
+    }
+
+    #[test]
+    fn flags_win_over_the_yaml_file() {
+        let file =
+            Options::from_yaml("listen: 127.0.0.1:9000\nmax_connections_per_user: 3\ndev: true\n").expect("yaml");
+        let merged = Options {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+            ..options()
+        }
+        .or(file);
+        let config = Config::resolve(merged).expect("valid");
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.connections.max_per_user, 3);
+    }
+
+    #[test]
+    fn zero_limits_and_short_heartbeat_timeouts_are_refused() {
+        let zero = Options {
+            dev: Some(true),
+            max_messages_per_second: Some(0),
+            ..options()
+        };
+        assert!(
+            Config::resolve(zero)
+                .expect_err("zero")
+                .to_string()
+                .contains("HERALD_MAX_MESSAGES_PER_SECOND")
+        );
+        let inverted = Options {
+            dev: Some(true),
+            heartbeat_interval_seconds: Some(60),
+            heartbeat_timeout_seconds: Some(30),
+            ..options()
+        };
+        assert!(Config::resolve(inverted).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! Where state is kept: the embedded default (SQLite), or PostgreSQL and Redis shared by every
+//! replica. The only part of the configuration `herald-gateway migrate` needs.
+
+use std::path::PathBuf;
+
+use herald_contract::{Options, Secret, defaults};
+
+use super::{ConfigError, invalid, positive};
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Sqlite {
+        url: String,
+    },
+    Cluster {
+        database_url: Secret,
+        redis_url: Secret,
+        redis_prefix: String,
+        max_connections: u32,
+        /// Apply PostgreSQL migrations when serving starts (safe with several replicas).
+        migrate_on_start: bool,
+    },
+}
+
+/// What an operator may see: the URLs without their passwords.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl StoreConfig {
+    /// `sqlite://` (or nothing) without Redis: the embedded default. `postgres://` with `redis://`:
+    /// cluster mode. Either of the two without the other is refused: a replica must never believe it
+    /// is alone when it is not, nor the reverse.
+    pub fn resolve(o: &Options) -> Result<StoreConfig, ConfigError> {
+        let database_url = o.database_url.as_ref().map(Secret::expose);
+        let postgres = database_url.filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+        match (postgres, &o.redis_url) {
+            (Some(database_url), Some(redis_url)) => {
+                let redis = redis_url.expose();
+                if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+                    return Err(invalid(format!(
+                        "REDIS_URL must start with redis:// or rediss://, got `{}`",
+                        without_password(redis)
+                    )));
+                }
+                return Ok(StoreConfig::Cluster {
+                    database_url: Secret::new(database_url.clone()),
+                    redis_url: redis_url.clone(),
+                    redis_prefix: o
+                        .redis_prefix
+                        .clone()
+                        .unwrap_or_else(|| defaults::REDIS_PREFIX.to_owned()),
+                    max_connections: positive(
+                        "HERALD_DATABASE_MAX_CONNECTIONS",
+                        o.database_max_connections,
+                        defaults::DATABASE_MAX_CONNECTIONS,
+                    )?,
+                    migrate_on_start: o.migrate_on_start.unwrap_or(false),
+                });
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "DATABASE_URL is a PostgreSQL URL but REDIS_URL is not set: cluster mode needs both \
+                     (or use sqlite://PATH and no REDIS_URL for the embedded default)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "REDIS_URL is set but DATABASE_URL is not a postgres:// URL: cluster mode needs both \
+                     (unset REDIS_URL for the embedded default)",
+                ));
+            }
+            (None, None) => {}
+        }
+        let url = match database_url {
+            Some(url) if url.starts_with("sqlite:") => url.to_owned(),
+            Some(url) => {
+                return Err(invalid(format!(
+                    "DATABASE_URL must be sqlite://PATH or postgres://..., got `{}`",
+                    without_password(url)
+                )));
+            }
+            None => {
+                let dir = o.data_dir.clone().unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
+                format!("sqlite://{}", dir.join("herald.db").display())
+            }
+        };
+        Ok(StoreConfig::Sqlite { url })
+    }
+
+    /// Where the store is, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { url } => url.clone(),
+            StoreConfig::Cluster {
+                database_url,
+                redis_url,
+                ..
+            } => {
+                format!(
+                    "cluster: {} + {}",
+                    without_password(database_url.expose()),
+                    without_password(redis_url.expose())
+                )
+            }
+        }
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            data_dir: Some(std::env::temp_dir().join("herald-config-test")),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn cluster_mode_needs_both_urls() {
+        let both = Options {
+            database_url: Some("postgres://herald:s3cret@db:5432/herald".into()),
+            redis_url: Some("redis://cache:6379".into()),
+            ..options()
+        };
+        let store = StoreConfig::resolve(&both).expect("cluster");
+        assert!(matches!(store, StoreConfig::Cluster { .. }));
+        assert_eq!(
+            store.describe(),
+            "cluster: postgres://herald:***@db:5432/herald + redis://cache:6379"
+        );
+        assert!(!format!("{store:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn cluster_urls_alone_are_refused_with_a_clear_message() {
+        let redis = Options {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..options()
+        };
+        let err = StoreConfig::resolve(&redis).expect_err("redis alone");
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+        let pg = Options {
+            database_url: Some("postgres://localhost/herald".into()),
+            ..options()
+        };
+        let err = StoreConfig::resolve(&pg).expect_err("postgres alone");
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_printing_its_password() {
+        let bad = Options {
+            database_url: Some("mysql://root:hunter2@db/herald".into()),
+            ..options()
+        };
+        let err = StoreConfig::resolve(&bad).expect_err("unsupported");
+        assert!(err.to_string().contains("mysql://root:***@db/herald"), "{err}");
+    }
+}
