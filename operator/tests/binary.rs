@@ -144,21 +144,34 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
     })
     .await;
 
-    let metrics = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let reconciles: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("herald_operator_reconciles_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("reconcile counter");
+    let scrape = |port: u16| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .expect("metrics");
+            assert_eq!(
+                response.headers()["content-type"],
+                "text/plain; version=0.0.4; charset=utf-8"
+            );
+            let text = response.text().await.expect("text");
+            let reconciles: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("herald_operator_reconciles_total "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no reconcile counter in:\n{text}"));
+            (reconciles, text)
+        }
+    };
+    let (reconciles, metrics) = scrape(port).await;
     assert!(reconciles >= 1, "{metrics}");
+    assert!(metrics.contains("# TYPE herald_operator_reconcile_errors_total counter"));
+    assert!(metrics.contains("# TYPE herald_operator_reconcile_duration_seconds histogram"));
     assert!(metrics.contains("herald_operator_reconcile_duration_seconds_count"));
+    let (follower_reconciles, _) = scrape(follower_port).await;
+    assert_eq!(follower_reconciles, 0, "the follower does not reconcile");
 
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
     eventually("an event about the gateway", || async {

@@ -139,9 +139,15 @@ async fn lead(client: &Client) -> anyhow::Result<()> {
 
 async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     use axum::routing::get;
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(move || async move { metrics.render() }));
+    let app = axum::Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, herald_operator::metrics::CONTENT_TYPE)],
+                metrics.render(),
+            )
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
