@@ -8,3 +8,4 @@ pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod status;
