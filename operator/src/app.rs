@@ -139,13 +139,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, router(metrics)).await });
-        let http = reqwest::Client::new();
+        let get = |path: &str| reqwest::get(format!("http://{addr}{path}"));
 
-        let response = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let response = get("/metrics").await.expect("GET /metrics");
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
         let text = response.text().await.expect("text");
@@ -153,12 +149,6 @@ mod tests {
             text.lines().any(|l| l == "herald_operator_reconciles_total 1"),
             "{text}"
         );
-
-        let health = http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .expect("GET /healthz");
-        assert_eq!(health.status(), 200);
+        assert_eq!(get("/healthz").await.expect("GET /healthz").status(), 200);
     }
 }
