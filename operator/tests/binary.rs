@@ -1,6 +1,7 @@
 //! The `herald-operator` binary against the test kube-apiserver: it elects a leader through a Lease,
 //! serves `/healthz` and `/metrics`, reconciles a gateway it was never told about directly (through its
-//! watches), records events, and a second replica follows instead of reconciling.
+//! watches), records events, a second replica follows instead of reconciling, and a leader that loses
+//! the lease exits.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -85,7 +86,7 @@ where
 }
 
 #[tokio::test]
-async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() {
+async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_exits_when_it_loses_the_lease() {
     if herald_e2e::service_url("KUBECONFIG").is_none() {
         return;
     }
@@ -220,4 +221,35 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
         })
     })
     .await;
+
+    // The lease handed to the follower, as if the leader had been partitioned away: the leader exits
+    // (non-zero) at its next renewal, and the follower leads.
+    eventually("the lease handed over", || async {
+        let Ok(mut lease) = leases.get("herald-operator").await else {
+            return false;
+        };
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = Some("operator-b".into());
+        }
+        // A conflict (the leader renewed meanwhile) is tried again.
+        leases
+            .replace("herald-operator", &PostParams::default(), &lease)
+            .await
+            .is_ok()
+    })
+    .await;
+    eventually("the follower to lead", || async {
+        follower.logged("leader:elected") == 1
+    })
+    .await;
+    let mut leader = leader;
+    let mut exit = None;
+    eventually("the leader to exit", || {
+        exit = exit.or_else(|| leader.child.try_wait().ok().flatten());
+        let exited = exit.is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
+    assert_eq!(leader.logged("leader:lost, exiting"), 1);
 }
