@@ -1,6 +1,7 @@
 //! The reconcilers. A gateway reconcile renders every child (`render`), applies them with server-side
 //! apply (unchanged objects are not written), creates the signing-key Secret once, judges the
-//! gateway's channels (`channels`) and records the verdicts, then writes status only when it changed.
+//! gateway's channels (`channels`) and records the verdicts, then writes status (computed by `status`)
+//! only when it changed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -20,9 +21,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::channels::{self, Refusal};
-use crate::crd::{NotificationChannel, NotificationChannelStatus, NotificationGateway, NotificationGatewayStatus};
+use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::metrics::Metrics;
 use crate::render::{self, Names};
+use crate::status::{self, GatewayObservation};
 
 /// Field manager of every server-side apply.
 pub const MANAGER: &str = "herald-operator";
@@ -59,35 +61,6 @@ where
     Ok(api
         .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
         .await?)
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// A condition, keeping its previous transition time when its status did not change (so an
-/// unchanged object gets an identical status and nothing is written).
-fn condition(
-    previous: &[Condition],
-    kind: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .map_or_else(now, |c| c.last_transition_time.clone());
-    Condition {
-        type_: kind.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
 }
 
 async fn publish(ctx: &Context, object: &impl Resource<DynamicType = ()>, warning: bool, reason: &str, note: String) {
@@ -161,44 +134,9 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     if gateway.spec.paused {
         return Ok(Action::await_change());
     }
-    let client = &ctx.client;
-    let channels_api: Api<NotificationChannel> = Api::namespaced(client.clone(), &namespace);
-    let channels: Vec<NotificationChannel> = channels_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|c| c.spec.gateway_ref.name == gateway.name_any())
-        .collect();
+    let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
-
-    let (config_map, checksum) = render::config_map(&gateway, &verdicts.accepted);
-    apply::<ConfigMap>(client, &namespace, &config_map).await?;
-    let active_key = ensure_signing_keys(&ctx, &gateway, &namespace).await?;
-    let deployment = apply::<Deployment>(client, &namespace, &render::deployment(&gateway, &checksum)).await?;
-    apply::<Service>(client, &namespace, &render::service(&gateway)).await?;
-    match render::pod_disruption_budget(&gateway) {
-        Some(pdb) => {
-            apply::<PodDisruptionBudget>(client, &namespace, &pdb).await?;
-        }
-        None => {
-            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-            if api.get_opt(&gateway.name_any()).await?.is_some() {
-                api.delete(&gateway.name_any(), &DeleteParams::default()).await?;
-            }
-        }
-    }
-    let (account, role, binding) = render::rotation_rbac(&gateway);
-    apply::<ServiceAccount>(client, &namespace, &account).await?;
-    apply::<Role>(client, &namespace, &role).await?;
-    apply::<RoleBinding>(client, &namespace, &binding).await?;
-    apply::<CronJob>(
-        client,
-        &namespace,
-        &render::rotation_cron_job(&gateway, &ctx.operator_image),
-    )
-    .await?;
-
+    let (deployment, active_key_id) = apply_children(&ctx, &gateway, &namespace, &verdicts.accepted).await?;
     for channel in &verdicts.accepted {
         set_channel_status(&ctx, channel, None).await?;
     }
@@ -206,63 +144,19 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         set_channel_status(&ctx, channel, Some(refusal)).await?;
     }
 
-    let desired = gateway.spec.replicas;
-    let status = deployment.status.unwrap_or_default();
-    let ready = status.ready_replicas.unwrap_or(0);
-    let updated = status.updated_replicas.unwrap_or(0);
-    let previous = gateway.status.clone().unwrap_or_default();
-    let generation = gateway.metadata.generation;
-    let progressing = updated < desired || ready < desired;
-    let conditions = vec![
-        condition(
-            &previous.conditions,
-            "Ready",
-            ready >= desired,
-            if ready >= desired {
-                "ReplicasReady"
-            } else {
-                "ReplicasNotReady"
-            },
-            format!("{ready} of {desired} replicas ready"),
-            generation,
-        ),
-        condition(
-            &previous.conditions,
-            "Progressing",
-            progressing,
-            if progressing { "RollingOut" } else { "Complete" },
-            format!("{updated} of {desired} replicas updated"),
-            generation,
-        ),
-        condition(
-            &previous.conditions,
-            "Degraded",
-            !verdicts.refused.is_empty(),
-            if verdicts.refused.is_empty() {
-                "AllChannelsAccepted"
-            } else {
-                "ChannelsRefused"
-            },
-            format!("{} channel(s) refused", verdicts.refused.len()),
-            generation,
-        ),
-    ];
-    let next = NotificationGatewayStatus {
-        observed_generation: generation,
-        conditions,
-        ready_replicas: Some(ready),
-        active_key_id: active_key,
-        last_rotation: previous.last_rotation.clone(),
+    let replicas = deployment.status.unwrap_or_default();
+    let observed = GatewayObservation {
+        generation: gateway.metadata.generation,
+        desired_replicas: gateway.spec.replicas,
+        ready_replicas: replicas.ready_replicas.unwrap_or(0),
+        updated_replicas: replicas.updated_replicas.unwrap_or(0),
+        refused_channels: verdicts.refused.len(),
+        active_key_id,
     };
+    let next = status::gateway_status(gateway.status.as_ref(), observed, &now());
     if gateway.status.as_ref() != Some(&next) {
-        let api: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
-        let patch = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "status": next});
-        api.patch_status(
-            &gateway.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        patch_status(&ctx.client, gateway.as_ref(), &next).await?;
+        let generation = gateway.metadata.generation;
         if gateway.status.as_ref().and_then(|s| s.observed_generation) != generation {
             publish(
                 &ctx,
@@ -279,38 +173,91 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Records a channel's verdict (`Accepted`), writing only when it changed.
-async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, refusal: Option<&Refusal>) -> Result<()> {
-    let previous = channel.status.clone().unwrap_or_default();
-    let (accepted, reason, message) = match refusal {
-        None => (true, "Accepted", "served by its gateway".to_owned()),
-        Some(refusal) => (false, refusal.reason, refusal.message.clone()),
-    };
-    let next = NotificationChannelStatus {
-        observed_generation: channel.metadata.generation,
-        conditions: vec![condition(
-            &previous.conditions,
-            "Accepted",
-            accepted,
-            reason,
-            message.clone(),
-            channel.metadata.generation,
-        )],
-    };
-    if channel.status.as_ref() == Some(&next) {
-        return Ok(());
+/// The channels that name this gateway.
+async fn channels_of(
+    client: &Client,
+    gateway: &NotificationGateway,
+    namespace: &str,
+) -> Result<Vec<NotificationChannel>> {
+    let api: Api<NotificationChannel> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.spec.gateway_ref.name == gateway.name_any())
+        .collect())
+}
+
+/// Applies every child of a gateway serving the `accepted` channels, and creates its signing keys
+/// once. Returns the applied Deployment (for its replica counts) and the active key id.
+async fn apply_children(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+    accepted: &[&NotificationChannel],
+) -> Result<(Deployment, Option<String>)> {
+    let client = &ctx.client;
+    let (config_map, checksum) = render::config_map(gateway, accepted);
+    apply::<ConfigMap>(client, namespace, &config_map).await?;
+    let active_key_id = ensure_signing_keys(ctx, gateway, namespace).await?;
+    let deployment = apply::<Deployment>(client, namespace, &render::deployment(gateway, &checksum)).await?;
+    apply::<Service>(client, namespace, &render::service(gateway)).await?;
+    match render::pod_disruption_budget(gateway) {
+        Some(pdb) => {
+            apply::<PodDisruptionBudget>(client, namespace, &pdb).await?;
+        }
+        None => {
+            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+            if api.get_opt(&gateway.name_any()).await?.is_some() {
+                api.delete(&gateway.name_any(), &DeleteParams::default()).await?;
+            }
+        }
     }
-    let namespace = channel.namespace().unwrap_or_default();
-    let api: Api<NotificationChannel> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannel", "status": next});
+    let (account, role, binding) = render::rotation_rbac(gateway);
+    apply::<ServiceAccount>(client, namespace, &account).await?;
+    apply::<Role>(client, namespace, &role).await?;
+    apply::<RoleBinding>(client, namespace, &binding).await?;
+    apply::<CronJob>(
+        client,
+        namespace,
+        &render::rotation_cron_job(gateway, &ctx.operator_image),
+    )
+    .await?;
+    Ok((deployment, active_key_id))
+}
+
+/// The clock is read here, once per status, and nowhere in `status`.
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Writes `status` to the object's status subresource (server-side apply, forced).
+async fn patch_status<K>(client: &Client, object: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + std::fmt::Debug,
+    K: DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     api.patch_status(
-        &channel.name_any(),
+        &object.name_any(),
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
-    if !accepted {
-        publish(ctx, channel, true, reason, message).await;
+    Ok(())
+}
+
+/// Records a channel's verdict (`Accepted`), writing only when it changed.
+async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, refusal: Option<&Refusal>) -> Result<()> {
+    let next = status::channel_status(channel.status.as_ref(), channel.metadata.generation, refusal, &now());
+    if channel.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    patch_status(&ctx.client, channel, &next).await?;
+    if let Some(refusal) = refusal {
+        publish(ctx, channel, true, refusal.reason, refusal.message.clone()).await;
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so that only one operator replica
-//! reconciles at a time. The holder renews every `renew_every`; a lease not renewed for its duration
-//! can be taken over. Updates carry the resourceVersion read, so two candidates cannot both win.
+//! reconciles at a time. The holder renews every third of the lease's duration; a lease not renewed
+//! for its duration can be taken over. Updates carry the resourceVersion read, so two candidates
+//! cannot both win. This module only decides and reports who leads; what to do on a loss (exit) is
+//! the caller's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -38,6 +40,18 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
     }
 }
 
+/// How long a follower waits before looking at the lease again.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// Why this replica stopped leading.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    #[error("another replica holds the lease")]
+    Taken,
+    #[error("the lease was not renewed within its duration: {0}")]
+    Expired(#[source] kube::Error),
+}
+
 pub struct LeaderElection {
     api: Api<Lease>,
     name: String,
@@ -52,6 +66,42 @@ impl LeaderElection {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+        }
+    }
+
+    /// Waits until this replica holds the lease (`leader:following` each round it does not,
+    /// `leader:elected` once it does). An apiserver error ends the wait with that error.
+    pub async fn acquire(&self) -> Result<(), kube::Error> {
+        while !self.try_lead().await? {
+            tracing::info!(identity = self.identity, "leader:following");
+            tokio::time::sleep(FOLLOW_EVERY).await;
+        }
+        tracing::info!(identity = self.identity, "leader:elected");
+        Ok(())
+    }
+
+    /// Renews the lease while this replica leads; returns once it does not: another replica took the
+    /// lease (`leader:lost, exiting`), or renewals failed for longer than the lease's duration
+    /// (`leader:expired, exiting`). A failed renewal within that time is only a warning
+    /// (`leader:renew-failed`).
+    pub async fn hold(&self) -> Lost {
+        let mut last_success = Instant::now();
+        loop {
+            tokio::time::sleep(self.duration / 3).await;
+            match self.try_lead().await {
+                Ok(true) => last_success = Instant::now(),
+                Ok(false) => {
+                    tracing::error!(identity = self.identity, "leader:lost, exiting");
+                    return Lost::Taken;
+                }
+                Err(err) if last_success.elapsed() < self.duration => {
+                    tracing::warn!(error = %err, "leader:renew-failed");
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "leader:expired, exiting");
+                    return Lost::Expired(err);
+                }
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Herald operator: custom resources for gateways and channels, and the controller that reconciles
 //! them into gateway deployments.
 
+pub mod app;
 pub mod channels;
 pub mod controller;
 pub mod crd;
@@ -8,3 +9,4 @@ pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod status;

@@ -408,3 +408,35 @@ async fn channel_conflicts_are_refused_and_deleting_a_channel_updates_the_config
         .expect("Degraded");
     assert_eq!(degraded.status, "True", "a refused channel degrades the gateway");
 }
+
+#[tokio::test]
+async fn a_leader_that_finds_its_lease_taken_stops_holding_it() {
+    use herald_operator::leader::{LeaderElection, Lost};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let candidate = |identity: &str| LeaderElection::new(leases.clone(), "lead", identity, Duration::from_secs(3));
+    let a = candidate("a");
+    let b = candidate("b");
+    tokio::time::timeout(Duration::from_secs(10), a.acquire())
+        .await
+        .expect("a acquires at once")
+        .expect("lease");
+    assert!(!b.try_lead().await.expect("lease"), "b follows a live lease");
+
+    // Someone else takes the lease over (as after a partition): a's next renewal finds it gone.
+    let mut lease = leases.get("lead").await.expect("lease");
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("b".into());
+    }
+    leases
+        .replace("lead", &PostParams::default(), &lease)
+        .await
+        .expect("taken over");
+    let lost = tokio::time::timeout(Duration::from_secs(10), a.hold())
+        .await
+        .expect("a notices within a renewal period");
+    assert!(matches!(lost, Lost::Taken), "{lost:?}");
+    assert!(b.try_lead().await.expect("lease"), "b renews what it holds");
+}

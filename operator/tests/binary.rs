@@ -1,8 +1,11 @@
 //! The `herald-operator` binary against the test kube-apiserver: it elects a leader through a Lease,
 //! serves `/healthz` and `/metrics`, reconciles a gateway it was never told about directly (through its
-//! watches), records events, and a second replica follows instead of reconciling.
+//! watches), records events, a second replica follows instead of reconciling, and a leader that loses
+//! the lease exits.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_operator::crd::NotificationGateway;
@@ -13,12 +16,29 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::json;
 
-struct Operator(Child);
+/// A running operator and the lines it has logged so far (JSON, one event a line).
+struct Operator {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Operator {
+    /// How many logged lines are the event `message`.
+    fn logged(&self, message: &str) -> usize {
+        let needle = format!("\"message\":\"{message}\"");
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+}
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -28,16 +48,25 @@ fn operator_binary() -> std::path::PathBuf {
 }
 
 fn start_operator(namespace: &str, pod: &str, port: u16) -> Operator {
-    let child = Command::new(operator_binary())
+    let mut child = Command::new(operator_binary())
         .env("HERALD_OPERATOR_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("POD_NAMESPACE", namespace)
         .env("POD_NAME", pod)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("herald-operator starts (built by scripts/test)");
-    Operator(child)
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    // Read until the process ends, so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            sink.lock().expect("logs").push(line);
+        }
+    });
+    Operator { child, logs }
 }
 
 /// Polls `check` every 100 ms for up to 30 s.
@@ -57,7 +86,7 @@ where
 }
 
 #[tokio::test]
-async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() {
+async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_exits_when_it_loses_the_lease() {
     if herald_e2e::service_url("KUBECONFIG").is_none() {
         return;
     }
@@ -84,7 +113,7 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
         .await;
 
     let port = herald_e2e::free_port();
-    let _leader = start_operator(&namespace, "operator-a", port);
+    let leader = start_operator(&namespace, "operator-a", port);
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/healthz");
     eventually("/healthz", || async {
@@ -106,17 +135,27 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
         holder().await.as_deref() == Some("operator-a")
     })
     .await;
+    eventually("the leader's controllers", || async {
+        leader.logged("operator:started") == 1
+    })
+    .await;
+    assert_eq!(leader.logged("leader:elected"), 1);
 
-    // A second replica follows: the lease stays with the first.
+    // A second replica follows, serving /healthz meanwhile: it finds the lease held, and again when it
+    // looks a second time, and the lease stays with the first.
     let follower_port = herald_e2e::free_port();
-    let _follower = start_operator(&namespace, "operator-b", follower_port);
+    let follower = start_operator(&namespace, "operator-b", follower_port);
     let follower_health = format!("http://127.0.0.1:{follower_port}/healthz");
     eventually("the follower's /healthz", || async {
         http.get(&follower_health).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("the follower to follow twice", || async {
+        follower.logged("leader:following") >= 2
+    })
+    .await;
     assert_eq!(holder().await.as_deref(), Some("operator-a"));
+    assert_eq!(follower.logged("leader:elected"), 0);
 
     // The leader reconciles a gateway as soon as it appears.
     let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
@@ -144,21 +183,34 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
     })
     .await;
 
-    let metrics = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let reconciles: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("herald_operator_reconciles_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("reconcile counter");
+    let scrape = |port: u16| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .expect("metrics");
+            assert_eq!(
+                response.headers()["content-type"],
+                "text/plain; version=0.0.4; charset=utf-8"
+            );
+            let text = response.text().await.expect("text");
+            let reconciles: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("herald_operator_reconciles_total "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no reconcile counter in:\n{text}"));
+            (reconciles, text)
+        }
+    };
+    let (reconciles, metrics) = scrape(port).await;
     assert!(reconciles >= 1, "{metrics}");
+    assert!(metrics.contains("# TYPE herald_operator_reconcile_errors_total counter"));
+    assert!(metrics.contains("# TYPE herald_operator_reconcile_duration_seconds histogram"));
     assert!(metrics.contains("herald_operator_reconcile_duration_seconds_count"));
+    let (follower_reconciles, _) = scrape(follower_port).await;
+    assert_eq!(follower_reconciles, 0, "the follower does not reconcile");
 
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
     eventually("an event about the gateway", || async {
@@ -169,4 +221,35 @@ async fn the_operator_leads_serves_metrics_and_reconciles_through_its_watches() 
         })
     })
     .await;
+
+    // The lease handed to the follower, as if the leader had been partitioned away: the leader exits
+    // (non-zero) at its next renewal, and the follower leads.
+    eventually("the lease handed over", || async {
+        let Ok(mut lease) = leases.get("herald-operator").await else {
+            return false;
+        };
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = Some("operator-b".into());
+        }
+        // A conflict (the leader renewed meanwhile) is tried again.
+        leases
+            .replace("herald-operator", &PostParams::default(), &lease)
+            .await
+            .is_ok()
+    })
+    .await;
+    eventually("the follower to lead", || async {
+        follower.logged("leader:elected") == 1
+    })
+    .await;
+    let mut leader = leader;
+    let mut exit = None;
+    eventually("the leader to exit", || {
+        exit = exit.or_else(|| leader.child.try_wait().ok().flatten());
+        let exited = exit.is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
+    assert_eq!(leader.logged("leader:lost, exiting"), 1);
 }

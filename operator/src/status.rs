@@ -1,0 +1,271 @@
+//! The statuses the reconcilers write, computed by pure functions from what a reconcile observed, the
+//! previous status and the current time. Nothing here reads the clock or talks to the apiserver, so
+//! the conditions' rules (and that an unchanged object gets an identical status) are tested alone.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::channels::Refusal;
+use crate::crd::{NotificationChannelStatus, NotificationGatewayStatus};
+
+/// What one gateway reconcile observed; the gateway's next status follows from it and the previous one.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayObservation {
+    /// `metadata.generation` of the gateway reconciled.
+    pub generation: Option<i64>,
+    /// `spec.replicas`.
+    pub desired_replicas: i32,
+    /// The Deployment's `status.readyReplicas`.
+    pub ready_replicas: i32,
+    /// The Deployment's `status.updatedReplicas`.
+    pub updated_replicas: i32,
+    /// Channels of this gateway that were refused.
+    pub refused_channels: usize,
+    /// The signing key currently in use.
+    pub active_key_id: Option<String>,
+}
+
+/// The gateway's next status: `Ready`, `Progressing` and `Degraded` conditions, the ready replicas and
+/// the active key. `lastRotation` is not the reconcile's to set: it is carried over.
+pub fn gateway_status(
+    previous: Option<&NotificationGatewayStatus>,
+    observed: GatewayObservation,
+    now: &Time,
+) -> NotificationGatewayStatus {
+    let GatewayObservation {
+        generation,
+        desired_replicas: desired,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        refused_channels: refused,
+        active_key_id,
+    } = observed;
+    let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
+    let is_ready = ready >= desired;
+    let progressing = updated < desired || ready < desired;
+    let degraded = refused > 0;
+    let conditions = vec![
+        condition(
+            previous_conditions,
+            "Ready",
+            is_ready,
+            if is_ready { "ReplicasReady" } else { "ReplicasNotReady" },
+            format!("{ready} of {desired} replicas ready"),
+            generation,
+            now,
+        ),
+        condition(
+            previous_conditions,
+            "Progressing",
+            progressing,
+            if progressing { "RollingOut" } else { "Complete" },
+            format!("{updated} of {desired} replicas updated"),
+            generation,
+            now,
+        ),
+        condition(
+            previous_conditions,
+            "Degraded",
+            degraded,
+            if degraded {
+                "ChannelsRefused"
+            } else {
+                "AllChannelsAccepted"
+            },
+            format!("{refused} channel(s) refused"),
+            generation,
+            now,
+        ),
+    ];
+    NotificationGatewayStatus {
+        observed_generation: generation,
+        conditions,
+        ready_replicas: Some(ready),
+        active_key_id,
+        last_rotation: previous.and_then(|p| p.last_rotation.clone()),
+    }
+}
+
+/// A channel's next status: `Accepted`, or not with the refusal's reason and message.
+pub fn channel_status(
+    previous: Option<&NotificationChannelStatus>,
+    generation: Option<i64>,
+    refusal: Option<&Refusal>,
+    now: &Time,
+) -> NotificationChannelStatus {
+    let (reason, message) = match refusal {
+        None => ("Accepted", "served by its gateway".to_owned()),
+        Some(refusal) => (refusal.reason, refusal.message.clone()),
+    };
+    NotificationChannelStatus {
+        observed_generation: generation,
+        conditions: vec![condition(
+            previous.map_or(&[][..], |p| &p.conditions),
+            "Accepted",
+            refusal.is_none(),
+            reason,
+            message,
+            generation,
+            now,
+        )],
+    }
+}
+
+/// A condition, keeping its previous transition time while its status holds (so an unchanged object
+/// gets an identical status and nothing is written), and taking `now` when it flips.
+pub fn condition(
+    previous: &[Condition],
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("time"))
+    }
+
+    fn observed(ready: i32, updated: i32, refused: usize) -> GatewayObservation {
+        GatewayObservation {
+            generation: Some(3),
+            desired_replicas: 2,
+            ready_replicas: ready,
+            updated_replicas: updated,
+            refused_channels: refused,
+            active_key_id: Some("k1".into()),
+        }
+    }
+
+    fn find<'a>(status: &'a NotificationGatewayStatus, kind: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .unwrap_or_else(|| panic!("no {kind} condition"))
+    }
+
+    /// `(status, reason)` of the condition `kind`.
+    fn state<'a>(status: &'a NotificationGatewayStatus, kind: &str) -> (&'a str, &'a str) {
+        let condition = find(status, kind);
+        (&condition.status, &condition.reason)
+    }
+
+    #[test]
+    fn a_gateway_with_every_replica_updated_and_ready_is_ready_and_not_progressing() {
+        let status = gateway_status(None, observed(2, 2, 0), &at(100));
+        assert_eq!(state(&status, "Ready"), ("True", "ReplicasReady"));
+        assert_eq!(state(&status, "Progressing"), ("False", "Complete"));
+        assert_eq!(state(&status, "Degraded"), ("False", "AllChannelsAccepted"));
+        assert_eq!(find(&status, "Ready").message, "2 of 2 replicas ready");
+        assert_eq!(status.ready_replicas, Some(2));
+        assert_eq!(status.active_key_id.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn a_rollout_under_way_is_progressing_and_not_ready() {
+        let status = gateway_status(None, observed(1, 2, 0), &at(100));
+        assert_eq!(state(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
+        let status = gateway_status(None, observed(2, 1, 0), &at(100));
+        assert_eq!(state(&status, "Ready"), ("True", "ReplicasReady"));
+        assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
+        assert_eq!(find(&status, "Progressing").message, "1 of 2 replicas updated");
+    }
+
+    #[test]
+    fn refused_channels_degrade_the_gateway() {
+        let status = gateway_status(None, observed(2, 2, 2), &at(100));
+        assert_eq!(state(&status, "Degraded"), ("True", "ChannelsRefused"));
+        assert_eq!(find(&status, "Degraded").message, "2 channel(s) refused");
+        assert_eq!(
+            state(&status, "Ready"),
+            ("True", "ReplicasReady"),
+            "refusals do not unready"
+        );
+    }
+
+    #[test]
+    fn transition_times_hold_while_a_condition_holds_and_move_when_it_flips() {
+        let first = gateway_status(None, observed(1, 2, 0), &at(100));
+        assert!(first.conditions.iter().all(|c| c.last_transition_time == at(100)));
+
+        let same = gateway_status(Some(&first), observed(1, 2, 0), &at(200));
+        assert_eq!(same, first, "an unchanged observation gives an identical status");
+
+        let ready = gateway_status(Some(&first), observed(2, 2, 0), &at(300));
+        assert_eq!(find(&ready, "Ready").last_transition_time, at(300), "Ready flipped");
+        assert_eq!(
+            find(&ready, "Progressing").last_transition_time,
+            at(300),
+            "Progressing flipped"
+        );
+        assert_eq!(find(&ready, "Degraded").last_transition_time, at(100), "Degraded held");
+    }
+
+    #[test]
+    fn observed_generation_follows_the_gateway_and_last_rotation_is_carried_over() {
+        let previous = NotificationGatewayStatus {
+            observed_generation: Some(2),
+            last_rotation: Some("2026-11-01T00:00:00Z".into()),
+            ..NotificationGatewayStatus::default()
+        };
+        let status = gateway_status(Some(&previous), observed(2, 2, 0), &at(100));
+        assert_eq!(status.observed_generation, Some(3));
+        assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
+        assert_eq!(status.last_rotation.as_deref(), Some("2026-11-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_channel_is_accepted_or_refused_with_the_refusals_reason() {
+        let accepted = channel_status(None, Some(1), None, &at(100));
+        assert_eq!(accepted.observed_generation, Some(1));
+        let condition = &accepted.conditions[0];
+        assert_eq!(
+            (
+                condition.type_.as_str(),
+                condition.status.as_str(),
+                condition.reason.as_str()
+            ),
+            ("Accepted", "True", "Accepted")
+        );
+
+        let refusal = Refusal {
+            reason: "TypeConflict",
+            message: "new_like (claimed by older)".into(),
+        };
+        let refused = channel_status(Some(&accepted), Some(2), Some(&refusal), &at(200));
+        let condition = &refused.conditions[0];
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "TypeConflict")
+        );
+        assert_eq!(condition.message, "new_like (claimed by older)");
+        assert_eq!(condition.last_transition_time, at(200));
+        assert_eq!(
+            channel_status(Some(&refused), Some(2), Some(&refusal), &at(300)),
+            refused,
+            "still refused: nothing changes"
+        );
+    }
+}
