@@ -6,6 +6,7 @@ pub mod connection;
 pub mod notification;
 pub mod preferences;
 pub mod protocol;
+pub mod publish;
 pub mod publisher;
 pub mod rate;
 pub mod token;

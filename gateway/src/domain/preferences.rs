@@ -70,7 +70,7 @@ impl Default for Preferences {
 }
 
 /// Why a recipient gets no in-app notification (the publish answer's `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     InAppDisabled,

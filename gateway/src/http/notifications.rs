@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::app::Gateway;
-use crate::app::notifications::HistoryParams;
+use crate::app::notifications::{HistoryPage, HistoryParams};
 use crate::domain::preferences::{PreferencesPatchBody, PreferencesView};
 use crate::error::Error;
 
@@ -26,7 +26,7 @@ pub async fn history(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
     Query(params): Query<HistoryParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     Ok(Json(gateway.notifications.history(&user.id, &params).await?))
 }
 

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::ms;
 use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
@@ -113,11 +114,11 @@ impl NotificationStore for PostgresNotificationStore {
     async fn publish(
         &self,
         batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
         let mut tx = self.pool.begin().await.map_err(Error::backend)?;
-        if let Some((key, answer)) = idempotency {
+        if let Some((key, receipt)) = idempotency {
             // A concurrent request with the same key waits on the unique index, then sees the conflict.
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
@@ -126,14 +127,14 @@ impl NotificationStore for PostgresNotificationStore {
             .bind(&key.publisher)
             .bind(&key.key)
             .bind(&key.request_hash)
-            .bind(sqlx::types::Json(answer))
+            .bind(sqlx::types::Json(receipt))
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(Error::backend)?
             .rows_affected();
             if inserted == 0 {
-                let (hash, response): (String, sqlx::types::Json<serde_json::Value>) = sqlx::query_as(
+                let (hash, response): (String, sqlx::types::Json<PublishReceipt>) = sqlx::query_as(
                     "SELECT request_hash, response FROM idempotency_keys WHERE publisher = $1 AND key = $2",
                 )
                 .bind(&key.publisher)

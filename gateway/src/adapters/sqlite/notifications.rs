@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
@@ -100,13 +101,13 @@ impl NotificationStore for SqliteNotificationStore {
     async fn publish(
         &self,
         batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
         // The first statement writes, so the transaction takes SQLite's write lock at once and
         // concurrent publishes queue on the busy timeout instead of deadlocking.
         let mut tx = self.pool.begin().await.map_err(Error::backend)?;
-        if let Some((key, answer)) = idempotency {
+        if let Some((key, receipt)) = idempotency {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
                  VALUES (?, ?, ?, ?, ?) ON CONFLICT (publisher, key) DO NOTHING",
@@ -114,14 +115,14 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(&key.publisher)
             .bind(&key.key)
             .bind(&key.request_hash)
-            .bind(answer.to_string())
+            .bind(sqlx::types::Json(receipt))
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(Error::backend)?
             .rows_affected();
             if inserted == 0 {
-                let (hash, response): (String, String) = sqlx::query_as(
+                let (hash, response): (String, sqlx::types::Json<PublishReceipt>) = sqlx::query_as(
                     "SELECT request_hash, response FROM idempotency_keys WHERE publisher = ? AND key = ?",
                 )
                 .bind(&key.publisher)
@@ -133,8 +134,7 @@ impl NotificationStore for SqliteNotificationStore {
                 if hash != key.request_hash {
                     return Ok(PublishOutcome::KeyReused);
                 }
-                let answer = serde_json::from_str(&response).map_err(Error::backend)?;
-                return Ok(PublishOutcome::Replayed(answer));
+                return Ok(PublishOutcome::Replayed(response.0));
             }
         }
         let mut created = Vec::with_capacity(batch.len());
