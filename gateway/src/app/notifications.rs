@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::domain::UnixMs;
 use crate::domain::channel::ChannelCatalog;
-use crate::domain::notification::{FieldErrors, NotificationType, parse_content};
+use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType};
+use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
 use crate::domain::publisher::{Publisher, Publishers};
 use crate::error::{Error, Result};
 use crate::ports::{
@@ -24,15 +25,14 @@ use super::delivery::DeliveryService;
 use super::metrics::Metrics;
 use super::preferences::PreferenceService;
 
-/// Most recipients of one publish.
-pub const MAX_RECIPIENTS: usize = 1_000;
 /// Idempotency keys are remembered this long.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1_000;
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
 
-/// Query parameters of `GET /notifications`, as received.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// Query parameters of `GET /notifications`, as received. They stay strings so that every bad one is
+/// reported at once (400 `validation_failed` with `fields`) rather than by the query extractor.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct HistoryParams {
     pub limit: Option<String>,
     pub cursor: Option<String>,
@@ -40,6 +40,34 @@ pub struct HistoryParams {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub channel: Option<String>,
+}
+
+/// A page of `GET /notifications`: newest first, with the cursor of the next page (`null` on the
+/// last) and the user's unread count.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+    pub next_cursor: Option<String>,
+    pub unread_count: u64,
+}
+
+/// One history item: the notification payload plus when it was read (`null` while unread).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryItem {
+    #[serde(flatten)]
+    pub notification: NotificationPayload,
+    pub read_at: Option<UnixMs>,
+}
+
+impl From<&Notification> for HistoryItem {
+    fn from(n: &Notification) -> Self {
+        Self {
+            notification: n.payload(),
+            read_at: n.read_at,
+        }
+    }
 }
 
 /// What the notification service works with; named fields because there are many.
@@ -64,11 +92,15 @@ impl NotificationService {
     /// bus (AC24). With an `Idempotency-Key`, a retry of the same request answers the first answer and
     /// stores nothing.
     #[instrument(skip_all, fields(publisher = %publisher.name))]
-    pub async fn publish(&self, publisher: &Publisher, body: &[u8], idempotency_key: Option<&str>) -> Result<Value> {
+    pub async fn publish(
+        &self,
+        publisher: &Publisher,
+        body: PublishBody,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishReceipt> {
         let now = self.clock.now_ms();
-        let request: Value =
-            serde_json::from_slice(body).map_err(|e| Error::invalid("body", format!("not JSON: {e}")))?;
-        let (user_ids, content) = parse_request(&request, now)?;
+        let request = PublishRequest::parse(body, now).map_err(Error::Validation)?;
+        let content = &request.content;
         if !publisher.may_publish(content.kind) {
             return Err(Error::TypeNotAllowed {
                 publisher: publisher.name.clone(),
@@ -91,15 +123,15 @@ impl NotificationService {
             Some(key) => Some(IdempotencyKey {
                 publisher: publisher.name.clone(),
                 key: validate_idempotency_key(key)?,
-                request_hash: Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect(),
+                request_hash: request.fingerprint(),
             }),
             None => None,
         };
 
-        let preferences = self.preferences.for_users(&user_ids).await?;
-        let mut batch = Vec::with_capacity(user_ids.len());
+        let preferences = self.preferences.for_users(&request.user_ids).await?;
+        let mut batch = Vec::with_capacity(request.user_ids.len());
         let mut skipped = Vec::new();
-        for user_id in user_ids {
+        for user_id in request.user_ids.iter().cloned() {
             let decision = preferences
                 .get(&user_id)
                 .map_or(Ok(()), |p| p.in_app_decision(content.kind, &channel.name));
@@ -117,25 +149,31 @@ impl NotificationService {
                     created_at: now,
                     expires_at: content.expires_at,
                 }),
-                Err(reason) => skipped.push(json!({"userId": user_id, "reason": reason})),
+                Err(reason) => skipped.push(SkippedRecipient { user_id, reason }),
             }
         }
-        let answer = json!({
-            "created": batch.iter().map(|n| json!({"userId": n.user_id, "id": n.id})).collect::<Vec<_>>(),
-            "skipped": skipped,
-        });
+        let receipt = PublishReceipt {
+            created: batch
+                .iter()
+                .map(|n| CreatedNotification {
+                    user_id: n.user_id.clone(),
+                    id: n.id,
+                })
+                .collect(),
+            skipped,
+        };
         match self
             .store
-            .publish(&batch, idempotency.as_ref().map(|key| (key, &answer)), now)
+            .publish(&batch, idempotency.as_ref().map(|key| (key, &receipt)), now)
             .await?
         {
             PublishOutcome::Created(created) => {
-                let skipped = answer["skipped"].as_array().map_or(0, Vec::len);
+                let skipped = receipt.skipped.len();
                 Metrics::add(&self.metrics.notifications_published, created.len() as u64);
                 Metrics::add(&self.metrics.notifications_skipped, skipped as u64);
                 tracing::info!(kind = %content.kind, created = created.len(), skipped, "notification:published");
                 self.fan_out(created);
-                Ok(answer)
+                Ok(receipt)
             }
             PublishOutcome::Replayed(first) => {
                 tracing::info!("notification:publish-replayed (idempotency key)");
@@ -178,7 +216,7 @@ impl NotificationService {
     }
 
     /// A page of history, newest first, with the cursor of the next page and the unread count.
-    pub async fn history(&self, user_id: &str, params: &HistoryParams) -> Result<Value> {
+    pub async fn history(&self, user_id: &str, params: &HistoryParams) -> Result<HistoryPage> {
         let now = self.clock.now_ms();
         let query = self.history_query(params)?;
         let mut items = self
@@ -198,15 +236,11 @@ impl NotificationService {
         } else {
             None
         };
-        let items: Vec<Value> = items
-            .iter()
-            .map(|n| {
-                let mut item = serde_json::to_value(n.payload()).unwrap_or_default();
-                item["readAt"] = json!(n.read_at);
-                item
-            })
-            .collect();
-        Ok(json!({"items": items, "nextCursor": next_cursor, "unreadCount": self.unread_count(user_id).await?}))
+        Ok(HistoryPage {
+            items: items.iter().map(HistoryItem::from).collect(),
+            next_cursor,
+            unread_count: self.unread_count(user_id).await?,
+        })
     }
 
     fn history_query(&self, params: &HistoryParams) -> Result<HistoryQuery> {
@@ -324,57 +358,6 @@ async fn announce_unread(store: &dyn NotificationStore, bus: &dyn EventBus, cloc
     .await;
     if let Err(err) = outcome {
         tracing::warn!(user_id, error = %err, "unread count not announced");
-    }
-}
-
-/// `{"userIds": [...], "notification": {...}}`: recipients (1-1000, deduplicated, order kept) and
-/// validated content; every problem reported at once.
-fn parse_request(request: &Value, now: i64) -> Result<(Vec<String>, crate::domain::notification::NotificationContent)> {
-    let mut errors = FieldErrors::new();
-    if let Some(object) = request.as_object() {
-        for key in object
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "userIds" | "notification"))
-        {
-            errors.insert(key.clone(), "unknown field".into());
-        }
-    } else {
-        return Err(Error::invalid("body", "must be a JSON object"));
-    }
-    let mut user_ids = Vec::new();
-    match request.get("userIds") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RECIPIENTS => {
-            let mut seen = BTreeSet::new();
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str() {
-                    Some(id) if !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control) => {
-                        if seen.insert(id.to_owned()) {
-                            user_ids.push(id.to_owned());
-                        }
-                    }
-                    _ => {
-                        errors.insert(
-                            format!("userIds[{i}]"),
-                            "a user id: 1-255 characters, no control characters".into(),
-                        );
-                    }
-                }
-            }
-        }
-        _ => {
-            errors.insert("userIds".into(), format!("an array of 1 to {MAX_RECIPIENTS} user ids"));
-        }
-    }
-    let content = match parse_content(request.get("notification").unwrap_or(&Value::Null), now) {
-        Ok(content) => Some(content),
-        Err(content_errors) => {
-            errors.extend(content_errors);
-            None
-        }
-    };
-    match content {
-        Some(content) if errors.is_empty() => Ok((user_ids, content)),
-        _ => Err(Error::Validation(errors)),
     }
 }
 

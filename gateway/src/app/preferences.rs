@@ -3,10 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::domain::channel::ChannelCatalog;
-use crate::domain::preferences::{Preferences, parse_patch};
+use crate::domain::preferences::{Preferences, PreferencesPatchBody, PreferencesView, parse_patch};
 use crate::error::{Error, Result};
 use crate::ports::PreferenceStore;
 
@@ -25,12 +23,12 @@ impl PreferenceService {
     }
 
     /// Effective preferences, defaults filled, as the HTTP API answers them.
-    pub async fn effective(&self, user_id: &str) -> Result<Value> {
+    pub async fn effective(&self, user_id: &str) -> Result<PreferencesView> {
         Ok(self.get(user_id).await?.effective(&self.catalog))
     }
 
     /// Applies a partial update and answers the effective result.
-    pub async fn patch(&self, user_id: &str, body: &Value) -> Result<Value> {
+    pub async fn patch(&self, user_id: &str, body: PreferencesPatchBody) -> Result<PreferencesView> {
         let patch = parse_patch(body, &self.catalog).map_err(Error::Validation)?;
         let mut preferences = self.get(user_id).await?;
         preferences.apply(patch);

@@ -7,6 +7,7 @@ pub mod ip_range;
 pub mod notification;
 pub mod preferences;
 pub mod protocol;
+pub mod publish;
 pub mod publisher;
 pub mod rate;
 pub mod token;

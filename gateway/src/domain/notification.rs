@@ -20,7 +20,7 @@ pub const MAX_ICON_CHARS: usize = 255;
 pub const MAX_ACTION_URL_CHARS: usize = 2_048;
 
 /// What a publisher asks to send, validated and sanitized.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotificationContent {
     pub kind: NotificationType,
     pub title: String,

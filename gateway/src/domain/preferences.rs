@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::channel::ChannelCatalog;
 use super::notification::{FieldErrors, NotificationType};
@@ -70,7 +70,7 @@ impl Default for Preferences {
 }
 
 /// Why a recipient gets no in-app notification (the publish answer's `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     InAppDisabled,
@@ -107,16 +107,16 @@ impl Preferences {
     }
 
     /// What `GET /notifications/preferences` answers: every known type and channel, defaults filled.
-    pub fn effective(&self, catalog: &ChannelCatalog) -> Value {
+    pub fn effective(&self, catalog: &ChannelCatalog) -> PreferencesView {
         let filled = |set: Option<&Switches>| {
             let set = set.copied().unwrap_or_default();
-            serde_json::json!({
-                "inApp": set.in_app.unwrap_or(true),
-                "email": set.email.unwrap_or(true),
-                "push": set.push.unwrap_or(true),
-            })
+            EffectiveSwitches {
+                in_app: set.in_app.unwrap_or(true),
+                email: set.email.unwrap_or(true),
+                push: set.push.unwrap_or(true),
+            }
         };
-        let types: serde_json::Map<String, Value> = NotificationType::ALL
+        let types = NotificationType::ALL
             .iter()
             .map(|kind| {
                 (
@@ -125,19 +125,39 @@ impl Preferences {
                 )
             })
             .collect();
-        let channels: serde_json::Map<String, Value> = catalog
+        let channels = catalog
             .channels()
             .iter()
             .map(|channel| (channel.name.clone(), filled(self.overrides.channels.get(&channel.name))))
             .collect();
-        serde_json::json!({
-            "inAppEnabled": self.in_app_enabled,
-            "emailEnabled": self.email_enabled,
-            "pushEnabled": self.push_enabled,
-            "types": types,
-            "channels": channels,
-        })
+        PreferencesView {
+            in_app_enabled: self.in_app_enabled,
+            email_enabled: self.email_enabled,
+            push_enabled: self.push_enabled,
+            types,
+            channels,
+        }
     }
+}
+
+/// A user's effective preferences, as `GET` and `PATCH /notifications/preferences` answer them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesView {
+    pub in_app_enabled: bool,
+    pub email_enabled: bool,
+    pub push_enabled: bool,
+    pub types: BTreeMap<String, EffectiveSwitches>,
+    pub channels: BTreeMap<String, EffectiveSwitches>,
+}
+
+/// The switches of one type or channel with defaults filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSwitches {
+    pub in_app: bool,
+    pub email: bool,
+    pub push: bool,
 }
 
 /// A partial update (`PATCH /notifications/preferences`).
@@ -150,15 +170,18 @@ pub struct PreferencesPatch {
     pub channels: BTreeMap<String, Switches>,
 }
 
+/// The body of `PATCH /notifications/preferences` as received: any JSON object. It stays loose so
+/// that [`parse_patch`] reports every problem at once (a typed field would stop at the first, and
+/// would read `null` as "unchanged" where it is refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct PreferencesPatchBody(pub Map<String, Value>);
+
 /// Validates a patch body: known keys only, booleans, known type and channel names.
-pub fn parse_patch(value: &Value, catalog: &ChannelCatalog) -> Result<PreferencesPatch, FieldErrors> {
+pub fn parse_patch(body: PreferencesPatchBody, catalog: &ChannelCatalog) -> Result<PreferencesPatch, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let Some(object) = value.as_object() else {
-        errors.insert("body".into(), "must be a JSON object".into());
-        return Err(errors);
-    };
     let mut patch = PreferencesPatch::default();
-    for (key, value) in object {
+    for (key, value) in body.0 {
         match key.as_str() {
             "inAppEnabled" | "emailEnabled" | "pushEnabled" => match value.as_bool() {
                 Some(flag) => match key.as_str() {
@@ -252,42 +275,57 @@ mod tests {
         );
     }
 
+    fn patch_body(value: serde_json::Value) -> PreferencesPatchBody {
+        serde_json::from_value(value).expect("an object reads as a patch body")
+    }
+
+    const ON: EffectiveSwitches = EffectiveSwitches {
+        in_app: true,
+        email: true,
+        push: true,
+    };
+
     #[test]
     fn patches_are_partial_and_validated() {
         let catalog = ChannelCatalog::default_set(7);
         let patch = parse_patch(
-            &json!({"emailEnabled": false, "types": {"new_like": {"inApp": false}}}),
+            patch_body(json!({"emailEnabled": false, "types": {"new_like": {"inApp": false}}})),
             &catalog,
         )
         .expect("valid");
         let mut prefs = Preferences::default();
         prefs.apply(patch);
-        let second = parse_patch(&json!({"types": {"new_like": {"push": false}}}), &catalog).expect("valid");
+        let second = parse_patch(patch_body(json!({"types": {"new_like": {"push": false}}})), &catalog).expect("valid");
         prefs.apply(second);
         let effective = prefs.effective(&catalog);
-        assert_eq!(effective["emailEnabled"], false);
-        assert_eq!(effective["inAppEnabled"], true);
+        assert!(!effective.email_enabled);
+        assert!(effective.in_app_enabled);
         assert_eq!(
-            effective["types"]["new_like"],
-            json!({"inApp": false, "email": true, "push": false})
+            effective.types["new_like"],
+            EffectiveSwitches {
+                in_app: false,
+                email: true,
+                push: false
+            }
         );
-        assert_eq!(
-            effective["types"]["new_comment"],
-            json!({"inApp": true, "email": true, "push": true})
-        );
-        assert_eq!(
-            effective["channels"]["social"],
-            json!({"inApp": true, "email": true, "push": true})
-        );
+        assert_eq!(effective.types["new_comment"], ON);
+        assert_eq!(effective.channels["social"], ON);
 
         let errors = parse_patch(
-            &json!({"inAppEnabled": "no", "types": {"nope": {}}, "channels": {"social": {"inApp": 1}}, "x": 1}),
+            patch_body(
+                json!({"inAppEnabled": "no", "pushEnabled": null, "types": {"nope": {}}, "channels": {"social": {"inApp": 1}}, "x": 1}),
+            ),
             &catalog,
         )
         .expect_err("invalid");
-        for key in ["inAppEnabled", "types.nope", "channels.social", "x"] {
+        for key in ["inAppEnabled", "pushEnabled", "types.nope", "channels.social", "x"] {
             assert!(errors.contains_key(key), "{key} missing from {errors:?}");
         }
+        let errors = parse_patch(patch_body(json!({"types": [], "channels": null})), &catalog).expect_err("invalid");
+        assert!(
+            errors.contains_key("types") && errors.contains_key("channels"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod client_ip;
 mod dev;
 pub mod error;
 mod health;
+mod json;
 mod notifications;
 mod publish;
 mod tokens;

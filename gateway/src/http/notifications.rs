@@ -3,18 +3,19 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::app::Gateway;
-use crate::app::notifications::HistoryParams;
+use crate::app::notifications::{HistoryPage, HistoryParams};
+use crate::domain::preferences::{PreferencesPatchBody, PreferencesView};
 use crate::error::Error;
 
 use super::ApiError;
 use super::auth::CurrentUser;
+use super::json::JsonBody;
 
 /// A path id that is not a UUID names no notification: 404, like another user's id.
 fn notification_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -25,7 +26,7 @@ pub async fn history(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
     Query(params): Query<HistoryParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     Ok(Json(gateway.notifications.history(&user.id, &params).await?))
 }
 
@@ -58,15 +59,14 @@ pub async fn delete(
 pub async fn get_preferences(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PreferencesView>, ApiError> {
     Ok(Json(gateway.preferences.effective(&user.id).await?))
 }
 
 pub async fn patch_preferences(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| Error::invalid("body", format!("not JSON: {e}")))?;
-    Ok(Json(gateway.preferences.patch(&user.id, &body).await?))
+    JsonBody(body): JsonBody<PreferencesPatchBody>,
+) -> Result<Json<PreferencesView>, ApiError> {
+    Ok(Json(gateway.preferences.patch(&user.id, body).await?))
 }

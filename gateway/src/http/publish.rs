@@ -3,22 +3,24 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
 
 use crate::app::Gateway;
+use crate::domain::publish::{PublishBody, PublishReceipt};
 use crate::error::Error;
 
 use super::ApiError;
+use super::json::JsonBody;
 
 /// Answers 202 once the notifications are committed; delivery happens after the answer.
 pub async fn publish(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // A `Result`, so that the publisher key is checked first: a caller without a valid key learns
+    // nothing about how its body was read.
+    body: Result<JsonBody<PublishBody>, ApiError>,
+) -> Result<(StatusCode, Json<PublishReceipt>), ApiError> {
     let key = super::auth::bearer(&headers).map_err(|_| Error::InvalidPublisherKey)?;
     let publisher = gateway.notifications.authenticate(key)?;
     let idempotency_key = match headers.get("idempotency-key") {
@@ -29,6 +31,7 @@ pub async fn publish(
         ),
         None => None,
     };
-    let answer = gateway.notifications.publish(publisher, &body, idempotency_key).await?;
-    Ok((StatusCode::ACCEPTED, Json(answer)))
+    let JsonBody(body) = body?;
+    let receipt = gateway.notifications.publish(publisher, body, idempotency_key).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
 }

@@ -9,7 +9,8 @@ use super::{
     PreferenceStore, PublishOutcome, RateLimiter, RegisterOutcome, SubscriptionStore, TokenLedger,
 };
 use crate::domain::notification::{Notification, NotificationType};
-use crate::domain::preferences::{Preferences, Switches};
+use crate::domain::preferences::{Preferences, SkipReason, Switches};
+use crate::domain::publish::{CreatedNotification, PublishReceipt, SkippedRecipient};
 
 pub async fn token_ledger(ledger: &dyn TokenLedger) {
     let token = uuid::Uuid::new_v4().to_string();
@@ -494,6 +495,20 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     assert!(store.get(&bob, stored[1].id).await.expect("get").is_some());
 }
 
+/// A receipt that names `user` as created and skipped (`why` tells receipts apart).
+fn receipt(user: &str, why: &str) -> PublishReceipt {
+    PublishReceipt {
+        created: vec![CreatedNotification {
+            user_id: user.to_owned(),
+            id: uuid::Uuid::new_v4(),
+        }],
+        skipped: vec![SkippedRecipient {
+            user_id: format!("{user}-{why}"),
+            reason: SkipReason::TypeDisabled,
+        }],
+    }
+}
+
 pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
     let user = format!("user-{}", uuid::Uuid::new_v4());
     let key = IdempotencyKey {
@@ -501,7 +516,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
         key: "k1".into(),
         request_hash: "h1".into(),
     };
-    let answer = serde_json::json!({"created": 1});
+    let answer = receipt(&user, "k1");
     let first = new_notification(&user, "social", NotificationType::NewLike, 0);
     let outcome = store
         .publish(&[first], Some((&key, &answer)), 0)
@@ -510,7 +525,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
     assert!(matches!(outcome, PublishOutcome::Created(ref c) if c.len() == 1));
     let retry = new_notification(&user, "social", NotificationType::NewLike, 1);
     let outcome = store
-        .publish(&[retry], Some((&key, &serde_json::json!({"other": 1}))), 1)
+        .publish(&[retry], Some((&key, &receipt(&user, "other"))), 1)
         .await
         .expect("retry");
     assert_eq!(outcome, PublishOutcome::Replayed(answer));
@@ -522,7 +537,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
     let outcome = store
         .publish(
             &[new_notification(&user, "social", NotificationType::NewLike, 2)],
-            Some((&reused, &serde_json::json!({}))),
+            Some((&reused, &PublishReceipt::default())),
             2,
         )
         .await;
@@ -534,7 +549,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
     let outcome = store
         .publish(
             &[new_notification(&user, "social", NotificationType::NewLike, 3)],
-            Some((&other_publisher, &serde_json::json!({}))),
+            Some((&other_publisher, &PublishReceipt::default())),
             3,
         )
         .await;

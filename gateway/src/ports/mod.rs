@@ -12,6 +12,7 @@ use crate::domain::UnixMs;
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::notification::{Notification, NotificationType};
 use crate::domain::preferences::Preferences;
+use crate::domain::publish::PublishReceipt;
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::domain::user::AuthenticatedUser;
 use crate::error::Result;
@@ -129,7 +130,7 @@ pub enum PublishOutcome {
     /// Stored now, in one transaction with the idempotency record.
     Created(Vec<Notification>),
     /// The key was seen before with the same request: its first answer, nothing stored.
-    Replayed(serde_json::Value),
+    Replayed(PublishReceipt),
     /// The key was seen before with a different request.
     KeyReused,
 }
@@ -149,12 +150,12 @@ pub struct HistoryQuery {
 /// attempts) and publishers' idempotency keys.
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
-    /// Stores every notification and the idempotency record in one transaction (one round trip for
-    /// many recipients where the database allows).
+    /// Stores every notification and the idempotency record (the key and the receipt to replay) in
+    /// one transaction (one round trip for many recipients where the database allows).
     async fn publish(
         &self,
         batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome>;
 

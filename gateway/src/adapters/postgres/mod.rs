@@ -5,11 +5,9 @@
 //! The plan's columns are `TIMESTAMP WITH TIME ZONE`; the domain speaks Unix milliseconds. The
 //! conversion happens in SQL (`to_timestamp(ms / 1000)`, `EXTRACT(EPOCH ...) * 1000`), here only.
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::error::{Error, Result};
-use crate::ports::HealthProbe;
 
 mod notifications;
 mod preferences;
@@ -18,6 +16,9 @@ mod subscriptions;
 pub use notifications::PostgresNotificationStore;
 pub use preferences::PostgresPreferenceStore;
 pub use subscriptions::PostgresSubscriptionStore;
+
+/// Readiness of PostgreSQL (`PostgresHealth(pool)`), reported as `postgres`.
+pub use super::sql::SqlHealth as PostgresHealth;
 
 /// Reads a nullable timestamp column as Unix milliseconds.
 macro_rules! ms {
@@ -42,25 +43,6 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         .run(pool)
         .await
         .map_err(|e| Error::Backend(format!("PostgreSQL migration failed: {e}")))
-}
-
-/// Readiness of PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PostgresHealth(pub PgPool);
-
-#[async_trait]
-impl HealthProbe for PostgresHealth {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn check(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.0)
-            .await
-            .map(|_| ())
-            .map_err(Error::backend)
-    }
 }
 
 /// A fresh, migrated database for one test, or `None` (with a loud message) when no test PostgreSQL

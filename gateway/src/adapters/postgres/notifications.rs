@@ -5,8 +5,12 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::ms;
+use crate::adapters::sql::{
+    NotificationRow, Statements, into_notifications, push_history_filters, stored_notification,
+};
 use crate::domain::UnixMs;
-use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::notification::Notification;
+use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
@@ -49,54 +53,6 @@ const COLUMNS: &str = concat!(
     " AS delivered_at, attempts"
 );
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    user_id: String,
-    seq: i64,
-    kind: String,
-    channel: String,
-    title: String,
-    body: Option<String>,
-    icon: Option<String>,
-    action_url: Option<String>,
-    data: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
-    created_at: Option<i64>,
-    expires_at: Option<i64>,
-    read_at: Option<i64>,
-    delivered_at: Option<i64>,
-    attempts: i32,
-}
-
-impl TryFrom<Row> for Notification {
-    type Error = Error;
-
-    fn try_from(row: Row) -> Result<Self> {
-        Ok(Notification {
-            id: row.id,
-            kind: NotificationType::parse(&row.kind)
-                .ok_or_else(|| Error::Backend(format!("stored type `{}` is unknown", row.kind)))?,
-            user_id: row.user_id,
-            seq: row.seq,
-            channel: row.channel,
-            title: row.title,
-            body: row.body,
-            icon: row.icon,
-            action_url: row.action_url,
-            data: row.data.map(|d| d.0),
-            created_at: row.created_at.unwrap_or_default(),
-            expires_at: row.expires_at,
-            read_at: row.read_at,
-            delivered_at: row.delivered_at,
-            attempts: row.attempts,
-        })
-    }
-}
-
-fn convert(rows: Vec<Row>) -> Result<Vec<Notification>> {
-    rows.into_iter().map(Notification::try_from).collect()
-}
-
 /// Appends `to_timestamp(<ms> / 1000)` with `ms` bound.
 fn push_time(query: &mut QueryBuilder<'_, Postgres>, ms: UnixMs) {
     query.push("to_timestamp(").push_bind(ms).push("::float8 / 1000)");
@@ -108,45 +64,27 @@ fn unexpired(query: &mut QueryBuilder<'_, Postgres>, now: UnixMs) {
     query.push(")");
 }
 
+/// Records an `Idempotency-Key`; returns no row when the key is already there
+/// (`Statements::record_idempotency_key`).
+const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
+     VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000))
+     ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
+
 #[async_trait]
 impl NotificationStore for PostgresNotificationStore {
     async fn publish(
         &self,
         batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
         let mut tx = self.pool.begin().await.map_err(Error::backend)?;
-        if let Some((key, answer)) = idempotency {
-            // A concurrent request with the same key waits on the unique index, then sees the conflict.
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
-                 VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000)) ON CONFLICT (publisher, key) DO NOTHING",
-            )
-            .bind(&key.publisher)
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .bind(sqlx::types::Json(answer))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::backend)?
-            .rows_affected();
-            if inserted == 0 {
-                let (hash, response): (String, sqlx::types::Json<serde_json::Value>) = sqlx::query_as(
-                    "SELECT request_hash, response FROM idempotency_keys WHERE publisher = $1 AND key = $2",
-                )
-                .bind(&key.publisher)
-                .bind(&key.key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(Error::backend)?;
+        if let Some((key, receipt)) = idempotency {
+            if let Some(repeated) =
+                Statements::record_idempotency_key(&mut tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
+            {
                 tx.rollback().await.map_err(Error::backend)?;
-                return Ok(if hash == key.request_hash {
-                    PublishOutcome::Replayed(response.0)
-                } else {
-                    PublishOutcome::KeyReused
-                });
+                return Ok(repeated);
             }
         }
         let mut seqs: HashMap<Uuid, i64> = HashMap::new();
@@ -202,29 +140,13 @@ impl NotificationStore for PostgresNotificationStore {
         tx.commit().await.map_err(Error::backend)?;
         let created = batch
             .iter()
-            .map(|n| Notification {
-                id: n.id,
-                user_id: n.user_id.clone(),
-                seq: seqs.get(&n.id).copied().unwrap_or_default(),
-                kind: n.kind,
-                channel: n.channel.clone(),
-                title: n.title.clone(),
-                body: n.body.clone(),
-                icon: n.icon.clone(),
-                action_url: n.action_url.clone(),
-                data: n.data.clone(),
-                created_at: n.created_at,
-                expires_at: n.expires_at,
-                read_at: None,
-                delivered_at: None,
-                attempts: 0,
-            })
+            .map(|n| stored_notification(n, seqs.get(&n.id).copied().unwrap_or_default()))
             .collect();
         Ok(PublishOutcome::Created(created))
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
-        let row: Option<Row> = sqlx::query_as(&format!(
+        let row: Option<NotificationRow<Uuid>> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id = $2"
         ))
         .bind(user_id)
@@ -239,20 +161,8 @@ impl NotificationStore for PostgresNotificationStore {
         let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
         sql.push_bind(user_id.to_owned());
         unexpired(&mut sql, now);
-        if let Some(before) = query.before_seq {
-            sql.push(" AND seq < ").push_bind(before);
-        }
-        if query.unread_only {
-            sql.push(" AND read_at IS NULL");
-        }
-        if let Some(kind) = query.kind {
-            sql.push(" AND type = ").push_bind(kind.as_str());
-        }
-        if let Some(channel) = &query.channel {
-            sql.push(" AND channel = ").push_bind(channel.clone());
-        }
-        sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
-        convert(
+        push_history_filters(&mut sql, query);
+        into_notifications::<Uuid>(
             sql.build_query_as()
                 .fetch_all(&self.pool)
                 .await
@@ -321,7 +231,7 @@ impl NotificationStore for PostgresNotificationStore {
         push_time(&mut sql, created_since);
         unexpired(&mut sql, now);
         sql.push(" ORDER BY seq");
-        convert(
+        into_notifications::<Uuid>(
             sql.build_query_as()
                 .fetch_all(&self.pool)
                 .await

@@ -3,11 +3,9 @@
 
 use std::str::FromStr;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::error::{Error, Result};
-use crate::ports::HealthProbe;
 
 mod notifications;
 mod preferences;
@@ -16,6 +14,9 @@ mod subscriptions;
 pub use notifications::SqliteNotificationStore;
 pub use preferences::SqlitePreferenceStore;
 pub use subscriptions::SqliteSubscriptionStore;
+
+/// Readiness of the SQLite database (`SqliteHealth(pool)`), reported as `sqlite`.
+pub use super::sql::SqlHealth as SqliteHealth;
 
 /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or `sqlite::memory:`) and brings
 /// its schema up to date.
@@ -38,23 +39,4 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .await
         .map_err(|e| Error::Backend(format!("SQLite migration failed: {e}")))?;
     Ok(pool)
-}
-
-/// Readiness of the SQLite database.
-#[derive(Debug, Clone)]
-pub struct SqliteHealth(pub SqlitePool);
-
-#[async_trait]
-impl HealthProbe for SqliteHealth {
-    fn name(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn check(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.0)
-            .await
-            .map(|_| ())
-            .map_err(Error::backend)
-    }
 }

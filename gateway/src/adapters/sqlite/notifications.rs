@@ -3,9 +3,14 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
+use uuid::fmt::Hyphenated;
 
+use crate::adapters::sql::{
+    NotificationRow, Statements, into_notifications, push_history_filters, stored_notification,
+};
 use crate::domain::UnixMs;
-use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::notification::Notification;
+use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
@@ -37,54 +42,6 @@ impl SqliteNotificationStore {
 const COLUMNS: &str = "id, user_id, seq, type AS kind, channel, title, body, icon, action_url, data, \
                        created_at, expires_at, read_at, delivered_at, attempts";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    user_id: String,
-    seq: i64,
-    kind: String,
-    channel: String,
-    title: String,
-    body: Option<String>,
-    icon: Option<String>,
-    action_url: Option<String>,
-    data: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
-    created_at: i64,
-    expires_at: Option<i64>,
-    read_at: Option<i64>,
-    delivered_at: Option<i64>,
-    attempts: i32,
-}
-
-impl TryFrom<Row> for Notification {
-    type Error = Error;
-
-    fn try_from(row: Row) -> Result<Self> {
-        Ok(Notification {
-            id: Uuid::parse_str(&row.id).map_err(|e| Error::Backend(format!("stored id `{}`: {e}", row.id)))?,
-            kind: NotificationType::parse(&row.kind)
-                .ok_or_else(|| Error::Backend(format!("stored type `{}` is unknown", row.kind)))?,
-            user_id: row.user_id,
-            seq: row.seq,
-            channel: row.channel,
-            title: row.title,
-            body: row.body,
-            icon: row.icon,
-            action_url: row.action_url,
-            data: row.data.map(|d| d.0),
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            read_at: row.read_at,
-            delivered_at: row.delivered_at,
-            attempts: row.attempts,
-        })
-    }
-}
-
-fn convert(rows: Vec<Row>) -> Result<Vec<Notification>> {
-    rows.into_iter().map(Notification::try_from).collect()
-}
-
 /// `id IN (?, ?, ...)` over `ids`.
 fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
     query.push(" id IN (");
@@ -95,46 +52,28 @@ fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
     query.push(")");
 }
 
+/// Records an `Idempotency-Key`; returns no row when the key is already there
+/// (`Statements::record_idempotency_key`).
+const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
+
 #[async_trait]
 impl NotificationStore for SqliteNotificationStore {
     async fn publish(
         &self,
         batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &serde_json::Value)>,
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
         // The first statement writes, so the transaction takes SQLite's write lock at once and
         // concurrent publishes queue on the busy timeout instead of deadlocking.
         let mut tx = self.pool.begin().await.map_err(Error::backend)?;
-        if let Some((key, answer)) = idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (publisher, key) DO NOTHING",
-            )
-            .bind(&key.publisher)
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .bind(answer.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::backend)?
-            .rows_affected();
-            if inserted == 0 {
-                let (hash, response): (String, String) = sqlx::query_as(
-                    "SELECT request_hash, response FROM idempotency_keys WHERE publisher = ? AND key = ?",
-                )
-                .bind(&key.publisher)
-                .bind(&key.key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(Error::backend)?;
+        if let Some((key, receipt)) = idempotency {
+            if let Some(repeated) =
+                Statements::record_idempotency_key(&mut tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
+            {
                 tx.rollback().await.map_err(Error::backend)?;
-                if hash != key.request_hash {
-                    return Ok(PublishOutcome::KeyReused);
-                }
-                let answer = serde_json::from_str(&response).map_err(Error::backend)?;
-                return Ok(PublishOutcome::Replayed(answer));
+                return Ok(repeated);
             }
         }
         let mut created = Vec::with_capacity(batch.len());
@@ -167,30 +106,14 @@ impl NotificationStore for SqliteNotificationStore {
             .execute(&mut *tx)
             .await
             .map_err(Error::backend)?;
-            created.push(Notification {
-                id: n.id,
-                user_id: n.user_id.clone(),
-                seq,
-                kind: n.kind,
-                channel: n.channel.clone(),
-                title: n.title.clone(),
-                body: n.body.clone(),
-                icon: n.icon.clone(),
-                action_url: n.action_url.clone(),
-                data: n.data.clone(),
-                created_at: n.created_at,
-                expires_at: n.expires_at,
-                read_at: None,
-                delivered_at: None,
-                attempts: 0,
-            });
+            created.push(stored_notification(n, seq));
         }
         tx.commit().await.map_err(Error::backend)?;
         Ok(PublishOutcome::Created(created))
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
-        let row: Option<Row> = sqlx::query_as(&format!(
+        let row: Option<NotificationRow<Hyphenated>> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id = ?"
         ))
         .bind(user_id)
@@ -207,25 +130,13 @@ impl NotificationStore for SqliteNotificationStore {
         sql.push(" AND (expires_at IS NULL OR expires_at > ")
             .push_bind(now)
             .push(")");
-        if let Some(before) = query.before_seq {
-            sql.push(" AND seq < ").push_bind(before);
-        }
-        if query.unread_only {
-            sql.push(" AND read_at IS NULL");
-        }
-        if let Some(kind) = query.kind {
-            sql.push(" AND type = ").push_bind(kind.as_str());
-        }
-        if let Some(channel) = &query.channel {
-            sql.push(" AND channel = ").push_bind(channel.clone());
-        }
-        sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
-        let rows: Vec<Row> = sql
+        push_history_filters(&mut sql, query);
+        let rows: Vec<NotificationRow<Hyphenated>> = sql
             .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(Error::backend)?;
-        convert(rows)
+        into_notifications(rows)
     }
 
     async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64> {
@@ -287,12 +198,12 @@ impl NotificationStore for SqliteNotificationStore {
         sql.push(" AND (expires_at IS NULL OR expires_at > ")
             .push_bind(now)
             .push(") ORDER BY seq");
-        let rows: Vec<Row> = sql
+        let rows: Vec<NotificationRow<Hyphenated>> = sql
             .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(Error::backend)?;
-        convert(rows)
+        into_notifications(rows)
     }
 
     async fn max_seq(&self, user_id: &str) -> Result<i64> {

@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::SqlitePool;
 
+use crate::adapters::sql::Statements;
 use crate::domain::UnixMs;
 use crate::error::{Error, Result};
 use crate::ports::SubscriptionStore;
@@ -21,13 +22,7 @@ impl SqliteSubscriptionStore {
 #[async_trait]
 impl SubscriptionStore for SqliteSubscriptionStore {
     async fn choices(&self, user_id: &str) -> Result<HashMap<String, bool>> {
-        let rows: Vec<(String, bool)> =
-            sqlx::query_as("SELECT channel, subscribed FROM channel_subscriptions WHERE user_id = ?")
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::backend)?;
-        Ok(rows.into_iter().collect())
+        Statements::subscription_choices(&self.pool, user_id).await
     }
 
     async fn set(&self, user_id: &str, channels: &[String], subscribed: bool, at: UnixMs) -> Result<()> {

@@ -95,14 +95,22 @@ impl Fixture {
         inbox
     }
 
+    /// Publishes as the test publisher; the receipt as JSON, as the HTTP API answers it.
     async fn publish(&self, users: &[&str], kind: &str) -> Value {
         let body = json!({"userIds": users, "notification": {"type": kind, "title": format!("{kind}!")}});
         let publisher = self.service.authenticate(KEY).expect("publisher");
-        self.service
-            .publish(publisher, body.to_string().as_bytes(), None)
+        let receipt = self
+            .service
+            .publish(publisher, publish_body(body), None)
             .await
-            .expect("published")
+            .expect("published");
+        serde_json::to_value(receipt).expect("json")
     }
+}
+
+/// A publish body as the JSON extractor reads it.
+fn publish_body(value: Value) -> PublishBody {
+    serde_json::from_value(value).expect("an object reads as a publish body")
 }
 
 /// The next `notification` message in an inbox (skipping unread-count updates).
@@ -341,7 +349,7 @@ async fn publish_validation_and_authorization() {
     );
     let publisher = f.service.authenticate(KEY).expect("publisher");
     let invalid = json!({"userIds": [], "notification": {"type": "nope", "title": ""}, "extra": 1});
-    match f.service.publish(publisher, invalid.to_string().as_bytes(), None).await {
+    match f.service.publish(publisher, publish_body(invalid), None).await {
         Err(Error::Validation(fields)) => {
             for key in ["userIds", "notification.type", "notification.title", "extra"] {
                 assert!(fields.contains_key(key), "{key} missing from {fields:?}");
@@ -353,7 +361,7 @@ async fn publish_validation_and_authorization() {
         json!({"userIds": ["a"], "notification": {"type": "new_like", "title": "t", "channel": "uploads"}});
     let err = f
         .service
-        .publish(publisher, wrong_channel.to_string().as_bytes(), None)
+        .publish(publisher, publish_body(wrong_channel), None)
         .await
         .expect_err("channel");
     assert_eq!(err.code(), "validation_failed");
@@ -365,7 +373,7 @@ async fn publish_validation_and_authorization() {
     let body = json!({"userIds": ["a"], "notification": {"type": "new_like", "title": "t"}});
     let err = f
         .service
-        .publish(&limited, body.to_string().as_bytes(), None)
+        .publish(&limited, publish_body(body), None)
         .await
         .expect_err("type");
     assert_eq!(err.code(), "type_not_allowed");
@@ -375,23 +383,23 @@ async fn publish_validation_and_authorization() {
 async fn idempotent_publish_returns_the_first_answer_and_stores_nothing_new() {
     let f = fixture(DeliverySettings::default()).await;
     let publisher = f.service.authenticate(KEY).expect("publisher");
-    let body = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "t"}}).to_string();
+    let body = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "t"}});
     let first = f
         .service
-        .publish(publisher, body.as_bytes(), Some("req-1"))
+        .publish(publisher, publish_body(body.clone()), Some("req-1"))
         .await
         .expect("first");
     let again = f
         .service
-        .publish(publisher, body.as_bytes(), Some("req-1"))
+        .publish(publisher, publish_body(body), Some("req-1"))
         .await
         .expect("retry");
     assert_eq!(first, again);
     assert_eq!(f.store.max_seq("alice").await.expect("seq"), 1);
-    let other = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "different"}}).to_string();
+    let other = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "different"}});
     let err = f
         .service
-        .publish(publisher, other.as_bytes(), Some("req-1"))
+        .publish(publisher, publish_body(other), Some("req-1"))
         .await
         .expect_err("reused");
     assert_eq!(err.code(), "idempotency_key_reused");
@@ -409,11 +417,42 @@ async fn an_expired_notification_is_not_sent_again() {
     let body = json!({"userIds": ["alice"], "notification": {"type": "system_announcement", "title": "t", "expiresAt": expires_at}});
     let publisher = f.service.authenticate(KEY).expect("publisher");
     f.service
-        .publish(publisher, body.to_string().as_bytes(), None)
+        .publish(publisher, publish_body(body), None)
         .await
         .expect("published");
     next_notification(&mut inbox).await;
     f.clock.advance(1_000);
     f.delivery.retry_due().await.expect("retry");
     no_notification(&mut inbox).await;
+}
+
+#[tokio::test]
+async fn a_history_page_has_the_documented_shape() {
+    let f = fixture(DeliverySettings::default()).await;
+    f.publish(&["alice"], "new_like").await;
+    f.publish(&["alice"], "new_comment").await;
+    let params = HistoryParams {
+        limit: Some("1".into()),
+        ..HistoryParams::default()
+    };
+    let page = serde_json::to_value(f.service.history("alice", &params).await.expect("history")).expect("json");
+    assert_eq!(page.as_object().map(|o| o.len()), Some(3), "{page}");
+    assert_eq!(page["unreadCount"], 2);
+    assert!(page["nextCursor"].is_string());
+    let item = &page["items"][0];
+    assert_eq!(item["type"], "new_comment");
+    assert_eq!(item["seq"], 2);
+    assert!(
+        item["readAt"].is_null() && item.get("readAt").is_some(),
+        "readAt is present: {item}"
+    );
+    assert!(item.get("body").is_none(), "absent optional fields stay absent: {item}");
+
+    let last = HistoryParams {
+        cursor: page["nextCursor"].as_str().map(str::to_owned),
+        ..HistoryParams::default()
+    };
+    let page = serde_json::to_value(f.service.history("alice", &last).await.expect("history")).expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert!(page["nextCursor"].is_null() && page.get("nextCursor").is_some());
 }
