@@ -125,6 +125,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     } = backends(&config.store).await?;
     let catalog = Arc::new(config.catalog.clone());
 
+    let metrics = Arc::new(Metrics::default());
     let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
     let tokens = Arc::new(TokenService::new(
         keys.clone(),
@@ -141,6 +142,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         limiter,
         clock.clone(),
         config.connections,
+        metrics.clone(),
     ));
     let sessions = Arc::new(LocalSessions::default());
     let subscriptions = Arc::new(SubscriptionService::new(
@@ -150,7 +152,6 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         clock.clone(),
     ));
     let preferences = Arc::new(PreferenceService::new(preference_store, catalog.clone()));
-    let metrics = Arc::new(Metrics::default());
     let delivery = Arc::new(DeliveryService::new(
         notification_store.clone(),
         subscriptions.clone(),
@@ -235,6 +236,14 @@ fn spawn_purger(gateway: &Arc<Gateway>) {
     });
 }
 
+/// The HTTP API and the WebSocket endpoint over one gateway.
+pub fn router(gateway: Arc<Gateway>) -> axum::Router {
+    crate::http::routes(gateway.dev.is_some())
+        .route("/ws", axum::routing::get(crate::ws::upgrade))
+        .fallback(crate::http::error::not_found)
+        .with_state(gateway)
+}
+
 /// Serves until `shutdown` resolves, then drains: readiness false, sessions told to go away, in-flight
 /// requests finished; returns when everything finished or after `grace`, whichever comes first.
 pub async fn serve(
@@ -245,7 +254,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let lifecycle = gateway.lifecycle.clone();
     let drain = lifecycle.clone();
-    let app = crate::http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("gateway:draining");

@@ -158,6 +158,8 @@ async fn websocket_disabled_refuses_tokens_and_connections() {
         response.json::<Value>().await.expect("json")["error"]["code"],
         "websocket_disabled"
     );
+    let refusal = gw.connect("any-token").await.expect_err("no WebSocket while disabled");
+    assert_eq!((refusal.status, refusal.code()), (503, "websocket_disabled"));
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use crate::domain::rate::{RateDecision, RateLimit};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, ConnectionRegistry, RateLimiter, RegisterOutcome};
 
+use super::metrics::Metrics;
 use super::tokens::TokenService;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,7 @@ pub struct ConnectionService {
     limiter: Arc<dyn RateLimiter>,
     clock: Arc<dyn Clock>,
     settings: ConnectionSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl ConnectionService {
@@ -72,6 +74,7 @@ impl ConnectionService {
         limiter: Arc<dyn RateLimiter>,
         clock: Arc<dyn Clock>,
         settings: ConnectionSettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             tokens,
@@ -79,26 +82,30 @@ impl ConnectionService {
             limiter,
             clock,
             settings,
+            metrics,
         }
     }
 
-    pub fn settings(&self) -> ConnectionSettings {
-        self.settings
-    }
-
-    /// Every check before the upgrade, in the order of DESIGN.md: per-IP rate, token (size, decode,
-    /// signature, expiry, revocation), single-use claim, then registration under the per-user cap.
-    /// Each refusal is logged with its reason.
+    /// Every check before the upgrade, in the order of DESIGN.md: WebSocket enabled, per-IP rate,
+    /// token (size, decode, signature, expiry, revocation), single-use claim, then registration under
+    /// the per-user cap. Each refusal is logged with its reason; both outcomes are counted here.
     #[instrument(skip_all, fields(ip = %request.client_ip))]
     pub async fn connect(&self, request: ConnectRequest<'_>) -> Result<ConnectionRecord> {
         let outcome = self.try_connect(&request).await;
-        if let Err(err) = &outcome {
-            tracing::info!(ip = %request.client_ip, code = err.code(), reason = %err, "websocket:rejected");
+        match &outcome {
+            Ok(_) => {
+                self.metrics.connections_opened.inc();
+            }
+            Err(err) => {
+                self.metrics.connections_rejected.inc();
+                tracing::info!(ip = %request.client_ip, code = err.code(), reason = %err, "websocket:rejected");
+            }
         }
         outcome
     }
 
     async fn try_connect(&self, request: &ConnectRequest<'_>) -> Result<ConnectionRecord> {
+        self.tokens.ensure_websocket_enabled()?;
         let limit = RateLimit::per_minute(self.settings.connects_per_minute_per_ip);
         let key = format!("connect:ip:{}", request.client_ip);
         if let RateDecision::Limited { retry_after_ms } = self.limiter.check(&key, limit, self.clock.now_ms()).await? {
@@ -222,6 +229,7 @@ mod tests {
             Arc::new(MemoryRateLimiter::default()),
             tokens.clock.clone(),
             settings,
+            Arc::default(),
         );
         Setup {
             tokens,

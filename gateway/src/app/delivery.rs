@@ -103,10 +103,6 @@ impl DeliveryService {
         }
     }
 
-    pub fn settings(&self) -> DeliverySettings {
-        self.settings
-    }
-
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
         self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -141,7 +137,7 @@ impl DeliveryService {
         let frame = Frame::from(ServerEnvelope::new(ServerMessage::Notification(n.payload()), now).to_json());
         match self.sessions.send_frame(&state.connection_id, frame.clone()) {
             SendOutcome::Queued => {
-                Metrics::add(&self.metrics.messages_delivered, 1);
+                self.metrics.messages_delivered.inc_by(1);
                 let due_at = now + self.settings.ack_timeout_ms;
                 state.pending.insert(
                     n.id,
@@ -283,7 +279,7 @@ impl DeliveryService {
                 if pending.attempts >= self.settings.max_attempts {
                     let attempts = pending.attempts;
                     state.pending.remove(&id);
-                    Metrics::add(&self.metrics.notifications_failed, 1);
+                    self.metrics.notifications_failed.inc_by(1);
                     tracing::error!(
                         notification_id = %id,
                         user_id = %state.user_id,
@@ -302,7 +298,7 @@ impl DeliveryService {
                 }
             }
             if !resent.is_empty() {
-                Metrics::add(&self.metrics.messages_retried, resent.len() as u64);
+                self.metrics.messages_retried.inc_by(resent.len() as u64);
                 tracing::info!(user_id = %state.user_id, connection_id = %state.connection_id, count = resent.len(), "notification:retried");
                 self.store.record_attempt(&resent).await?;
             }

@@ -169,8 +169,8 @@ impl NotificationService {
         {
             PublishOutcome::Created(created) => {
                 let skipped = receipt.skipped.len();
-                Metrics::add(&self.metrics.notifications_published, created.len() as u64);
-                Metrics::add(&self.metrics.notifications_skipped, skipped as u64);
+                self.metrics.notifications_published.inc_by(created.len() as u64);
+                self.metrics.notifications_skipped.inc_by(skipped as u64);
                 tracing::info!(kind = %content.kind, created = created.len(), skipped, "notification:published");
                 self.fan_out(created);
                 Ok(receipt)

@@ -45,7 +45,7 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<Va
 /// Prometheus metrics of this replica.
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(axum::http::header::CONTENT_TYPE, crate::app::metrics::CONTENT_TYPE)],
         gateway.metrics.render(gateway.sessions.len()),
     )
 }

@@ -19,13 +19,14 @@ mod tokens;
 
 pub use error::ApiError;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    let mut router = Router::new()
+/// Every HTTP route, without state: the server adds the WebSocket route, the fallback and the state
+/// (so `ws/`, which uses this module's error type, is not imported back from here).
+pub fn routes(dev_mode: bool) -> Router<Arc<Gateway>> {
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/ws/token", post(tokens::issue).delete(tokens::revoke_all))
-        .route("/ws", get(crate::ws::upgrade))
         .route("/api/publish", post(publish::publish))
         .route("/notifications", get(notifications::history))
         .route("/notifications/read-all", post(notifications::mark_all_read))
@@ -35,8 +36,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/notifications/{id}", delete(notifications::delete))
         .route("/notifications/{id}/read", post(notifications::mark_read));
-    if gateway.dev.is_some() {
-        router = router.route("/dev/jwt", post(dev::mint_jwt));
+    if dev_mode {
+        router.route("/dev/jwt", post(dev::mint_jwt))
+    } else {
+        router
     }
-    router.fallback(error::not_found).with_state(gateway)
 }

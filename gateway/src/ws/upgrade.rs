@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::metrics::Metrics;
 use crate::app::{ConnectRequest, Gateway};
 use crate::http::ApiError;
 use crate::http::client_ip::client_ip;
@@ -29,9 +28,6 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(err) = gateway.tokens.ensure_websocket_enabled() {
-        return ApiError::from(err).into_response();
-    }
     if gateway.lifecycle.is_draining() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -63,12 +59,8 @@ pub async fn upgrade(
     };
     let record = match gateway.connections.connect(request).await {
         Ok(record) => record,
-        Err(err) => {
-            Metrics::add(&gateway.metrics.connections_rejected, 1);
-            return ApiError::from(err).into_response();
-        }
+        Err(err) => return ApiError::from(err).into_response(),
     };
-    Metrics::add(&gateway.metrics.connections_opened, 1);
     let settings = gateway.session_settings;
     let connection_id = record.connection_id.clone();
     let on_failure = gateway.clone();

@@ -1,0 +1,285 @@
+//! One client's WebSocket protocol, without the socket: the engine that `ws/session.rs` (the
+//! transport) feeds with inbound frames, the way centrifuge's `handler_websocket.go` only hands data
+//! to `client.Handle`. It owns the start sequence (`connected`, ready, replay), the per-connection
+//! budgets (message rate, violations, subscription changes), the rule that acks are exempt from the
+//! message rate, and what each message does. It never touches a socket, a timer or the clock: the
+//! transport passes the time of each message, so tests drive it with messages and times.
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::domain::UnixMs;
+use crate::domain::connection::ConnectionRecord;
+use crate::domain::protocol::{
+    ClientMessage, ConnectedPayload, ProtocolError, ServerEnvelope, ServerMessage, close_code, parse_client_message,
+};
+use crate::domain::rate::{GcraState, RateDecision, RateLimit};
+use crate::error::{Error, Result};
+
+use super::Gateway;
+use super::sessions::{CloseRequest, SendOutcome, SessionInbox};
+
+/// A frame as the transport received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    Text(&'a str),
+    /// Binary frames carry no message of the protocol: a violation.
+    Binary,
+}
+
+/// The server closes the session with this code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Closing {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// No ping within the heartbeat timeout.
+    pub fn heartbeat_timeout() -> Self {
+        Self::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout")
+    }
+}
+
+impl From<CloseRequest> for Closing {
+    fn from(request: CloseRequest) -> Self {
+        Self::new(request.code, request.reason)
+    }
+}
+
+/// What the transport does after one inbound frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Send this to the client (through [`ClientSession::send`], behind what is already queued).
+    Reply(ServerMessage),
+    /// Close the session.
+    Close(Closing),
+    /// The plan defines no reply (`notification:ack`).
+    Nothing,
+}
+
+impl Answer {
+    /// Only a successful `ping` (the plan's heartbeat) proves the client alive: the transport moves
+    /// its heartbeat deadline when this is true.
+    pub fn proves_liveness(&self) -> bool {
+        matches!(self, Answer::Reply(ServerMessage::Pong {}))
+    }
+}
+
+/// A GCRA budget of one connection.
+struct Budget {
+    limit: RateLimit,
+    state: GcraState,
+}
+
+impl Budget {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            state: GcraState::default(),
+        }
+    }
+
+    fn check(&mut self, now: UnixMs) -> RateDecision {
+        self.state.check(self.limit, now)
+    }
+}
+
+/// One client's session on this replica, from [`ClientSession::open`] to [`ClientSession::finish`].
+pub struct ClientSession {
+    gateway: Arc<Gateway>,
+    record: ConnectionRecord,
+    messages: Budget,
+    violations: Budget,
+    subscription_changes: Budget,
+}
+
+impl ClientSession {
+    /// Registers the session's outbound queue on this replica; the transport drains the inbox.
+    pub fn open(gateway: Arc<Gateway>, record: ConnectionRecord) -> (Self, SessionInbox) {
+        let settings = gateway.session_settings;
+        let inbox = gateway
+            .sessions
+            .open(&record.connection_id, &record.user_id, settings.outbound_queue);
+        let session = Self {
+            messages: Budget::new(RateLimit::per_second(settings.messages_per_second)),
+            violations: Budget::new(RateLimit::per_minute(settings.violations_per_minute)),
+            subscription_changes: Budget::new(RateLimit::per_minute(settings.subscription_changes_per_minute)),
+            gateway,
+            record,
+        };
+        (session, inbox)
+    }
+
+    pub fn connection_id(&self) -> &str {
+        &self.record.connection_id
+    }
+
+    /// `connected` first (connection id, heartbeat, unread count, subscriptions), then the replay of
+    /// what the user missed, in order, before anything new.
+    pub async fn start(&mut self) -> Result<(), Closing> {
+        self.try_start().await.map_err(|err| {
+            tracing::error!(connection_id = %self.record.connection_id, error = %err, "websocket:start-failed");
+            Closing::new(close_code::INTERNAL_ERROR, "could not start the session, reconnect")
+        })
+    }
+
+    async fn try_start(&mut self) -> Result<()> {
+        let gateway = &self.gateway;
+        let record = &self.record;
+        let settings = gateway.session_settings;
+        let subscriptions: Vec<String> = gateway
+            .subscriptions
+            .effective(&record.user_id)
+            .await?
+            .into_iter()
+            .filter(|channel| record.allowed_channels.contains(channel))
+            .collect();
+        let connected = ServerMessage::Connected(ConnectedPayload {
+            connection_id: record.connection_id.clone(),
+            user_id: record.user_id.clone(),
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
+            unread_count: gateway.notifications.unread_count(&record.user_id).await?,
+            subscriptions,
+            allowed_channels: record.allowed_channels.clone(),
+        });
+        gateway.sessions.send(
+            &record.connection_id,
+            &ServerEnvelope::new(connected, gateway.clock.now_ms()),
+        );
+        // An unread count pushed while we were starting was held back so as not to precede
+        // `connected`; the count in `connected` may predate it, so send the current one.
+        if gateway.sessions.mark_ready(&record.connection_id) {
+            let unread_count = gateway.notifications.unread_count(&record.user_id).await?;
+            let message = ServerMessage::UnreadCount { unread_count };
+            gateway.sessions.send(
+                &record.connection_id,
+                &ServerEnvelope::new(message, gateway.clock.now_ms()),
+            );
+        }
+        gateway
+            .delivery
+            .attach(&record.connection_id, &record.user_id, record.allowed_channels.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// One inbound frame received at `now`.
+    pub async fn handle(&mut self, inbound: Inbound<'_>, now: UnixMs) -> Answer {
+        let parsed = match inbound {
+            Inbound::Text(text) => parse_client_message(text),
+            Inbound::Binary => Err(ProtocolError::BinaryFrame),
+        };
+        // Acks answer the server's own sends, so they are bounded by what the server pushes (a
+        // replay can push hundreds at once); every other message counts against the rate.
+        let is_ack = matches!(&parsed, Ok(envelope) if matches!(envelope.message, ClientMessage::Ack { .. }));
+        if !is_ack && !self.messages.check(now).is_allowed() {
+            return Answer::Close(Closing::new(close_code::RATE_LIMITED, "too many messages per second"));
+        }
+        let envelope = match parsed {
+            Ok(envelope) => envelope,
+            Err(err) => return self.violation(now, ServerMessage::error(err.code(), err.to_string())),
+        };
+        match self.perform(envelope.message, now).await {
+            Ok(Some(reply)) => Answer::Reply(reply),
+            Ok(None) => Answer::Nothing,
+            Err(Error::UnknownConnection(_)) => {
+                Answer::Close(Closing::new(close_code::CONNECTION_EXPIRED, "registration expired"))
+            }
+            // An ack of nothing is a violation: it is how acks cannot be used to flood.
+            Err(err) if is_ack => self.violation(now, ServerMessage::error(err.code(), err.public_message())),
+            Err(err) => Answer::Reply(ServerMessage::error(err.code(), err.public_message())),
+        }
+    }
+
+    /// An invalid message: answered with `error`, until the violation budget is spent.
+    fn violation(&mut self, now: UnixMs, error: ServerMessage) -> Answer {
+        if self.violations.check(now).is_allowed() {
+            Answer::Reply(error)
+        } else {
+            Answer::Close(Closing::new(
+                close_code::PROTOCOL_VIOLATIONS,
+                "too many invalid messages",
+            ))
+        }
+    }
+
+    /// What a well-formed message does; `None` when the plan defines no reply.
+    async fn perform(&mut self, message: ClientMessage, now: UnixMs) -> Result<Option<ServerMessage>> {
+        if matches!(
+            message,
+            ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
+        ) {
+            if let RateDecision::Limited { retry_after_ms } = self.subscription_changes.check(now) {
+                return Err(Error::RateLimited { retry_after_ms });
+            }
+        }
+        let gateway = &self.gateway;
+        let record = &self.record;
+        match message {
+            ClientMessage::Ping => {
+                gateway.connections.heartbeat(&record.connection_id).await?;
+                Ok(Some(ServerMessage::Pong {}))
+            }
+            ClientMessage::Subscribe { channels } => {
+                gateway
+                    .subscriptions
+                    .subscribe(&record.user_id, &record.allowed_channels, &channels)
+                    .await?;
+                Ok(Some(ServerMessage::Subscribed { channels }))
+            }
+            ClientMessage::Unsubscribe { channels } => {
+                gateway.subscriptions.unsubscribe(&record.user_id, &channels).await?;
+                Ok(Some(ServerMessage::Unsubscribed { channels }))
+            }
+            ClientMessage::Ack { notification_id } => {
+                gateway
+                    .notifications
+                    .acknowledge(&record.user_id, notification_id)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Queues a reply behind what is already queued; a full queue closes the session as slow.
+    pub fn send(&self, message: ServerMessage, now: UnixMs) -> Result<(), Closing> {
+        match self
+            .gateway
+            .sessions
+            .send(&self.record.connection_id, &ServerEnvelope::new(message, now))
+        {
+            SendOutcome::SlowConsumer => Err(Closing::new(close_code::SLOW_CONSUMER, "slow consumer")),
+            SendOutcome::Queued | SendOutcome::Gone => Ok(()),
+        }
+    }
+
+    /// The replica is draining: the client is told to reconnect after a random delay, so that
+    /// clients do not all return at once.
+    pub fn going_away(&self) -> Closing {
+        let delay = rand::thread_rng().gen_range(0..=self.gateway.session_settings.reconnect_jitter_ms);
+        Closing::new(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"))
+    }
+
+    /// The session ended (for `reason`): it leaves delivery, this replica and the registry.
+    pub async fn finish(self, reason: &str) {
+        let connection_id = &self.record.connection_id;
+        self.gateway.delivery.detach(connection_id);
+        self.gateway.sessions.remove(connection_id);
+        if let Err(err) = self.gateway.connections.disconnect(connection_id, reason).await {
+            tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
