@@ -126,6 +126,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     let catalog = Arc::new(config.catalog.clone());
 
     let metrics = Arc::new(Metrics::default());
+    let lifecycle = Lifecycle::default();
     let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
     let tokens = Arc::new(TokenService::new(
         keys.clone(),
@@ -170,6 +171,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         publishers: config.publishers.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
+        tasks: lifecycle.tasks.clone(),
     });
     let dev = config.dev_jwt_secret.as_ref().map(|secret| {
         DevTokens::new(
@@ -194,7 +196,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         session_settings: config.session,
         trusted_proxies: config.trusted_proxies.clone(),
         dev,
-        lifecycle: Lifecycle::default(),
+        lifecycle,
     });
     let shutdown = gateway.lifecycle.shutdown.clone();
     tokio::spawn(delivery.clone().run(bus.subscribe(), shutdown.clone()));

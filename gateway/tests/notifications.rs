@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{PUBLISHER_KEY, ack, assert_no_message, client_message, recv_type, send, start, start_with, user_jwt};
+use herald_gateway::adapters::clock::ManualClock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -386,11 +388,9 @@ async fn in_app_disabled_user_is_refused_a_token() {
 
 #[tokio::test]
 async fn expired_notification_is_never_delivered_nor_listed() {
-    let gw = start().await;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    let now_ms = common::system_now_ms();
+    let clock = Arc::new(ManualClock::new(now_ms));
+    let gw = common::start_at(clock.clone()).await;
     let response = gw
         .publish(
             &json!({"userIds": ["alice"], "notification": {"type": "system_announcement", "title": "soon gone",
@@ -398,8 +398,8 @@ async fn expired_notification_is_never_delivered_nor_listed() {
         )
         .await;
     assert_eq!(response.status(), 202);
-    // Let it expire before the user connects.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It expires before the user connects.
+    clock.advance(300);
     let (mut ws, connected) = gw.connect_user("alice").await;
     assert_eq!(connected["payload"]["unreadCount"], 0);
     assert_no_message(&mut ws, "notification", QUIET).await;

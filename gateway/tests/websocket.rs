@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TOKEN_SECRET, await_close, client_message, connect_request, ping, recv_json, send, start, start_with};
 use futures_util::{SinkExt, StreamExt};
+use herald_gateway::adapters::clock::ManualClock;
 use herald_gateway::domain::token::{ConnectionClaims, SigningKey, SigningKeys};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -148,7 +150,8 @@ async fn connection_attempts_are_limited_per_ip() {
 
 #[tokio::test]
 async fn heartbeat_updates_last_ping_at() {
-    let gw = start().await;
+    let clock = Arc::new(ManualClock::new(common::system_now_ms()));
+    let gw = common::start_at(clock.clone()).await;
     let (mut ws, connected) = gw.connect_user("alice").await;
     let id = connected["payload"]["connectionId"].as_str().expect("id").to_owned();
     let before = gw
@@ -159,8 +162,7 @@ async fn heartbeat_updates_last_ping_at() {
         .await
         .expect("get")
         .expect("registered");
-    // Let the clock move past the registration millisecond.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(20);
     let pong = ping(&mut ws).await;
     assert!(uuid::Uuid::parse_str(pong["id"].as_str().expect("id")).is_ok());
     assert_eq!(pong["payload"], json!({}));
@@ -173,8 +175,8 @@ async fn heartbeat_updates_last_ping_at() {
         .expect("get")
         .expect("registered");
     assert!(
-        after.last_ping_at > before.last_ping_at,
-        "{} > {}",
+        after.last_ping_at == before.last_ping_at + 20,
+        "{} == {} + 20",
         after.last_ping_at,
         before.last_ping_at
     );

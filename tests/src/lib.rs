@@ -97,7 +97,7 @@ impl GatewayProcess {
     /// Like [`GatewayProcess::start`] for another server binary that prints the same
     /// `gateway:listening address=http://…` line (benchmarks start their peers this way).
     pub fn start_binary(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let (child, output, dir) = spawn(binary, args, env);
+        let (child, output, dir, _readers) = spawn(binary, args, env);
         let mut process = GatewayProcess {
             child,
             output,
@@ -203,7 +203,11 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn spawn(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<Output>, TempDir) {
+/// The child, what it prints, its data directory, and the threads reading its output (they end when
+/// the process closes its stdout and stderr).
+type Spawned = (Child, Arc<Output>, TempDir, [std::thread::JoinHandle<()>; 2]);
+
+fn spawn(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
     let dir = TempDir::new();
     let mut command = Command::new(binary);
     command
@@ -222,23 +226,25 @@ fn spawn(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Chil
     let output = Arc::new(Output::default());
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
-    collect(BufReader::new(stdout), output.clone());
-    collect(BufReader::new(stderr), output.clone());
-    (child, output, dir)
+    let readers = [
+        collect(BufReader::new(stdout), output.clone()),
+        collect(BufReader::new(stderr), output.clone()),
+    ];
+    (child, output, dir, readers)
 }
 
-fn collect(reader: impl BufRead + Send + 'static, output: Arc<Output>) {
+fn collect(reader: impl BufRead + Send + 'static, output: Arc<Output>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in reader.lines().map_while(Result::ok) {
             output.lines.lock().expect("lock").push(line);
             output.changed.notify_all();
         }
-    });
+    })
 }
 
 /// Runs the binary to completion (for commands that exit by themselves).
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let (mut child, output, _dir) = spawn(&gateway_binary(), args, env);
+    let (mut child, output, _dir, readers) = spawn(&gateway_binary(), args, env);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -250,8 +256,10 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Let the reader threads drain what the process printed last.
-    std::thread::sleep(Duration::from_millis(100));
+    // Everything the process printed is read once its pipes close.
+    for reader in readers {
+        let _ = reader.join();
+    }
     let text = output.lines.lock().expect("lock").join("\n");
     (status, text)
 }

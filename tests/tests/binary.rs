@@ -206,14 +206,24 @@ async fn plan_environment_variables_and_the_yaml_file_configure_limits() {
     }
 }
 
+/// An RFC 3339 instant `hours` before now.
+fn hours_ago(hours: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
 #[tokio::test]
 async fn signing_keys_file_is_used_and_reloaded_when_it_changes() {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let dir = TempDir::new();
     let keys = dir.path("keys.json");
+    // Both keys are already in force whatever the date the test runs on.
+    let k1_since = hours_ago(2);
+    let k2_since = hours_ago(1);
     let k1 = format!(
-        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"2026-01-01T00:00:00Z"}}]}}"#,
+        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"{k1_since}"}}]}}"#,
         b64(TOKEN_SECRET)
     );
     std::fs::write(&keys, &k1).expect("write keys");
@@ -230,7 +240,7 @@ async fn signing_keys_file_is_used_and_reloaded_when_it_changes() {
 
     // Rotation: a second key, already in force, is added; the first stays for the grace period.
     let k2 = format!(
-        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"2026-01-01T00:00:00Z"}},{{"kid":"k2","secret":"{}","notBefore":"2026-02-01T00:00:00Z"}}]}}"#,
+        r#"{{"keys":[{{"kid":"k1","secret":"{}","notBefore":"{k1_since}"}},{{"kid":"k2","secret":"{}","notBefore":"{k2_since}"}}]}}"#,
         b64(TOKEN_SECRET),
         b64("a-brand-new-rotated-secret-0123456789-xyz")
     );
@@ -240,6 +250,24 @@ async fn signing_keys_file_is_used_and_reloaded_when_it_changes() {
     assert_eq!(payload_kid(after["token"].as_str().expect("token")), "k2");
     // The token signed before the rotation still connects.
     let _ws = connect(&gateway, &before).await;
+}
+
+#[tokio::test]
+async fn migrate_needs_only_the_database_settings() {
+    let dir = TempDir::new();
+    let database = format!("sqlite://{}", dir.path("migrated.db").display());
+    // No user JWT, signing key or publisher settings at all.
+    let (status, output) = run_to_exit(&["migrate"], &[("DATABASE_URL", database.as_str())]);
+    assert!(status.success(), "{output}");
+    assert!(output.contains("migrations:applied"), "{output}");
+    assert!(
+        dir.path("migrated.db").exists(),
+        "the database was created and migrated"
+    );
+    let (status, output) = run_to_exit(&["migrate"], &[("DATABASE_URL", "mysql://root:pw@db/x")]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("DATABASE_URL must be"), "{output}");
+    assert!(!output.contains(":pw@"), "no password in the message: {output}");
 }
 
 #[tokio::test]

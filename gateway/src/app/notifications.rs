@@ -8,6 +8,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -80,6 +81,8 @@ pub struct NotificationService {
     pub publishers: Publishers,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The replica's tracked tasks: a drain waits for fan-outs still putting events on the bus.
+    pub tasks: TaskTracker,
 }
 
 impl NotificationService {
@@ -189,7 +192,7 @@ impl NotificationService {
         let bus = self.bus.clone();
         let store = self.store.clone();
         let clock = self.clock.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let users: BTreeSet<String> = created.iter().map(|n| n.user_id.clone()).collect();
             for n in created {
                 if let Err(err) = bus.publish(BusEvent::Notification(Arc::new(n))).await {

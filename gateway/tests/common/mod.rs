@@ -3,11 +3,14 @@
 #![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
 pub use herald_e2e::{TempDir, WAIT, Ws, await_close, client_message, ping_message, recv_json};
+use herald_gateway::adapters::clock::{ManualClock, SystemClock};
 use herald_gateway::config::{Config, Options};
+use herald_gateway::ports::Clock;
 use herald_gateway::server::RunningGateway;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -49,13 +52,32 @@ pub async fn start_with(adjust: impl FnOnce(&mut Options)) -> TestGateway {
     start_config(dir, Config::resolve(options).expect("valid test config")).await
 }
 
+/// A gateway whose services read time from `clock`, which the test moves instead of sleeping.
+/// (User JWTs are still checked against the system clock, so start `clock` at the system time.)
+pub async fn start_at(clock: Arc<ManualClock>) -> TestGateway {
+    let dir = TempDir::new();
+    let config = Config::resolve(options(&dir)).expect("valid test config");
+    launch(dir, config, clock).await
+}
+
+/// The system time now, where a manual clock starts.
+pub fn system_now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
 /// Starts a gateway for a configuration a test resolved itself; `dir` lives as long as the gateway.
 pub async fn start_config(dir: TempDir, config: Config) -> TestGateway {
+    launch(dir, config, Arc::new(SystemClock)).await
+}
+
+async fn launch(dir: TempDir, config: Config, clock: Arc<dyn Clock>) -> TestGateway {
     let database_url = match &config.store {
         herald_gateway::config::StoreConfig::Sqlite { url } => url.clone(),
         herald_gateway::config::StoreConfig::Cluster { database_url, .. } => database_url.expose().clone(),
     };
-    let running = RunningGateway::start(config).await.expect("gateway starts");
+    let running = RunningGateway::start_with_clock(config, clock)
+        .await
+        .expect("gateway starts");
     let addr = running.addr;
     TestGateway {
         running,

@@ -66,6 +66,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         publishers,
         clock: clock.clone(),
         metrics: Arc::default(),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
     Fixture {
         service,
