@@ -30,60 +30,71 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        // Counters are registered without `_total` and help texts without their final period: the
-        // encoder adds both.
-        let mut counter = |name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
+        let mut metrics = Self {
+            registry: Registry::default(),
+            connections_active: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_rejected: Counter::default(),
+            notifications_published: Counter::default(),
+            notifications_skipped: Counter::default(),
+            messages_delivered: Counter::default(),
+            messages_retried: Counter::default(),
+            notifications_failed: Counter::default(),
+            delivery_latency: Histogram::new(LATENCY_BUCKETS),
         };
-        let connections_opened = counter("herald_connections_opened", "WebSocket connections opened");
-        let connections_rejected = counter(
-            "herald_connections_rejected",
-            "Connection attempts refused before the upgrade",
-        );
-        let notifications_published = counter(
-            "herald_notifications_published",
-            "Notifications stored by publishes to this replica",
-        );
-        let notifications_skipped = counter(
-            "herald_notifications_skipped",
-            "Recipients skipped by their preferences",
-        );
-        let messages_delivered = counter("herald_messages_delivered", "Notifications pushed to a connection");
-        let messages_retried = counter(
-            "herald_messages_retried",
-            "Notifications pushed again after the ack timeout",
-        );
-        let notifications_failed = counter(
-            "herald_notifications_failed",
-            "Notifications given up after the last attempt on a connection",
-        );
-        let connections_active = Gauge::default();
-        registry.register(
+        // Counters are registered without `_total` and help texts without their final period: the
+        // encoder adds both. A registered metric shares its value with the field (clones share).
+        let counters = [
+            (
+                "herald_connections_opened",
+                "WebSocket connections opened",
+                &metrics.connections_opened,
+            ),
+            (
+                "herald_connections_rejected",
+                "Connection attempts refused before the upgrade",
+                &metrics.connections_rejected,
+            ),
+            (
+                "herald_notifications_published",
+                "Notifications stored by publishes to this replica",
+                &metrics.notifications_published,
+            ),
+            (
+                "herald_notifications_skipped",
+                "Recipients skipped by their preferences",
+                &metrics.notifications_skipped,
+            ),
+            (
+                "herald_messages_delivered",
+                "Notifications pushed to a connection",
+                &metrics.messages_delivered,
+            ),
+            (
+                "herald_messages_retried",
+                "Notifications pushed again after the ack timeout",
+                &metrics.messages_retried,
+            ),
+            (
+                "herald_notifications_failed",
+                "Notifications given up after the last attempt on a connection",
+                &metrics.notifications_failed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            metrics.registry.register(name, help, counter.clone());
+        }
+        metrics.registry.register(
             "herald_connections_active",
             "WebSocket connections held by this replica",
-            connections_active.clone(),
+            metrics.connections_active.clone(),
         );
-        let delivery_latency = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
+        metrics.registry.register(
             "herald_delivery_latency_seconds",
             "Time from a notification's creation to its first push to a connection",
-            delivery_latency.clone(),
+            metrics.delivery_latency.clone(),
         );
-        Self {
-            registry,
-            connections_active,
-            connections_opened,
-            connections_rejected,
-            notifications_published,
-            notifications_skipped,
-            messages_delivered,
-            messages_retried,
-            notifications_failed,
-            delivery_latency,
-        }
+        metrics
     }
 }
 
@@ -98,10 +109,10 @@ impl Metrics {
     pub fn render(&self, connections_active: usize) -> String {
         self.connections_active
             .set(i64::try_from(connections_active).unwrap_or(i64::MAX));
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_text::encode(&mut text, &self.registry);
-        text
+        let mut exposition = String::new();
+        // Encoding into a String has no I/O that could fail.
+        let _ = prometheus_text::encode(&mut exposition, &self.registry);
+        exposition
     }
 }
 

@@ -113,6 +113,15 @@ impl StoreConfig {
     }
 }
 
+/// What the configuration tests start from: no setting but a private data directory.
+#[cfg(test)]
+fn test_options() -> Options {
+    Options {
+        data_dir: Some(std::env::temp_dir().join("herald-config-test")),
+        ..Options::default()
+    }
+}
+
 /// `options` with what they leave unset filled from the YAML file they name, if any.
 fn with_file(options: Options) -> Result<Options, ConfigError> {
     let Some(path) = &options.config else {

@@ -383,27 +383,24 @@ fn random_secret() -> Vec<u8> {
 mod tests {
     use std::net::SocketAddr;
 
+    use super::super::test_options as options;
     use super::*;
 
     const SECRET: &str = "k9X2m4Q7p1Z8r5T3w6Y0u2I4o6P8a1S3";
 
-    fn options() -> Options {
-        Options {
-            data_dir: Some(std::env::temp_dir().join("herald-config-test")),
-            ..Options::default()
-        }
+    fn refusal(options: Options) -> String {
+        Config::resolve(options).expect_err("refused").to_string()
     }
 
     #[test]
     fn non_dev_mode_refuses_to_start_without_secrets() {
-        let err = Config::resolve(options()).expect_err("no secrets");
-        assert!(err.to_string().contains("HERALD_JWT_JWKS_URL"), "{err}");
-        let err = Config::resolve(Options {
+        let err = refusal(options());
+        assert!(err.contains("HERALD_JWT_JWKS_URL"), "{err}");
+        let err = refusal(Options {
             jwt_hs256_secret: Some(SECRET.into()),
             ..options()
-        })
-        .expect_err("no token key");
-        assert!(err.to_string().contains("WEBSOCKET_TOKEN_SECRET"), "{err}");
+        });
+        assert!(err.contains("WEBSOCKET_TOKEN_SECRET"), "{err}");
     }
 
     #[test]
@@ -413,23 +410,13 @@ mod tests {
             token_secret: Some(SECRET.into()),
             ..options()
         };
-        assert!(
-            Config::resolve(weak_jwt)
-                .expect_err("weak jwt")
-                .to_string()
-                .contains("too short")
-        );
+        assert!(refusal(weak_jwt).contains("too short"));
         let weak_token = Options {
             jwt_hs256_secret: Some(SECRET.into()),
             token_secret: Some("x".repeat(40).into()),
             ..options()
         };
-        assert!(
-            Config::resolve(weak_token)
-                .expect_err("weak token")
-                .to_string()
-                .contains("weak")
-        );
+        assert!(refusal(weak_token).contains("weak"));
     }
 
     #[test]
@@ -526,12 +513,7 @@ mod tests {
             max_messages_per_second: Some(0),
             ..options()
         };
-        assert!(
-            Config::resolve(zero)
-                .expect_err("zero")
-                .to_string()
-                .contains("HERALD_MAX_MESSAGES_PER_SECOND")
-        );
+        assert!(refusal(zero).contains("HERALD_MAX_MESSAGES_PER_SECOND"));
         let inverted = Options {
             dev: Some(true),
             heartbeat_interval_seconds: Some(60),

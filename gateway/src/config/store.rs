@@ -127,13 +127,11 @@ fn without_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_options as options;
     use super::*;
 
-    fn options() -> Options {
-        Options {
-            data_dir: Some(std::env::temp_dir().join("herald-config-test")),
-            ..Options::default()
-        }
+    fn refusal(options: &Options) -> String {
+        StoreConfig::resolve(options).expect_err("refused").to_string()
     }
 
     #[test]
@@ -158,14 +156,14 @@ mod tests {
             redis_url: Some("redis://127.0.0.1:6379".into()),
             ..options()
         };
-        let err = StoreConfig::resolve(&redis).expect_err("redis alone");
-        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+        let err = refusal(&redis);
+        assert!(err.contains("REDIS_URL"), "{err}");
         let pg = Options {
             database_url: Some("postgres://localhost/herald".into()),
             ..options()
         };
-        let err = StoreConfig::resolve(&pg).expect_err("postgres alone");
-        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        let err = refusal(&pg);
+        assert!(err.contains("PostgreSQL"), "{err}");
     }
 
     #[test]
@@ -174,7 +172,7 @@ mod tests {
             database_url: Some("mysql://root:hunter2@db/herald".into()),
             ..options()
         };
-        let err = StoreConfig::resolve(&bad).expect_err("unsupported");
-        assert!(err.to_string().contains("mysql://root:***@db/herald"), "{err}");
+        let err = refusal(&bad);
+        assert!(err.contains("mysql://root:***@db/herald"), "{err}");
     }
 }

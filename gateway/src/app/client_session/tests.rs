@@ -57,6 +57,13 @@ impl Fixture {
         ClientSession::open(self.gateway.clone(), record)
     }
 
+    /// A session past its start sequence.
+    async fn started(&self, user: &str) -> (ClientSession, SessionInbox) {
+        let (mut session, inbox) = self.session(user).await;
+        session.start().await.expect("starts");
+        (session, inbox)
+    }
+
     async fn publish(&self, user: &str, title: &str) -> uuid::Uuid {
         let publisher = self
             .gateway
@@ -136,8 +143,7 @@ async fn start_sends_connected_first_then_replays_what_was_missed_in_order() {
 #[tokio::test]
 async fn a_ping_is_answered_with_pong_proves_liveness_and_refreshes_last_ping_at() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     f.clock.advance(5_000);
     let answer = session.handle(Inbound::Text(&ping()), START + 5_000).await;
     assert_eq!(answer, Answer::Reply(ServerMessage::Pong {}));
@@ -166,8 +172,7 @@ async fn a_ping_is_answered_with_pong_proves_liveness_and_refreshes_last_ping_at
 #[tokio::test]
 async fn the_message_rate_closes_the_session_past_its_budget_and_recovers_with_time() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     for i in 0..10 {
         let answer = session.handle(Inbound::Text(&ping()), START).await;
         assert!(answer.proves_liveness(), "ping {i} is within 10 per second");
@@ -175,8 +180,7 @@ async fn the_message_rate_closes_the_session_past_its_budget_and_recovers_with_t
     let answer = session.handle(Inbound::Text(&ping()), START).await;
     assert_eq!(close_code_of(&answer), close_code::RATE_LIMITED);
 
-    let (mut later, _inbox) = f.session("bob").await;
-    later.start().await.expect("starts");
+    let (mut later, _inbox) = f.started("bob").await;
     for second in 0..3 {
         for _ in 0..10 {
             let at = START + second * 1_000;
@@ -189,8 +193,7 @@ async fn the_message_rate_closes_the_session_past_its_budget_and_recovers_with_t
 async fn acks_are_exempt_from_the_message_rate() {
     let f = fixture().await;
     let ids = [f.publish("alice", "a").await, f.publish("alice", "b").await];
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     for _ in 0..10 {
         session.handle(Inbound::Text(&ping()), START).await;
     }
@@ -208,8 +211,7 @@ async fn acks_are_exempt_from_the_message_rate() {
 #[tokio::test]
 async fn invalid_messages_get_errors_until_the_violation_budget_is_spent() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     let bad = [
         Inbound::Text("not json"),
         Inbound::Binary,
@@ -233,8 +235,7 @@ async fn invalid_messages_get_errors_until_the_violation_budget_is_spent() {
 #[tokio::test]
 async fn subscription_changes_are_limited_per_minute_without_closing() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     let change = |i: i64| {
         let kind = if i % 2 == 0 { "unsubscribe" } else { "subscribe" };
         message(kind, json!({"channels": ["social"]}))
@@ -268,8 +269,7 @@ async fn subscription_changes_are_limited_per_minute_without_closing() {
 #[tokio::test]
 async fn a_registration_that_vanished_closes_the_session_as_expired() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (mut session, _inbox) = f.started("alice").await;
     f.gateway
         .connections
         .disconnect(session.connection_id(), "removed elsewhere")
@@ -282,8 +282,7 @@ async fn a_registration_that_vanished_closes_the_session_as_expired() {
 #[tokio::test]
 async fn a_full_queue_turns_a_reply_into_a_slow_consumer_close() {
     let f = fixture().await;
-    let (mut session, _inbox) = f.session("alice").await;
-    session.start().await.expect("starts");
+    let (session, _inbox) = f.started("alice").await;
     let queue = f.gateway.session_settings.outbound_queue;
     // `connected` is queued already and nobody drains: fill the rest.
     let outcome = (0..queue).try_for_each(|_| session.send(ServerMessage::Pong {}, START));
