@@ -1,5 +1,5 @@
 //! The WebSocket sessions this replica holds: each one's bounded outbound queue and a way to close it.
-//! Anything that pushes to a client (replies now, deliveries later) goes through [`LocalSessions::send`],
+//! Anything that pushes to a client (replies, deliveries, unread counts) goes through [`LocalSessions::send`],
 //! which never waits: a full queue means the client is not reading, and it is closed as slow.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Generic cell rate algorithm (GCRA): "at most `limit` events per `window`, with bursts up to
 //! `limit`". One number of state per key (the theoretical arrival time), which keeps the in-process
-//! limiter small and maps onto a single Redis key later.
+//! limiter small and maps onto a single Redis key in cluster mode.
 
 use super::UnixMs;
 

@@ -1,6 +1,6 @@
 //! The traits services depend on. Each takes and returns domain types; adapters in `adapters/`
-//! implement them (memory and SQLite now, PostgreSQL and Redis for cluster mode), and every adapter of
-//! a port must pass the same conformance tests (`ports::conformance`).
+//! implement them (memory and SQLite for the embedded default, PostgreSQL and Redis for cluster
+//! mode), and every adapter of a port must pass the same conformance tests (`ports::conformance`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -230,7 +230,7 @@ pub enum BusEvent {
     Resync,
 }
 
-/// Fan-out of events to every replica (in-process for the embedded default, Redis pub/sub later).
+/// Fan-out of events to every replica (in-process for the embedded default, Redis pub/sub in cluster mode).
 #[async_trait]
 pub trait EventBus: Send + Sync {
     async fn publish(&self, event: BusEvent) -> Result<()>;
