@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald_e2e::{GatewayProcess, Ws, recv_json};
 
 mod cluster;
+mod openloop;
 
 #[derive(Parser)]
 struct Cli {

@@ -1,0 +1,1 @@
+//! NATS with its WebSocket listener as an open-loop target (being written).
