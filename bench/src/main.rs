@@ -58,6 +58,37 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         users: usize,
     },
+    /// The platform team's open-loop workload (users connected, notifications published at an
+    /// offered rate, one recipient each, every one acknowledged) against Herald and its peers, one
+    /// server after another, each freshly started. Cluster servers use a durable PostgreSQL (fsync
+    /// on) and a Redis of the benchmark's own (`scripts/services` with HERALD_TEST_PG_DURABLE=1).
+    OpenLoop {
+        /// Connected users; publishes go round-robin over them.
+        #[arg(long, default_value_t = 2_000)]
+        users: usize,
+        /// Notifications published (one recipient each).
+        #[arg(long, default_value_t = 20_000)]
+        notifications: usize,
+        /// Offered publishes per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Servers to run, in order: herald, herald-cluster, socketio, socketio-redis, nats.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "herald,herald-cluster,socketio,socketio-redis,nats"
+        )]
+        servers: Vec<openloop::ServerKind>,
+        /// How long stragglers may arrive after the last publish.
+        #[arg(long, default_value_t = 30)]
+        drain_seconds: u64,
+        /// Publishes in flight at most (past it the offered rate drops, and the table says so).
+        #[arg(long, default_value_t = 4_096)]
+        max_in_flight: usize,
+        /// Replace the open-loop section of this Markdown file (docs/benchmarks.md) with the results.
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+    },
     /// A bare axum WebSocket echo server (4 KiB read buffer, no write buffer).
     PeerEcho {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -72,6 +103,25 @@ pub(crate) const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJK
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::PeerEcho { listen } => peer_echo(listen).await,
+        Bench::OpenLoop {
+            users,
+            notifications,
+            rate,
+            servers,
+            drain_seconds,
+            max_in_flight,
+            write,
+        } => {
+            let plan = openloop::Plan {
+                users,
+                notifications,
+                rate,
+                drain: Duration::from_secs(drain_seconds),
+                connect_concurrency: 64,
+                max_in_flight,
+            };
+            openloop::run_all(&servers, plan, write.as_deref()).await
+        }
         Bench::IdleMemory {
             connections,
             concurrency,

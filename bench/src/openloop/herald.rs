@@ -1,0 +1,189 @@
+//! Herald as an open-loop target: the embedded default (one release gateway on SQLite), or cluster
+//! mode (two release replicas sharing PostgreSQL and Redis; publishes go to the first, clients connect
+//! to the second, so every notification crosses the bus). Started as a platform team would run it:
+//! default settings, default logging.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use herald_e2e::{GatewayProcess, Ws, client_message, fresh_database};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::target::{Client, Target};
+use crate::{JWT_SECRET, TOKEN_SECRET, user_jwt};
+
+const PUBLISHER_KEY: &str = "bench-publisher-key-0123456789abcdef";
+/// The gateway closes connections silent for 90 s; a client pings well within that.
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+pub struct Herald {
+    name: String,
+    /// Where publishes go (the first replica in cluster mode).
+    publisher: GatewayProcess,
+    /// Where clients connect (the second replica in cluster mode; the same process embedded).
+    receiver: Option<GatewayProcess>,
+    http: reqwest::Client,
+}
+
+fn base_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET.to_owned()),
+        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET.to_owned()),
+        ("HERALD_PUBLISHER_KEYS", format!("bench={PUBLISHER_KEY}")),
+        // Every client connects from 127.0.0.1.
+        ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "1000000".to_owned()),
+    ]
+}
+
+fn start(env: &[(&'static str, String)]) -> GatewayProcess {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    GatewayProcess::start(&[], &env)
+}
+
+impl Herald {
+    /// One gateway on its embedded default (SQLite file in a fresh data directory).
+    pub fn embedded() -> Self {
+        Self {
+            name: "herald (embedded, SQLite)".to_owned(),
+            publisher: start(&base_env()),
+            receiver: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Two replicas on a fresh database of the PostgreSQL at `admin_url` and the Redis at `redis_url`.
+    pub fn cluster(admin_url: &str, redis_url: &str) -> Self {
+        let mut env = base_env();
+        env.extend([
+            ("DATABASE_URL", fresh_database(admin_url)),
+            ("REDIS_URL", redis_url.to_owned()),
+            // A fresh prefix per run, so no state of an earlier run is seen.
+            ("HERALD_REDIS_PREFIX", format!("bench-{}:", std::process::id())),
+            ("HERALD_MIGRATE_ON_START", "true".to_owned()),
+        ]);
+        Self {
+            name: "herald (cluster: 2 replicas, PostgreSQL, Redis)".to_owned(),
+            publisher: start(&env),
+            receiver: Some(start(&env)),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn receiver(&self) -> &GatewayProcess {
+        self.receiver.as_ref().unwrap_or(&self.publisher)
+    }
+}
+
+#[async_trait]
+impl Target for Herald {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.publisher.pid()];
+        pids.extend(self.receiver.as_ref().map(GatewayProcess::pid));
+        pids
+    }
+
+    fn caveat(&self) -> &'static str {
+        ""
+    }
+
+    async fn connect(&self, user: usize) -> anyhow::Result<Box<dyn Client>> {
+        let receiver = self.receiver();
+        let body: Value = self
+            .http
+            .post(receiver.url("/ws/token"))
+            .bearer_auth(user_jwt(&format!("user-{user}")))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = body["token"].as_str().context("no token in the answer")?;
+        let addr: SocketAddr = receiver.addr;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text)?;
+                    if message["type"] == "connected" {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+                None => bail!("closed before `connected`"),
+            }
+        }
+        Ok(Box::new(HeraldClient {
+            ws,
+            last_ping: Instant::now(),
+        }))
+    }
+
+    async fn publish(&self, user: usize, key: u64) -> anyhow::Result<()> {
+        let body = json!({
+            "userIds": [format!("user-{user}")],
+            "notification": {"type": "new_like", "title": "bench", "data": {"k": key}},
+        });
+        let response = self
+            .http
+            .post(self.publisher.url("/api/publish"))
+            .bearer_auth(PUBLISHER_KEY)
+            .json(&body)
+            .send()
+            .await?;
+        if response.status() != reqwest::StatusCode::ACCEPTED {
+            bail!(
+                "publish answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+struct HeraldClient {
+    ws: Ws,
+    last_ping: Instant,
+}
+
+#[async_trait]
+impl Client for HeraldClient {
+    async fn next(&mut self) -> anyhow::Result<Option<u64>> {
+        loop {
+            if self.last_ping.elapsed() >= PING_EVERY {
+                self.ws.send(herald_e2e::ping_message()).await?;
+                self.last_ping = Instant::now();
+            }
+            let frame = match tokio::time::timeout(PING_EVERY, self.ws.next()).await {
+                Err(_) => continue,
+                Ok(None) => return Ok(None),
+                Ok(Some(frame)) => frame?,
+            };
+            let Message::Text(text) = frame else { continue };
+            let message: Value = serde_json::from_str(&text)?;
+            if message["type"] != "notification" {
+                continue;
+            }
+            let payload = &message["payload"];
+            let key = payload["data"]["k"]
+                .as_u64()
+                .context("a notification without its key")?;
+            self.ws
+                .send(client_message(
+                    "notification:ack",
+                    json!({"notificationId": payload["id"]}),
+                ))
+                .await?;
+            return Ok(Some(key));
+        }
+    }
+}

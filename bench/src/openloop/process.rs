@@ -1,0 +1,37 @@
+//! CPU time and resident memory of processes, read from `/proc` (Linux).
+
+use anyhow::Context;
+
+/// Clock ticks per second of `/proc/*/stat` times; 100 on every Linux this runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU seconds consumed so far by all of `pids`.
+pub fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter()
+        .map(|pid| stat_cpu_seconds(&format!("/proc/{pid}/stat")))
+        .sum()
+}
+
+/// User + system CPU seconds consumed so far by this process (the benchmark's own client).
+pub fn own_cpu_seconds() -> anyhow::Result<f64> {
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // The command name may contain spaces; the fields after its closing parenthesis are fixed.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name")?
+        .1
+        .split_whitespace()
+        .collect();
+    // `state` is field 3 of proc(5); utime and stime are fields 14 and 15.
+    let ticks = |index: usize| -> anyhow::Result<f64> { Ok(fields.get(index).context("short stat")?.parse::<f64>()?) };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// Resident memory of all of `pids`, in KiB.
+pub fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|pid| crate::rss_kib(*pid)).sum()
+}
