@@ -89,7 +89,8 @@ pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::pat
                 let s = services()?;
                 Arc::new(herald::Herald::cluster(&s.postgres_admin_url, &s.redis_url))
             }
-            ServerKind::Socketio | ServerKind::SocketioRedis | ServerKind::Nats => {
+            ServerKind::Nats => Arc::new(nats::Nats::start()?),
+            ServerKind::Socketio | ServerKind::SocketioRedis => {
                 anyhow::bail!("{kind:?} is not available in this build yet")
             }
         };
