@@ -163,7 +163,12 @@ async fn read_packet(ws: &mut Ws) -> anyhow::Result<Option<Packet>> {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return parse_packet(text.as_str()).map(Some),
             Some(Ok(Message::Close(_))) | None => return Ok(None),
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => return Ok(None),
+            // A reset (the server process ended) closes the connection too, only less politely.
+            Some(Err(
+                tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake),
+            )) => return Ok(None),
             Some(Err(error)) => return Err(error.into()),
             // Binary attachments are not used; WebSocket pings are answered by tungstenite.
             Some(Ok(_)) => {}
