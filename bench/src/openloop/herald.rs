@@ -107,7 +107,9 @@ impl Target for Herald {
             .await?;
         let token = body["token"].as_str().context("no token in the answer")?;
         let addr: SocketAddr = receiver.addr;
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
+        // Nagle off, as every client of the benchmark does.
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws?token={token}"), None, true).await?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {

@@ -31,6 +31,10 @@ pub enum ServerKind {
     Nats,
 }
 
+const BENCH_SERVICES_DIR: &str = "/var/tmp/herald-bench";
+const BENCH_PG_DIR: &str = "/var/tmp/herald-bench/postgres";
+const BENCH_REDIS_PORT: u16 = 56389;
+
 /// The durable PostgreSQL (fsync on) and the Redis cluster-mode servers use: instances of the
 /// benchmark's own, started by `scripts/services` beside (never instead of) the test ones.
 struct Services {
@@ -42,9 +46,9 @@ impl Services {
     fn start() -> anyhow::Result<Self> {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
         let output = std::process::Command::new(&script)
-            .env("HERALD_TEST_SERVICES_DIR", "/var/tmp/herald-bench")
+            .env("HERALD_TEST_SERVICES_DIR", BENCH_SERVICES_DIR)
             .env("HERALD_TEST_PG_PORT", "55442")
-            .env("HERALD_TEST_REDIS_PORT", "56389")
+            .env("HERALD_TEST_REDIS_PORT", BENCH_REDIS_PORT.to_string())
             .env("HERALD_TEST_PG_DURABLE", "1")
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -90,12 +94,18 @@ pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::pat
                 Arc::new(herald::Herald::cluster(&s.postgres_admin_url, &s.redis_url))
             }
             ServerKind::Nats => Arc::new(nats::Nats::start()?),
-            ServerKind::Socketio | ServerKind::SocketioRedis => {
-                anyhow::bail!("{kind:?} is not available in this build yet")
-            }
+            ServerKind::Socketio => Arc::new(socketio::SocketIo::start(None)?),
+            ServerKind::SocketioRedis => Arc::new(socketio::SocketIo::start(Some(&services()?.redis_url))?),
         };
         eprintln!("open-loop: {} ...", target.name());
-        let outcome = run(target, plan).await?;
+        // PostgreSQL and Redis work for the cluster rows; their CPU is reported beside the server's.
+        let store_pids = match kind {
+            ServerKind::HeraldCluster | ServerKind::SocketioRedis => {
+                process::service_pids(BENCH_PG_DIR, BENCH_REDIS_PORT)
+            }
+            _ => Vec::new(),
+        };
+        let outcome = run(target, plan, &store_pids).await?;
         eprintln!("{}", table(std::slice::from_ref(&outcome)));
         outcomes.push(outcome);
     }
@@ -196,6 +206,8 @@ pub struct Outcome {
     /// Publish sent -> notification received, in microseconds, sorted.
     pub latencies_us: Vec<u64>,
     pub server_cpu_s: f64,
+    /// PostgreSQL and Redis, for the rows that use them.
+    pub store_cpu_s: f64,
     pub client_cpu_s: f64,
     pub rss_idle_kib: u64,
     pub rss_connected_kib: u64,
@@ -276,7 +288,7 @@ impl Tally {
 
 /// Runs `plan` against `target`: connect every user, publish at the offered rate, wait for every
 /// delivery (or the drain deadline), measure.
-pub async fn run(target: Arc<dyn Target>, plan: Plan) -> anyhow::Result<Outcome> {
+pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> anyhow::Result<Outcome> {
     let pids = target.pids();
     let rss_idle_kib = process::rss_kib(&pids)?;
     let clients: Vec<Box<dyn Client>> = futures_util::stream::iter(0..plan.users)
@@ -310,6 +322,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan) -> anyhow::Result<Outcome>
         .collect();
 
     let server_cpu_before = process::cpu_seconds(&pids)?;
+    let store_cpu_before = process::cpu_seconds(store_pids).unwrap_or_default();
     let client_cpu_before = process::own_cpu_seconds()?;
     let publish_errors = Arc::new(AtomicUsize::new(0));
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
@@ -337,6 +350,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan) -> anyhow::Result<Outcome>
         let _ = tokio::time::timeout(plan.drain, everything).await;
     }
     let server_cpu_s = process::cpu_seconds(&pids)? - server_cpu_before;
+    let store_cpu_s = process::cpu_seconds(store_pids).unwrap_or_default() - store_cpu_before;
     let client_cpu_s = process::own_cpu_seconds()? - client_cpu_before;
     let rss_after_kib = process::rss_kib(&pids)?;
     for reader in readers {
@@ -367,6 +381,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan) -> anyhow::Result<Outcome>
         delivered_rate: delivered as f64 / delivery_window_s.max(1e-6),
         latencies_us,
         server_cpu_s,
+        store_cpu_s,
         client_cpu_s,
         rss_idle_kib,
         rss_connected_kib,
@@ -377,8 +392,8 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan) -> anyhow::Result<Outcome>
 /// The results as a Markdown table, one row per server.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| server | offered/s | delivered | delivered/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | CPU per notification ms | memory per connection kB | RSS after MiB | client CPU s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | offered/s | delivered | delivered/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | CPU per notification ms | store CPU s | memory per connection kB | RSS after MiB | client CPU s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let mut errors = String::new();
@@ -389,7 +404,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             errors.push_str(&format!(" (+{} received twice)", o.duplicates));
         }
         out.push_str(&format!(
-            "| {} | {:.0} | {} of {}{errors} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.3} | {:.1} | {:.1} | {:.2} |\n",
+            "| {} | {:.0} | {} of {}{errors} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.3} | {} | {:.1} | {:.1} | {:.2} |\n",
             o.name,
             o.offered_rate,
             o.delivered,
@@ -401,6 +416,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.percentile_ms(100.0),
             o.server_cpu_s,
             o.cpu_per_notification_ms(),
+            if o.store_cpu_s > 0.0 { format!("{:.2}", o.store_cpu_s) } else { "-".to_owned() },
             o.bytes_per_connection() / 1_000.0,
             o.rss_after_kib as f64 / 1_024.0,
             o.client_cpu_s,
@@ -432,6 +448,7 @@ mod tests {
             delivered_rate: 1.0,
             latencies_us,
             server_cpu_s: 0.004,
+            store_cpu_s: 0.0,
             client_cpu_s: 0.0,
             rss_idle_kib: 100,
             rss_connected_kib: 102,

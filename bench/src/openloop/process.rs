@@ -35,3 +35,30 @@ fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
 pub fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|pid| crate::rss_kib(*pid)).sum()
 }
+
+/// The processes of the benchmark's own services: the PostgreSQL whose data directory is `pg_data`
+/// (its postmaster and every backend, i.e. its children) and the Redis listening on `redis_port`.
+/// Best effort: a process that cannot be read is left out.
+pub fn service_pids(pg_data: &str, redis_port: u16) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let postmaster: Option<u32> = std::fs::read_to_string(format!("{pg_data}/postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse().ok());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    let redis_port = format!(":{redis_port}");
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let is_postgres = postmaster.is_some_and(|p| p == pid || parent == Some(p));
+        let is_redis = cmdline.contains("redis-server") && cmdline.contains(&redis_port);
+        if is_postgres || is_redis {
+            pids.push(pid);
+        }
+    }
+    pids
+}
