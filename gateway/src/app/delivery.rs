@@ -233,7 +233,8 @@ impl DeliveryService {
             self.metrics
                 .observe_delivery_latency(self.clock.now_ms() - n.created_at);
             self.store.record_attempt(&[n.id]).await?;
-            tracing::info!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
+            // Per notification: a debug event (counted in /metrics), not an info line by default.
+            tracing::debug!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
         }
         Ok(connections)
     }

@@ -174,7 +174,8 @@ impl NotificationService {
                 let skipped = receipt.skipped.len();
                 self.metrics.notifications_published.inc_by(created.len() as u64);
                 self.metrics.notifications_skipped.inc_by(skipped as u64);
-                tracing::info!(kind = %content.kind, created = created.len(), skipped, "notification:published");
+                // Per publish: a debug event (counted in /metrics), not an info line by default.
+                tracing::debug!(kind = %content.kind, created = created.len(), skipped, "notification:published");
                 self.fan_out(created);
                 Ok(receipt)
             }

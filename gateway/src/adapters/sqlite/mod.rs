@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 mod notifications;
 mod preferences;
 mod subscriptions;
+mod writer;
 
 pub use notifications::SqliteNotificationStore;
 pub use preferences::SqlitePreferenceStore;

@@ -1,10 +1,13 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use futures_util::future::BoxFuture;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
+use super::writer::{Write, Writer};
 use crate::adapters::sql::{
     NotificationRow, Statements, into_notifications, push_history_filters, stored_notification,
 };
@@ -17,25 +20,39 @@ use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationSt
 #[derive(Debug, Clone)]
 pub struct SqliteNotificationStore {
     pool: SqlitePool,
+    /// Publishes, acknowledgements and attempt counts go through one group-committing writer.
+    writer: Writer,
 }
 
 impl SqliteNotificationStore {
+    /// Needs a Tokio runtime: starts the store's writer task.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            writer: Writer::start(pool.clone()),
+            pool,
+        }
+    }
+
+    /// Sends `write` (built around `reply`) to the writer and waits for its committed result.
+    async fn write<T>(&self, write: impl FnOnce(oneshot::Sender<Result<T>>) -> Write) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(write(reply)).await?;
+        answer
+            .await
+            .map_err(|_| Error::Backend("the SQLite writer dropped a write".into()))?
     }
 
     /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
     /// acknowledgements keep their first time); `false` when the user has no such notification.
     async fn stamp_once(&self, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        let sql = format!("UPDATE notifications SET {column} = COALESCE({column}, ?) WHERE user_id = ? AND id = ?");
-        let result = sqlx::query(&sql)
-            .bind(at)
-            .bind(user_id)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        self.write(|reply| Write::Stamp {
+            column,
+            user_id: user_id.to_owned(),
+            id,
+            at,
+            reply,
+        })
+        .await
     }
 }
 
@@ -57,22 +74,23 @@ fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
 const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
 
-#[async_trait]
-impl NotificationStore for SqliteNotificationStore {
-    async fn publish(
-        &self,
-        batch: &[NewNotification],
-        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
-        now: UnixMs,
-    ) -> Result<PublishOutcome> {
-        // The first statement writes, so the transaction takes SQLite's write lock at once and
-        // concurrent publishes queue on the busy timeout instead of deadlocking.
-        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+/// One publish's statements, inside the writer's transaction: the idempotency record (a repeated key
+/// answers the first receipt and writes nothing), then each notification with the next `seq` of its
+/// user.
+///
+/// Boxed as `Send` here, where its lifetimes are concrete: the idempotency statements are generic over
+/// the database, and the compiler cannot otherwise prove the future `Send` for every lifetime.
+pub(super) fn publish<'a>(
+    tx: &'a mut Transaction<'static, Sqlite>,
+    batch: &'a [NewNotification],
+    idempotency: Option<(&'a IdempotencyKey, &'a PublishReceipt)>,
+    now: UnixMs,
+) -> BoxFuture<'a, Result<PublishOutcome>> {
+    Box::pin(async move {
         if let Some((key, receipt)) = idempotency {
             if let Some(repeated) =
-                Statements::record_idempotency_key(&mut tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
+                Statements::record_idempotency_key(tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
             {
-                tx.rollback().await.map_err(Error::backend)?;
                 return Ok(repeated);
             }
         }
@@ -83,7 +101,7 @@ impl NotificationStore for SqliteNotificationStore {
                  ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
             )
             .bind(&n.user_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(Error::backend)?;
             sqlx::query(
@@ -103,13 +121,30 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(n.data.as_ref().map(sqlx::types::Json))
             .bind(n.created_at)
             .bind(n.expires_at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(Error::backend)?;
             created.push(stored_notification(n, seq));
         }
-        tx.commit().await.map_err(Error::backend)?;
         Ok(PublishOutcome::Created(created))
+    })
+}
+
+#[async_trait]
+impl NotificationStore for SqliteNotificationStore {
+    async fn publish(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+        now: UnixMs,
+    ) -> Result<PublishOutcome> {
+        self.write(|reply| Write::Publish {
+            batch: batch.to_vec(),
+            idempotency: idempotency.map(|(key, receipt)| (key.clone(), receipt.clone())),
+            now,
+            reply,
+        })
+        .await
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
@@ -216,12 +251,11 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn record_attempt(&self, ids: &[Uuid]) -> Result<()> {
-        for chunk in ids.chunks(500) {
-            let mut sql = QueryBuilder::<Sqlite>::new("UPDATE notifications SET attempts = attempts + 1 WHERE");
-            push_ids(&mut sql, chunk);
-            sql.build().execute(&self.pool).await.map_err(Error::backend)?;
-        }
-        Ok(())
+        self.write(|reply| Write::RecordAttempt {
+            ids: ids.to_vec(),
+            reply,
+        })
+        .await
     }
 
     async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
