@@ -22,6 +22,7 @@ use crate::domain::protocol::{ServerEnvelope, ServerMessage};
 use crate::error::Result;
 use crate::ports::{BusEvent, Clock, NotificationStore};
 
+use super::by_user::ByUser;
 use super::metrics::Metrics;
 use super::sessions::{Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
@@ -64,12 +65,6 @@ type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
 /// Delivery workers per replica: users are spread over them, each user's events stay in order.
 const DELIVERY_WORKERS: usize = 16;
 
-/// A connection's state, indexed by its user without taking its lock.
-struct Attached {
-    user_id: String,
-    state: SharedState,
-}
-
 pub struct DeliveryService {
     store: Arc<dyn NotificationStore>,
     subscriptions: Arc<SubscriptionService>,
@@ -78,7 +73,7 @@ pub struct DeliveryService {
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
-    states: Mutex<HashMap<String, Attached>>,
+    states: Mutex<ByUser<SharedState>>,
 }
 
 impl DeliveryService {
@@ -103,20 +98,16 @@ impl DeliveryService {
         }
     }
 
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
+    fn states(&self) -> std::sync::MutexGuard<'_, ByUser<SharedState>> {
         self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn states_of(&self, user_id: &str) -> Vec<SharedState> {
-        self.states()
-            .values()
-            .filter(|a| a.user_id == user_id)
-            .map(|a| a.state.clone())
-            .collect()
+        self.states().of_user(user_id).cloned().collect()
     }
 
     fn all_states(&self) -> Vec<SharedState> {
-        self.states().values().map(|a| a.state.clone()).collect()
+        self.states().values().cloned().collect()
     }
 
     fn created_since(&self, now: UnixMs) -> UnixMs {
@@ -167,13 +158,7 @@ impl DeliveryService {
         // Hold the state while replaying: live pushes for this connection wait, then skip what the
         // replay already covered (by seq).
         let mut guard = state.clone().lock_owned().await;
-        self.states().insert(
-            connection_id.to_owned(),
-            Attached {
-                user_id: user_id.to_owned(),
-                state,
-            },
-        );
+        self.states().insert(connection_id, user_id, state);
         let now = self.clock.now_ms();
         let max_seq = self.store.max_seq(user_id).await?;
         let pending = self

@@ -2,13 +2,13 @@
 //! Anything that pushes to a client (replies, deliveries, unread counts) goes through [`LocalSessions::send`],
 //! which never waits: a full queue means the client is not reading, and it is closed as slow.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use herald_contract::defaults;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::by_user::ByUser;
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
 /// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
@@ -86,7 +86,7 @@ impl SessionCloser {
 }
 
 struct SessionEntry {
-    user_id: String,
+    connection_id: String,
     outbound: mpsc::Sender<Frame>,
     closer: SessionCloser,
     /// Set once the session queued its `connected` message: user-wide pushes before that would
@@ -108,11 +108,11 @@ pub enum SendOutcome {
 
 #[derive(Default)]
 pub struct LocalSessions {
-    sessions: Mutex<HashMap<String, SessionEntry>>,
+    sessions: Mutex<ByUser<SessionEntry>>,
 }
 
 impl LocalSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByUser<SessionEntry>> {
         self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -121,13 +121,13 @@ impl LocalSessions {
         let (outbound, receiver) = mpsc::channel(capacity.max(1));
         let closer = SessionCloser::default();
         let entry = SessionEntry {
-            user_id: user_id.to_owned(),
+            connection_id: connection_id.to_owned(),
             outbound,
             closer: closer.clone(),
             ready: false,
             missed_push: false,
         };
-        if let Some(previous) = self.lock().insert(connection_id.to_owned(), entry) {
+        if let Some(previous) = self.lock().insert(connection_id, user_id, entry) {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
             previous.closer.close(CloseRequest {
                 code: close_code::CONNECTION_EXPIRED,
@@ -170,21 +170,22 @@ impl LocalSessions {
 
     /// Connection ids of `user_id` held by this replica.
     pub fn for_user(&self, user_id: &str) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, entry)| entry.user_id == user_id)
-            .map(|(id, _)| id.clone())
-            .collect()
+        let sessions = self.lock();
+        let mut ids: Vec<String> = sessions
+            .of_user(user_id)
+            .map(|entry| entry.connection_id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Queues `frame` for every ready session of `user_id`; sessions still starting are marked as
     /// having missed it (see [`LocalSessions::mark_ready`]).
     pub fn push_to_user(&self, user_id: &str, frame: &Frame) {
-        let mut sessions = self.lock();
-        for entry in sessions.values_mut().filter(|entry| entry.user_id == user_id) {
+        self.lock().for_user_mut(user_id, |entry| {
             if !entry.ready {
                 entry.missed_push = true;
-                continue;
+                return;
             }
             if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbound.try_send(frame.clone()) {
                 entry.closer.close(CloseRequest {
@@ -192,7 +193,7 @@ impl LocalSessions {
                     reason: "slow consumer",
                 });
             }
-        }
+        });
     }
 
     /// The session queued its first message: user-wide pushes reach it from now on. `true` when one
