@@ -81,14 +81,6 @@ enum Answer {
 }
 
 impl Answer {
-    fn is_ok(&self) -> bool {
-        match self {
-            Answer::Publish(_, result) => result.is_ok(),
-            Answer::Stamp(_, result) => result.is_ok(),
-            Answer::RecordAttempt(_, result) => result.is_ok(),
-        }
-    }
-
     /// The batch did not commit: every write of it failed.
     fn failed(self, message: &str) -> Self {
         fn err<T>(message: &str) -> Result<T> {
@@ -115,9 +107,7 @@ async fn commit(pool: &SqlitePool, writes: Vec<Write>) {
     let mut answers = Vec::with_capacity(writes.len());
     let outcome = async {
         let mut tx = pool.begin().await.map_err(Error::backend)?;
-        for write in writes {
-            answers.push(apply(&mut tx, write).await);
-        }
+        apply_all(&mut tx, writes, &mut answers).await;
         tx.commit().await.map_err(Error::backend)
     }
     .await;
@@ -131,67 +121,130 @@ async fn commit(pool: &SqlitePool, writes: Vec<Write>) {
     }
 }
 
-/// Runs one write. A publish (several statements) runs under a savepoint: kept when it succeeds,
-/// undone alone when it fails. An acknowledgement or attempt count is one statement, which SQLite
-/// undoes by itself when it fails, so it needs none (two fewer round trips to the database).
-fn apply<'a>(tx: &'a mut Transaction<'static, Sqlite>, write: Write) -> BoxFuture<'a, Answer> {
+/// Applies a batch with as few statements as it takes, since every statement is a round trip to
+/// SQLite's worker thread: publishes one by one, in order (each is two statements: its users'
+/// `seq` and its rows); every attempt count of the batch in one statement; every acknowledgement
+/// (or other stamp) of the batch in one statement per column.
+///
+/// No savepoints: a failing statement undoes itself in SQLite and only its writes fail. The one
+/// partial effect possible is a publish whose rows fail after its `seq` bump, which leaves a gap in
+/// that user's sequence; delivery fills gaps from the store, so a gap costs one query, nothing more.
+fn apply_all<'a>(
+    tx: &'a mut Transaction<'static, Sqlite>,
+    writes: Vec<Write>,
+    answers: &'a mut Vec<Answer>,
+) -> BoxFuture<'a, ()> {
     Box::pin(async move {
-        match write {
-            Write::Publish {
-                batch,
-                idempotency,
-                now,
-                reply,
-            } => {
-                if let Err(err) = statement(tx, "SAVEPOINT publish").await {
-                    return Answer::Publish(reply, Err(err));
+        let mut attempts = Vec::new();
+        let mut stamps: Vec<Stamp> = Vec::new();
+        for write in writes {
+            match write {
+                Write::Publish {
+                    batch,
+                    idempotency,
+                    now,
+                    reply,
+                } => {
+                    let idempotency = idempotency.as_ref().map(|(key, receipt)| (key, receipt));
+                    answers.push(Answer::Publish(reply, publish(tx, &batch, idempotency, now).await));
                 }
-                let idempotency = idempotency.as_ref().map(|(key, receipt)| (key, receipt));
-                let answer = Answer::Publish(reply, publish(tx, &batch, idempotency, now).await);
-                let undone = if answer.is_ok() {
-                    Ok(())
-                } else {
-                    statement(tx, "ROLLBACK TO publish").await
-                };
-                match undone.and(statement(tx, "RELEASE publish").await) {
-                    Ok(()) => answer,
-                    Err(err) => answer.failed(&format!("savepoint: {err}")),
-                }
+                Write::Stamp {
+                    column,
+                    user_id,
+                    id,
+                    at,
+                    reply,
+                } => stamps.push(Stamp {
+                    column,
+                    user_id,
+                    id,
+                    at,
+                    reply,
+                }),
+                Write::RecordAttempt { ids, reply } => attempts.push((ids, reply)),
             }
-            Write::Stamp {
-                column,
-                user_id,
-                id,
-                at,
-                reply,
-            } => Answer::Stamp(reply, stamp(tx, column, &user_id, id, at).await),
-            Write::RecordAttempt { ids, reply } => Answer::RecordAttempt(reply, record_attempt(tx, &ids).await),
+        }
+        if !attempts.is_empty() {
+            let ids: Vec<Uuid> = attempts.iter().flat_map(|(ids, _)| ids.iter().copied()).collect();
+            let counted = record_attempt(tx, &ids).await;
+            for (_, reply) in attempts {
+                answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
+            }
+        }
+        while !stamps.is_empty() {
+            let column = stamps[0].column;
+            let (same, rest): (Vec<Stamp>, Vec<Stamp>) = stamps.into_iter().partition(|s| s.column == column);
+            stamps = rest;
+            let stamped = stamp_all(tx, column, &same).await;
+            for write in same {
+                let found = stamped
+                    .as_ref()
+                    .map(|found| found.contains(&(write.user_id.clone(), write.id)))
+                    .map_err(|err| Error::Backend(err.to_string()));
+                answers.push(Answer::Stamp(write.reply, found));
+            }
         }
     })
 }
 
-/// A statement without parameters (savepoints).
-fn statement<'a>(tx: &'a mut SqliteConnection, sql: &'static str) -> BoxFuture<'a, Result<()>> {
-    Box::pin(async move { sqlx::query(sql).execute(tx).await.map(drop).map_err(Error::backend) })
+fn clone_result(result: &Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) => Err(Error::Backend(err.to_string())),
+    }
 }
 
-fn stamp<'a>(
-    conn: &'a mut SqliteConnection,
+/// A timestamp to set once on one of a user's notifications.
+struct Stamp {
     column: &'static str,
-    user_id: &'a str,
+    user_id: String,
     id: Uuid,
     at: UnixMs,
-) -> BoxFuture<'a, Result<bool>> {
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+/// Sets `column` on every stamped notification that has none yet (first time wins; the batch's
+/// earliest time, a few milliseconds apart at most) and returns which `(user, id)` pairs exist: a
+/// stamp of another user's notification finds nothing.
+fn stamp_all<'a>(
+    conn: &'a mut SqliteConnection,
+    column: &'static str,
+    stamps: &'a [Stamp],
+) -> BoxFuture<'a, Result<std::collections::HashSet<(String, Uuid)>>> {
     Box::pin(async move {
-        let sql = format!("UPDATE notifications SET {column} = COALESCE({column}, ?) WHERE user_id = ? AND id = ?");
-        let result = sqlx::query(&sql)
-            .bind(at)
-            .bind(user_id)
-            .bind(id.to_string())
-            .execute(conn)
-            .await
-            .map_err(Error::backend)?;
-        Ok(result.rows_affected() > 0)
+        let mut found = std::collections::HashSet::new();
+        for chunk in stamps.chunks(250) {
+            let at = chunk.iter().map(|s| s.at).min().unwrap_or_default();
+            let mut sql =
+                sqlx::QueryBuilder::<Sqlite>::new(format!("UPDATE notifications SET {column} = COALESCE({column}, "));
+            sql.push_bind(at);
+            // `id IN` finds the rows by primary key; the pairs keep each user to their own.
+            sql.push(") WHERE id IN (");
+            let mut ids = sql.separated(", ");
+            for stamp in chunk {
+                ids.push_bind(stamp.id.to_string());
+            }
+            sql.push(") AND (user_id, id) IN (VALUES ");
+            let mut pairs = sql.separated(", ");
+            for stamp in chunk {
+                pairs.push("(");
+                pairs.push_bind_unseparated(stamp.user_id.clone());
+                pairs.push_unseparated(", ");
+                pairs.push_bind_unseparated(stamp.id.to_string());
+                pairs.push_unseparated(")");
+            }
+            sql.push(") RETURNING user_id, id");
+            let rows: Vec<(String, String)> = sql
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(Error::backend)?;
+            found.extend(
+                rows.into_iter()
+                    .filter_map(|(user, id)| Some((user, Uuid::parse_str(&id).ok()?))),
+            );
+        }
+        Ok(found)
     })
 }
 
@@ -233,29 +286,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_write_is_undone_alone_and_the_rest_of_its_batch_commits() {
+    async fn a_failing_write_fails_alone_and_the_rest_of_its_batch_commits() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
         let id = Uuid::new_v4();
         let (first, first_answer) = oneshot::channel();
         let (again, again_answer) = oneshot::channel();
         let (ack, ack_answer) = oneshot::channel();
+        let (foreign_ack, foreign_ack_answer) = oneshot::channel();
+        let (attempt, attempt_answer) = oneshot::channel();
         let publish = |reply| Write::Publish {
             batch: vec![notification(id)],
             idempotency: None,
             now: 1_000,
             reply,
         };
-        // One batch: the second publish repeats the id (a primary-key violation) after its `seq`
-        // bump, which its savepoint must undo; the acknowledgement after it must still apply.
+        let stamp = |user_id: &str, reply| Write::Stamp {
+            column: "delivered_at",
+            user_id: user_id.into(),
+            id,
+            at: 2_000,
+            reply,
+        };
+        // One batch: the second publish repeats the id (a primary-key violation); the writes after
+        // it must still apply, and another user's acknowledgement of the same id must find nothing.
         let writes = vec![
             publish(first),
             publish(again),
-            Write::Stamp {
-                column: "delivered_at",
-                user_id: "alice".into(),
-                id,
-                at: 2_000,
-                reply: ack,
+            stamp("alice", ack),
+            stamp("mallory", foreign_ack),
+            Write::RecordAttempt {
+                ids: vec![id],
+                reply: attempt,
             },
         ];
         commit(&pool, writes).await;
@@ -265,16 +326,17 @@ mod tests {
         ));
         assert!(again_answer.await.expect("answered").is_err(), "the duplicate fails");
         assert!(ack_answer.await.expect("answered").expect("acknowledged"));
-        let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM user_sequences WHERE user_id = 'alice'")
-            .fetch_one(&pool)
-            .await
-            .expect("sequence");
-        assert_eq!(last_seq, 1, "the failed publish left no sequence bump behind");
-        let delivered_at: Option<i64> = sqlx::query_scalar("SELECT delivered_at FROM notifications")
-            .fetch_one(&pool)
-            .await
-            .expect("row");
-        assert_eq!(delivered_at, Some(2_000));
+        assert!(
+            !foreign_ack_answer.await.expect("answered").expect("answered"),
+            "not mallory's"
+        );
+        attempt_answer.await.expect("answered").expect("counted");
+        let (delivered_at, attempts): (Option<i64>, i64) =
+            sqlx::query_as("SELECT delivered_at, attempts FROM notifications")
+                .fetch_one(&pool)
+                .await
+                .expect("the one row");
+        assert_eq!((delivered_at, attempts), (Some(2_000), 1));
     }
 
     #[tokio::test]
