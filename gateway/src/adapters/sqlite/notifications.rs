@@ -3,11 +3,11 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
-use super::writer::{Write, Writer};
+use super::writer::SqliteCommitter;
+use crate::adapters::group_commit::Writer;
 use crate::adapters::sql::{
     NotificationRow, Statements, into_notifications, push_history_filters, stored_notification,
 };
@@ -28,31 +28,9 @@ impl SqliteNotificationStore {
     /// Needs a Tokio runtime: starts the store's writer task.
     pub fn new(pool: SqlitePool) -> Self {
         Self {
-            writer: Writer::start(pool.clone()),
+            writer: Writer::start(SqliteCommitter(pool.clone())),
             pool,
         }
-    }
-
-    /// Sends `write` (built around `reply`) to the writer and waits for its committed result.
-    async fn write<T>(&self, write: impl FnOnce(oneshot::Sender<Result<T>>) -> Write) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.writer.send(write(reply)).await?;
-        answer
-            .await
-            .map_err(|_| Error::Backend("the SQLite writer dropped a write".into()))?
-    }
-
-    /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
-    /// acknowledgements keep their first time); `false` when the user has no such notification.
-    async fn stamp_once(&self, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.write(|reply| Write::Stamp {
-            column,
-            user_id: user_id.to_owned(),
-            id,
-            at,
-            reply,
-        })
-        .await
     }
 }
 
@@ -138,13 +116,7 @@ impl NotificationStore for SqliteNotificationStore {
         idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
-        self.write(|reply| Write::Publish {
-            batch: batch.to_vec(),
-            idempotency: idempotency.map(|(key, receipt)| (key.clone(), receipt.clone())),
-            now,
-            reply,
-        })
-        .await
+        self.writer.publish(batch, idempotency, now).await
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
@@ -188,7 +160,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.stamp_once("read_at", user_id, id, at).await
+        self.writer.stamp("read_at", user_id, id, at).await
     }
 
     async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
@@ -212,7 +184,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.stamp_once("delivered_at", user_id, id, at).await
+        self.writer.stamp("delivered_at", user_id, id, at).await
     }
 
     async fn pending(
@@ -251,11 +223,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn record_attempt(&self, ids: &[Uuid]) -> Result<()> {
-        self.write(|reply| Write::RecordAttempt {
-            ids: ids.to_vec(),
-            reply,
-        })
-        .await
+        self.writer.record_attempt(ids).await
     }
 
     async fn acknowledged(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {

@@ -1,182 +1,65 @@
-//! Group commit for the embedded store. SQLite runs one write transaction at a time and commits each
-//! with an fsync; concurrent writers would queue on its busy handler, which sleeps and is unfair, and
-//! pay one fsync each. The hot writes (publishes, acknowledgements, attempt counts) are sent to one
-//! writer task instead: it takes everything waiting (up to [`MAX_BATCH`]), applies it in one
-//! transaction, each write under a savepoint of its own so that one failing write fails alone,
-//! commits once, and only then answers every write. Durability is unchanged (nothing is answered
-//! before its commit); the fsync is shared by the batch.
+//! The embedded store's group commit (`adapters::group_commit`). SQLite runs one write transaction
+//! at a time; concurrent writers would queue on its busy handler, which sleeps and is unfair, and pay
+//! one fsync each, and every statement is a round trip to the connection's worker thread. So a batch
+//! runs as: each publish (two statements), every attempt count in one statement, every stamp of a
+//! column in one statement; one commit.
+//!
+//! No savepoints: a failing statement undoes itself in SQLite and only its write fails. The one
+//! partial effect possible is a publish whose rows fail after its `seq` bump, which leaves a gap in
+//! that user's sequence; delivery fills gaps from the store, so a gap costs one query, nothing more.
+
+use std::collections::HashSet;
 
 use futures_util::future::BoxFuture;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::notifications::publish;
-use crate::domain::UnixMs;
-use crate::domain::publish::PublishReceipt;
+use crate::adapters::group_commit::{Answer, Committer, Sorted, Stamp, Write, answer_all, clone_result};
 use crate::error::{Error, Result};
-use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome};
 
-/// Most writes in one transaction: bounds how long one commit keeps the others waiting.
-pub const MAX_BATCH: usize = 512;
-/// Writes waiting for the writer at most; past it senders wait (back-pressure, not memory growth).
-const QUEUE: usize = 4_096;
+/// The embedded store's committer.
+pub struct SqliteCommitter(pub SqlitePool);
 
-/// A write, and where its result goes once the batch holding it has committed.
-pub enum Write {
-    Publish {
-        batch: Vec<NewNotification>,
-        idempotency: Option<(IdempotencyKey, PublishReceipt)>,
-        now: UnixMs,
-        reply: oneshot::Sender<Result<PublishOutcome>>,
-    },
-    /// Sets the timestamp `column` unless already set; `true` when the user has such a notification.
-    Stamp {
-        column: &'static str,
-        user_id: String,
-        id: Uuid,
-        at: UnixMs,
-        reply: oneshot::Sender<Result<bool>>,
-    },
-    RecordAttempt {
-        ids: Vec<Uuid>,
-        reply: oneshot::Sender<Result<()>>,
-    },
-}
-
-/// The sending side; cheap to clone. The task ends when every sender is gone.
-#[derive(Debug, Clone)]
-pub struct Writer {
-    sender: mpsc::Sender<Write>,
-}
-
-impl Writer {
-    pub fn start(pool: SqlitePool) -> Self {
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, receiver));
-        Self { sender }
-    }
-
-    /// Queues `write`; the caller then awaits the reply it put in it.
-    pub async fn send(&self, write: Write) -> Result<()> {
-        self.sender
-            .send(write)
-            .await
-            .map_err(|_| Error::Backend("the SQLite writer has stopped".into()))
-    }
-}
-
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&pool, std::mem::take(&mut batch)).await;
-    }
-}
-
-/// A result waiting for its batch's commit.
-enum Answer {
-    Publish(oneshot::Sender<Result<PublishOutcome>>, Result<PublishOutcome>),
-    Stamp(oneshot::Sender<Result<bool>>, Result<bool>),
-    RecordAttempt(oneshot::Sender<Result<()>>, Result<()>),
-}
-
-impl Answer {
-    /// The batch did not commit: every write of it failed.
-    fn failed(self, message: &str) -> Self {
-        fn err<T>(message: &str) -> Result<T> {
-            Err(Error::Backend(message.to_owned()))
-        }
-        match self {
-            Answer::Publish(reply, _) => Answer::Publish(reply, err(message)),
-            Answer::Stamp(reply, _) => Answer::Stamp(reply, err(message)),
-            Answer::RecordAttempt(reply, _) => Answer::RecordAttempt(reply, err(message)),
-        }
-    }
-
-    fn send(self) {
-        // A caller that gave up waiting (its request was dropped) needs no answer.
-        let _ = match self {
-            Answer::Publish(reply, result) => reply.send(result).map_err(drop),
-            Answer::Stamp(reply, result) => reply.send(result).map_err(drop),
-            Answer::RecordAttempt(reply, result) => reply.send(result).map_err(drop),
-        };
+impl Committer for SqliteCommitter {
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()> {
+        Box::pin(commit(&self.0, writes))
     }
 }
 
 async fn commit(pool: &SqlitePool, writes: Vec<Write>) {
     let mut answers = Vec::with_capacity(writes.len());
-    let outcome = async {
+    let committed = async {
         let mut tx = pool.begin().await.map_err(Error::backend)?;
         apply_all(&mut tx, writes, &mut answers).await;
         tx.commit().await.map_err(Error::backend)
     }
     .await;
-    match outcome {
-        Ok(()) => answers.into_iter().for_each(Answer::send),
-        Err(err) => {
-            tracing::error!(error = %err, writes = answers.len(), "sqlite:batch-failed");
-            let message = format!("the write could not be committed: {err}");
-            answers.into_iter().for_each(|answer| answer.failed(&message).send());
-        }
-    }
+    answer_all(answers, committed, "sqlite");
 }
 
-/// Applies a batch with as few statements as it takes, since every statement is a round trip to
-/// SQLite's worker thread: publishes one by one, in order (each is two statements: its users'
-/// `seq` and its rows); every attempt count of the batch in one statement; every acknowledgement
-/// (or other stamp) of the batch in one statement per column.
-///
-/// No savepoints: a failing statement undoes itself in SQLite and only its writes fail. The one
-/// partial effect possible is a publish whose rows fail after its `seq` bump, which leaves a gap in
-/// that user's sequence; delivery fills gaps from the store, so a gap costs one query, nothing more.
+/// Applies a batch with as few statements as it takes, since every statement is a round trip.
 fn apply_all<'a>(
     tx: &'a mut Transaction<'static, Sqlite>,
     writes: Vec<Write>,
     answers: &'a mut Vec<Answer>,
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
-        let mut attempts = Vec::new();
-        let mut stamps: Vec<Stamp> = Vec::new();
-        for write in writes {
-            match write {
-                Write::Publish {
-                    batch,
-                    idempotency,
-                    now,
-                    reply,
-                } => {
-                    let idempotency = idempotency.as_ref().map(|(key, receipt)| (key, receipt));
-                    answers.push(Answer::Publish(reply, publish(tx, &batch, idempotency, now).await));
-                }
-                Write::Stamp {
-                    column,
-                    user_id,
-                    id,
-                    at,
-                    reply,
-                } => stamps.push(Stamp {
-                    column,
-                    user_id,
-                    id,
-                    at,
-                    reply,
-                }),
-                Write::RecordAttempt { ids, reply } => attempts.push((ids, reply)),
-            }
+        let mut sorted = Sorted::of(writes);
+        for write in std::mem::take(&mut sorted.publishes) {
+            let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
+            let outcome = publish(tx, &write.batch, idempotency, write.now).await;
+            answers.push(Answer::Publish(write.reply, outcome));
         }
-        if !attempts.is_empty() {
-            let ids: Vec<Uuid> = attempts.iter().flat_map(|(ids, _)| ids.iter().copied()).collect();
-            let counted = record_attempt(tx, &ids).await;
-            for (_, reply) in attempts {
+        if !sorted.attempts.is_empty() {
+            let counted = record_attempt(tx, &sorted.attempted_ids()).await;
+            for (_, reply) in std::mem::take(&mut sorted.attempts) {
                 answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
             }
         }
-        while !stamps.is_empty() {
-            let column = stamps[0].column;
-            let (same, rest): (Vec<Stamp>, Vec<Stamp>) = stamps.into_iter().partition(|s| s.column == column);
-            stamps = rest;
-            let stamped = stamp_all(tx, column, &same).await;
-            for write in same {
+        for group in sorted.stamps_by_column() {
+            let stamped = stamp_all(tx, group[0].column, &group).await;
+            for write in group {
                 let found = stamped
                     .as_ref()
                     .map(|found| found.contains(&(write.user_id.clone(), write.id)))
@@ -187,22 +70,6 @@ fn apply_all<'a>(
     })
 }
 
-fn clone_result(result: &Result<()>) -> Result<()> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(err) => Err(Error::Backend(err.to_string())),
-    }
-}
-
-/// A timestamp to set once on one of a user's notifications.
-struct Stamp {
-    column: &'static str,
-    user_id: String,
-    id: Uuid,
-    at: UnixMs,
-    reply: oneshot::Sender<Result<bool>>,
-}
-
 /// Sets `column` on every stamped notification that has none yet (first time wins; the batch's
 /// earliest time, a few milliseconds apart at most) and returns which `(user, id)` pairs exist: a
 /// stamp of another user's notification finds nothing.
@@ -210,9 +77,9 @@ fn stamp_all<'a>(
     conn: &'a mut SqliteConnection,
     column: &'static str,
     stamps: &'a [Stamp],
-) -> BoxFuture<'a, Result<std::collections::HashSet<(String, Uuid)>>> {
+) -> BoxFuture<'a, Result<HashSet<(String, Uuid)>>> {
     Box::pin(async move {
-        let mut found = std::collections::HashSet::new();
+        let mut found = HashSet::new();
         for chunk in stamps.chunks(250) {
             let at = chunk.iter().map(|s| s.at).min().unwrap_or_default();
             let mut sql =
@@ -266,8 +133,12 @@ fn record_attempt<'a>(conn: &'a mut SqliteConnection, ids: &'a [Uuid]) -> BoxFut
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
+    use crate::adapters::group_commit::Writer;
     use crate::domain::notification::NotificationType;
+    use crate::ports::{NewNotification, PublishOutcome};
 
     fn notification(id: Uuid) -> NewNotification {
         NewNotification {
@@ -342,22 +213,10 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_through_the_writer_are_all_answered() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
-        let writer = Writer::start(pool.clone());
+        let writer = Writer::start(SqliteCommitter(pool.clone()));
         let answers = futures_util::future::join_all((0..200).map(|_| {
             let writer = writer.clone();
-            async move {
-                let (reply, answer) = oneshot::channel();
-                writer
-                    .send(Write::Publish {
-                        batch: vec![notification(Uuid::new_v4())],
-                        idempotency: None,
-                        now: 1_000,
-                        reply,
-                    })
-                    .await
-                    .expect("queued");
-                answer.await.expect("answered")
-            }
+            async move { writer.publish(&[notification(Uuid::new_v4())], None, 1_000).await }
         }))
         .await;
         assert!(answers.iter().all(Result::is_ok));

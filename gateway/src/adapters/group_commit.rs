@@ -1,0 +1,244 @@
+//! Group commit, shared by the SQL stores: the hot writes of a replica (publishes, acknowledgements,
+//! attempt counts) go to one writer task, which takes everything waiting (up to [`MAX_BATCH`]),
+//! applies it in one transaction with as few statements as it can (the store's [`Committer`]),
+//! commits once and only then answers every write. Durability is unchanged (nothing is answered
+//! before its commit); the commit's flush to disk and the round trips are shared by the batch.
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::domain::UnixMs;
+use crate::domain::publish::PublishReceipt;
+use crate::error::{Error, Result};
+use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome};
+
+/// Most writes in one transaction: bounds how long one commit keeps the others waiting.
+pub const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer at most; past it senders wait (back-pressure, not memory growth).
+const QUEUE: usize = 4_096;
+
+/// How a store applies and commits one batch, answering every write of it (through [`Answer`]).
+pub trait Committer: Send + Sync + 'static {
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()>;
+}
+
+/// A write, and where its result goes once the batch holding it has committed.
+pub enum Write {
+    Publish {
+        batch: Vec<NewNotification>,
+        idempotency: Option<(IdempotencyKey, PublishReceipt)>,
+        now: UnixMs,
+        reply: oneshot::Sender<Result<PublishOutcome>>,
+    },
+    /// Sets the timestamp `column` unless already set; `true` when the user has such a notification.
+    Stamp {
+        column: &'static str,
+        user_id: String,
+        id: Uuid,
+        at: UnixMs,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    RecordAttempt {
+        ids: Vec<Uuid>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// The sending side; cheap to clone. The task ends when every sender is gone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<Write>,
+}
+
+impl Writer {
+    /// Starts the writer task (needs a Tokio runtime); it ends when every `Writer` is dropped.
+    pub fn start(committer: impl Committer) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(committer, receiver));
+        Self { sender }
+    }
+
+    /// Sends the write built around `reply` and waits for its committed result.
+    pub async fn write<T>(&self, write: impl FnOnce(oneshot::Sender<Result<T>>) -> Write) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(write(reply))
+            .await
+            .map_err(|_| Error::Backend("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Backend("the store's writer dropped a write".into()))?
+    }
+
+    pub async fn publish(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+        now: UnixMs,
+    ) -> Result<PublishOutcome> {
+        self.write(|reply| Write::Publish {
+            batch: batch.to_vec(),
+            idempotency: idempotency.map(|(key, receipt)| (key.clone(), receipt.clone())),
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
+    /// acknowledgements keep their first time); `false` when the user has no such notification.
+    pub async fn stamp(&self, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+        self.write(|reply| Write::Stamp {
+            column,
+            user_id: user_id.to_owned(),
+            id,
+            at,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn record_attempt(&self, ids: &[Uuid]) -> Result<()> {
+        self.write(|reply| Write::RecordAttempt {
+            ids: ids.to_vec(),
+            reply,
+        })
+        .await
+    }
+}
+
+async fn run(committer: impl Committer, mut receiver: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        committer.commit(std::mem::take(&mut batch)).await;
+    }
+}
+
+/// A batch's writes sorted by kind, each kept with its reply.
+#[derive(Default)]
+pub struct Sorted {
+    pub publishes: Vec<Publish>,
+    pub stamps: Vec<Stamp>,
+    pub attempts: Vec<(Vec<Uuid>, oneshot::Sender<Result<()>>)>,
+}
+
+pub struct Publish {
+    pub batch: Vec<NewNotification>,
+    pub idempotency: Option<(IdempotencyKey, PublishReceipt)>,
+    pub now: UnixMs,
+    pub reply: oneshot::Sender<Result<PublishOutcome>>,
+}
+
+/// A timestamp to set once on one of a user's notifications.
+pub struct Stamp {
+    pub column: &'static str,
+    pub user_id: String,
+    pub id: Uuid,
+    pub at: UnixMs,
+    pub reply: oneshot::Sender<Result<bool>>,
+}
+
+impl Sorted {
+    pub fn of(writes: Vec<Write>) -> Self {
+        let mut sorted = Sorted::default();
+        for write in writes {
+            match write {
+                Write::Publish {
+                    batch,
+                    idempotency,
+                    now,
+                    reply,
+                } => sorted.publishes.push(Publish {
+                    batch,
+                    idempotency,
+                    now,
+                    reply,
+                }),
+                Write::Stamp {
+                    column,
+                    user_id,
+                    id,
+                    at,
+                    reply,
+                } => sorted.stamps.push(Stamp {
+                    column,
+                    user_id,
+                    id,
+                    at,
+                    reply,
+                }),
+                Write::RecordAttempt { ids, reply } => sorted.attempts.push((ids, reply)),
+            }
+        }
+        sorted
+    }
+
+    /// Every attempt-counted id, in one list.
+    pub fn attempted_ids(&self) -> Vec<Uuid> {
+        self.attempts.iter().flat_map(|(ids, _)| ids.iter().copied()).collect()
+    }
+
+    /// The stamps grouped by column.
+    pub fn stamps_by_column(&mut self) -> Vec<Vec<Stamp>> {
+        let mut groups: Vec<Vec<Stamp>> = Vec::new();
+        for stamp in std::mem::take(&mut self.stamps) {
+            match groups.iter_mut().find(|g| g[0].column == stamp.column) {
+                Some(group) => group.push(stamp),
+                None => groups.push(vec![stamp]),
+            }
+        }
+        groups
+    }
+}
+
+/// A result waiting for its batch's commit.
+pub enum Answer {
+    Publish(oneshot::Sender<Result<PublishOutcome>>, Result<PublishOutcome>),
+    Stamp(oneshot::Sender<Result<bool>>, Result<bool>),
+    RecordAttempt(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+impl Answer {
+    /// The batch did not commit: every write of it failed.
+    pub fn failed(self, message: &str) -> Self {
+        fn err<T>(message: &str) -> Result<T> {
+            Err(Error::Backend(message.to_owned()))
+        }
+        match self {
+            Answer::Publish(reply, _) => Answer::Publish(reply, err(message)),
+            Answer::Stamp(reply, _) => Answer::Stamp(reply, err(message)),
+            Answer::RecordAttempt(reply, _) => Answer::RecordAttempt(reply, err(message)),
+        }
+    }
+
+    pub fn send(self) {
+        // A caller that gave up waiting (its request was dropped) needs no answer.
+        let _ = match self {
+            Answer::Publish(reply, result) => reply.send(result).map_err(drop),
+            Answer::Stamp(reply, result) => reply.send(result).map_err(drop),
+            Answer::RecordAttempt(reply, result) => reply.send(result).map_err(drop),
+        };
+    }
+}
+
+/// A copy of a shared result, for each write it answers.
+pub fn clone_result(result: &Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) => Err(Error::Backend(err.to_string())),
+    }
+}
+
+/// Answers every write of a batch: its own result once the batch committed, the commit's error
+/// otherwise.
+pub fn answer_all(answers: Vec<Answer>, committed: Result<()>, store: &str) {
+    match committed {
+        Ok(()) => answers.into_iter().for_each(Answer::send),
+        Err(err) => {
+            tracing::error!(store, error = %err, writes = answers.len(), "store:batch-failed");
+            let message = format!("the write could not be committed: {err}");
+            answers.into_iter().for_each(|answer| answer.failed(&message).send());
+        }
+    }
+}
