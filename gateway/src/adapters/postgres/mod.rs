@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 mod notifications;
 mod preferences;
 mod subscriptions;
+mod writer;
 
 pub use notifications::PostgresNotificationStore;
 pub use preferences::PostgresPreferenceStore;

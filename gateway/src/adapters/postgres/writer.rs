@@ -1,0 +1,303 @@
+//! The cluster store's group commit (`adapters::group_commit`). Each commit waits for PostgreSQL's
+//! WAL flush (fsync on), and every statement is a round trip; a batch shares both: one transaction
+//! with each keyed publish's idempotency record, every batched notification in one `UNNEST` insert,
+//! every attempt count in one statement and every stamp of a column in one statement.
+//!
+//! A failing statement aborts a PostgreSQL transaction, so a batch that fails is redone one write
+//! per transaction: the writes that can succeed still do, and each failure stays its own.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::future::BoxFuture;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::notifications::{PostgresNotificationStore, insert_notifications, publish_one, record_key};
+use crate::adapters::group_commit::{Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, clone_result};
+use crate::error::{Error, Result};
+use crate::ports::{NewNotification, PublishOutcome};
+
+/// The cluster store's committer.
+pub struct PostgresCommitter(pub PgPool);
+
+impl Committer for PostgresCommitter {
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()> {
+        Box::pin(commit(&self.0, writes))
+    }
+}
+
+/// What a committed batch found: each publish's outcome, and the `(user, id)` pairs each stamp
+/// group touched.
+struct Batched {
+    publishes: Vec<PublishOutcome>,
+    stamped: Vec<HashSet<(String, Uuid)>>,
+}
+
+async fn commit(pool: &PgPool, writes: Vec<Write>) {
+    let mut sorted = Sorted::of(writes);
+    let groups = sorted.stamps_by_column();
+    let attempted = sorted.attempted_ids();
+    let mut answers = Vec::new();
+    match batch(pool, &sorted.publishes, &groups, &attempted).await {
+        Ok(batched) => {
+            for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
+                answers.push(Answer::Publish(write.reply, Ok(outcome)));
+            }
+            for (_, reply) in sorted.attempts {
+                answers.push(Answer::RecordAttempt(reply, Ok(())));
+            }
+            for (group, found) in groups.into_iter().zip(batched.stamped) {
+                for stamp in group {
+                    let hit = found.contains(&(stamp.user_id.clone(), stamp.id));
+                    answers.push(Answer::Stamp(stamp.reply, Ok(hit)));
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "postgres:batch-failed, writing one by one");
+            for write in sorted.publishes {
+                let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
+                let outcome = publish_one(pool, &write.batch, idempotency, write.now).await;
+                answers.push(Answer::Publish(write.reply, outcome));
+            }
+            if !attempted.is_empty() {
+                let counted = record_attempts(pool, &attempted).await;
+                for (_, reply) in sorted.attempts {
+                    answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
+                }
+            }
+            for stamp in groups.into_iter().flatten() {
+                let hit =
+                    PostgresNotificationStore::stamp_once(pool, stamp.column, &stamp.user_id, stamp.id, stamp.at).await;
+                answers.push(Answer::Stamp(stamp.reply, hit));
+            }
+        }
+    }
+    // Every answer above follows a commit (the batch's, or each write's own).
+    answer_all(answers, Ok(()), "postgres");
+}
+
+/// The whole batch in one transaction.
+async fn batch(pool: &PgPool, publishes: &[Publish], groups: &[Vec<Stamp>], attempted: &[Uuid]) -> Result<Batched> {
+    let mut tx = pool.begin().await.map_err(Error::backend)?;
+    let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
+    for write in publishes {
+        let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
+        repeated.push(record_key(&mut tx, idempotency, write.now).await?);
+    }
+    let rows: Vec<&NewNotification> = publishes
+        .iter()
+        .zip(&repeated)
+        .filter(|(_, repeated)| repeated.is_none())
+        .flat_map(|(write, _)| write.batch.iter())
+        .collect();
+    let seqs = insert_notifications(&mut tx, &rows).await?;
+    let publishes = publishes
+        .iter()
+        .zip(repeated)
+        .map(|(write, repeated)| repeated.unwrap_or_else(|| created(&write.batch, &seqs)))
+        .collect();
+    if !attempted.is_empty() {
+        count_attempts(&mut tx, attempted).await?;
+    }
+    let mut stamped = Vec::with_capacity(groups.len());
+    for group in groups {
+        stamped.push(stamp_group(&mut tx, group).await?);
+    }
+    tx.commit().await.map_err(Error::backend)?;
+    Ok(Batched { publishes, stamped })
+}
+
+fn created(batch: &[NewNotification], seqs: &HashMap<Uuid, i64>) -> PublishOutcome {
+    super::notifications::created(batch, seqs)
+}
+
+const COUNT_ATTEMPTS: &str = "UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)";
+
+fn count_attempts<'a>(tx: &'a mut Transaction<'static, Postgres>, ids: &'a [Uuid]) -> BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        sqlx::query(COUNT_ATTEMPTS)
+            .bind(ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::backend)?;
+        Ok(())
+    })
+}
+
+async fn record_attempts(pool: &PgPool, ids: &[Uuid]) -> Result<()> {
+    sqlx::query(COUNT_ATTEMPTS)
+        .bind(ids)
+        .execute(pool)
+        .await
+        .map_err(Error::backend)?;
+    Ok(())
+}
+
+/// Sets the group's column on each `(user, id)` that has none yet (first time wins; the group's
+/// earliest time) and returns the pairs that exist: another user's id finds nothing.
+fn stamp_group<'a>(
+    tx: &'a mut Transaction<'static, Postgres>,
+    group: &'a [Stamp],
+) -> BoxFuture<'a, Result<HashSet<(String, Uuid)>>> {
+    Box::pin(async move {
+        let Some(first) = group.first() else {
+            return Ok(HashSet::new());
+        };
+        let column = first.column;
+        let at = group.iter().map(|s| s.at).min().unwrap_or_default();
+        let sql = format!(
+            "UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp($1::float8 / 1000))
+             FROM UNNEST($2::text[], $3::uuid[]) AS s(user_id, id)
+             WHERE n.id = s.id AND n.user_id = s.user_id
+             RETURNING n.user_id, n.id"
+        );
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(&sql)
+            .bind(at)
+            .bind(group.iter().map(|s| s.user_id.clone()).collect::<Vec<_>>())
+            .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(Error::backend)?;
+        Ok(rows.into_iter().collect())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::adapters::group_commit::Writer;
+    use crate::domain::notification::NotificationType;
+
+    fn notification(id: Uuid, user: &str) -> NewNotification {
+        NewNotification {
+            id,
+            user_id: user.into(),
+            kind: NotificationType::NewLike,
+            channel: "social".into(),
+            title: "hello".into(),
+            body: None,
+            icon: None,
+            action_url: None,
+            data: None,
+            created_at: 1_000,
+            expires_at: None,
+        }
+    }
+
+    fn publish(id: Uuid, reply: oneshot::Sender<Result<PublishOutcome>>) -> Write {
+        Write::Publish {
+            batch: vec![notification(id, "alice")],
+            idempotency: None,
+            now: 1_000,
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_shares_one_transaction_and_each_write_gets_its_own_answer() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, a_answer) = oneshot::channel();
+        let (b, b_answer) = oneshot::channel();
+        commit(&pool, vec![publish(first, a), publish(second, b)]).await;
+        let seqs: Vec<i64> = [a_answer.await, b_answer.await]
+            .into_iter()
+            .map(|answer| match answer.expect("answered") {
+                Ok(PublishOutcome::Created(created)) => created[0].seq,
+                other => panic!("expected created, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2], "in the batch's order");
+        let (ack, ack_answer) = oneshot::channel();
+        let (foreign, foreign_answer) = oneshot::channel();
+        let (attempt, attempt_answer) = oneshot::channel();
+        let stamp = |user: &str, reply| Write::Stamp {
+            column: "delivered_at",
+            user_id: user.into(),
+            id: first,
+            at: 2_000,
+            reply,
+        };
+        commit(
+            &pool,
+            vec![
+                stamp("alice", ack),
+                stamp("mallory", foreign),
+                Write::RecordAttempt {
+                    ids: vec![first],
+                    reply: attempt,
+                },
+            ],
+        )
+        .await;
+        assert!(ack_answer.await.expect("answered").expect("stamped"));
+        assert!(
+            !foreign_answer.await.expect("answered").expect("answered"),
+            "not mallory's"
+        );
+        attempt_answer.await.expect("answered").expect("counted");
+        let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM notifications WHERE id = $1")
+            .bind(first)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+        assert_eq!(attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_is_redone_one_write_at_a_time() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let id = Uuid::new_v4();
+        let (first, first_answer) = oneshot::channel();
+        let (again, again_answer) = oneshot::channel();
+        let (other, other_answer) = oneshot::channel();
+        // The repeated id fails the batch's single insert; one by one, only it fails.
+        commit(
+            &pool,
+            vec![publish(id, first), publish(id, again), publish(Uuid::new_v4(), other)],
+        )
+        .await;
+        assert!(matches!(
+            first_answer.await.expect("answered"),
+            Ok(PublishOutcome::Created(_))
+        ));
+        assert!(again_answer.await.expect("answered").is_err(), "the duplicate fails");
+        assert!(matches!(
+            other_answer.await.expect("answered"),
+            Ok(PublishOutcome::Created(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_publishes_through_the_writer_each_get_their_own_seq() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let writer = Writer::start(PostgresCommitter(pool.clone()));
+        let answers = futures_util::future::join_all((0..100).map(|_| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .publish(&[notification(Uuid::new_v4(), "alice")], None, 1_000)
+                    .await
+            }
+        }))
+        .await;
+        let mut seqs: Vec<i64> = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(PublishOutcome::Created(created)) => created[0].seq,
+                other => panic!("expected created, got {other:?}"),
+            })
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    }
+}
