@@ -200,7 +200,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     });
     let shutdown = gateway.lifecycle.shutdown.clone();
     tokio::spawn(delivery.clone().run(bus.subscribe(), shutdown.clone()));
-    tokio::spawn(delivery.run_retries(shutdown));
+    tokio::spawn(delivery.clone().run_retries(shutdown.clone()));
+    gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));
     spawn_purger(&gateway);
     if let KeySource::File(path) = &config.key_source {
         tokio::spawn(config::watch_keys_file(

@@ -74,6 +74,10 @@ pub struct DeliveryService {
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
     states: Mutex<ByUser<SharedState>>,
+    /// First-round attempts not recorded yet: delivery never waits on a store write, the recorder
+    /// task writes them in batches (a count lost to a crash only understates an informational column).
+    attempts: Mutex<Vec<Uuid>>,
+    attempts_ready: tokio::sync::Notify,
 }
 
 impl DeliveryService {
@@ -95,6 +99,8 @@ impl DeliveryService {
             settings,
             metrics,
             states: Mutex::default(),
+            attempts: Mutex::default(),
+            attempts_ready: tokio::sync::Notify::new(),
         }
     }
 
@@ -217,7 +223,7 @@ impl DeliveryService {
         if connections > 0 {
             self.metrics
                 .observe_delivery_latency(self.clock.now_ms() - n.created_at);
-            self.store.record_attempt(&[n.id]).await?;
+            self.count_attempt(n.id);
             // Per notification: a debug event (counted in /metrics), not an info line by default.
             tracing::debug!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
         }
@@ -393,6 +399,40 @@ impl DeliveryService {
     }
 
     /// Runs [`DeliveryService::retry_due`] periodically until shutdown.
+    fn count_attempt(&self, id: Uuid) {
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
+        self.attempts_ready.notify_one();
+    }
+
+    /// Records the attempt counts gathered so far; the recorder does it continuously.
+    pub async fn flush_attempts(&self) -> Result<()> {
+        let ids = std::mem::take(&mut *self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.store.record_attempt(&ids).await
+    }
+
+    /// Writes attempt counts as they come, in batches (everything gathered while the previous write
+    /// was in flight), and what is left when the replica stops.
+    pub async fn run_attempt_recorder(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                () = self.attempts_ready.notified() => false,
+            };
+            if let Err(err) = self.flush_attempts().await {
+                tracing::warn!(error = %err, "delivery: attempt counts not recorded");
+            }
+            if stopping {
+                break;
+            }
+        }
+    }
+
     pub async fn run_retries(self: Arc<Self>, shutdown: CancellationToken) {
         let period = std::time::Duration::from_millis((self.settings.ack_timeout_ms / 4).clamp(50, 5_000) as u64);
         let mut every = tokio::time::interval(period);

@@ -269,6 +269,7 @@ async fn should_track_delivery_status() {
     let answer = f.publish(&["alice", "bob"], "moc_featured").await;
     let id = Uuid::parse_str(answer["created"][0]["id"].as_str().expect("id")).expect("uuid");
     next_notification(&mut inbox).await;
+    f.delivery.flush_attempts().await.expect("attempts recorded");
     let stored = f.store.get("alice", id).await.expect("get").expect("stored");
     assert_eq!(
         (stored.attempts, stored.delivered_at),
