@@ -151,6 +151,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         registry,
         catalog.clone(),
         clock.clone(),
+        bus.clone(),
     ));
     let preferences = Arc::new(PreferenceService::new(preference_store, catalog.clone()));
     let delivery = Arc::new(DeliveryService::new(

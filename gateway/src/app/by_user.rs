@@ -34,6 +34,11 @@ impl<T> ByUser<T> {
     }
 
     pub fn remove(&mut self, connection_id: &str) -> Option<T> {
+        self.remove_entry(connection_id).map(|(_, value)| value)
+    }
+
+    /// Removes `connection_id`'s value; returns it with its user.
+    pub fn remove_entry(&mut self, connection_id: &str) -> Option<(String, T)> {
         let (user_id, value) = self.entries.remove(connection_id)?;
         if let Some(ids) = self.users.get_mut(&user_id) {
             ids.retain(|id| id != connection_id);
@@ -41,7 +46,7 @@ impl<T> ByUser<T> {
                 self.users.remove(&user_id);
             }
         }
-        Some(value)
+        Some((user_id, value))
     }
 
     pub fn get(&self, connection_id: &str) -> Option<&T> {

@@ -171,7 +171,7 @@ impl DeliveryService {
             .store
             .pending(user_id, 0, None, self.created_since(now), now)
             .await?;
-        let subscribed = self.subscriptions.effective(user_id).await?;
+        let subscribed = self.subscriptions.remembered(user_id).await?;
         let mut replayed = 0;
         for n in &pending {
             if self.eligible(&guard, n, &subscribed, now) && self.send(&mut guard, n, now) {
@@ -186,7 +186,13 @@ impl DeliveryService {
     }
 
     pub fn detach(&self, connection_id: &str) {
-        self.states().remove(connection_id);
+        let mut states = self.states();
+        if let Some((user_id, _)) = states.remove_entry(connection_id) {
+            // The user's last connection here: nothing of theirs needs remembering any more.
+            if states.of_user(&user_id).next().is_none() {
+                self.subscriptions.forget(&user_id);
+            }
+        }
     }
 
     /// Pushes a freshly stored notification to every connection of its user here (AC11), after
@@ -196,7 +202,7 @@ impl DeliveryService {
         if states.is_empty() {
             return Ok(0);
         }
-        let subscribed = self.subscriptions.effective(&n.user_id).await?;
+        let subscribed = self.subscriptions.remembered(&n.user_id).await?;
         let mut connections = 0;
         for state in states {
             let mut state = state.lock().await;
@@ -313,7 +319,7 @@ impl DeliveryService {
             if missed.is_empty() {
                 continue;
             }
-            let subscribed = self.subscriptions.effective(&user_id).await?;
+            let subscribed = self.subscriptions.remembered(&user_id).await?;
             for n in &missed {
                 if self.eligible(&state, n, &subscribed, now) {
                     self.send(&mut state, n, now);
@@ -361,16 +367,26 @@ impl DeliveryService {
                     let user_id = match &event {
                         BusEvent::Notification(n) => n.user_id.clone(),
                         BusEvent::UnreadCount { user_id, .. } => user_id.clone(),
-                        BusEvent::Resync => String::new(),
+                        BusEvent::SubscriptionsChanged { .. } | BusEvent::Resync => String::new(),
                     };
                     // Waiting here when a worker is full slows the bus receiver down; if it falls too
                     // far behind, the broadcast reports a lag and everything is resynchronized.
                     let _ = worker_of(&user_id).send(event).await;
                     Ok(())
                 }
-                Ok(BusEvent::Resync) => self.resync().await,
+                // Applied here, before any later event is handed to a worker, so a push that
+                // follows the change in the bus sees it.
+                Ok(BusEvent::SubscriptionsChanged { user_id }) => {
+                    self.subscriptions.invalidate(&user_id);
+                    Ok(())
+                }
+                Ok(BusEvent::Resync) => {
+                    self.subscriptions.invalidate_all();
+                    self.resync().await
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "bus:lagged, catching up from the store");
+                    self.subscriptions.invalidate_all();
                     self.resync().await
                 }
                 Err(RecvError::Closed) => break,
@@ -388,6 +404,10 @@ impl DeliveryService {
                 BusEvent::Notification(n) => self.deliver(&n).await.map(|_| ()),
                 BusEvent::UnreadCount { user_id, count } => {
                     self.push_unread(&user_id, count);
+                    Ok(())
+                }
+                BusEvent::SubscriptionsChanged { user_id } => {
+                    self.subscriptions.invalidate(&user_id);
                     Ok(())
                 }
                 BusEvent::Resync => self.resync().await,

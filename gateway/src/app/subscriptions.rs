@@ -1,18 +1,36 @@
 //! Channel subscriptions (AC20-AC22). They belong to the user, not to a connection: stored choices
-//! survive reconnects and apply at once to every live connection, since delivery reads them each time.
+//! survive reconnects and apply at once to every live connection.
+//!
+//! Delivery asks for a user's channels at every push; for users with connections on this replica
+//! the answer is remembered ([`SubscriptionService::remembered`]) instead of read from the store
+//! each time. Every change is announced on the bus, and each replica forgets what it remembered of
+//! that user; a loss of bus events (`Resync`) forgets everything.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::domain::channel::ChannelCatalog;
 use crate::error::{Error, Result};
-use crate::ports::{Clock, ConnectionRegistry, SubscriptionStore};
+use crate::ports::{BusEvent, Clock, ConnectionRegistry, EventBus, SubscriptionStore};
 
 pub struct SubscriptionService {
     store: Arc<dyn SubscriptionStore>,
     registry: Arc<dyn ConnectionRegistry>,
     catalog: Arc<ChannelCatalog>,
     clock: Arc<dyn Clock>,
+    bus: Arc<dyn EventBus>,
+    remembered: Mutex<Remembered>,
 }
+
+/// Channels of users with connections here. A generation per user, bumped by every invalidation,
+/// keeps a load that raced with a change from storing what it read before the change.
+#[derive(Default)]
+struct Remembered {
+    users: HashMap<String, (u64, Option<Channels>)>,
+}
+
+/// A user's subscribed channels, shared by every push that reads them.
+type Channels = Arc<Vec<String>>;
 
 impl SubscriptionService {
     pub fn new(
@@ -20,13 +38,63 @@ impl SubscriptionService {
         registry: Arc<dyn ConnectionRegistry>,
         catalog: Arc<ChannelCatalog>,
         clock: Arc<dyn Clock>,
+        bus: Arc<dyn EventBus>,
     ) -> Self {
         Self {
             store,
             registry,
             catalog,
             clock,
+            bus,
+            remembered: Mutex::default(),
         }
+    }
+
+    fn remembered_lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`SubscriptionService::effective`] for a user with connections here, remembered until it
+    /// changes or the user's last connection leaves ([`SubscriptionService::forget`]).
+    pub async fn remembered(&self, user_id: &str) -> Result<Channels> {
+        let generation = {
+            let mut remembered = self.remembered_lock();
+            let (generation, channels) = remembered.users.entry(user_id.to_owned()).or_default();
+            if let Some(channels) = channels {
+                return Ok(channels.clone());
+            }
+            *generation
+        };
+        let channels = Arc::new(self.effective(user_id).await?);
+        if let Some((current, slot)) = self.remembered_lock().users.get_mut(user_id) {
+            if *current == generation {
+                *slot = Some(channels.clone());
+            }
+        }
+        Ok(channels)
+    }
+
+    /// What is remembered of `user_id` is stale (their subscriptions changed somewhere).
+    pub fn invalidate(&self, user_id: &str) {
+        if let Some((generation, channels)) = self.remembered_lock().users.get_mut(user_id) {
+            *generation += 1;
+            *channels = None;
+        }
+    }
+
+    /// Everything remembered may be stale (bus events were lost).
+    pub fn invalidate_all(&self) {
+        for (generation, channels) in self.remembered_lock().users.values_mut() {
+            *generation += 1;
+            *channels = None;
+        }
+    }
+
+    /// `user_id` has no connection here any more.
+    pub fn forget(&self, user_id: &str) {
+        self.remembered_lock().users.remove(user_id);
     }
 
     /// The channels `user_id` receives: explicit choices, else each channel's default, in catalog
@@ -80,6 +148,14 @@ impl SubscriptionService {
             .await?;
         let effective = self.effective(user_id).await?;
         self.registry.set_subscriptions(user_id, &effective).await?;
+        self.invalidate(user_id);
+        let changed = BusEvent::SubscriptionsChanged {
+            user_id: user_id.to_owned(),
+        };
+        if let Err(err) = self.bus.publish(changed).await {
+            // Other replicas keep their remembered set until the bus reconnects (`Resync`).
+            tracing::warn!(user_id, error = %err, "bus: subscription change not announced");
+        }
         tracing::info!(user_id, ?channels, subscribed, "subscriptions:changed");
         Ok(effective)
     }
@@ -122,6 +198,7 @@ mod tests {
             Arc::new(MemoryConnectionRegistry::default()),
             catalog(),
             Arc::new(ManualClock::new(0)),
+            Arc::new(crate::adapters::memory::MemoryEventBus::default()),
         )
     }
 
@@ -198,5 +275,50 @@ mod tests {
         assert_eq!(subscriptions.effective("alice").await.expect("effective"), ["social"]);
         let admin = names(&["social", "uploads", "ops"]);
         assert!(subscriptions.subscribe("root", &admin, &names(&["ops"])).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn remembered_channels_hold_until_invalidated_and_changes_are_announced() {
+        use crate::ports::SubscriptionStore;
+        let store = Arc::new(MemorySubscriptionStore::default());
+        let bus = Arc::new(crate::adapters::memory::MemoryEventBus::default());
+        let mut events = bus.subscribe();
+        let subscriptions = SubscriptionService::new(
+            store.clone(),
+            Arc::new(MemoryConnectionRegistry::default()),
+            catalog(),
+            Arc::new(ManualClock::new(0)),
+            bus,
+        );
+        assert_eq!(*subscriptions.remembered("alice").await.expect("load"), ["social"]);
+        // Changed behind this replica's back (another replica's write): still remembered...
+        store.set("alice", &names(&["social"]), false, 1).await.expect("set");
+        assert_eq!(
+            *subscriptions.remembered("alice").await.expect("remembered"),
+            ["social"]
+        );
+        // ...until the change is announced.
+        subscriptions.invalidate("alice");
+        assert!(subscriptions.remembered("alice").await.expect("reload").is_empty());
+        subscriptions.invalidate_all();
+        subscriptions.forget("alice");
+
+        // A change made here is remembered at once and announced to every replica.
+        subscriptions.remembered("alice").await.expect("load");
+        subscriptions
+            .subscribe("alice", &names(&["social"]), &names(&["social"]))
+            .await
+            .expect("subscribe");
+        assert_eq!(*subscriptions.remembered("alice").await.expect("fresh"), ["social"]);
+        let announced = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .expect("in time")
+            .expect("an event");
+        assert_eq!(
+            announced,
+            BusEvent::SubscriptionsChanged {
+                user_id: "alice".into()
+            }
+        );
     }
 }

@@ -253,21 +253,28 @@ pub async fn subscription_store(store: &dyn SubscriptionStore) {
 pub async fn event_bus(bus: &dyn EventBus) {
     let mut first = bus.subscribe();
     let mut second = bus.subscribe();
-    let event = BusEvent::UnreadCount {
-        user_id: "alice".into(),
-        count: 3,
-    };
-    bus.publish(event.clone()).await.expect("publish");
+    let events = [
+        BusEvent::UnreadCount {
+            user_id: "alice".into(),
+            count: 3,
+        },
+        BusEvent::SubscriptionsChanged { user_id: "bob".into() },
+    ];
+    for event in &events {
+        bus.publish(event.clone()).await.expect("publish");
+    }
     // `Resync` may come at any time (a bus that (re)subscribed); it is not an event of ours.
     for receiver in [&mut first, &mut second] {
-        let received = loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv()).await {
-                Ok(Ok(BusEvent::Resync)) => continue,
-                Ok(other) => break other.expect("an event"),
-                Err(_) => panic!("the event never arrived"),
-            }
-        };
-        assert_eq!(received, event);
+        for event in &events {
+            let received = loop {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv()).await {
+                    Ok(Ok(BusEvent::Resync)) => continue,
+                    Ok(other) => break other.expect("an event"),
+                    Err(_) => panic!("the event never arrived"),
+                }
+            };
+            assert_eq!(&received, event, "every event, in the order published");
+        }
     }
 }
 

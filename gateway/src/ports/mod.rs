@@ -226,6 +226,10 @@ pub enum BusEvent {
         user_id: String,
         count: u64,
     },
+    /// `user_id`'s subscriptions changed (on any replica): what a replica remembers of them is stale.
+    SubscriptionsChanged {
+        user_id: String,
+    },
     /// Events may have been lost (the bus reconnected): every connection catches up from the store.
     Resync,
 }

@@ -25,6 +25,7 @@ pub struct RedisEventBus {
 enum Wire {
     Notification { notification: Box<Notification> },
     UnreadCount { user_id: String, count: u64 },
+    SubscriptionsChanged { user_id: String },
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -85,6 +86,9 @@ async fn listen(
                         Ok(Wire::UnreadCount { user_id, count }) => {
                             let _ = local.send(BusEvent::UnreadCount { user_id, count });
                         }
+                        Ok(Wire::SubscriptionsChanged { user_id }) => {
+                            let _ = local.send(BusEvent::SubscriptionsChanged { user_id });
+                        }
                         Err(err) => tracing::warn!(error = %err, "bus: unreadable event ignored"),
                     }
                 }
@@ -105,6 +109,7 @@ impl EventBus for RedisEventBus {
                 notification: Box::new((*n).clone()),
             },
             BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount { user_id, count },
+            BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged { user_id },
             BusEvent::Resync => return Ok(()),
         };
         let payload = serde_json::to_string(&wire).map_err(crate::error::Error::backend)?;

@@ -22,6 +22,8 @@ const KEY: &str = "test-publisher-key-0123456789";
 
 struct Fixture {
     service: Arc<NotificationService>,
+    subscription_store: Arc<MemorySubscriptionStore>,
+    bus: Arc<MemoryEventBus>,
     delivery: Arc<DeliveryService>,
     sessions: Arc<LocalSessions>,
     store: Arc<SqliteNotificationStore>,
@@ -38,11 +40,14 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
     ));
     let preferences = Arc::new(MemoryPreferenceStore::default());
     let sessions = Arc::new(LocalSessions::default());
+    let bus = Arc::new(MemoryEventBus::default());
+    let subscription_store = Arc::new(MemorySubscriptionStore::default());
     let subscriptions = Arc::new(SubscriptionService::new(
-        Arc::new(MemorySubscriptionStore::default()),
+        subscription_store.clone(),
         Arc::new(MemoryConnectionRegistry::default()),
         catalog.clone(),
         clock.clone(),
+        bus.clone(),
     ));
     let delivery = Arc::new(DeliveryService::new(
         store.clone(),
@@ -53,7 +58,6 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         settings,
         Arc::default(),
     ));
-    let bus = Arc::new(MemoryEventBus::default());
     let stop = CancellationToken::new();
     tokio::spawn(delivery.clone().run(bus.subscribe(), stop.clone()));
     let publishers = Publishers::new(vec![Publisher::from_key("tests", KEY, None)]).expect("publishers");
@@ -61,7 +65,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         store: store.clone(),
         preferences: Arc::new(PreferenceService::new(preferences.clone(), catalog.clone())),
         delivery: delivery.clone(),
-        bus,
+        bus: bus.clone(),
         catalog,
         publishers,
         clock: clock.clone(),
@@ -70,6 +74,8 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
     });
     Fixture {
         service,
+        subscription_store,
+        bus,
         delivery,
         sessions,
         store,
@@ -457,4 +463,31 @@ async fn a_history_page_has_the_documented_shape() {
     let page = serde_json::to_value(f.service.history("alice", &last).await.expect("history")).expect("json");
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
     assert!(page["nextCursor"].is_null() && page.get("nextCursor").is_some());
+}
+
+#[tokio::test]
+async fn a_subscription_change_on_another_replica_applies_to_pushes_here() {
+    let f = fixture(DeliverySettings::default()).await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    f.publish(&["alice"], "new_like").await;
+    next_notification(&mut inbox).await;
+    // Another replica, sharing the store and the bus, unsubscribes alice from `social`.
+    let elsewhere = SubscriptionService::new(
+        f.subscription_store.clone(),
+        Arc::new(MemoryConnectionRegistry::default()),
+        Arc::new(ChannelCatalog::default_set(7)),
+        f.clock.clone(),
+        f.bus.clone(),
+    );
+    elsewhere
+        .unsubscribe("alice", &["social".to_owned()])
+        .await
+        .expect("unsubscribe");
+    f.publish(&["alice"], "new_comment").await;
+    no_notification(&mut inbox).await;
+    f.publish(&["alice"], "upload_complete").await;
+    assert_eq!(
+        next_notification(&mut inbox).await["payload"]["type"],
+        "upload_complete"
+    );
 }
