@@ -237,10 +237,14 @@ impl DeliveryService {
     }
 
     /// The user acknowledged `id`: no connection here re-sends it.
-    pub async fn acknowledged(&self, user_id: &str, id: Uuid) {
+    /// The user acknowledged `id`: no connection here re-sends it. `true` when it was awaiting an
+    /// acknowledgement here, i.e. this replica sent it to this user and it exists.
+    pub async fn acknowledged(&self, user_id: &str, id: Uuid) -> bool {
+        let mut pending = false;
         for state in self.states_of(user_id) {
-            state.lock().await.pending.remove(&id);
+            pending |= state.lock().await.pending.remove(&id).is_some();
         }
+        pending
     }
 
     /// Re-sends what is due and unacknowledged; gives up after `max_attempts` with

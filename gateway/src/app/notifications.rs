@@ -211,12 +211,36 @@ impl NotificationService {
     }
 
     /// The client received `id` (AC14): recorded once, for its owner only.
+    ///
+    /// An acknowledgement of what this replica sent and awaits is answered at once and written in the
+    /// background (group-committed with others): the session does not wait for a commit per ack. If
+    /// that write were lost, the notification would only be replayed on the next connect, which the
+    /// client dedupes by id. Anything else is checked against the store first (an ack of nothing is
+    /// refused, and counts as a violation).
     pub async fn acknowledge(&self, user_id: &str, id: Uuid) -> Result<()> {
-        if !self.store.mark_delivered(user_id, id, self.clock.now_ms()).await? {
+        let now = self.clock.now_ms();
+        if self.delivery.acknowledged(user_id, id).await {
+            let store = self.store.clone();
+            let user_id = user_id.to_owned();
+            self.tasks.spawn(async move {
+                if let Err(err) = store.mark_delivered(&user_id, id, now).await {
+                    tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
+                }
+            });
+            return Ok(());
+        }
+        if !self.store.mark_delivered(user_id, id, now).await? {
             return Err(Error::NotificationNotFound);
         }
-        self.delivery.acknowledged(user_id, id).await;
         Ok(())
+    }
+
+    /// Waits for the acknowledgements and fan-outs still being written (tests; a drain does the same
+    /// through the replica's task tracker).
+    pub async fn settle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
     }
 
     /// A page of history, newest first, with the cursor of the next page and the unread count.

@@ -295,6 +295,7 @@ async fn should_track_delivery_status() {
     // Acknowledged: recorded, and no further retries.
     f.service.acknowledge("alice", id).await.expect("ack");
     f.service.acknowledge("alice", id).await.expect("acks are idempotent");
+    f.service.settle().await;
     let acked_at = f
         .store
         .get("alice", id)
