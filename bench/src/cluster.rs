@@ -10,7 +10,7 @@ use herald_e2e::{GatewayProcess, Ws, fresh_database, recv_json};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::{JWT_SECRET, TOKEN_SECRET, user_jwt};
+use crate::{JWT_SECRET, TOKEN_SECRET};
 
 const PUBLISHER_KEY: &str = "bench-publisher-key-0123456789abcdef";
 
@@ -115,15 +115,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut sockets = Vec::new();
     for u in 0..plan.users {
-        let body: Value = client
-            .post(receiver_side.url("/ws/token"))
-            .bearer_auth(user_jwt(&format!("lat-{u}")))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = body["token"].as_str().context("token")?;
+        let token = crate::connection_token(&client, &receiver_side.url("/ws/token"), &format!("lat-{u}")).await?;
         let (mut ws, _) =
             tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", receiver_side.addr)).await?;
         recv_json(&mut ws).await;

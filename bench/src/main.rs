@@ -178,6 +178,19 @@ pub(crate) fn user_jwt(sub: &str) -> String {
     herald_e2e::hs256_jwt(JWT_SECRET, sub, 3_600, &[])
 }
 
+/// A connection token for `user` from `POST /ws/token` at `token_url` (the bench's HS256 user JWT).
+pub(crate) async fn connection_token(client: &reqwest::Client, token_url: &str, user: &str) -> anyhow::Result<String> {
+    let body: serde_json::Value = client
+        .post(token_url)
+        .bearer_auth(user_jwt(user))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(body["token"].as_str().context("no token in the answer")?.to_owned())
+}
+
 struct Measured {
     name: &'static str,
     baseline_kib: u64,
@@ -246,15 +259,7 @@ async fn measure_gateway(connections: usize, concurrency: usize) -> anyhow::Resu
         let client = client.clone();
         let token_url = token_url.clone();
         async move {
-            let body: serde_json::Value = client
-                .post(&token_url)
-                .bearer_auth(user_jwt(&format!("user-{i}")))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let token = body["token"].as_str().context("token")?;
+            let token = connection_token(&client, &token_url, &format!("user-{i}")).await?;
             let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
             recv_json(&mut ws).await;
             anyhow::Ok(ws)

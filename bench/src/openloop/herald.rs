@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::target::{Client, Target};
-use crate::{JWT_SECRET, TOKEN_SECRET, user_jwt};
+use crate::{JWT_SECRET, TOKEN_SECRET};
 
 const PUBLISHER_KEY: &str = "bench-publisher-key-0123456789abcdef";
 /// The gateway closes connections silent for 90 s; a client pings well within that.
@@ -96,16 +96,7 @@ impl Target for Herald {
 
     async fn connect(&self, user: usize) -> anyhow::Result<Box<dyn Client>> {
         let receiver = self.receiver();
-        let body: Value = self
-            .http
-            .post(receiver.url("/ws/token"))
-            .bearer_auth(user_jwt(&format!("user-{user}")))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = body["token"].as_str().context("no token in the answer")?;
+        let token = crate::connection_token(&self.http, &receiver.url("/ws/token"), &format!("user-{user}")).await?;
         let addr: SocketAddr = receiver.addr;
         // Nagle off, as every client of the benchmark does.
         let (mut ws, _) =

@@ -242,3 +242,21 @@ pub fn answer_all(answers: Vec<Answer>, committed: Result<()>, store: &str) {
         }
     }
 }
+
+/// A notification to write, for the writers' tests.
+#[cfg(test)]
+pub fn test_notification(id: Uuid, user_id: &str) -> NewNotification {
+    NewNotification {
+        id,
+        user_id: user_id.into(),
+        kind: crate::domain::notification::NotificationType::NewLike,
+        channel: "social".into(),
+        title: "hello".into(),
+        body: None,
+        icon: None,
+        action_url: None,
+        data: None,
+        created_at: 1_000,
+        expires_at: None,
+    }
+}

@@ -168,28 +168,11 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::adapters::group_commit::Writer;
-    use crate::domain::notification::NotificationType;
-
-    fn notification(id: Uuid, user: &str) -> NewNotification {
-        NewNotification {
-            id,
-            user_id: user.into(),
-            kind: NotificationType::NewLike,
-            channel: "social".into(),
-            title: "hello".into(),
-            body: None,
-            icon: None,
-            action_url: None,
-            data: None,
-            created_at: 1_000,
-            expires_at: None,
-        }
-    }
+    use crate::adapters::group_commit::{Writer, test_notification};
 
     fn publish(id: Uuid, reply: oneshot::Sender<Result<PublishOutcome>>) -> Write {
         Write::Publish {
-            batch: vec![notification(id, "alice")],
+            batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
             reply,
@@ -285,7 +268,7 @@ mod tests {
             let writer = writer.clone();
             async move {
                 writer
-                    .publish(&[notification(Uuid::new_v4(), "alice")], None, 1_000)
+                    .publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000)
                     .await
             }
         }))

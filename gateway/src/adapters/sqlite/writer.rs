@@ -136,25 +136,8 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::adapters::group_commit::Writer;
-    use crate::domain::notification::NotificationType;
-    use crate::ports::{NewNotification, PublishOutcome};
-
-    fn notification(id: Uuid) -> NewNotification {
-        NewNotification {
-            id,
-            user_id: "alice".into(),
-            kind: NotificationType::NewLike,
-            channel: "social".into(),
-            title: "hello".into(),
-            body: None,
-            icon: None,
-            action_url: None,
-            data: None,
-            created_at: 1_000,
-            expires_at: None,
-        }
-    }
+    use crate::adapters::group_commit::{Writer, test_notification};
+    use crate::ports::PublishOutcome;
 
     #[tokio::test]
     async fn a_failing_write_fails_alone_and_the_rest_of_its_batch_commits() {
@@ -166,7 +149,7 @@ mod tests {
         let (foreign_ack, foreign_ack_answer) = oneshot::channel();
         let (attempt, attempt_answer) = oneshot::channel();
         let publish = |reply| Write::Publish {
-            batch: vec![notification(id)],
+            batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
             reply,
@@ -216,7 +199,11 @@ mod tests {
         let writer = Writer::start(SqliteCommitter(pool.clone()));
         let answers = futures_util::future::join_all((0..200).map(|_| {
             let writer = writer.clone();
-            async move { writer.publish(&[notification(Uuid::new_v4())], None, 1_000).await }
+            async move {
+                writer
+                    .publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000)
+                    .await
+            }
         }))
         .await;
         assert!(answers.iter().all(Result::is_ok));
