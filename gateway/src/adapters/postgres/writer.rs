@@ -12,10 +12,137 @@ use futures_util::future::BoxFuture;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::notifications::{PostgresNotificationStore, insert_notifications, publish_one, record_key};
 use crate::adapters::group_commit::{Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, clone_result};
+use crate::adapters::sql::{Statements, stored_notification};
+use crate::domain::UnixMs;
+use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
+use crate::ports::IdempotencyKey;
 use crate::ports::{NewNotification, PublishOutcome};
+
+/// Records an `Idempotency-Key`; returns no row when the key is already there
+/// (`Statements::record_idempotency_key`).
+const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
+     VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000))
+     ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
+
+/// Inserts `batch` in one statement: every recipient's sequence bumped, rows numbered within it in
+/// the order given; returns each notification's `seq`.
+fn insert_notifications<'a>(
+    tx: &'a mut Transaction<'static, Postgres>,
+    batch: &'a [&'a NewNotification],
+) -> BoxFuture<'a, Result<HashMap<Uuid, i64>>> {
+    Box::pin(async move {
+        if batch.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[])
+                     WITH ORDINALITY AS t(id, user_id, type, channel, title, body, icon, action_url, data,
+                                          created_at, expires_at, ord)
+             ),
+             counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
+             bumped AS (
+                 INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts
+                 ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
+                 RETURNING s.user_id, s.last_seq
+             )
+             INSERT INTO notifications
+                 (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
+             SELECT i.id, i.user_id,
+                    b.last_seq - c.n + row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord),
+                    i.type, i.channel, i.title, i.body, i.icon, i.action_url, i.data::jsonb,
+                    to_timestamp(i.created_at::float8 / 1000), to_timestamp(i.expires_at::float8 / 1000)
+             FROM input i JOIN counts c USING (user_id) JOIN bumped b USING (user_id)
+             RETURNING id, seq",
+        )
+        .bind(batch.iter().map(|n| n.id).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.user_id.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.kind.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.channel.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.title.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.body.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.icon.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.action_url.clone()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|n| {
+                    n.data
+                        .as_ref()
+                        .map(|d| serde_json::Value::Object(d.clone()).to_string())
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|n| n.created_at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.expires_at).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(Error::backend)?;
+        Ok(rows.into_iter().collect())
+    })
+}
+
+/// Records a publish's `Idempotency-Key` in `tx`; `Some` answer when the key was already there.
+fn record_key<'a>(
+    tx: &'a mut Transaction<'static, Postgres>,
+    idempotency: Option<(&'a IdempotencyKey, &'a PublishReceipt)>,
+    now: UnixMs,
+) -> BoxFuture<'a, Result<Option<PublishOutcome>>> {
+    Box::pin(async move {
+        match idempotency {
+            Some((key, receipt)) => {
+                Statements::record_idempotency_key(tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await
+            }
+            None => Ok(None),
+        }
+    })
+}
+
+fn created(batch: &[NewNotification], seqs: &HashMap<Uuid, i64>) -> PublishOutcome {
+    PublishOutcome::Created(
+        batch
+            .iter()
+            .map(|n| stored_notification(n, seqs.get(&n.id).copied().unwrap_or_default()))
+            .collect(),
+    )
+}
+
+/// One publish in a transaction of its own (the writer's fallback when a batch fails).
+async fn publish_one(
+    pool: &PgPool,
+    batch: &[NewNotification],
+    idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+    now: UnixMs,
+) -> Result<PublishOutcome> {
+    let mut tx = pool.begin().await.map_err(Error::backend)?;
+    if let Some(repeated) = record_key(&mut tx, idempotency, now).await? {
+        tx.rollback().await.map_err(Error::backend)?;
+        return Ok(repeated);
+    }
+    let rows: Vec<&NewNotification> = batch.iter().collect();
+    let seqs = insert_notifications(&mut tx, &rows).await?;
+    tx.commit().await.map_err(Error::backend)?;
+    Ok(created(batch, &seqs))
+}
+
+/// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
+/// acknowledgements keep their first time); `false` when the user has no such notification.
+async fn stamp_once(pool: &PgPool, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
+    let sql = format!(
+        "UPDATE notifications SET {column} = COALESCE({column}, to_timestamp($1::float8 / 1000)) WHERE user_id = $2 AND id = $3"
+    );
+    let result = sqlx::query(&sql)
+        .bind(at)
+        .bind(user_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(Error::backend)?;
+    Ok(result.rows_affected() > 0)
+}
 
 /// The cluster store's committer.
 pub struct PostgresCommitter(pub PgPool);
@@ -67,8 +194,7 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
                 }
             }
             for stamp in groups.into_iter().flatten() {
-                let hit =
-                    PostgresNotificationStore::stamp_once(pool, stamp.column, &stamp.user_id, stamp.id, stamp.at).await;
+                let hit = stamp_once(pool, stamp.column, &stamp.user_id, stamp.id, stamp.at).await;
                 answers.push(Answer::Stamp(stamp.reply, hit));
             }
         }
@@ -106,10 +232,6 @@ async fn batch(pool: &PgPool, publishes: &[Publish], groups: &[Vec<Stamp>], atte
     }
     tx.commit().await.map_err(Error::backend)?;
     Ok(Batched { publishes, stamped })
-}
-
-fn created(batch: &[NewNotification], seqs: &HashMap<Uuid, i64>) -> PublishOutcome {
-    super::notifications::created(batch, seqs)
 }
 
 const COUNT_ATTEMPTS: &str = "UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)";

@@ -1,16 +1,13 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use futures_util::future::BoxFuture;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
 use super::writer::SqliteCommitter;
 use crate::adapters::group_commit::Writer;
-use crate::adapters::sql::{
-    NotificationRow, Statements, into_notifications, push_history_filters, stored_notification,
-};
+use crate::adapters::sql::{NotificationRow, into_notifications, push_history_filters};
 use crate::domain::UnixMs;
 use crate::domain::notification::Notification;
 use crate::domain::publish::PublishReceipt;
@@ -45,67 +42,6 @@ fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
         separated.push_bind(id.to_string());
     }
     query.push(")");
-}
-
-/// Records an `Idempotency-Key`; returns no row when the key is already there
-/// (`Statements::record_idempotency_key`).
-const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
-
-/// One publish's statements, inside the writer's transaction: the idempotency record (a repeated key
-/// answers the first receipt and writes nothing), then each notification with the next `seq` of its
-/// user.
-///
-/// Boxed as `Send` here, where its lifetimes are concrete: the idempotency statements are generic over
-/// the database, and the compiler cannot otherwise prove the future `Send` for every lifetime.
-pub(super) fn publish<'a>(
-    tx: &'a mut Transaction<'static, Sqlite>,
-    batch: &'a [NewNotification],
-    idempotency: Option<(&'a IdempotencyKey, &'a PublishReceipt)>,
-    now: UnixMs,
-) -> BoxFuture<'a, Result<PublishOutcome>> {
-    Box::pin(async move {
-        if let Some((key, receipt)) = idempotency {
-            if let Some(repeated) =
-                Statements::record_idempotency_key(tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
-            {
-                return Ok(repeated);
-            }
-        }
-        let mut created = Vec::with_capacity(batch.len());
-        for n in batch {
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO user_sequences (user_id, last_seq) VALUES (?, 1)
-                 ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-            )
-            .bind(&n.user_id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-            sqlx::query(
-                "INSERT INTO notifications
-                     (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(n.id.to_string())
-            .bind(&n.user_id)
-            .bind(seq)
-            .bind(n.kind.as_str())
-            .bind(&n.channel)
-            .bind(&n.title)
-            .bind(&n.body)
-            .bind(&n.icon)
-            .bind(&n.action_url)
-            .bind(n.data.as_ref().map(sqlx::types::Json))
-            .bind(n.created_at)
-            .bind(n.expires_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-            created.push(stored_notification(n, seq));
-        }
-        Ok(PublishOutcome::Created(created))
-    })
 }
 
 #[async_trait]
