@@ -20,6 +20,7 @@ use crate::domain::publisher::{Publisher, Publishers};
 use crate::error::{Error, Result};
 use crate::ports::{
     BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome,
+    UnreadCounts,
 };
 
 use super::delivery::DeliveryService;
@@ -170,13 +171,13 @@ impl NotificationService {
             .publish(&batch, idempotency.as_ref().map(|key| (key, &receipt)), now)
             .await?
         {
-            PublishOutcome::Created(created) => {
+            PublishOutcome::Created(created, unread) => {
                 let skipped = receipt.skipped.len();
                 self.metrics.notifications_published.inc_by(created.len() as u64);
                 self.metrics.notifications_skipped.inc_by(skipped as u64);
                 // Per publish: a debug event (counted in /metrics), not an info line by default.
                 tracing::debug!(kind = %content.kind, created = created.len(), skipped, "notification:published");
-                self.fan_out(created);
+                self.fan_out(created, unread);
                 Ok(receipt)
             }
             PublishOutcome::Replayed(first) => {
@@ -188,8 +189,9 @@ impl NotificationService {
     }
 
     /// After the commit, in the background: each notification and each recipient's new unread count
-    /// go on the bus. A lost event costs latency, not the notification (replay and gap filling).
-    fn fan_out(&self, created: Vec<crate::domain::notification::Notification>) {
+    /// (as the store counted it at the commit; counted here only if it could not) go on the bus. A
+    /// lost event costs latency, not the notification (replay and gap filling).
+    fn fan_out(&self, created: Vec<crate::domain::notification::Notification>, unread: UnreadCounts) {
         let bus = self.bus.clone();
         let store = self.store.clone();
         let clock = self.clock.clone();
@@ -201,7 +203,15 @@ impl NotificationService {
                 }
             }
             for user_id in users {
-                announce_unread(&*store, &*bus, &*clock, &user_id).await;
+                match unread.get(&user_id) {
+                    Some(&count) => {
+                        let event = BusEvent::UnreadCount { user_id, count };
+                        if let Err(err) = bus.publish(event).await {
+                            tracing::warn!(error = %err, "unread count not announced");
+                        }
+                    }
+                    None => announce_unread(&*store, &*bus, &*clock, &user_id).await,
+                }
             }
         });
     }

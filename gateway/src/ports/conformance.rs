@@ -294,9 +294,17 @@ fn new_notification(user_id: &str, channel: &str, kind: NotificationType, create
     }
 }
 
+/// Publishes `batch` and checks the unread counts the store returns with it: one per recipient,
+/// each what `unread_count` says right after.
 async fn created(store: &dyn NotificationStore, batch: &[NewNotification], now: i64) -> Vec<Notification> {
     match store.publish(batch, None, now).await.expect("publish") {
-        PublishOutcome::Created(created) => created,
+        PublishOutcome::Created(created, unread) => {
+            for n in batch {
+                let counted = store.unread_count(&n.user_id, now).await.expect("count");
+                assert_eq!(unread.get(&n.user_id), Some(&counted), "unread count of {}", n.user_id);
+            }
+            created
+        }
         other => panic!("expected created, got {other:?}"),
     }
 }
@@ -529,7 +537,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
         .publish(&[first], Some((&key, &answer)), 0)
         .await
         .expect("publish");
-    assert!(matches!(outcome, PublishOutcome::Created(ref c) if c.len() == 1));
+    assert!(matches!(outcome, PublishOutcome::Created(ref c, _) if c.len() == 1));
     let retry = new_notification(&user, "social", NotificationType::NewLike, 1);
     let outcome = store
         .publish(&[retry], Some((&key, &receipt(&user, "other"))), 1)
@@ -561,7 +569,7 @@ pub async fn notification_store_idempotency(store: &dyn NotificationStore) {
         )
         .await;
     assert!(
-        matches!(outcome.expect("scoped"), PublishOutcome::Created(_)),
+        matches!(outcome.expect("scoped"), PublishOutcome::Created(..)),
         "keys are per publisher"
     );
 }

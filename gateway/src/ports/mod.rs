@@ -125,10 +125,14 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
+/// Unread notifications per user.
+pub type UnreadCounts = HashMap<String, u64>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum PublishOutcome {
-    /// Stored now, in one transaction with the idempotency record.
-    Created(Vec<Notification>),
+    /// Stored now, in one transaction with the idempotency record; with each recipient's unread count
+    /// as of that commit (read in the same transaction, so the fan-out needs no query of its own).
+    Created(Vec<Notification>, UnreadCounts),
     /// The key was seen before with the same request: its first answer, nothing stored.
     Replayed(PublishReceipt),
     /// The key was seen before with a different request.

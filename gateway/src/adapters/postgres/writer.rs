@@ -17,7 +17,7 @@ use crate::adapters::sql::{Statements, stored_notification};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
-use crate::ports::IdempotencyKey;
+use crate::ports::{IdempotencyKey, UnreadCounts};
 use crate::ports::{NewNotification, PublishOutcome};
 
 /// Records an `Idempotency-Key`; returns no row when the key is already there
@@ -101,13 +101,50 @@ fn record_key<'a>(
     })
 }
 
-fn created(batch: &[NewNotification], seqs: &HashMap<Uuid, i64>) -> PublishOutcome {
+fn created(batch: &[NewNotification], seqs: &HashMap<Uuid, i64>, counts: &UnreadCounts) -> PublishOutcome {
+    let unread = batch
+        .iter()
+        .map(|n| (n.user_id.clone(), counts.get(&n.user_id).copied().unwrap_or_default()))
+        .collect();
     PublishOutcome::Created(
         batch
             .iter()
             .map(|n| stored_notification(n, seqs.get(&n.id).copied().unwrap_or_default()))
             .collect(),
+        unread,
     )
+}
+
+/// The unread counts of the recipients of `rows` at `now`, in one statement (inside the writing
+/// transaction, so they include what it wrote).
+fn unread_counts<'a>(
+    tx: &'a mut Transaction<'static, Postgres>,
+    rows: &'a [&'a NewNotification],
+    now: UnixMs,
+) -> BoxFuture<'a, Result<UnreadCounts>> {
+    Box::pin(async move {
+        if rows.is_empty() {
+            return Ok(UnreadCounts::new());
+        }
+        let mut users: Vec<String> = rows.iter().map(|n| n.user_id.clone()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT user_id, count(*) FROM notifications
+             WHERE user_id = ANY($1) AND read_at IS NULL
+               AND (expires_at IS NULL OR expires_at > to_timestamp($2::float8 / 1000))
+             GROUP BY user_id",
+        )
+        .bind(&users)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(Error::backend)?;
+        Ok(counts
+            .into_iter()
+            .map(|(user, n)| (user, u64::try_from(n).unwrap_or_default()))
+            .collect())
+    })
 }
 
 /// One publish in a transaction of its own (the writer's fallback when a batch fails).
@@ -124,8 +161,9 @@ async fn publish_one(
     }
     let rows: Vec<&NewNotification> = batch.iter().collect();
     let seqs = insert_notifications(&mut tx, &rows).await?;
+    let counts = unread_counts(&mut tx, &rows, now).await?;
     tx.commit().await.map_err(Error::backend)?;
-    Ok(created(batch, &seqs))
+    Ok(created(batch, &seqs, &counts))
 }
 
 /// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
@@ -218,10 +256,12 @@ async fn batch(pool: &PgPool, publishes: &[Publish], groups: &[Vec<Stamp>], atte
         .flat_map(|(write, _)| write.batch.iter())
         .collect();
     let seqs = insert_notifications(&mut tx, &rows).await?;
+    let now = publishes.iter().map(|write| write.now).max().unwrap_or_default();
+    let counts = unread_counts(&mut tx, &rows, now).await?;
     let publishes = publishes
         .iter()
         .zip(repeated)
-        .map(|(write, repeated)| repeated.unwrap_or_else(|| created(&write.batch, &seqs)))
+        .map(|(write, repeated)| repeated.unwrap_or_else(|| created(&write.batch, &seqs, &counts)))
         .collect();
     if !attempted.is_empty() {
         count_attempts(&mut tx, attempted).await?;
@@ -313,7 +353,7 @@ mod tests {
         let seqs: Vec<i64> = [a_answer.await, b_answer.await]
             .into_iter()
             .map(|answer| match answer.expect("answered") {
-                Ok(PublishOutcome::Created(created)) => created[0].seq,
+                Ok(PublishOutcome::Created(created, _)) => created[0].seq,
                 other => panic!("expected created, got {other:?}"),
             })
             .collect();
@@ -371,12 +411,12 @@ mod tests {
         .await;
         assert!(matches!(
             first_answer.await.expect("answered"),
-            Ok(PublishOutcome::Created(_))
+            Ok(PublishOutcome::Created(..))
         ));
         assert!(again_answer.await.expect("answered").is_err(), "the duplicate fails");
         assert!(matches!(
             other_answer.await.expect("answered"),
-            Ok(PublishOutcome::Created(_))
+            Ok(PublishOutcome::Created(..))
         ));
     }
 
@@ -398,7 +438,7 @@ mod tests {
         let mut seqs: Vec<i64> = answers
             .into_iter()
             .map(|answer| match answer {
-                Ok(PublishOutcome::Created(created)) => created[0].seq,
+                Ok(PublishOutcome::Created(created, _)) => created[0].seq,
                 other => panic!("expected created, got {other:?}"),
             })
             .collect();

@@ -14,12 +14,12 @@ use futures_util::future::BoxFuture;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use crate::adapters::group_commit::{Answer, Committer, Sorted, Stamp, Write, answer_all, clone_result};
+use crate::adapters::group_commit::{Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, clone_result};
 use crate::adapters::sql::{Statements, stored_notification};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
-use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome};
+use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome, UnreadCounts};
 
 /// Records an `Idempotency-Key`; returns no row when the key is already there
 /// (`Statements::record_idempotency_key`).
@@ -78,7 +78,72 @@ pub(super) fn publish<'a>(
             .map_err(Error::backend)?;
             created.push(stored_notification(n, seq));
         }
-        Ok(PublishOutcome::Created(created))
+        Ok(PublishOutcome::Created(created, UnreadCounts::new()))
+    })
+}
+
+/// The unread counts of `users` at `now`, in one statement (read inside the batch's transaction, so
+/// they include what the batch wrote).
+fn unread_counts<'a>(
+    tx: &'a mut SqliteConnection,
+    users: &'a [String],
+    now: UnixMs,
+) -> BoxFuture<'a, Result<UnreadCounts>> {
+    Box::pin(async move {
+        let mut counts = UnreadCounts::new();
+        for chunk in users.chunks(500) {
+            let mut sql = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT user_id, COUNT(*) FROM notifications WHERE read_at IS NULL AND (expires_at IS NULL OR expires_at > ",
+            );
+            sql.push_bind(now);
+            sql.push(") AND user_id IN (");
+            let mut ids = sql.separated(", ");
+            for user in chunk {
+                ids.push_bind(user.as_str());
+            }
+            sql.push(") GROUP BY user_id");
+            let rows: Vec<(String, i64)> = sql.build_query_as().fetch_all(&mut *tx).await.map_err(Error::backend)?;
+            counts.extend(
+                rows.into_iter()
+                    .map(|(user, n)| (user, u64::try_from(n).unwrap_or_default())),
+            );
+        }
+        Ok(counts)
+    })
+}
+
+/// Fills the unread counts of every publish that stored something, from one query for the batch.
+/// Without them (the query failed) the fan-out counts for itself.
+fn add_unread_counts<'a>(
+    tx: &'a mut SqliteConnection,
+    published: &'a mut [(Publish, Result<PublishOutcome>)],
+) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let mut users: Vec<String> = published
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Ok(PublishOutcome::Created(created, _)) => Some(created.iter().map(|n| n.user_id.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        users.sort_unstable();
+        users.dedup();
+        let now = published.iter().map(|(write, _)| write.now).max().unwrap_or_default();
+        let Ok(counts) = unread_counts(tx, &users, now).await else {
+            return;
+        };
+        for (_, outcome) in published.iter_mut() {
+            if let Ok(PublishOutcome::Created(created, unread)) = outcome {
+                for n in created.iter() {
+                    let count = counts.get(&n.user_id).copied().unwrap_or_default();
+                    unread.insert(n.user_id.clone(), count);
+                }
+            }
+        }
     })
 }
 
@@ -110,9 +175,14 @@ fn apply_all<'a>(
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let mut sorted = Sorted::of(writes);
+        let mut published = Vec::with_capacity(sorted.publishes.len());
         for write in std::mem::take(&mut sorted.publishes) {
             let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
             let outcome = publish(tx, &write.batch, idempotency, write.now).await;
+            published.push((write, outcome));
+        }
+        add_unread_counts(tx, &mut published).await;
+        for (write, outcome) in published {
             answers.push(Answer::Publish(write.reply, outcome));
         }
         if !sorted.attempts.is_empty() {
@@ -240,7 +310,8 @@ mod tests {
         commit(&pool, writes).await;
         assert!(matches!(
             first_answer.await.expect("answered"),
-            Ok(PublishOutcome::Created(created)) if created.len() == 1 && created[0].seq == 1
+            Ok(PublishOutcome::Created(created, unread)) if created.len() == 1 && created[0].seq == 1
+                && unread.get("alice") == Some(&1)
         ));
         assert!(again_answer.await.expect("answered").is_err(), "the duplicate fails");
         assert!(ack_answer.await.expect("answered").expect("acknowledged"));
