@@ -27,6 +27,9 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .create_if_missing(true)
         // WAL lets HTTP reads proceed while a write commits.
         .journal_mode(SqliteJournalMode::Wal)
+        // Checkpoints run beside the writes (`checkpoint_in_background`), not inside the commit
+        // that happens to cross the WAL's size threshold, which would stall every write of it.
+        .pragma("wal_autocheckpoint", "0")
         .busy_timeout(std::time::Duration::from_secs(5));
     // An in-memory database lives as long as its one connection, so it must not be pooled wider.
     let max = if url.contains(":memory:") { 1 } else { 4 };
@@ -39,5 +42,23 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .run(&pool)
         .await
         .map_err(|e| Error::Backend(format!("SQLite migration failed: {e}")))?;
+    if !url.contains(":memory:") {
+        tokio::spawn(checkpoint_in_background(pool.clone()));
+    }
     Ok(pool)
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies the WAL back into the database (a passive checkpoint: it never blocks a writer or a
+/// reader, and what it cannot copy now it copies next time) until the pool is closed.
+async fn checkpoint_in_background(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    while !pool.is_closed() {
+        every.tick().await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %err, "sqlite:checkpoint-failed");
+        }
+    }
 }
