@@ -45,7 +45,7 @@ fn insert_notifications<'a>(
              ),
              counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
              bumped AS (
-                 INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts
+                 INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
                  ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
                  RETURNING s.user_id, s.last_seq
              )
