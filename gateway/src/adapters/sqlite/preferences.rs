@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -8,27 +9,74 @@ use crate::domain::preferences::Preferences;
 use crate::error::{Error, Result};
 use crate::ports::PreferenceStore;
 
+/// Users whose preferences are remembered at most; past it the memory starts over.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// The embedded store's preferences, remembered after the first read: every publish reads its
+/// recipients' preferences, and the embedded store belongs to one process, so every change passes
+/// through [`PreferenceStore::put`] here and the copy cannot go stale. (The cluster store has no such
+/// copy: another replica may change them.)
 #[derive(Debug, Clone)]
 pub struct SqlitePreferenceStore {
     pool: SqlitePool,
+    /// `None`: the user has no stored preferences.
+    remembered: Arc<Mutex<HashMap<String, Option<Preferences>>>>,
 }
 
 impl SqlitePreferenceStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            remembered: Arc::default(),
+        }
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Preferences>>> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers what a read found, unless a write got there first (a read that raced with a
+    /// `put` may have read the value before it).
+    fn remember_read(&self, user_id: &str, preferences: Option<Preferences>) {
+        let mut remembered = self.remembered();
+        if remembered.len() >= MAX_REMEMBERED {
+            remembered.clear();
+        }
+        remembered.entry(user_id.to_owned()).or_insert(preferences);
     }
 }
 
 #[async_trait]
 impl PreferenceStore for SqlitePreferenceStore {
     async fn get(&self, user_id: &str) -> Result<Option<Preferences>> {
-        Statements::get_preferences(&self.pool, user_id).await
+        if let Some(known) = self.remembered().get(user_id) {
+            return Ok(known.clone());
+        }
+        let read = Statements::get_preferences(&self.pool, user_id).await?;
+        self.remember_read(user_id, read.clone());
+        Ok(read)
     }
 
     async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
         let mut found = HashMap::new();
+        let mut unknown = Vec::new();
+        {
+            let remembered = self.remembered();
+            for user_id in user_ids {
+                match remembered.get(user_id) {
+                    Some(Some(preferences)) => {
+                        found.insert(user_id.clone(), preferences.clone());
+                    }
+                    Some(None) => {}
+                    None => unknown.push(user_id.clone()),
+                }
+            }
+        }
+        let mut read = HashMap::new();
         // SQLite caps bound parameters per statement; 500 stays well below every version's limit.
-        for chunk in user_ids.chunks(500) {
+        for chunk in unknown.chunks(500) {
             let mut query = QueryBuilder::<Sqlite>::new(format!("{SELECT_PREFERENCES} WHERE user_id IN ("));
             let mut ids = query.separated(", ");
             for id in chunk {
@@ -40,13 +88,22 @@ impl PreferenceStore for SqlitePreferenceStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(Error::backend)?;
-            found.extend(rows.into_iter().map(PreferencesRow::into_preferences));
+            read.extend(rows.into_iter().map(PreferencesRow::into_preferences));
+        }
+        for user_id in unknown {
+            let preferences = read.remove(&user_id);
+            self.remember_read(&user_id, preferences.clone());
+            if let Some(preferences) = preferences {
+                found.insert(user_id, preferences);
+            }
         }
         Ok(found)
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
-        Statements::put_preferences(&self.pool, user_id, preferences).await
+        Statements::put_preferences(&self.pool, user_id, preferences).await?;
+        self.remembered().insert(user_id.to_owned(), Some(preferences.clone()));
+        Ok(())
     }
 }
 
@@ -59,5 +116,25 @@ mod tests {
     async fn conforms_to_preference_store() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
         conformance::preference_store(&SqlitePreferenceStore::new(pool)).await;
+    }
+
+    #[tokio::test]
+    async fn remembered_preferences_follow_every_put() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        let store = SqlitePreferenceStore::new(pool);
+        let users = ["alice".to_owned(), "bob".to_owned()];
+        assert!(store.get_many(&users).await.expect("first read").is_empty());
+        let quiet = Preferences {
+            in_app_enabled: false,
+            ..Preferences::default()
+        };
+        store.put("alice", &quiet).await.expect("put");
+        assert_eq!(store.get("alice").await.expect("get"), Some(quiet.clone()));
+        let many = store.get_many(&users).await.expect("second read");
+        assert_eq!(many.get("alice"), Some(&quiet));
+        assert!(!many.contains_key("bob"));
+        // What was remembered is what the database holds.
+        let fresh = SqlitePreferenceStore::new(store.pool.clone());
+        assert_eq!(fresh.get("alice").await.expect("from the database"), Some(quiet));
     }
 }
