@@ -1,12 +1,12 @@
 //! The embedded store's group commit (`adapters::group_commit`). SQLite runs one write transaction
 //! at a time; concurrent writers would queue on its busy handler, which sleeps and is unfair, and pay
 //! one fsync each, and every statement is a round trip to the connection's worker thread. So a batch
-//! runs as: each publish (two statements), every attempt count in one statement, every stamp of a
-//! column in one statement; one commit.
+//! runs as: each publish (one statement per notification: its `seq` is computed in the insert and
+//! recorded by a trigger), every attempt count in one statement, every stamp of a column in one
+//! statement, the unread counts of every recipient in one query; one commit.
 //!
-//! No savepoints: a failing statement undoes itself in SQLite and only its write fails. The one
-//! partial effect possible is a publish whose rows fail after its `seq` bump, which leaves a gap in
-//! that user's sequence; delivery fills gaps from the store, so a gap costs one query, nothing more.
+//! Savepoints only where a write is several statements (a publish to several recipients, or with an
+//! idempotency key): a single failing statement undoes itself in SQLite and only its write fails.
 
 use std::collections::HashSet;
 
@@ -48,22 +48,17 @@ pub(super) fn publish<'a>(
         }
         let mut created = Vec::with_capacity(batch.len());
         for n in batch {
+            // The trigger of migration 0003 records the new `seq` as the user's last.
             let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO user_sequences (user_id, last_seq) VALUES (?, 1)
-                 ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-            )
-            .bind(&n.user_id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-            sqlx::query(
                 "INSERT INTO notifications
                      (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, COALESCE((SELECT last_seq FROM user_sequences WHERE user_id = ?), 0) + 1,
+                         ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 RETURNING seq",
             )
             .bind(n.id.to_string())
             .bind(&n.user_id)
-            .bind(seq)
+            .bind(&n.user_id)
             .bind(n.kind.as_str())
             .bind(&n.channel)
             .bind(&n.title)
@@ -73,7 +68,7 @@ pub(super) fn publish<'a>(
             .bind(n.data.as_ref().map(sqlx::types::Json))
             .bind(n.created_at)
             .bind(n.expires_at)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(Error::backend)?;
             created.push(stored_notification(n, seq));
@@ -110,6 +105,11 @@ fn unread_counts<'a>(
         }
         Ok(counts)
     })
+}
+
+/// A statement without parameters (savepoints).
+fn statement<'a>(tx: &'a mut SqliteConnection, sql: &'static str) -> BoxFuture<'a, Result<()>> {
+    Box::pin(async move { sqlx::query(sql).execute(tx).await.map(drop).map_err(Error::backend) })
 }
 
 /// Fills the unread counts of every publish that stored something, from one query for the batch.
@@ -178,7 +178,26 @@ fn apply_all<'a>(
         let mut published = Vec::with_capacity(sorted.publishes.len());
         for write in std::mem::take(&mut sorted.publishes) {
             let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
-            let outcome = publish(tx, &write.batch, idempotency, write.now).await;
+            // One statement stands or falls alone; a publish of several (recipients, or a key and
+            // its rows) stands or falls whole, under a savepoint.
+            let several = write.batch.len() > 1 || idempotency.is_some();
+            let outcome = if several {
+                match statement(tx, "SAVEPOINT publish").await {
+                    Err(err) => Err(err),
+                    Ok(()) => {
+                        let outcome = publish(tx, &write.batch, idempotency, write.now).await;
+                        let closed = if outcome.is_ok() {
+                            statement(tx, "RELEASE publish").await
+                        } else {
+                            let undone = statement(tx, "ROLLBACK TO publish").await;
+                            undone.and(statement(tx, "RELEASE publish").await)
+                        };
+                        closed.and(outcome)
+                    }
+                }
+            } else {
+                publish(tx, &write.batch, idempotency, write.now).await
+            };
             published.push((write, outcome));
         }
         add_unread_counts(tx, &mut published).await;
@@ -352,5 +371,45 @@ mod tests {
             .await
             .expect("sequence");
         assert_eq!(last_seq, 200, "every publish got its own seq");
+    }
+
+    #[tokio::test]
+    async fn a_publish_of_several_stands_or_falls_whole() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        let taken = Uuid::new_v4();
+        let (first, first_answer) = oneshot::channel();
+        let (pair, pair_answer) = oneshot::channel();
+        let fresh = Uuid::new_v4();
+        commit(
+            &pool,
+            vec![
+                Write::Publish {
+                    batch: vec![test_notification(taken, "alice")],
+                    idempotency: None,
+                    now: 1_000,
+                    reply: first,
+                },
+                // Two recipients; the second row repeats an id, so the first must not stay.
+                Write::Publish {
+                    batch: vec![test_notification(fresh, "bob"), test_notification(taken, "carol")],
+                    idempotency: None,
+                    now: 1_000,
+                    reply: pair,
+                },
+            ],
+        )
+        .await;
+        assert!(first_answer.await.expect("answered").is_ok());
+        assert!(pair_answer.await.expect("answered").is_err());
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "bob's row went with the failed publish");
+        let bob: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM user_sequences WHERE user_id = 'bob'")
+            .fetch_optional(&pool)
+            .await
+            .expect("sequence");
+        assert_eq!(bob, None, "and so did bob's sequence");
     }
 }
