@@ -242,6 +242,19 @@ async fn more_than_ten_messages_per_second_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn a_message_larger_than_the_read_buffer_but_under_the_cap_is_read_whole() {
+    let gw = start().await;
+    let (mut ws, _) = gw.connect_user("alice").await;
+    // About 40 KiB: many times the 1 KiB read buffer, under the 64 KiB cap.
+    let channels: Vec<String> = (0..2_000).map(|i| format!("channel-{i:08}")).collect();
+    send(&mut ws, client_message("subscribe", json!({"channels": channels}))).await;
+    let reply = recv_json(&mut ws).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["payload"]["code"], "unknown_channel");
+    ping(&mut ws).await;
+}
+
+#[tokio::test]
 async fn oversize_frame_closes_only_that_connection() {
     let gw = start().await;
     let (mut big, _) = gw.connect_user("alice").await;

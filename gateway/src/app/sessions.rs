@@ -44,7 +44,7 @@ impl Default for SessionSettings {
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_SECONDS * 1_000,
             heartbeat_timeout_ms: defaults::HEARTBEAT_TIMEOUT_SECONDS * 1_000,
             reconnect_jitter_ms: 5_000,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
         }
     }
 }

@@ -52,7 +52,9 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
     let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
     tokio::pin!(heartbeat_deadline);
 
-    let ending = match session.start().await {
+    // The engine's futures are boxed while they run: inlined, their largest state (a store query
+    // deep inside) would be part of every idle session's task, all the time.
+    let ending = match Box::pin(session.start()).await {
         Err(closing) => Ending::from(closing),
         Ok(()) => loop {
             tokio::select! {
@@ -78,8 +80,8 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
                         }
                         // Control frames: tungstenite answers pings itself.
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Binary(_))) => session.handle(Inbound::Binary, now).await,
-                        Some(Ok(Message::Text(text))) => session.handle(Inbound::Text(text.as_str()), now).await,
+                        Some(Ok(Message::Binary(_))) => Box::pin(session.handle(Inbound::Binary, now)).await,
+                        Some(Ok(Message::Text(text))) => Box::pin(session.handle(Inbound::Text(text.as_str()), now)).await,
                     };
                     if answer.proves_liveness() {
                         heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
@@ -106,7 +108,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         // Best effort: a client that does not read gets no close frame, only the TCP close.
         let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
     }
-    session.finish(&ending.reason).await;
+    Box::pin(session.finish(&ending.reason)).await;
 }
 
 fn read_error(err: axum::Error) -> Ending {
