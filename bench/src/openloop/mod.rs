@@ -66,6 +66,7 @@ impl Services {
             postgres_admin_url: value("HERALD_TEST_DATABASE_URL")?,
             redis_url: value("HERALD_TEST_REDIS_URL")?,
         };
+        services.drop_old_databases()?;
         let fsync = std::process::Command::new("psql")
             .args([services.postgres_admin_url.as_str(), "-qAtc", "SHOW fsync"])
             .output()?;
@@ -74,6 +75,36 @@ impl Services {
             "the benchmark's PostgreSQL must run with fsync on"
         );
         Ok(services)
+    }
+}
+
+impl Services {
+    /// Drops the databases of earlier runs: each run makes a fresh one, and every database left
+    /// behind adds files to each of PostgreSQL's checkpoints.
+    fn drop_old_databases(&self) -> anyhow::Result<()> {
+        let listed = std::process::Command::new("psql")
+            .args([
+                self.postgres_admin_url.as_str(),
+                "-qAtc",
+                r"SELECT datname FROM pg_database WHERE datname LIKE 'herald\_t\_%'",
+            ])
+            .output()
+            .context("listing earlier databases")?;
+        for name in String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let dropped = std::process::Command::new("psql")
+                .args([
+                    self.postgres_admin_url.as_str(),
+                    "-qc",
+                    &format!("DROP DATABASE \"{name}\""),
+                ])
+                .output()
+                .context("dropping an earlier database")?;
+            anyhow::ensure!(dropped.status.success(), "could not drop database {name}");
+        }
+        Ok(())
     }
 }
 
