@@ -236,7 +236,6 @@ impl DeliveryService {
         Ok(connections)
     }
 
-    /// The user acknowledged `id`: no connection here re-sends it.
     /// The user acknowledged `id`: no connection here re-sends it. `true` when it was awaiting an
     /// acknowledgement here, i.e. this replica sent it to this user and it exists.
     pub async fn acknowledged(&self, user_id: &str, id: Uuid) -> bool {
@@ -302,7 +301,9 @@ impl DeliveryService {
             if !resent.is_empty() {
                 self.metrics.messages_retried.inc_by(resent.len() as u64);
                 tracing::info!(user_id = %state.user_id, connection_id = %state.connection_id, count = resent.len(), "notification:retried");
-                self.store.record_attempt(&resent).await?;
+                for id in resent {
+                    self.count_attempt(id);
+                }
             }
         }
         Ok(())
@@ -410,11 +411,8 @@ impl DeliveryService {
                     self.push_unread(&user_id, count);
                     Ok(())
                 }
-                BusEvent::SubscriptionsChanged { user_id } => {
-                    self.subscriptions.invalidate(&user_id);
-                    Ok(())
-                }
-                BusEvent::Resync => self.resync().await,
+                // Applied by the dispatcher itself (`run`), never handed to a worker.
+                BusEvent::SubscriptionsChanged { .. } | BusEvent::Resync => Ok(()),
             };
             if let Err(err) = outcome {
                 tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
@@ -422,7 +420,7 @@ impl DeliveryService {
         }
     }
 
-    /// Runs [`DeliveryService::retry_due`] periodically until shutdown.
+    /// Counts one delivery round of `id`; the recorder writes the counts in batches.
     fn count_attempt(&self, id: Uuid) {
         self.attempts
             .lock()
@@ -457,6 +455,7 @@ impl DeliveryService {
         }
     }
 
+    /// Runs [`DeliveryService::retry_due`] periodically until shutdown.
     pub async fn run_retries(self: Arc<Self>, shutdown: CancellationToken) {
         let period = std::time::Duration::from_millis((self.settings.ack_timeout_ms / 4).clamp(50, 5_000) as u64);
         let mut every = tokio::time::interval(period);

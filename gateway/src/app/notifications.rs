@@ -245,8 +245,9 @@ impl NotificationService {
         Ok(())
     }
 
-    /// Waits for the acknowledgements and fan-outs still being written (tests; a drain does the same
+    /// Waits for the acknowledgements and fan-outs still being written (a drain does the same
     /// through the replica's task tracker).
+    #[cfg(test)]
     pub async fn settle(&self) {
         self.tasks.close();
         self.tasks.wait().await;

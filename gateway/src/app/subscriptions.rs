@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::UnixMs;
 use crate::domain::channel::ChannelCatalog;
 use crate::error::{Error, Result};
 use crate::ports::{BusEvent, Clock, ConnectionRegistry, EventBus, SubscriptionStore};
@@ -22,12 +23,34 @@ pub struct SubscriptionService {
     remembered: Mutex<Remembered>,
 }
 
-/// Channels of users with connections here. A generation per user, bumped by every invalidation,
-/// keeps a load that raced with a change from storing what it read before the change.
+/// Channels of users with connections here. Every load and every invalidation takes a fresh number
+/// from one counter, and a load stores its result only if its entry still carries the load's number:
+/// a load that raced with an invalidation (or with the user leaving and coming back) stores nothing.
 #[derive(Default)]
 struct Remembered {
-    users: HashMap<String, (u64, Option<Channels>)>,
+    users: HashMap<String, Entry>,
+    next_generation: u64,
 }
+
+struct Entry {
+    generation: u64,
+    channels: Option<Channels>,
+    /// When `channels` was read: past [`REMEMBER_FOR_MS`] it is read again, a backstop for an
+    /// announcement that never arrived (a failed bus publish).
+    loaded_at: UnixMs,
+}
+
+impl Remembered {
+    fn next(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+}
+
+/// How long remembered channels are trusted without an announcement.
+const REMEMBER_FOR_MS: i64 = 30_000;
+/// Users remembered at most (connected users of one replica); past it the memory starts over.
+const MAX_REMEMBERED: usize = 200_000;
 
 /// A user's subscribed channels, shared by every push that reads them.
 type Channels = Arc<Vec<String>>;
@@ -57,20 +80,40 @@ impl SubscriptionService {
     }
 
     /// [`SubscriptionService::effective`] for a user with connections here, remembered until it
-    /// changes or the user's last connection leaves ([`SubscriptionService::forget`]).
+    /// changes, the user's last connection leaves ([`SubscriptionService::forget`]) or
+    /// [`REMEMBER_FOR_MS`] pass.
     pub async fn remembered(&self, user_id: &str) -> Result<Channels> {
+        let now = self.clock.now_ms();
         let generation = {
             let mut remembered = self.remembered_lock();
-            let (generation, channels) = remembered.users.entry(user_id.to_owned()).or_default();
-            if let Some(channels) = channels {
-                return Ok(channels.clone());
+            if let Some(Entry {
+                channels: Some(channels),
+                loaded_at,
+                ..
+            }) = remembered.users.get(user_id)
+            {
+                if now - loaded_at < REMEMBER_FOR_MS {
+                    return Ok(channels.clone());
+                }
             }
-            *generation
+            if remembered.users.len() >= MAX_REMEMBERED {
+                remembered.users.clear();
+            }
+            let generation = remembered.next();
+            remembered.users.insert(
+                user_id.to_owned(),
+                Entry {
+                    generation,
+                    channels: None,
+                    loaded_at: now,
+                },
+            );
+            generation
         };
         let channels = Arc::new(self.effective(user_id).await?);
-        if let Some((current, slot)) = self.remembered_lock().users.get_mut(user_id) {
-            if *current == generation {
-                *slot = Some(channels.clone());
+        if let Some(entry) = self.remembered_lock().users.get_mut(user_id) {
+            if entry.generation == generation {
+                entry.channels = Some(channels.clone());
             }
         }
         Ok(channels)
@@ -78,17 +121,21 @@ impl SubscriptionService {
 
     /// What is remembered of `user_id` is stale (their subscriptions changed somewhere).
     pub fn invalidate(&self, user_id: &str) {
-        if let Some((generation, channels)) = self.remembered_lock().users.get_mut(user_id) {
-            *generation += 1;
-            *channels = None;
+        let mut remembered = self.remembered_lock();
+        let generation = remembered.next();
+        if let Some(entry) = remembered.users.get_mut(user_id) {
+            entry.generation = generation;
+            entry.channels = None;
         }
     }
 
     /// Everything remembered may be stale (bus events were lost).
     pub fn invalidate_all(&self) {
-        for (generation, channels) in self.remembered_lock().users.values_mut() {
-            *generation += 1;
-            *channels = None;
+        let mut remembered = self.remembered_lock();
+        let generation = remembered.next();
+        for entry in remembered.users.values_mut() {
+            entry.generation = generation;
+            entry.channels = None;
         }
     }
 
@@ -146,16 +193,17 @@ impl SubscriptionService {
         self.store
             .set(user_id, channels, subscribed, self.clock.now_ms())
             .await?;
-        let effective = self.effective(user_id).await?;
-        self.registry.set_subscriptions(user_id, &effective).await?;
+        // Stored: every replica must forget what it remembered, whatever fails next.
         self.invalidate(user_id);
         let changed = BusEvent::SubscriptionsChanged {
             user_id: user_id.to_owned(),
         };
         if let Err(err) = self.bus.publish(changed).await {
-            // Other replicas keep their remembered set until the bus reconnects (`Resync`).
+            // Other replicas read it again within REMEMBER_FOR_MS.
             tracing::warn!(user_id, error = %err, "bus: subscription change not announced");
         }
+        let effective = self.effective(user_id).await?;
+        self.registry.set_subscriptions(user_id, &effective).await?;
         tracing::info!(user_id, ?channels, subscribed, "subscriptions:changed");
         Ok(effective)
     }
@@ -283,11 +331,12 @@ mod tests {
         let store = Arc::new(MemorySubscriptionStore::default());
         let bus = Arc::new(crate::adapters::memory::MemoryEventBus::default());
         let mut events = bus.subscribe();
+        let clock = Arc::new(ManualClock::new(0));
         let subscriptions = SubscriptionService::new(
             store.clone(),
             Arc::new(MemoryConnectionRegistry::default()),
             catalog(),
-            Arc::new(ManualClock::new(0)),
+            clock.clone(),
             bus,
         );
         assert_eq!(*subscriptions.remembered("alice").await.expect("load"), ["social"]);
@@ -300,6 +349,14 @@ mod tests {
         // ...until the change is announced.
         subscriptions.invalidate("alice");
         assert!(subscriptions.remembered("alice").await.expect("reload").is_empty());
+        // An announcement that never came: trusted only for so long.
+        store.set("alice", &names(&["social"]), true, 2).await.expect("set");
+        assert!(subscriptions.remembered("alice").await.expect("remembered").is_empty());
+        clock.advance(REMEMBER_FOR_MS);
+        assert_eq!(
+            *subscriptions.remembered("alice").await.expect("read again"),
+            ["social"]
+        );
         subscriptions.invalidate_all();
         subscriptions.forget("alice");
 

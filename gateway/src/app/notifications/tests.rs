@@ -287,6 +287,7 @@ async fn should_track_delivery_status() {
     f.clock.advance(1_000);
     f.delivery.retry_due().await.expect("retry");
     assert_eq!(next_notification(&mut inbox).await["payload"]["id"], json!(id));
+    f.delivery.flush_attempts().await.expect("attempts recorded");
     assert_eq!(
         f.store.get("alice", id).await.expect("get").map(|n| n.attempts),
         Some(2)
