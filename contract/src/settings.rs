@@ -88,9 +88,11 @@ pub struct Options {
     /// `sqlite://PATH`; defaults to `herald.db` in the data directory. A `postgres://` URL (with
     /// REDIS_URL) selects cluster mode. May hold a password: never printed.
     #[arg(long, env = env::DATABASE_URL, global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub database_url: Option<Secret>,
     /// Redis for cluster mode (together with a postgres:// DATABASE_URL). Never printed.
     #[arg(long, env = env::REDIS_URL, global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel (several gateways may share one Redis).
     #[arg(long, env = "HERALD_REDIS_PREFIX", global = true)]
@@ -110,6 +112,7 @@ pub struct Options {
 
     /// Shared secret for HS256 user JWTs.
     #[arg(long, env = env::JWT_HS256_SECRET, global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub jwt_hs256_secret: Option<Secret>,
     /// JWKS URL of the user JWT issuer (RS256, ES256, EdDSA).
     #[arg(long, env = "HERALD_JWT_JWKS_URL", global = true)]
@@ -129,9 +132,11 @@ pub struct Options {
 
     /// HMAC secret of connection tokens (the current key).
     #[arg(long, env = "WEBSOCKET_TOKEN_SECRET", global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub token_secret: Option<Secret>,
     /// The previous HMAC secret, still accepted during a rotation's grace period.
     #[arg(long, env = "WEBSOCKET_TOKEN_SECRET_PREVIOUS", global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub token_secret_previous: Option<Secret>,
     /// JSON key set `{"keys":[{"kid","secret":"<base64>","notBefore":"<RFC 3339>"}]}`; re-read on change.
     #[arg(long, env = "HERALD_SIGNING_KEYS_FILE", global = true)]
@@ -186,6 +191,7 @@ pub struct Options {
     pub publishers: Option<Vec<PublisherEntry>>,
     /// `name=key,name2=key2`: publishers allowed every type.
     #[arg(long, env = env::PUBLISHER_KEYS, global = true, hide_env_values = true)]
+    #[serde(skip_serializing)]
     pub publisher_keys: Option<Secret>,
     /// How long a client has to acknowledge a notification before it is sent again.
     #[arg(long, env = "HERALD_ACK_TIMEOUT_MS", global = true)]
@@ -258,7 +264,8 @@ impl Options {
     }
 
     /// Writes the YAML file format with only the settings that are set, so that the gateway's own
-    /// defaults apply to the rest.
+    /// defaults apply to the rest. Secrets are never written: they travel in Secret-backed
+    /// environment variables, never in a ConfigMap.
     pub fn to_yaml(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
@@ -293,6 +300,29 @@ mod tests {
         assert!(!yaml.contains("null"), "unset settings are left out: {yaml}");
         assert_eq!(Options::from_yaml(&yaml).expect("reads back"), options);
         assert!(Options::from_yaml("max_conections_per_user: 3\n").is_err());
+    }
+
+    #[test]
+    fn the_file_format_never_carries_secrets() {
+        let options = Options {
+            jwt_hs256_secret: Some("jwt-plaintext".into()),
+            token_secret: Some("token-plaintext".into()),
+            token_secret_previous: Some("previous-plaintext".into()),
+            database_url: Some("postgres://u:pw-plaintext@db/h".into()),
+            redis_url: Some("redis://:redis-plaintext@cache".into()),
+            publisher_keys: Some("svc=key-plaintext".into()),
+            heartbeat_interval_seconds: Some(15),
+            ..Options::default()
+        };
+        let yaml = options.to_yaml();
+        assert!(!yaml.contains("plaintext"), "{yaml}");
+        assert!(yaml.contains("heartbeat_interval_seconds: 15"), "{yaml}");
+        // Reading them from a file still works (a team may keep a file with secrets outside Git).
+        let read = Options::from_yaml("token_secret: from-a-file\n").expect("yaml");
+        assert_eq!(
+            read.token_secret.map(Secret::into_inner).as_deref(),
+            Some("from-a-file")
+        );
     }
 
     #[test]

@@ -270,11 +270,18 @@ impl ClientSession {
         Closing::new(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"))
     }
 
-    /// The session ended (for `reason`): it leaves delivery, this replica and the registry.
-    pub async fn finish(self, reason: &str) {
+    /// The session is ending: nothing more is delivered to it or queued for it (called before the
+    /// close frame is written, so nothing is counted as delivered to a closing socket).
+    pub fn leave(&self) {
         let connection_id = &self.record.connection_id;
         self.gateway.delivery.detach(connection_id);
         self.gateway.sessions.remove(connection_id);
+    }
+
+    /// The session ended (for `reason`): it leaves delivery, this replica and the registry.
+    pub async fn finish(self, reason: &str) {
+        self.leave();
+        let connection_id = &self.record.connection_id;
         if let Err(err) = self.gateway.connections.disconnect(connection_id, reason).await {
             tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
         }

@@ -100,6 +100,7 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
         },
     };
 
+    session.leave();
     if let Some((code, reason)) = &ending.close {
         let frame = CloseFrame {
             code: *code,

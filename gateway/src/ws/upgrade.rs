@@ -28,6 +28,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Asked first, as before any other check (the decision itself is the token service's).
+    if let Err(err) = gateway.tokens.ensure_websocket_enabled() {
+        return ApiError::from(err).into_response();
+    }
     if gateway.lifecycle.is_draining() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

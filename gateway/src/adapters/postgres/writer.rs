@@ -218,7 +218,24 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
                 }
             }
         }
-        Err(err) => {
+        Err(Failure::Unsure(err)) => {
+            // No connection, or a commit that may or may not have happened: redoing could write
+            // twice, so every write of the batch fails (its caller may retry, with its key). The
+            // placeholder results are replaced by the failure in `answer_all`.
+            let failed = Err(err);
+            for write in sorted.publishes {
+                answers.push(Answer::Publish(write.reply, Ok(PublishOutcome::KeyReused)));
+            }
+            for (_, reply) in sorted.attempts {
+                answers.push(Answer::RecordAttempt(reply, Ok(())));
+            }
+            for stamp in groups.into_iter().flatten() {
+                answers.push(Answer::Stamp(stamp.reply, Ok(false)));
+            }
+            answer_all(answers, failed, "postgres");
+            return;
+        }
+        Err(Failure::Statement(err)) => {
             tracing::warn!(error = %err, "postgres:batch-failed, writing one by one");
             for write in sorted.publishes {
                 let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
@@ -241,9 +258,28 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
     answer_all(answers, Ok(()), "postgres");
 }
 
+/// Why a batch did not commit.
+enum Failure {
+    /// A statement failed before the commit: nothing was written, each write can be redone alone.
+    Statement(Error),
+    /// No transaction could start, or the commit itself failed (it may have happened).
+    Unsure(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Failure::Statement(err)
+    }
+}
+
 /// The whole batch in one transaction.
-async fn batch(pool: &PgPool, publishes: &[Publish], groups: &[Vec<Stamp>], attempted: &[Uuid]) -> Result<Batched> {
-    let mut tx = pool.begin().await.map_err(Error::backend)?;
+async fn batch(
+    pool: &PgPool,
+    publishes: &[Publish],
+    groups: &[Vec<Stamp>],
+    attempted: &[Uuid],
+) -> Result<Batched, Failure> {
+    let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
         let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
@@ -270,7 +306,7 @@ async fn batch(pool: &PgPool, publishes: &[Publish], groups: &[Vec<Stamp>], atte
     for group in groups {
         stamped.push(stamp_group(&mut tx, group).await?);
     }
-    tx.commit().await.map_err(Error::backend)?;
+    tx.commit().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     Ok(Batched { publishes, stamped })
 }
 

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -21,6 +22,10 @@ pub struct SqlitePreferenceStore {
     pool: SqlitePool,
     /// `None`: the user has no stored preferences.
     remembered: Arc<Mutex<HashMap<String, Option<Preferences>>>>,
+    /// Puts run one at a time, so the database and the memory see them in the same order.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    /// Puts so far: a read remembers what it read only if no put happened meanwhile.
+    puts: Arc<AtomicU64>,
 }
 
 impl SqlitePreferenceStore {
@@ -28,6 +33,8 @@ impl SqlitePreferenceStore {
         Self {
             pool,
             remembered: Arc::default(),
+            writing: Arc::default(),
+            puts: Arc::default(),
         }
     }
 
@@ -37,10 +44,13 @@ impl SqlitePreferenceStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers what a read found, unless a write got there first (a read that raced with a
-    /// `put` may have read the value before it).
-    fn remember_read(&self, user_id: &str, preferences: Option<Preferences>) {
+    /// Remembers what a read that began after `puts_before` puts found, unless a put happened
+    /// meanwhile (the read may then hold the value from before it).
+    fn remember_read(&self, user_id: &str, preferences: Option<Preferences>, puts_before: u64) {
         let mut remembered = self.remembered();
+        if self.puts.load(Ordering::SeqCst) != puts_before {
+            return;
+        }
         if remembered.len() >= MAX_REMEMBERED {
             remembered.clear();
         }
@@ -51,15 +61,17 @@ impl SqlitePreferenceStore {
 #[async_trait]
 impl PreferenceStore for SqlitePreferenceStore {
     async fn get(&self, user_id: &str) -> Result<Option<Preferences>> {
+        let puts_before = self.puts.load(Ordering::SeqCst);
         if let Some(known) = self.remembered().get(user_id) {
             return Ok(known.clone());
         }
         let read = Statements::get_preferences(&self.pool, user_id).await?;
-        self.remember_read(user_id, read.clone());
+        self.remember_read(user_id, read.clone(), puts_before);
         Ok(read)
     }
 
     async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+        let puts_before = self.puts.load(Ordering::SeqCst);
         let mut found = HashMap::new();
         let mut unknown = Vec::new();
         {
@@ -92,7 +104,7 @@ impl PreferenceStore for SqlitePreferenceStore {
         }
         for user_id in unknown {
             let preferences = read.remove(&user_id);
-            self.remember_read(&user_id, preferences.clone());
+            self.remember_read(&user_id, preferences.clone(), puts_before);
             if let Some(preferences) = preferences {
                 found.insert(user_id, preferences);
             }
@@ -101,9 +113,18 @@ impl PreferenceStore for SqlitePreferenceStore {
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
-        Statements::put_preferences(&self.pool, user_id, preferences).await?;
-        self.remembered().insert(user_id.to_owned(), Some(preferences.clone()));
-        Ok(())
+        let _one_at_a_time = self.writing.lock().await;
+        let written = Statements::put_preferences(&self.pool, user_id, preferences).await;
+        {
+            let mut remembered = self.remembered();
+            match &written {
+                Ok(()) => remembered.insert(user_id.to_owned(), Some(preferences.clone())),
+                // Unknown whether it was stored: read it again next time.
+                Err(_) => remembered.remove(user_id),
+            };
+            self.puts.fetch_add(1, Ordering::SeqCst);
+        }
+        written
     }
 }
 

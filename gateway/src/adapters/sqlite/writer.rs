@@ -159,7 +159,9 @@ impl Committer for SqliteCommitter {
 async fn commit(pool: &SqlitePool, writes: Vec<Write>) {
     let mut answers = Vec::with_capacity(writes.len());
     let committed = async {
-        let mut tx = pool.begin().await.map_err(Error::backend)?;
+        // IMMEDIATE takes the write lock at once: no statement of the batch can then meet another
+        // writer's lock and have SQLite roll the whole transaction back under it.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(Error::backend)?;
         apply_all(&mut tx, writes, &mut answers).await;
         tx.commit().await.map_err(Error::backend)
     }
