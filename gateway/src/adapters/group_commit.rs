@@ -174,9 +174,18 @@ impl Sorted {
         sorted
     }
 
-    /// Every attempt-counted id, in one list.
-    pub fn attempted_ids(&self) -> Vec<Uuid> {
-        self.attempts.iter().flat_map(|(ids, _)| ids.iter().copied()).collect()
+    /// The attempt-counted ids in rounds of distinct ids: an id counted twice in the batch is in
+    /// the first two rounds, so one `attempts + 1` statement per round counts it twice. Usually one
+    /// round.
+    pub fn attempt_rounds(&self) -> Vec<Vec<Uuid>> {
+        let mut counts: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+        for id in self.attempts.iter().flat_map(|(ids, _)| ids.iter()) {
+            *counts.entry(*id).or_default() += 1;
+        }
+        let rounds = counts.values().copied().max().unwrap_or(0);
+        (1..=rounds)
+            .map(|round| counts.iter().filter(|(_, n)| **n >= round).map(|(id, _)| *id).collect())
+            .collect()
     }
 
     /// The stamps grouped by column.

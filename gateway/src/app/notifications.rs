@@ -84,7 +84,13 @@ pub struct NotificationService {
     pub metrics: Arc<Metrics>,
     /// The replica's tracked tasks: a drain waits for fan-outs still putting events on the bus.
     pub tasks: TaskTracker,
+    /// Acknowledgements being written in the background at most ([`ACKS_IN_FLIGHT`]); past it an
+    /// acknowledgement waits for its write (back-pressure on that session, not memory growth).
+    pub acks_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background acknowledgement writes at most.
+pub const ACKS_IN_FLIGHT: usize = 4_096;
 
 impl NotificationService {
     /// The publisher a presented key belongs to.
@@ -230,12 +236,17 @@ impl NotificationService {
     pub async fn acknowledge(&self, user_id: &str, id: Uuid) -> Result<()> {
         let now = self.clock.now_ms();
         if self.delivery.acknowledged(user_id, id).await {
+            let Ok(permit) = self.acks_in_flight.clone().try_acquire_owned() else {
+                self.store.mark_delivered(user_id, id, now).await?;
+                return Ok(());
+            };
             let store = self.store.clone();
             let user_id = user_id.to_owned();
             self.tasks.spawn(async move {
                 if let Err(err) = store.mark_delivered(&user_id, id, now).await {
                     tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
                 }
+                drop(permit);
             });
             return Ok(());
         }

@@ -201,7 +201,7 @@ struct Batched {
 async fn commit(pool: &PgPool, writes: Vec<Write>) {
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
-    let attempted = sorted.attempted_ids();
+    let attempted = sorted.attempt_rounds();
     let mut answers = Vec::new();
     match batch(pool, &sorted.publishes, &groups, &attempted).await {
         Ok(batched) => {
@@ -243,7 +243,10 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
                 answers.push(Answer::Publish(write.reply, outcome));
             }
             if !attempted.is_empty() {
-                let counted = record_attempts(pool, &attempted).await;
+                let mut counted = Ok(());
+                for round in &attempted {
+                    counted = counted.and(record_attempts(pool, round).await);
+                }
                 for (_, reply) in sorted.attempts {
                     answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
                 }
@@ -277,7 +280,7 @@ async fn batch(
     pool: &PgPool,
     publishes: &[Publish],
     groups: &[Vec<Stamp>],
-    attempted: &[Uuid],
+    attempted: &[Vec<Uuid>],
 ) -> Result<Batched, Failure> {
     let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
@@ -299,8 +302,8 @@ async fn batch(
         .zip(repeated)
         .map(|(write, repeated)| repeated.unwrap_or_else(|| created(&write.batch, &seqs, &counts)))
         .collect();
-    if !attempted.is_empty() {
-        count_attempts(&mut tx, attempted).await?;
+    for round in attempted {
+        count_attempts(&mut tx, round).await?;
     }
     let mut stamped = Vec::with_capacity(groups.len());
     for group in groups {
@@ -332,8 +335,8 @@ async fn record_attempts(pool: &PgPool, ids: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
-/// Sets the group's column on each `(user, id)` that has none yet (first time wins; the group's
-/// earliest time) and returns the pairs that exist: another user's id finds nothing.
+/// Sets the group's column on each `(user, id)` that has none yet (first time wins) to its own
+/// stamp's time, and returns the pairs that exist: another user's id finds nothing.
 fn stamp_group<'a>(
     tx: &'a mut Transaction<'static, Postgres>,
     group: &'a [Stamp],
@@ -343,15 +346,15 @@ fn stamp_group<'a>(
             return Ok(HashSet::new());
         };
         let column = first.column;
-        let at = group.iter().map(|s| s.at).min().unwrap_or_default();
+        // Each row gets its own stamp's time.
         let sql = format!(
-            "UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp($1::float8 / 1000))
-             FROM UNNEST($2::text[], $3::uuid[]) AS s(user_id, id)
+            "UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp(s.at::float8 / 1000))
+             FROM UNNEST($1::int8[], $2::text[], $3::uuid[]) AS s(at, user_id, id)
              WHERE n.id = s.id AND n.user_id = s.user_id
              RETURNING n.user_id, n.id"
         );
         let rows: Vec<(String, Uuid)> = sqlx::query_as(&sql)
-            .bind(at)
+            .bind(group.iter().map(|s| s.at).collect::<Vec<_>>())
             .bind(group.iter().map(|s| s.user_id.clone()).collect::<Vec<_>>())
             .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
@@ -480,5 +483,65 @@ mod tests {
             .collect();
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn stamps_keep_their_own_times_and_repeated_attempts_all_count() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, a_answer) = oneshot::channel();
+        let (b, b_answer) = oneshot::channel();
+        let publish = |id, reply| Write::Publish {
+            batch: vec![test_notification(id, "alice")],
+            idempotency: None,
+            now: 1_000,
+            reply,
+        };
+        commit(&pool, vec![publish(first, a), publish(second, b)]).await;
+        a_answer.await.expect("answered").expect("published");
+        b_answer.await.expect("answered").expect("published");
+        let mut replies = Vec::new();
+        let mut writes = Vec::new();
+        for (id, at) in [(first, 2_000), (second, 3_000)] {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            writes.push(Write::Stamp {
+                column: "delivered_at",
+                user_id: "alice".into(),
+                id,
+                at,
+                reply,
+            });
+        }
+        let mut counted = Vec::new();
+        for _ in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            counted.push(answer);
+            writes.push(Write::RecordAttempt {
+                ids: vec![first],
+                reply,
+            });
+        }
+        commit(&pool, writes).await;
+        for answer in replies {
+            assert!(answer.await.expect("answered").expect("stamped"));
+        }
+        for answer in counted {
+            answer.await.expect("answered").expect("counted");
+        }
+        let row = |id: Uuid| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_as::<_, (Option<i64>, i64)>("SELECT (extract(epoch from delivered_at) * 1000)::int8, attempts::int8 FROM notifications WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("row")
+            }
+        };
+        assert_eq!(row(first).await, (Some(2_000), 2), "its own time; counted twice");
+        assert_eq!(row(second).await, (Some(3_000), 0), "its own time");
     }
 }

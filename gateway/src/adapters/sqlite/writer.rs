@@ -207,7 +207,10 @@ fn apply_all<'a>(
             answers.push(Answer::Publish(write.reply, outcome));
         }
         if !sorted.attempts.is_empty() {
-            let counted = record_attempt(tx, &sorted.attempted_ids()).await;
+            let mut counted = Ok(());
+            for round in sorted.attempt_rounds() {
+                counted = counted.and(record_attempt(tx, &round).await);
+            }
             for (_, reply) in std::mem::take(&mut sorted.attempts) {
                 answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
             }
@@ -225,9 +228,9 @@ fn apply_all<'a>(
     })
 }
 
-/// Sets `column` on every stamped notification that has none yet (first time wins; the batch's
-/// earliest time, a few milliseconds apart at most) and returns which `(user, id)` pairs exist: a
-/// stamp of another user's notification finds nothing.
+/// Sets `column` on every stamped notification that has none yet (first time wins) to its own
+/// stamp's time, and returns which `(user, id)` pairs exist: a stamp of another user's notification
+/// finds nothing.
 fn stamp_all<'a>(
     conn: &'a mut SqliteConnection,
     column: &'static str,
@@ -235,13 +238,18 @@ fn stamp_all<'a>(
 ) -> BoxFuture<'a, Result<HashSet<(String, Uuid)>>> {
     Box::pin(async move {
         let mut found = HashSet::new();
-        for chunk in stamps.chunks(250) {
-            let at = chunk.iter().map(|s| s.at).min().unwrap_or_default();
-            let mut sql =
-                sqlx::QueryBuilder::<Sqlite>::new(format!("UPDATE notifications SET {column} = COALESCE({column}, "));
-            sql.push_bind(at);
+        // Five parameters a stamp: well under SQLite's oldest limit of 999 per statement.
+        for chunk in stamps.chunks(150) {
+            let mut sql = sqlx::QueryBuilder::<Sqlite>::new(format!(
+                "UPDATE notifications SET {column} = COALESCE({column}, CASE id"
+            ));
+            // Each row gets its own stamp's time.
+            for stamp in chunk {
+                sql.push(" WHEN ").push_bind(stamp.id.to_string());
+                sql.push(" THEN ").push_bind(stamp.at);
+            }
             // `id IN` finds the rows by primary key; the pairs keep each user to their own.
-            sql.push(") WHERE id IN (");
+            sql.push(" END) WHERE id IN (");
             let mut ids = sql.separated(", ");
             for stamp in chunk {
                 ids.push_bind(stamp.id.to_string());
@@ -413,5 +421,63 @@ mod tests {
             .await
             .expect("sequence");
         assert_eq!(bob, None, "and so did bob's sequence");
+    }
+
+    #[tokio::test]
+    async fn stamps_keep_their_own_times_and_repeated_attempts_all_count() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, a_answer) = oneshot::channel();
+        let (b, b_answer) = oneshot::channel();
+        let publish = |id, reply| Write::Publish {
+            batch: vec![test_notification(id, "alice")],
+            idempotency: None,
+            now: 1_000,
+            reply,
+        };
+        commit(&pool, vec![publish(first, a), publish(second, b)]).await;
+        a_answer.await.expect("answered").expect("published");
+        b_answer.await.expect("answered").expect("published");
+        let mut replies = Vec::new();
+        let mut writes = Vec::new();
+        for (id, at) in [(first, 2_000), (second, 3_000)] {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            writes.push(Write::Stamp {
+                column: "delivered_at",
+                user_id: "alice".into(),
+                id,
+                at,
+                reply,
+            });
+        }
+        let mut counted = Vec::new();
+        for _ in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            counted.push(answer);
+            writes.push(Write::RecordAttempt {
+                ids: vec![first],
+                reply,
+            });
+        }
+        commit(&pool, writes).await;
+        for answer in replies {
+            assert!(answer.await.expect("answered").expect("stamped"));
+        }
+        for answer in counted {
+            answer.await.expect("answered").expect("counted");
+        }
+        let row = |id: Uuid| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_as::<_, (Option<i64>, i64)>("SELECT delivered_at, attempts FROM notifications WHERE id = ?")
+                    .bind(id.to_string())
+                    .fetch_one(&pool)
+                    .await
+                    .expect("row")
+            }
+        };
+        assert_eq!(row(first).await, (Some(2_000), 2), "its own time; counted twice");
+        assert_eq!(row(second).await, (Some(3_000), 0), "its own time");
     }
 }

@@ -71,6 +71,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         clock: clock.clone(),
         metrics: Arc::default(),
         tasks: tokio_util::task::TaskTracker::new(),
+        acks_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::app::notifications::ACKS_IN_FLIGHT)),
     });
     Fixture {
         service,
