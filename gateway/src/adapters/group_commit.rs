@@ -269,3 +269,64 @@ pub fn test_notification(id: Uuid, user_id: &str) -> NewNotification {
         expires_at: None,
     }
 }
+
+/// One test body for every store's committer: stamps keep each write's own time, and an id counted
+/// in two writes of one batch is counted twice. Read back through the store's port.
+#[cfg(test)]
+pub async fn stamps_keep_their_own_times_and_repeated_attempts_all_count(
+    committer: &dyn Committer,
+    store: &dyn crate::ports::NotificationStore,
+) {
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut published = Vec::new();
+    let mut writes = Vec::new();
+    for id in [first, second] {
+        let (reply, answer) = oneshot::channel();
+        published.push(answer);
+        writes.push(Write::Publish {
+            batch: vec![test_notification(id, "alice")],
+            idempotency: None,
+            now: 1_000,
+            reply,
+        });
+    }
+    committer.commit(writes).await;
+    for answer in published {
+        answer.await.expect("answered").expect("published");
+    }
+    let mut stamped = Vec::new();
+    let mut counted = Vec::new();
+    let mut writes = Vec::new();
+    for (id, at) in [(first, 2_000), (second, 3_000)] {
+        let (reply, answer) = oneshot::channel();
+        stamped.push(answer);
+        writes.push(Write::Stamp {
+            column: "delivered_at",
+            user_id: "alice".into(),
+            id,
+            at,
+            reply,
+        });
+    }
+    for _ in 0..2 {
+        let (reply, answer) = oneshot::channel();
+        counted.push(answer);
+        writes.push(Write::RecordAttempt {
+            ids: vec![first],
+            reply,
+        });
+    }
+    committer.commit(writes).await;
+    for answer in stamped {
+        assert!(answer.await.expect("answered").expect("stamped"));
+    }
+    for answer in counted {
+        answer.await.expect("answered").expect("counted");
+    }
+    let row = |id: Uuid| async move {
+        let n = store.get("alice", id).await.expect("get").expect("stored");
+        (n.delivered_at, n.attempts)
+    };
+    assert_eq!(row(first).await, (Some(2_000), 2), "its own time; counted twice");
+    assert_eq!(row(second).await, (Some(3_000), 0), "its own time");
+}

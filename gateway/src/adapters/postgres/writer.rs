@@ -490,58 +490,11 @@ mod tests {
         let Some(pool) = super::super::test_pool().await else {
             return;
         };
-        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a, a_answer) = oneshot::channel();
-        let (b, b_answer) = oneshot::channel();
-        let publish = |id, reply| Write::Publish {
-            batch: vec![test_notification(id, "alice")],
-            idempotency: None,
-            now: 1_000,
-            reply,
-        };
-        commit(&pool, vec![publish(first, a), publish(second, b)]).await;
-        a_answer.await.expect("answered").expect("published");
-        b_answer.await.expect("answered").expect("published");
-        let mut replies = Vec::new();
-        let mut writes = Vec::new();
-        for (id, at) in [(first, 2_000), (second, 3_000)] {
-            let (reply, answer) = oneshot::channel();
-            replies.push(answer);
-            writes.push(Write::Stamp {
-                column: "delivered_at",
-                user_id: "alice".into(),
-                id,
-                at,
-                reply,
-            });
-        }
-        let mut counted = Vec::new();
-        for _ in 0..2 {
-            let (reply, answer) = oneshot::channel();
-            counted.push(answer);
-            writes.push(Write::RecordAttempt {
-                ids: vec![first],
-                reply,
-            });
-        }
-        commit(&pool, writes).await;
-        for answer in replies {
-            assert!(answer.await.expect("answered").expect("stamped"));
-        }
-        for answer in counted {
-            answer.await.expect("answered").expect("counted");
-        }
-        let row = |id: Uuid| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_as::<_, (Option<i64>, i64)>("SELECT (extract(epoch from delivered_at) * 1000)::int8, attempts::int8 FROM notifications WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("row")
-            }
-        };
-        assert_eq!(row(first).await, (Some(2_000), 2), "its own time; counted twice");
-        assert_eq!(row(second).await, (Some(3_000), 0), "its own time");
+        let store = super::super::PostgresNotificationStore::new(pool.clone());
+        crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(
+            &PostgresCommitter(pool),
+            &store,
+        )
+        .await;
     }
 }
