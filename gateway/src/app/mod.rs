@@ -17,6 +17,7 @@ pub mod dev;
 pub mod keys;
 pub mod metrics;
 pub mod notifications;
+pub mod outbox;
 pub mod preferences;
 pub mod sessions;
 pub mod subscriptions;

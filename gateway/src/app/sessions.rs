@@ -2,13 +2,13 @@
 //! Anything that pushes to a client (replies, deliveries, unread counts) goes through [`LocalSessions::send`],
 //! which never waits: a full queue means the client is not reading, and it is closed as slow.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::by_user::ByUser;
+pub use super::outbox::{Next, SessionInbox};
+use super::outbox::{OutboxSender, TrySendError, outbox};
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
 /// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
@@ -44,7 +44,7 @@ impl Default for SessionSettings {
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_SECONDS * 1_000,
             heartbeat_timeout_ms: defaults::HEARTBEAT_TIMEOUT_SECONDS * 1_000,
             reconnect_jitter_ms: 5_000,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 256,
         }
     }
 }
@@ -56,39 +56,9 @@ pub struct CloseRequest {
     pub reason: &'static str,
 }
 
-/// One session's side of the hub: the receiving end of its queue and its close signal.
-pub struct SessionInbox {
-    pub outbound: mpsc::Receiver<Frame>,
-    pub closer: SessionCloser,
-}
-
-/// Asks a session to close; the first request wins.
-#[derive(Clone, Default)]
-pub struct SessionCloser {
-    signal: CancellationToken,
-    request: Arc<OnceLock<CloseRequest>>,
-}
-
-impl SessionCloser {
-    pub fn close(&self, request: CloseRequest) {
-        let _ = self.request.set(request);
-        self.signal.cancel();
-    }
-
-    /// Resolves when a close was requested, with the request.
-    pub async fn requested(&self) -> CloseRequest {
-        self.signal.cancelled().await;
-        self.request.get().cloned().unwrap_or(CloseRequest {
-            code: close_code::INTERNAL_ERROR,
-            reason: "closed",
-        })
-    }
-}
-
 struct SessionEntry {
     connection_id: String,
-    outbound: mpsc::Sender<Frame>,
-    closer: SessionCloser,
+    outbound: OutboxSender,
     /// Set once the session queued its `connected` message: user-wide pushes before that would
     /// arrive ahead of it, so they are held back and remembered in `missed_push`.
     ready: bool,
@@ -118,26 +88,21 @@ impl LocalSessions {
 
     /// Adds a session with a queue of `capacity` messages.
     pub fn open(&self, connection_id: &str, user_id: &str, capacity: usize) -> SessionInbox {
-        let (outbound, receiver) = mpsc::channel(capacity.max(1));
-        let closer = SessionCloser::default();
+        let (outbound, inbox) = outbox(capacity);
         let entry = SessionEntry {
             connection_id: connection_id.to_owned(),
             outbound,
-            closer: closer.clone(),
             ready: false,
             missed_push: false,
         };
         if let Some(previous) = self.lock().insert(connection_id, user_id, entry) {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
-            previous.closer.close(CloseRequest {
+            previous.outbound.close(CloseRequest {
                 code: close_code::CONNECTION_EXPIRED,
                 reason: "replaced",
             });
         }
-        SessionInbox {
-            outbound: receiver,
-            closer,
-        }
+        inbox
     }
 
     pub fn remove(&self, connection_id: &str) {
@@ -157,9 +122,9 @@ impl LocalSessions {
         };
         match entry.outbound.try_send(message) {
             Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                entry.closer.close(CloseRequest {
+            Err(TrySendError::Closed) => SendOutcome::Gone,
+            Err(TrySendError::Full) => {
+                entry.outbound.close(CloseRequest {
                     code: close_code::SLOW_CONSUMER,
                     reason: "slow consumer",
                 });
@@ -187,8 +152,8 @@ impl LocalSessions {
                 entry.missed_push = true;
                 return;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = entry.outbound.try_send(frame.clone()) {
-                entry.closer.close(CloseRequest {
+            if let Err(TrySendError::Full) = entry.outbound.try_send(frame.clone()) {
+                entry.outbound.close(CloseRequest {
                     code: close_code::SLOW_CONSUMER,
                     reason: "slow consumer",
                 });
@@ -228,9 +193,14 @@ mod tests {
         assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
         assert_eq!(sessions.send("c1", pong()), SendOutcome::Queued);
         assert_eq!(sessions.send("c1", pong()), SendOutcome::SlowConsumer);
-        let request = inbox.closer.requested().await;
+        let request = inbox.close_requested().await;
         assert_eq!(request.code, close_code::SLOW_CONSUMER);
-        assert!(inbox.outbound.recv().await.is_some(), "queued messages stay readable");
+        assert_eq!(
+            inbox.next().await,
+            Next::Close(request),
+            "the close comes before what is queued"
+        );
+        assert!(!inbox.recv().await.is_empty(), "queued messages stay readable");
         assert_eq!(sessions.send("nobody", pong()), SendOutcome::Gone);
     }
 
@@ -253,20 +223,25 @@ mod tests {
         let sessions = LocalSessions::default();
         let mut inbox = sessions.open("c1", "alice", 4);
         sessions.push_to_user("alice", &Frame::from("early"));
-        assert!(inbox.outbound.try_recv().is_err(), "nothing ahead of the first message");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv())
+                .await
+                .is_err(),
+            "nothing ahead of the first message"
+        );
         sessions.send_frame("c1", Frame::from("connected"));
         assert!(sessions.mark_ready("c1"), "the held-back push is reported");
         assert!(!sessions.mark_ready("c1"), "only once");
         sessions.push_to_user("alice", &Frame::from("later"));
-        assert_eq!(&*inbox.outbound.recv().await.expect("first"), "connected");
-        assert_eq!(&*inbox.outbound.recv().await.expect("second"), "later");
+        assert_eq!(&*inbox.recv().await, "connected");
+        assert_eq!(&*inbox.recv().await, "later");
     }
 
     #[tokio::test]
     async fn a_repeated_id_closes_the_older_session() {
         let sessions = LocalSessions::default();
-        let first = sessions.open("c1", "alice", 4);
+        let mut first = sessions.open("c1", "alice", 4);
         let _second = sessions.open("c1", "alice", 4);
-        assert_eq!(first.closer.requested().await.code, close_code::CONNECTION_EXPIRED);
+        assert_eq!(first.close_requested().await.code, close_code::CONNECTION_EXPIRED);
     }
 }

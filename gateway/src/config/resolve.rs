@@ -267,7 +267,8 @@ fn session_settings(o: &Options) -> Result<SessionSettings, ConfigError> {
         write_timeout_ms: positive("HERALD_WRITE_TIMEOUT_MS", o.write_timeout_ms, defaults.write_timeout_ms)?,
         heartbeat_interval_ms,
         heartbeat_timeout_ms,
-        // A frame up to the size cap must fit a read without growing the buffer far past it.
+        // Bytes read at a time (a longer frame grows the buffer to its own length while it is read),
+        // never more than the message cap.
         read_buffer_bytes: defaults.read_buffer_bytes.min(max_message_bytes.max(1_024)),
         ..defaults
     })

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite;
 
 use crate::app::Gateway;
 use crate::app::client_session::{Answer, ClientSession, Closing, Inbound};
+use crate::app::sessions::Next;
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::close_code;
 
@@ -60,15 +61,17 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Ending::from(session.going_away()),
-                request = inbox.closer.requested() => break Ending::from(Closing::from(request)),
                 () = &mut heartbeat_deadline => break Ending::from(Closing::heartbeat_timeout()),
-                Some(frame) = inbox.outbound.recv() => {
-                    match timeout(write_timeout, socket.send(Message::text(frame.as_ref()))).await {
+                next = inbox.next() => match next {
+                    Next::Close(request) => break Ending::from(Closing::from(request)),
+                    // Boxed: the write's state (its deadline, the frame) exists only while writing,
+                    // not in every idle session.
+                    Next::Frame(frame) => match Box::pin(timeout(write_timeout, socket.send(Message::text(frame.as_ref())))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break Ending::silent("connection lost"),
                         Err(_) => break Ending::silent("slow consumer: write stalled"),
-                    }
-                }
+                    },
+                },
                 frame = socket.recv() => {
                     let now = clock.now_ms();
                     let answer = match frame {
@@ -106,10 +109,29 @@ pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: We
             code: *code,
             reason: reason.as_str().into(),
         };
-        // Best effort: a client that does not read gets no close frame, only the TCP close.
-        let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+        // Best effort, one second at most: a client that does not read gets no close frame, only
+        // the TCP close.
+        let _ = Box::pin(timeout(CLOSE_HANDSHAKE, close_handshake(&mut socket, frame))).await;
     }
     Box::pin(session.finish(&ending.reason)).await;
+}
+
+/// How long a closing session waits for its close frame to be written and answered.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// Writes the close frame, then reads (and drops) what the client still sends until its own close
+/// frame. Closing the TCP connection with unread bytes in the kernel's buffer would send a reset,
+/// and a reset can destroy the close frame before the client reads it: a client closed for sending
+/// too fast would never learn why.
+async fn close_handshake(socket: &mut WebSocket, frame: CloseFrame) {
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    while let Some(Ok(message)) = socket.recv().await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
 }
 
 fn read_error(err: axum::Error) -> Ending {

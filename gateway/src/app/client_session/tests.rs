@@ -94,10 +94,9 @@ fn ping() -> String {
 
 /// The next message the transport would write, parsed.
 async fn next(inbox: &mut SessionInbox) -> Value {
-    let frame = tokio::time::timeout(Duration::from_secs(5), inbox.outbound.recv())
+    let frame = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
         .await
-        .expect("a message in time")
-        .expect("queue open");
+        .expect("a message in time");
     serde_json::from_str(&frame).expect("json")
 }
 

@@ -124,10 +124,9 @@ fn publish_body(value: Value) -> PublishBody {
 /// The next `notification` message in an inbox (skipping unread-count updates).
 async fn next_notification(inbox: &mut SessionInbox) -> Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), inbox.outbound.recv())
+        let frame = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
             .await
-            .expect("a message in time")
-            .expect("queue open");
+            .expect("a message in time");
         let message: Value = serde_json::from_str(&frame).expect("json");
         if message["type"] == "notification" {
             return message;
@@ -138,13 +137,13 @@ async fn next_notification(inbox: &mut SessionInbox) -> Value {
 /// Asserts no `notification` message arrives within a short window.
 async fn no_notification(inbox: &mut SessionInbox) {
     let outcome = tokio::time::timeout(Duration::from_millis(200), async {
-        while let Some(frame) = inbox.outbound.recv().await {
+        loop {
+            let frame = inbox.recv().await;
             let message: Value = serde_json::from_str(&frame).expect("json");
             if message["type"] == "notification" {
                 return message;
             }
         }
-        Value::Null
     })
     .await;
     assert!(outcome.is_err(), "unexpected notification: {outcome:?}");
@@ -246,14 +245,14 @@ async fn should_skip_delivery_for_disabled_notification_types() {
 async fn should_handle_delivery_failures_gracefully() {
     let f = fixture(DeliverySettings::default()).await;
     // A connection that never reads: its queue holds one message.
-    let stuck = f.connect("stuck", "alice", 1).await;
+    let mut stuck = f.connect("stuck", "alice", 1).await;
     let mut healthy = f.connect("healthy", "alice", 16).await;
     f.publish(&["alice"], "new_like").await;
     f.publish(&["alice"], "new_comment").await;
     // The healthy connection gets both; the stuck one is closed as slow, nothing else is disturbed.
     assert_eq!(next_notification(&mut healthy).await["payload"]["seq"], 1);
     assert_eq!(next_notification(&mut healthy).await["payload"]["seq"], 2);
-    let close = tokio::time::timeout(Duration::from_secs(5), stuck.closer.requested())
+    let close = tokio::time::timeout(Duration::from_secs(5), stuck.close_requested())
         .await
         .expect("closed");
     assert_eq!(close.code, crate::domain::protocol::close_code::SLOW_CONSUMER);

@@ -1,0 +1,234 @@
+//! One session's outbound queue and close signal, in a single small allocation.
+//!
+//! Every connected client has one of these, so its idle size is the gateway's memory per connection:
+//! a bounded tokio `mpsc` channel plus a cancellation token cost about 1.2 kB per session before a
+//! single message was queued (the channel allocates its first 32-slot block up front, and pads its
+//! halves to cache lines). Here an idle session costs one `Arc` of about 100 bytes: the frames live
+//! in a `VecDeque` that allocates on the first message and is released again once drained after a
+//! burst. The consumer is the one session task, so one waker slot is enough.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use super::sessions::{CloseRequest, Frame};
+
+/// Capacity kept after the queue drains; anything larger is given back (see the module docs).
+const RETAINED_CAPACITY: usize = 4;
+
+#[derive(Debug)]
+struct State {
+    frames: VecDeque<Frame>,
+    capacity: usize,
+    /// The first close request; once set it is what the session sees next, ahead of any frame.
+    close: Option<CloseRequest>,
+    waker: Option<Waker>,
+    receiver_gone: bool,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Creates a queue holding at most `capacity` frames (at least one).
+pub fn outbox(capacity: usize) -> (OutboxSender, SessionInbox) {
+    let shared = Arc::new(Mutex::new(State {
+        frames: VecDeque::new(),
+        capacity: capacity.max(1),
+        close: None,
+        waker: None,
+        receiver_gone: false,
+    }));
+    (OutboxSender(shared.clone()), SessionInbox(shared))
+}
+
+/// Why [`OutboxSender::try_send`] did not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError {
+    /// `capacity` frames are waiting: the client is not reading.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+/// The pushing side: any task may queue frames or ask the session to close.
+#[derive(Debug, Clone)]
+pub struct OutboxSender(Shared);
+
+impl OutboxSender {
+    /// Queues `frame` without waiting.
+    pub fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        let mut state = lock(&self.0);
+        if state.receiver_gone {
+            return Err(TrySendError::Closed);
+        }
+        if state.frames.len() >= state.capacity {
+            return Err(TrySendError::Full);
+        }
+        state.frames.push_back(frame);
+        wake(state);
+        Ok(())
+    }
+
+    /// Asks the session to close; the first request wins.
+    pub fn close(&self, request: CloseRequest) {
+        let mut state = lock(&self.0);
+        if state.close.is_none() {
+            state.close = Some(request);
+            wake(state);
+        }
+    }
+}
+
+fn wake(mut state: MutexGuard<'_, State>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// What the session does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Close, for this reason: asked for from outside the session (slow consumer, replaced).
+    Close(CloseRequest),
+    /// Write this frame.
+    Frame(Frame),
+}
+
+/// The session's receiving end. Dropping it makes every later send fail with `Closed` and frees
+/// what was still queued.
+#[derive(Debug)]
+pub struct SessionInbox(Shared);
+
+impl SessionInbox {
+    /// A close request first, then the oldest frame; waits while there is neither.
+    pub async fn next(&mut self) -> Next {
+        poll_fn(|cx| {
+            self.poll_with(cx, |state| {
+                state
+                    .close
+                    .clone()
+                    .map(Next::Close)
+                    .or_else(|| pop(state).map(Next::Frame))
+            })
+        })
+        .await
+    }
+
+    /// The oldest frame, whether or not a close was requested (tests read what was queued).
+    pub async fn recv(&mut self) -> Frame {
+        poll_fn(|cx| self.poll_with(cx, pop)).await
+    }
+
+    /// Resolves with the close request once there is one.
+    pub async fn close_requested(&mut self) -> CloseRequest {
+        poll_fn(|cx| self.poll_with(cx, |state| state.close.clone())).await
+    }
+
+    fn poll_with<T>(&mut self, cx: &mut Context<'_>, take: impl FnOnce(&mut State) -> Option<T>) -> Poll<T> {
+        let mut state = lock(&self.0);
+        if let Some(value) = take(&mut state) {
+            return Poll::Ready(value);
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+fn pop(state: &mut State) -> Option<Frame> {
+    let frame = state.frames.pop_front()?;
+    if state.frames.is_empty() && state.frames.capacity() > RETAINED_CAPACITY {
+        state.frames = VecDeque::new();
+    }
+    Some(frame)
+}
+
+impl Drop for SessionInbox {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0);
+        state.receiver_gone = true;
+        state.waker = None;
+        let frames = std::mem::take(&mut state.frames);
+        drop(state);
+        drop(frames);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(reason: &'static str) -> CloseRequest {
+        CloseRequest { code: 4000, reason }
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_until_the_queue_is_full() {
+        let (sender, mut inbox) = outbox(2);
+        assert_eq!(sender.try_send(Frame::from("a")), Ok(()));
+        assert_eq!(sender.try_send(Frame::from("b")), Ok(()));
+        assert_eq!(sender.try_send(Frame::from("c")), Err(TrySendError::Full));
+        assert_eq!(inbox.next().await, Next::Frame(Frame::from("a")));
+        assert_eq!(
+            sender.try_send(Frame::from("d")),
+            Ok(()),
+            "room again once one was taken"
+        );
+        assert_eq!(inbox.next().await, Next::Frame(Frame::from("b")));
+        assert_eq!(inbox.next().await, Next::Frame(Frame::from("d")));
+    }
+
+    #[tokio::test]
+    async fn a_close_request_comes_before_queued_frames_and_the_first_one_wins() {
+        let (sender, mut inbox) = outbox(4);
+        sender.try_send(Frame::from("a")).expect("queued");
+        sender.close(request("first"));
+        sender.close(request("second"));
+        assert_eq!(inbox.next().await, Next::Close(request("first")));
+        assert_eq!(inbox.next().await, Next::Close(request("first")), "it stays the answer");
+        assert_eq!(&*inbox.recv().await, "a", "queued frames stay readable");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_wakes_on_a_frame_from_another_task() {
+        let (sender, mut inbox) = outbox(4);
+        let waiting = tokio::spawn(async move { inbox.next().await });
+        tokio::task::yield_now().await;
+        sender.try_send(Frame::from("late")).expect("queued");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(next, Next::Frame(Frame::from("late")));
+    }
+
+    #[tokio::test]
+    async fn sends_after_the_session_is_gone_fail_and_nothing_is_kept() {
+        let (sender, inbox) = outbox(4);
+        let frame = Frame::from("kept?");
+        sender.try_send(frame.clone()).expect("queued");
+        drop(inbox);
+        assert_eq!(Arc::strong_count(&frame), 1, "the queued frame was freed");
+        assert_eq!(sender.try_send(frame), Err(TrySendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_drained_burst_gives_its_memory_back() {
+        let (sender, mut inbox) = outbox(64);
+        for _ in 0..64 {
+            sender.try_send(Frame::from("x")).expect("queued");
+        }
+        for _ in 0..64 {
+            inbox.recv().await;
+        }
+        assert_eq!(lock(&sender.0).frames.capacity(), 0);
+    }
+}
