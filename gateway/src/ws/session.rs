@@ -43,77 +43,85 @@ impl Ending {
     }
 }
 
-pub async fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocket) {
+/// The session of `record` on `socket`, until it ends.
+///
+/// A plain function returning an `async move` block, not an `async fn`, and the session is opened
+/// before the block: an `async fn` keeps its arguments in the task beside the locals they are moved
+/// into, and this task's size is paid by every idle connection (544 bytes of the socket and record
+/// twice, measured with `-Zprint-type-sizes`).
+pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
     let settings = gateway.session_settings;
     let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
     let write_timeout = Duration::from_millis(settings.write_timeout_ms);
     let shutdown = gateway.lifecycle.shutdown.clone();
     let clock = gateway.clock.clone();
     let (mut session, mut inbox) = ClientSession::open(gateway, record);
-    let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
-    tokio::pin!(heartbeat_deadline);
+    async move {
+        let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
+        tokio::pin!(heartbeat_deadline);
 
-    // The engine's futures are boxed while they run: inlined, their largest state (a store query
-    // deep inside) would be part of every idle session's task, all the time.
-    let ending = match Box::pin(session.start()).await {
-        Err(closing) => Ending::from(closing),
-        Ok(()) => loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break Ending::from(session.going_away()),
-                () = &mut heartbeat_deadline => break Ending::from(Closing::heartbeat_timeout()),
-                next = inbox.next() => match next {
-                    Next::Close(request) => break Ending::from(Closing::from(request)),
-                    // Boxed: the write's state (its deadline, the frame) exists only while writing,
-                    // not in every idle session.
-                    Next::Frame(frame) => match Box::pin(timeout(write_timeout, socket.send(Message::text(frame.as_ref())))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break Ending::silent("connection lost"),
-                        Err(_) => break Ending::silent("slow consumer: write stalled"),
+        // The engine's futures are boxed while they run: inlined, their largest state (a store query
+        // deep inside) would be part of every idle session's task, all the time.
+        let ending = match Box::pin(session.start()).await {
+            Err(closing) => Ending::from(closing),
+            Ok(()) => loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break Ending::from(session.going_away()),
+                    () = &mut heartbeat_deadline => break Ending::from(Closing::heartbeat_timeout()),
+                    next = inbox.next() => match next {
+                        Next::Close(request) => break Ending::from(Closing::from(request)),
+                        // Boxed: the write's state (its deadline, the frame) exists only while writing,
+                        // not in every idle session.
+                        Next::Frame(frame) => match Box::pin(timeout(write_timeout, socket.send(Message::text(frame.as_ref())))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break Ending::silent("connection lost"),
+                            Err(_) => break Ending::silent("slow consumer: write stalled"),
+                        },
                     },
-                },
-                frame = socket.recv() => {
-                    let now = clock.now_ms();
-                    let answer = match frame {
-                        None => break Ending::silent("client gone"),
-                        Some(Err(err)) => break read_error(err),
-                        Some(Ok(Message::Close(frame))) => {
-                            let code = frame.map_or(close_code::NORMAL, |f| f.code);
-                            break Ending::silent(format!("client closed ({code})"));
+                    frame = socket.recv() => {
+                        let now = clock.now_ms();
+                        let answer = match frame {
+                            None => break Ending::silent("client gone"),
+                            Some(Err(err)) => break read_error(err),
+                            Some(Ok(Message::Close(frame))) => {
+                                let code = frame.map_or(close_code::NORMAL, |f| f.code);
+                                break Ending::silent(format!("client closed ({code})"));
+                            }
+                            // Control frames: tungstenite answers pings itself.
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            Some(Ok(Message::Binary(_))) => Box::pin(session.handle(Inbound::Binary, now)).await,
+                            Some(Ok(Message::Text(text))) => Box::pin(session.handle(Inbound::Text(text.as_str()), now)).await,
+                        };
+                        if answer.proves_liveness() {
+                            heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
                         }
-                        // Control frames: tungstenite answers pings itself.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Binary(_))) => Box::pin(session.handle(Inbound::Binary, now)).await,
-                        Some(Ok(Message::Text(text))) => Box::pin(session.handle(Inbound::Text(text.as_str()), now)).await,
-                    };
-                    if answer.proves_liveness() {
-                        heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
-                    }
-                    match answer {
-                        Answer::Nothing => {}
-                        Answer::Close(closing) => break Ending::from(closing),
-                        Answer::Reply(reply) => {
-                            if let Err(closing) = session.send(reply, now) {
-                                break Ending::from(closing);
+                        match answer {
+                            Answer::Nothing => {}
+                            Answer::Close(closing) => break Ending::from(closing),
+                            Answer::Reply(reply) => {
+                                if let Err(closing) = session.send(reply, now) {
+                                    break Ending::from(closing);
+                                }
                             }
                         }
                     }
                 }
-            }
-        },
-    };
-
-    session.leave();
-    if let Some((code, reason)) = &ending.close {
-        let frame = CloseFrame {
-            code: *code,
-            reason: reason.as_str().into(),
+            },
         };
-        // Best effort, one second at most: a client that does not read gets no close frame, only
-        // the TCP close.
-        let _ = Box::pin(timeout(CLOSE_HANDSHAKE, close_handshake(&mut socket, frame))).await;
+
+        session.leave();
+        if let Some((code, reason)) = &ending.close {
+            let frame = CloseFrame {
+                code: *code,
+                reason: reason.as_str().into(),
+            };
+            // Best effort, one second at most: a client that does not read gets no close frame, only
+            // the TCP close.
+            let _ = Box::pin(timeout(CLOSE_HANDSHAKE, close_handshake(&mut socket, frame))).await;
+        }
+        Box::pin(session.finish(&ending.reason)).await;
     }
-    Box::pin(session.finish(&ending.reason)).await;
 }
 
 /// How long a closing session waits for its close frame to be written and answered.

@@ -67,6 +67,9 @@ pub async fn upgrade(
     };
     let settings = gateway.session_settings;
     let connection_id = record.connection_id.clone();
+    // Boxed until the upgrade completes: axum keeps the callback's captures for the whole session,
+    // so a record captured inline would be held twice by every idle connection.
+    let record = Box::new(record);
     let on_failure = gateway.clone();
     let tasks = gateway.lifecycle.tasks.clone();
     upgrade
@@ -86,7 +89,7 @@ pub async fn upgrade(
                     .await;
             });
         })
-        .on_upgrade(move |socket| tasks.track_future(session::run(gateway, record, socket)))
+        .on_upgrade(move |socket| tasks.track_future(session::run(gateway, *record, socket)))
 }
 
 fn token_from_protocols(headers: &HeaderMap) -> Option<String> {
