@@ -10,6 +10,10 @@ use herald_gateway::adapters::clock::SystemClock;
 use herald_gateway::config::{Cli, Command, Config, Options, StoreConfig};
 use herald_gateway::{server, telemetry};
 
+/// mimalloc instead of the system allocator: see docs/architecture.md ("Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
