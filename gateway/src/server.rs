@@ -54,7 +54,9 @@ async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
             let pool = sqlite::connect(url).await.context("opening the embedded database")?;
             Backends {
                 preferences: Arc::new(SqlitePreferenceStore::new(pool.clone())),
-                notifications: Arc::new(SqliteNotificationStore::new(pool.clone())),
+                notifications: Arc::new(
+                    SqliteNotificationStore::new(pool.clone()).context("starting the embedded database's writer")?,
+                ),
                 subscriptions: Arc::new(SqliteSubscriptionStore::new(pool.clone())),
                 ledger: Arc::new(MemoryTokenLedger::default()),
                 registry: Arc::new(MemoryConnectionRegistry::default()),

@@ -491,10 +491,11 @@ mod tests {
             return;
         };
         let store = super::super::PostgresNotificationStore::new(pool.clone());
-        crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(
-            &PostgresCommitter(pool),
-            &store,
-        )
-        .await;
+        let commit = |writes| -> BoxFuture<'static, ()> {
+            let committer = PostgresCommitter(pool.clone());
+            Box::pin(async move { committer.commit(writes).await })
+        };
+        crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(commit, &store)
+            .await;
     }
 }

@@ -22,12 +22,12 @@ pub struct SqliteNotificationStore {
 }
 
 impl SqliteNotificationStore {
-    /// Needs a Tokio runtime: starts the store's writer task.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self {
-            writer: Writer::start(SqliteCommitter(pool.clone())),
+    /// Opens the store's writer connection and starts its thread.
+    pub fn new(pool: SqlitePool) -> Result<Self> {
+        Ok(Self {
+            writer: Writer::start_on_thread("sqlite-writer", SqliteCommitter::open(&pool)?)?,
             pool,
-        }
+        })
     }
 }
 
@@ -234,7 +234,7 @@ mod tests {
     use crate::ports::conformance;
 
     async fn store() -> SqliteNotificationStore {
-        SqliteNotificationStore::new(super::super::connect("sqlite::memory:").await.expect("sqlite"))
+        SqliteNotificationStore::new(super::super::connect("sqlite::memory:").await.expect("sqlite")).expect("store")
     }
 
     #[tokio::test]

@@ -1,301 +1,388 @@
-//! The embedded store's group commit (`adapters::group_commit`). SQLite runs one write transaction
-//! at a time; concurrent writers would queue on its busy handler, which sleeps and is unfair, and pay
-//! one fsync each, and every statement is a round trip to the connection's worker thread. So a batch
-//! runs as: each publish (one statement per notification: its `seq` is computed in the insert and
-//! recorded by a trigger), every attempt count in one statement, every stamp of a column in one
-//! statement, the unread counts of every recipient in one query; one commit.
+//! The embedded store's group commit (`adapters::group_commit`), on a thread of its own with its own
+//! connection (rusqlite, over the same SQLite library as sqlx). SQLite runs one write transaction at
+//! a time and its calls are synchronous: through sqlx, every statement was a round trip to a
+//! connection's worker thread (two thread wake-ups each, which cost more CPU than SQLite itself:
+//! docs/benchmarks.md); here the thread takes a batch from the queue and runs it straight through.
+//! A batch runs as: each publish (one statement per notification: its `seq` is computed in the
+//! insert and recorded by a trigger), every attempt count in one statement, every stamp of a column
+//! in one statement, the unread counts of every recipient in one query; one commit, flushed to disk
+//! (`synchronous = FULL`) before any write is answered.
 //!
 //! Savepoints only where a write is several statements (a publish to several recipients, or with an
 //! idempotency key): a single failing statement undoes itself in SQLite and only its write fails.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::adapters::group_commit::{Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, clone_result};
-use crate::adapters::sql::{Statements, stored_notification};
+use crate::adapters::group_commit::{
+    Answer, BlockingCommitter, Publish, Sorted, Stamp, Write, answer_all, clone_result,
+};
+use crate::adapters::sql::stored_notification;
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome, UnreadCounts};
 
-/// Records an `Idempotency-Key`; returns no row when the key is already there
-/// (`Statements::record_idempotency_key`).
+/// How sqlx names an in-memory database (`sqlite::memory:`): shared-cache, so that the writer's
+/// connection can open the same one.
+const SQLX_IN_MEMORY: &str = "file:sqlx-in-memory-";
+
+const INSERT_NOTIFICATION: &str = "INSERT INTO notifications
+     (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
+ VALUES (?1, ?2, COALESCE((SELECT last_seq FROM user_sequences WHERE user_id = ?2), 0) + 1,
+         ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+ RETURNING seq";
+
+/// Records an `Idempotency-Key`; returns no row when the key is already there.
 const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, key, request_hash, response, created_at)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
+
+fn backend(err: rusqlite::Error) -> Error {
+    Error::Backend(err.to_string())
+}
+
+/// The writer's connection; [`Writer::start_on_thread`](crate::adapters::group_commit::Writer::start_on_thread)
+/// moves it to the writer thread.
+pub struct SqliteCommitter {
+    conn: Connection,
+    /// Whether the connection is at `synchronous = FULL` (else NORMAL), so the pragma is only
+    /// issued when a batch needs the other one.
+    flushing: bool,
+}
+
+impl SqliteCommitter {
+    /// Opens a connection of its own to the database of `pool` (whose migrations have run).
+    pub fn open(pool: &SqlitePool) -> Result<Self> {
+        let options = pool.connect_options();
+        let name = options
+            .get_filename()
+            .to_str()
+            .ok_or_else(|| Error::Backend("the SQLite path is not UTF-8".into()))?
+            .to_owned();
+        let mut flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if name.starts_with(SQLX_IN_MEMORY) {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = Connection::open_with_flags(&name, flags)
+            .map_err(|e| Error::Backend(format!("cannot open SQLite database `{name}` for writing: {e}")))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+        // As the pool's connections: foreign keys on, and no checkpoint inside a commit (the pool
+        // checkpoints beside the writes). FULL: a commit is on disk before it is answered (a batch of
+        // only acknowledgements and attempt counts switches to NORMAL, see `commit`).
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self { conn, flushing: true })
+    }
+}
+
+impl BlockingCommitter for SqliteCommitter {
+    fn commit(&mut self, writes: Vec<Write>) {
+        // In WAL mode, NORMAL skips the commit's fsync; WAL frames are appended in order, so the
+        // next FULL commit (or the checkpoint) puts this batch on disk too.
+        let flush = writes.iter().any(Write::needs_flush);
+        if flush != self.flushing {
+            let level = if flush { "FULL" } else { "NORMAL" };
+            match self.conn.pragma_update(None, "synchronous", level) {
+                Ok(()) => self.flushing = flush,
+                // Still at NORMAL: nothing may be answered without its flush. Dropped, each write
+                // is answered with an error by its sender.
+                Err(err) if flush => {
+                    tracing::error!(error = %err, "sqlite:synchronous-not-set");
+                    return;
+                }
+                // Still at FULL: slower, not wrong.
+                Err(_) => {}
+            }
+        }
+        let mut answers = Vec::with_capacity(writes.len());
+        let committed = (|| {
+            // IMMEDIATE takes the write lock at once: no statement of the batch can then meet
+            // another writer's lock and have SQLite roll the whole transaction back under it.
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            apply_all(&tx, writes, &mut answers);
+            tx.commit().map_err(backend)
+        })();
+        answer_all(answers, committed, "sqlite");
+    }
+}
+
+/// Applies a batch with as few statements as it takes.
+fn apply_all(conn: &Connection, writes: Vec<Write>, answers: &mut Vec<Answer>) {
+    let mut sorted = Sorted::of(writes);
+    let mut published = Vec::with_capacity(sorted.publishes.len());
+    for write in std::mem::take(&mut sorted.publishes) {
+        let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
+        // One statement stands or falls alone; a publish of several (recipients, or a key and its
+        // rows) stands or falls whole, under a savepoint.
+        let several = write.batch.len() > 1 || idempotency.is_some();
+        let outcome = if several {
+            match conn.execute_batch("SAVEPOINT publish").map_err(backend) {
+                Err(err) => Err(err),
+                Ok(()) => {
+                    let outcome = publish(conn, &write.batch, idempotency, write.now);
+                    let closed = if outcome.is_ok() {
+                        conn.execute_batch("RELEASE publish")
+                    } else {
+                        conn.execute_batch("ROLLBACK TO publish; RELEASE publish")
+                    };
+                    closed.map_err(backend).and(outcome)
+                }
+            }
+        } else {
+            publish(conn, &write.batch, idempotency, write.now)
+        };
+        published.push((write, outcome));
+    }
+    add_unread_counts(conn, &mut published);
+    for (write, outcome) in published {
+        answers.push(Answer::Publish(write.reply, outcome));
+    }
+    if !sorted.attempts.is_empty() {
+        let mut counted = Ok(());
+        for round in sorted.attempt_rounds() {
+            counted = counted.and(record_attempt(conn, &round));
+        }
+        for (_, reply) in std::mem::take(&mut sorted.attempts) {
+            answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
+        }
+    }
+    for group in sorted.stamps_by_column() {
+        let stamped = stamp_all(conn, group[0].column, &group);
+        for write in group {
+            let found = stamped
+                .as_ref()
+                .map(|found| found.contains(&(write.user_id.clone(), write.id)))
+                .map_err(|err| Error::Backend(err.to_string()));
+            answers.push(Answer::Stamp(write.reply, found));
+        }
+    }
+}
 
 /// One publish's statements, inside the writer's transaction: the idempotency record (a repeated key
 /// answers the first receipt and writes nothing), then each notification with the next `seq` of its
-/// user.
-///
-/// Boxed as `Send` here, where its lifetimes are concrete: the idempotency statements are generic over
-/// the database, and the compiler cannot otherwise prove the future `Send` for every lifetime.
-pub(super) fn publish<'a>(
-    tx: &'a mut Transaction<'static, Sqlite>,
-    batch: &'a [NewNotification],
-    idempotency: Option<(&'a IdempotencyKey, &'a PublishReceipt)>,
+/// user (the trigger of migration 0003 records it as the user's last).
+fn publish(
+    conn: &Connection,
+    batch: &[NewNotification],
+    idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
     now: UnixMs,
-) -> BoxFuture<'a, Result<PublishOutcome>> {
-    Box::pin(async move {
-        if let Some((key, receipt)) = idempotency {
-            if let Some(repeated) =
-                Statements::record_idempotency_key(tx, INSERT_IDEMPOTENCY_KEY, key, receipt, now).await?
-            {
-                return Ok(repeated);
-            }
+) -> Result<PublishOutcome> {
+    if let Some((key, receipt)) = idempotency {
+        if let Some(repeated) = record_idempotency_key(conn, key, receipt, now)? {
+            return Ok(repeated);
         }
-        let mut created = Vec::with_capacity(batch.len());
-        for n in batch {
-            // The trigger of migration 0003 records the new `seq` as the user's last.
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO notifications
-                     (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
-                 VALUES (?, ?, COALESCE((SELECT last_seq FROM user_sequences WHERE user_id = ?), 0) + 1,
-                         ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 RETURNING seq",
+    }
+    let mut insert = conn.prepare_cached(INSERT_NOTIFICATION).map_err(backend)?;
+    let mut created = Vec::with_capacity(batch.len());
+    for n in batch {
+        // As sqlx's `Json` writes it: the JSON text.
+        let data = n
+            .data
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::Backend(e.to_string()))?;
+        let seq: i64 = insert
+            .query_row(
+                params![
+                    n.id.to_string(),
+                    n.user_id,
+                    n.kind.as_str(),
+                    n.channel,
+                    n.title,
+                    n.body,
+                    n.icon,
+                    n.action_url,
+                    data,
+                    n.created_at,
+                    n.expires_at
+                ],
+                |row| row.get(0),
             )
-            .bind(n.id.to_string())
-            .bind(&n.user_id)
-            .bind(&n.user_id)
-            .bind(n.kind.as_str())
-            .bind(&n.channel)
-            .bind(&n.title)
-            .bind(&n.body)
-            .bind(&n.icon)
-            .bind(&n.action_url)
-            .bind(n.data.as_ref().map(sqlx::types::Json))
-            .bind(n.created_at)
-            .bind(n.expires_at)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-            created.push(stored_notification(n, seq));
-        }
-        Ok(PublishOutcome::Created(created, UnreadCounts::new()))
-    })
+            .map_err(backend)?;
+        created.push(stored_notification(n, seq));
+    }
+    Ok(PublishOutcome::Created(created, UnreadCounts::new()))
+}
+
+/// Records a publish's `Idempotency-Key` with the receipt to replay. `None` when the key is new: the
+/// publish goes on. Otherwise the key's first receipt for the same request, or a refusal for
+/// another request; the caller rolls back.
+fn record_idempotency_key(
+    conn: &Connection,
+    key: &IdempotencyKey,
+    receipt: &PublishReceipt,
+    now: UnixMs,
+) -> Result<Option<PublishOutcome>> {
+    let response = serde_json::to_string(receipt).map_err(|e| Error::Backend(e.to_string()))?;
+    let recorded: Option<String> = conn
+        .prepare_cached(INSERT_IDEMPOTENCY_KEY)
+        .and_then(|mut insert| {
+            insert
+                .query_row(
+                    params![
+                        key.publisher.as_str(),
+                        key.key.as_str(),
+                        key.request_hash.as_str(),
+                        response,
+                        now
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+        .map_err(backend)?;
+    if recorded.is_some() {
+        return Ok(None);
+    }
+    let (hash, first): (String, String) = conn
+        .query_row(
+            "SELECT request_hash, response FROM idempotency_keys WHERE publisher = ?1 AND key = ?2",
+            params![key.publisher.as_str(), key.key.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(backend)?;
+    Ok(Some(if hash == key.request_hash {
+        let first = serde_json::from_str(&first).map_err(|e| Error::Backend(format!("stored receipt: {e}")))?;
+        PublishOutcome::Replayed(first)
+    } else {
+        PublishOutcome::KeyReused
+    }))
+}
+
+/// `n` comma-separated `?`.
+fn placeholders(n: usize) -> String {
+    let mut list = "?, ".repeat(n);
+    list.truncate(list.len().saturating_sub(2));
+    list
 }
 
 /// The unread counts of `users` at `now`, in one statement (read inside the batch's transaction, so
 /// they include what the batch wrote).
-fn unread_counts<'a>(
-    tx: &'a mut SqliteConnection,
-    users: &'a [String],
-    now: UnixMs,
-) -> BoxFuture<'a, Result<UnreadCounts>> {
-    Box::pin(async move {
-        let mut counts = UnreadCounts::new();
-        for chunk in users.chunks(500) {
-            let mut sql = sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT user_id, COUNT(*) FROM notifications WHERE read_at IS NULL AND (expires_at IS NULL OR expires_at > ",
-            );
-            sql.push_bind(now);
-            sql.push(") AND user_id IN (");
-            let mut ids = sql.separated(", ");
-            for user in chunk {
-                ids.push_bind(user.as_str());
-            }
-            sql.push(") GROUP BY user_id");
-            let rows: Vec<(String, i64)> = sql.build_query_as().fetch_all(&mut *tx).await.map_err(Error::backend)?;
-            counts.extend(
-                rows.into_iter()
-                    .map(|(user, n)| (user, u64::try_from(n).unwrap_or_default())),
-            );
+fn unread_counts(conn: &Connection, users: &[String], now: UnixMs) -> Result<UnreadCounts> {
+    let mut counts = UnreadCounts::new();
+    for chunk in users.chunks(500) {
+        let sql = format!(
+            "SELECT user_id, COUNT(*) FROM notifications WHERE read_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+             AND user_id IN ({}) GROUP BY user_id",
+            placeholders(chunk.len())
+        );
+        let mut query = conn.prepare_cached(&sql).map_err(backend)?;
+        let values = std::iter::once(Value::Integer(now)).chain(chunk.iter().map(|user| Value::Text(user.clone())));
+        let rows = query
+            .query_map(params_from_iter(values), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(backend)?;
+        for row in rows {
+            let (user, n) = row.map_err(backend)?;
+            counts.insert(user, u64::try_from(n).unwrap_or_default());
         }
-        Ok(counts)
-    })
-}
-
-/// A statement without parameters (savepoints).
-fn statement<'a>(tx: &'a mut SqliteConnection, sql: &'static str) -> BoxFuture<'a, Result<()>> {
-    Box::pin(async move { sqlx::query(sql).execute(tx).await.map(drop).map_err(Error::backend) })
+    }
+    Ok(counts)
 }
 
 /// Fills the unread counts of every publish that stored something, from one query for the batch.
 /// Without them (the query failed) the fan-out counts for itself.
-fn add_unread_counts<'a>(
-    tx: &'a mut SqliteConnection,
-    published: &'a mut [(Publish, Result<PublishOutcome>)],
-) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        let mut users: Vec<String> = published
-            .iter()
-            .filter_map(|(_, outcome)| match outcome {
-                Ok(PublishOutcome::Created(created, _)) => Some(created.iter().map(|n| n.user_id.clone())),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        if users.is_empty() {
-            return;
-        }
-        users.sort_unstable();
-        users.dedup();
-        let now = published.iter().map(|(write, _)| write.now).max().unwrap_or_default();
-        let Ok(counts) = unread_counts(tx, &users, now).await else {
-            return;
-        };
-        for (_, outcome) in published.iter_mut() {
-            if let Ok(PublishOutcome::Created(created, unread)) = outcome {
-                for n in created.iter() {
-                    let count = counts.get(&n.user_id).copied().unwrap_or_default();
-                    unread.insert(n.user_id.clone(), count);
-                }
-            }
-        }
-    })
-}
-
-/// The embedded store's committer.
-pub struct SqliteCommitter(pub SqlitePool);
-
-impl Committer for SqliteCommitter {
-    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()> {
-        Box::pin(commit(&self.0, writes))
+fn add_unread_counts(conn: &Connection, published: &mut [(Publish, Result<PublishOutcome>)]) {
+    let mut users: Vec<String> = published
+        .iter()
+        .filter_map(|(_, outcome)| match outcome {
+            Ok(PublishOutcome::Created(created, _)) => Some(created.iter().map(|n| n.user_id.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if users.is_empty() {
+        return;
     }
-}
-
-async fn commit(pool: &SqlitePool, writes: Vec<Write>) {
-    let mut answers = Vec::with_capacity(writes.len());
-    let committed = async {
-        // IMMEDIATE takes the write lock at once: no statement of the batch can then meet another
-        // writer's lock and have SQLite roll the whole transaction back under it.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(Error::backend)?;
-        apply_all(&mut tx, writes, &mut answers).await;
-        tx.commit().await.map_err(Error::backend)
+    users.sort_unstable();
+    users.dedup();
+    let now = published.iter().map(|(write, _)| write.now).max().unwrap_or_default();
+    let Ok(counts) = unread_counts(conn, &users, now) else {
+        return;
+    };
+    for (_, outcome) in published.iter_mut() {
+        if let Ok(PublishOutcome::Created(created, unread)) = outcome {
+            for n in created.iter() {
+                let count = counts.get(&n.user_id).copied().unwrap_or_default();
+                unread.insert(n.user_id.clone(), count);
+            }
+        }
     }
-    .await;
-    answer_all(answers, committed, "sqlite");
-}
-
-/// Applies a batch with as few statements as it takes, since every statement is a round trip.
-fn apply_all<'a>(
-    tx: &'a mut Transaction<'static, Sqlite>,
-    writes: Vec<Write>,
-    answers: &'a mut Vec<Answer>,
-) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        let mut sorted = Sorted::of(writes);
-        let mut published = Vec::with_capacity(sorted.publishes.len());
-        for write in std::mem::take(&mut sorted.publishes) {
-            let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
-            // One statement stands or falls alone; a publish of several (recipients, or a key and
-            // its rows) stands or falls whole, under a savepoint.
-            let several = write.batch.len() > 1 || idempotency.is_some();
-            let outcome = if several {
-                match statement(tx, "SAVEPOINT publish").await {
-                    Err(err) => Err(err),
-                    Ok(()) => {
-                        let outcome = publish(tx, &write.batch, idempotency, write.now).await;
-                        let closed = if outcome.is_ok() {
-                            statement(tx, "RELEASE publish").await
-                        } else {
-                            let undone = statement(tx, "ROLLBACK TO publish").await;
-                            undone.and(statement(tx, "RELEASE publish").await)
-                        };
-                        closed.and(outcome)
-                    }
-                }
-            } else {
-                publish(tx, &write.batch, idempotency, write.now).await
-            };
-            published.push((write, outcome));
-        }
-        add_unread_counts(tx, &mut published).await;
-        for (write, outcome) in published {
-            answers.push(Answer::Publish(write.reply, outcome));
-        }
-        if !sorted.attempts.is_empty() {
-            let mut counted = Ok(());
-            for round in sorted.attempt_rounds() {
-                counted = counted.and(record_attempt(tx, &round).await);
-            }
-            for (_, reply) in std::mem::take(&mut sorted.attempts) {
-                answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
-            }
-        }
-        for group in sorted.stamps_by_column() {
-            let stamped = stamp_all(tx, group[0].column, &group).await;
-            for write in group {
-                let found = stamped
-                    .as_ref()
-                    .map(|found| found.contains(&(write.user_id.clone(), write.id)))
-                    .map_err(|err| Error::Backend(err.to_string()));
-                answers.push(Answer::Stamp(write.reply, found));
-            }
-        }
-    })
 }
 
 /// Sets `column` on every stamped notification that has none yet (first time wins) to its own
 /// stamp's time, and returns which `(user, id)` pairs exist: a stamp of another user's notification
 /// finds nothing.
-fn stamp_all<'a>(
-    conn: &'a mut SqliteConnection,
-    column: &'static str,
-    stamps: &'a [Stamp],
-) -> BoxFuture<'a, Result<HashSet<(String, Uuid)>>> {
-    Box::pin(async move {
-        let mut found = HashSet::new();
-        // Five parameters a stamp: well under SQLite's oldest limit of 999 per statement.
-        for chunk in stamps.chunks(150) {
-            let mut sql = sqlx::QueryBuilder::<Sqlite>::new(format!(
-                "UPDATE notifications SET {column} = COALESCE({column}, CASE id"
-            ));
-            // Each row gets its own stamp's time.
-            for stamp in chunk {
-                sql.push(" WHEN ").push_bind(stamp.id.to_string());
-                sql.push(" THEN ").push_bind(stamp.at);
+fn stamp_all(conn: &Connection, column: &'static str, stamps: &[Stamp]) -> Result<HashSet<(String, Uuid)>> {
+    let mut found = HashSet::new();
+    // Five parameters a stamp: well under SQLite's oldest limit of 999 per statement.
+    for chunk in stamps.chunks(150) {
+        let cases = " WHEN ? THEN ?".repeat(chunk.len());
+        let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+        // Each row gets its own stamp's time; `id IN` finds the rows by primary key; the pairs keep
+        // each user to their own.
+        let sql = format!(
+            "UPDATE notifications SET {column} = COALESCE({column}, CASE id{cases} END)
+             WHERE id IN ({}) AND (user_id, id) IN (VALUES {pairs}) RETURNING user_id, id",
+            placeholders(chunk.len())
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 5);
+        values.extend(
+            chunk
+                .iter()
+                .flat_map(|stamp| [Value::Text(stamp.id.to_string()), Value::Integer(stamp.at)]),
+        );
+        values.extend(chunk.iter().map(|stamp| Value::Text(stamp.id.to_string())));
+        values.extend(
+            chunk
+                .iter()
+                .flat_map(|stamp| [Value::Text(stamp.user_id.clone()), Value::Text(stamp.id.to_string())]),
+        );
+        let mut update = conn.prepare_cached(&sql).map_err(backend)?;
+        let rows = update
+            .query_map(params_from_iter(values), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(backend)?;
+        for row in rows {
+            let (user, id) = row.map_err(backend)?;
+            if let Ok(id) = Uuid::parse_str(&id) {
+                found.insert((user, id));
             }
-            // `id IN` finds the rows by primary key; the pairs keep each user to their own.
-            sql.push(" END) WHERE id IN (");
-            let mut ids = sql.separated(", ");
-            for stamp in chunk {
-                ids.push_bind(stamp.id.to_string());
-            }
-            sql.push(") AND (user_id, id) IN (VALUES ");
-            let mut pairs = sql.separated(", ");
-            for stamp in chunk {
-                pairs.push("(");
-                pairs.push_bind_unseparated(stamp.user_id.clone());
-                pairs.push_unseparated(", ");
-                pairs.push_bind_unseparated(stamp.id.to_string());
-                pairs.push_unseparated(")");
-            }
-            sql.push(") RETURNING user_id, id");
-            let rows: Vec<(String, String)> = sql
-                .build_query_as()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(Error::backend)?;
-            found.extend(
-                rows.into_iter()
-                    .filter_map(|(user, id)| Some((user, Uuid::parse_str(&id).ok()?))),
-            );
         }
-        Ok(found)
-    })
+    }
+    Ok(found)
 }
 
-fn record_attempt<'a>(conn: &'a mut SqliteConnection, ids: &'a [Uuid]) -> BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        for chunk in ids.chunks(500) {
-            let mut sql =
-                sqlx::QueryBuilder::<Sqlite>::new("UPDATE notifications SET attempts = attempts + 1 WHERE id IN (");
-            let mut separated = sql.separated(", ");
-            for id in chunk {
-                separated.push_bind(id.to_string());
-            }
-            sql.push(")");
-            sql.build().execute(&mut *conn).await.map_err(Error::backend)?;
-        }
-        Ok(())
-    })
+fn record_attempt(conn: &Connection, ids: &[Uuid]) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE notifications SET attempts = attempts + 1 WHERE id IN ({})",
+            placeholders(chunk.len())
+        );
+        conn.prepare_cached(&sql)
+            .and_then(|mut update| update.execute(params_from_iter(chunk.iter().map(Uuid::to_string))))
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::future::BoxFuture;
     use tokio::sync::oneshot;
 
     use super::*;
@@ -336,7 +423,7 @@ mod tests {
                 reply: attempt,
             },
         ];
-        commit(&pool, writes).await;
+        SqliteCommitter::open(&pool).expect("writer").commit(writes);
         assert!(matches!(
             first_answer.await.expect("answered"),
             Ok(PublishOutcome::Created(created, unread)) if created.len() == 1 && created[0].seq == 1
@@ -360,7 +447,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_through_the_writer_are_all_answered() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
-        let writer = Writer::start(SqliteCommitter(pool.clone()));
+        let writer =
+            Writer::start_on_thread("test-writer", SqliteCommitter::open(&pool).expect("writer")).expect("thread");
         let answers = futures_util::future::join_all((0..200).map(|_| {
             let writer = writer.clone();
             async move {
@@ -390,25 +478,21 @@ mod tests {
         let (first, first_answer) = oneshot::channel();
         let (pair, pair_answer) = oneshot::channel();
         let fresh = Uuid::new_v4();
-        commit(
-            &pool,
-            vec![
-                Write::Publish {
-                    batch: vec![test_notification(taken, "alice")],
-                    idempotency: None,
-                    now: 1_000,
-                    reply: first,
-                },
-                // Two recipients; the second row repeats an id, so the first must not stay.
-                Write::Publish {
-                    batch: vec![test_notification(fresh, "bob"), test_notification(taken, "carol")],
-                    idempotency: None,
-                    now: 1_000,
-                    reply: pair,
-                },
-            ],
-        )
-        .await;
+        SqliteCommitter::open(&pool).expect("writer").commit(vec![
+            Write::Publish {
+                batch: vec![test_notification(taken, "alice")],
+                idempotency: None,
+                now: 1_000,
+                reply: first,
+            },
+            // Two recipients; the second row repeats an id, so the first must not stay.
+            Write::Publish {
+                batch: vec![test_notification(fresh, "bob"), test_notification(taken, "carol")],
+                idempotency: None,
+                now: 1_000,
+                reply: pair,
+            },
+        ]);
         assert!(first_answer.await.expect("answered").is_ok());
         assert!(pair_answer.await.expect("answered").is_err());
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
@@ -426,11 +510,56 @@ mod tests {
     #[tokio::test]
     async fn stamps_keep_their_own_times_and_repeated_attempts_all_count() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
-        let store = super::super::SqliteNotificationStore::new(pool.clone());
-        crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(
-            &SqliteCommitter(pool),
-            &store,
-        )
-        .await;
+        let store = super::super::SqliteNotificationStore::new(pool.clone()).expect("store");
+        let mut committer = SqliteCommitter::open(&pool).expect("writer");
+        let commit = |writes| -> BoxFuture<'static, ()> {
+            committer.commit(writes);
+            Box::pin(async {})
+        };
+        crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(commit, &store)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn only_batches_with_a_publish_or_a_read_mark_wait_for_the_disk() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        let mut committer = SqliteCommitter::open(&pool).expect("writer");
+        let id = Uuid::new_v4();
+        let stamp = |column| {
+            let (reply, _) = oneshot::channel();
+            Write::Stamp {
+                column,
+                user_id: "alice".into(),
+                id,
+                at: 2_000,
+                reply,
+            }
+        };
+        let mut commit_and_read_level = |write: Write| {
+            committer.commit(vec![write]);
+            committer
+                .conn
+                .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+                .expect("synchronous")
+        };
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        assert_eq!(
+            commit_and_read_level(stamp("delivered_at")),
+            NORMAL,
+            "an acknowledgement"
+        );
+        let (reply, _) = oneshot::channel();
+        let publish = Write::Publish {
+            batch: vec![test_notification(id, "alice")],
+            idempotency: None,
+            now: 1_000,
+            reply,
+        };
+        assert_eq!(commit_and_read_level(publish), FULL, "a publish");
+        let (reply, _) = oneshot::channel();
+        let attempt = Write::RecordAttempt { ids: vec![id], reply };
+        assert_eq!(commit_and_read_level(attempt), NORMAL, "an attempt count");
+        assert_eq!(commit_and_read_level(stamp("read_at")), FULL, "a read mark");
     }
 }

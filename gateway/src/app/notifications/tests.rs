@@ -35,9 +35,9 @@ struct Fixture {
 async fn fixture(settings: DeliverySettings) -> Fixture {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let catalog = Arc::new(ChannelCatalog::default_set(7));
-    let store = Arc::new(SqliteNotificationStore::new(
-        sqlite::connect("sqlite::memory:").await.expect("sqlite"),
-    ));
+    let store = Arc::new(
+        SqliteNotificationStore::new(sqlite::connect("sqlite::memory:").await.expect("sqlite")).expect("store"),
+    );
     let preferences = Arc::new(MemoryPreferenceStore::default());
     let sessions = Arc::new(LocalSessions::default());
     let bus = Arc::new(MemoryEventBus::default());
