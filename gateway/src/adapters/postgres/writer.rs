@@ -199,11 +199,12 @@ struct Batched {
 }
 
 async fn commit(pool: &PgPool, writes: Vec<Write>) {
+    let flush = writes.iter().any(Write::needs_flush);
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
     let attempted = sorted.attempt_rounds();
     let mut answers = Vec::new();
-    match batch(pool, &sorted.publishes, &groups, &attempted).await {
+    match batch(pool, flush, &sorted.publishes, &groups, &attempted).await {
         Ok(batched) => {
             for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
                 answers.push(Answer::Publish(write.reply, Ok(outcome)));
@@ -275,14 +276,24 @@ impl From<Error> for Failure {
     }
 }
 
-/// The whole batch in one transaction.
+/// The whole batch in one transaction; `flush`: whether its commit must wait for the WAL to be on
+/// disk (`Write::needs_flush`).
 async fn batch(
     pool: &PgPool,
+    flush: bool,
     publishes: &[Publish],
     groups: &[Vec<Stamp>],
     attempted: &[Vec<Uuid>],
 ) -> Result<Batched, Failure> {
     let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
+    if !flush {
+        // Only acknowledgements and attempt counts: the commit returns before its WAL flush, which
+        // follows within the WAL writer's delay (a crash before it only means a replay).
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::backend)?;
+    }
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
         let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
