@@ -26,38 +26,38 @@ const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, k
      VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000))
      ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
 
-/// Inserts `batch` in one statement: every recipient's sequence bumped, rows numbered within it in
-/// the order given; returns each notification's `seq`.
-fn insert_notifications<'a>(
-    tx: &'a mut Transaction<'static, Postgres>,
-    batch: &'a [&'a NewNotification],
-) -> BoxFuture<'a, Result<HashMap<Uuid, i64>>> {
-    Box::pin(async move {
-        if batch.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[])
-                     WITH ORDINALITY AS t(id, user_id, type, channel, title, body, icon, action_url, data,
-                                          created_at, expires_at, ord)
-             ),
-             counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
-             bumped AS (
-                 INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
-                 ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
-                 RETURNING s.user_id, s.last_seq
-             )
-             INSERT INTO notifications
-                 (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
-             SELECT i.id, i.user_id,
-                    b.last_seq - c.n + row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord),
-                    i.type, i.channel, i.title, i.body, i.icon, i.action_url, i.data::jsonb,
-                    to_timestamp(i.created_at::float8 / 1000), to_timestamp(i.expires_at::float8 / 1000)
-             FROM input i JOIN counts c USING (user_id) JOIN bumped b USING (user_id)
-             RETURNING id, seq",
-        )
+/// The common head of both inserts: `batch` unnested, every recipient's sequence bumped, rows
+/// numbered within it in the order given, inserted; `inserted` holds each row's id, user, seq and
+/// expiry.
+const INSERT_CTE: &str = "WITH input AS (
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[])
+             WITH ORDINALITY AS t(id, user_id, type, channel, title, body, icon, action_url, data,
+                                  created_at, expires_at, ord)
+     ),
+     counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
+     bumped AS (
+         INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
+         ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
+         RETURNING s.user_id, s.last_seq
+     ),
+     inserted AS (
+         INSERT INTO notifications
+             (id, user_id, seq, type, channel, title, body, icon, action_url, data, created_at, expires_at)
+         SELECT i.id, i.user_id,
+                b.last_seq - c.n + row_number() OVER (PARTITION BY i.user_id ORDER BY i.ord),
+                i.type, i.channel, i.title, i.body, i.icon, i.action_url, i.data::jsonb,
+                to_timestamp(i.created_at::float8 / 1000), to_timestamp(i.expires_at::float8 / 1000)
+         FROM input i JOIN counts c USING (user_id) JOIN bumped b USING (user_id)
+         RETURNING id, user_id, seq, expires_at
+     )";
+
+/// Binds the rows of `batch` as the eleven arrays of [`INSERT_CTE`].
+fn bind_rows<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    batch: &[&NewNotification],
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
         .bind(batch.iter().map(|n| n.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|n| n.user_id.clone()).collect::<Vec<_>>())
         .bind(batch.iter().map(|n| n.kind.as_str().to_owned()).collect::<Vec<_>>())
@@ -78,11 +78,70 @@ fn insert_notifications<'a>(
         )
         .bind(batch.iter().map(|n| n.created_at).collect::<Vec<_>>())
         .bind(batch.iter().map(|n| n.expires_at).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(Error::backend)?;
+}
+
+/// Inserts `batch` in one statement inside `tx`; returns each notification's `seq`.
+fn insert_notifications<'a>(
+    tx: &'a mut Transaction<'static, Postgres>,
+    batch: &'a [&'a NewNotification],
+) -> BoxFuture<'a, Result<HashMap<Uuid, i64>>> {
+    Box::pin(async move {
+        if batch.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!("{INSERT_CTE} SELECT id, seq FROM inserted");
+        let rows: Vec<(Uuid, i64)> = bind_rows(sqlx::query_as(&sql), batch)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(Error::backend)?;
         Ok(rows.into_iter().collect())
     })
+}
+
+/// A batch of publishes without idempotency keys, as one statement in a transaction of its own:
+/// the rows inserted and each recipient's unread count, one round trip to the database instead of
+/// four (begin, insert, count, commit), which on a busy machine decided the cluster's latency.
+/// The count adds the rows just inserted to those there before: a statement does not see its own
+/// inserts.
+async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<PublishOutcome>, Failure> {
+    let rows: Vec<&NewNotification> = publishes.iter().flat_map(|write| write.batch.iter()).collect();
+    let now = publishes.iter().map(|write| write.now).max().unwrap_or_default();
+    let sql = format!(
+        "{INSERT_CTE},
+         before AS (
+             SELECT c.user_id, (SELECT count(*) FROM notifications n
+                                WHERE n.user_id = c.user_id AND n.read_at IS NULL
+                                  AND (n.expires_at IS NULL OR n.expires_at > to_timestamp($12::float8 / 1000)))::int8 AS n
+             FROM counts c
+         ),
+         added AS (
+             SELECT user_id, count(*)::int8 AS n FROM inserted
+             WHERE expires_at IS NULL OR expires_at > to_timestamp($12::float8 / 1000)
+             GROUP BY user_id
+         )
+         SELECT i.id, i.seq, b.user_id, b.n + COALESCE(a.n, 0)
+         FROM inserted i JOIN before b USING (user_id) LEFT JOIN added a USING (user_id)"
+    );
+    let found: Vec<(Uuid, i64, String, i64)> = bind_rows(sqlx::query_as(&sql), &rows)
+        .bind(now)
+        .fetch_all(pool)
+        .await
+        .map_err(|err| match err {
+        // Refused by the database: nothing was written, each publish can be redone alone.
+        sqlx::Error::Database(_) => Failure::Statement(Error::backend(err)),
+        // The connection failed: the commit may have happened.
+        _ => Failure::Unsure(Error::backend(err)),
+    })?;
+    let mut seqs = HashMap::with_capacity(found.len());
+    let mut counts = UnreadCounts::new();
+    for (id, seq, user, unread) in found {
+        seqs.insert(id, seq);
+        counts.insert(user, u64::try_from(unread).unwrap_or_default());
+    }
+    Ok(publishes
+        .iter()
+        .map(|write| created(&write.batch, &seqs, &counts))
+        .collect())
 }
 
 /// Records a publish's `Idempotency-Key` in `tx`; `Some` answer when the key was already there.
@@ -203,8 +262,12 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
     let attempted = sorted.attempt_rounds();
+    if sorted.publishes.is_empty() {
+        without_publishes(pool, flush, sorted, groups, &attempted).await;
+        return;
+    }
     let mut answers = Vec::new();
-    match batch(pool, flush, &sorted.publishes, &groups, &attempted).await {
+    match batch(pool, &sorted.publishes, &groups, &attempted).await {
         Ok(batched) => {
             for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
                 answers.push(Answer::Publish(write.reply, Ok(outcome)));
@@ -246,7 +309,7 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
             if !attempted.is_empty() {
                 let mut counted = Ok(());
                 for round in &attempted {
-                    counted = counted.and(record_attempts(pool, round).await);
+                    counted = counted.and(count_attempts(pool, round, false).await);
                 }
                 for (_, reply) in sorted.attempts {
                     answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
@@ -276,24 +339,23 @@ impl From<Error> for Failure {
     }
 }
 
-/// The whole batch in one transaction; `flush`: whether its commit must wait for the WAL to be on
-/// disk (`Write::needs_flush`).
+/// The whole batch (with publishes, so flushed) in one transaction, or in one statement when it is
+/// only publishes without idempotency keys.
 async fn batch(
     pool: &PgPool,
-    flush: bool,
     publishes: &[Publish],
     groups: &[Vec<Stamp>],
     attempted: &[Vec<Uuid>],
 ) -> Result<Batched, Failure> {
-    let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
-    if !flush {
-        // Only acknowledgements and attempt counts: the commit returns before its WAL flush, which
-        // follows within the WAL writer's delay (a crash before it only means a replay).
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::backend)?;
+    let keyless = publishes.iter().all(|write| write.idempotency.is_none());
+    if !publishes.is_empty() && keyless && groups.is_empty() && attempted.is_empty() {
+        let publishes = publish_alone(pool, publishes).await?;
+        return Ok(Batched {
+            publishes,
+            stamped: Vec::new(),
+        });
     }
+    let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
         let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
@@ -314,65 +376,97 @@ async fn batch(
         .map(|(write, repeated)| repeated.unwrap_or_else(|| created(&write.batch, &seqs, &counts)))
         .collect();
     for round in attempted {
-        count_attempts(&mut tx, round).await?;
+        count_attempts(&mut *tx, round, false).await?;
     }
     let mut stamped = Vec::with_capacity(groups.len());
     for group in groups {
-        stamped.push(stamp_group(&mut tx, group).await?);
+        stamped.push(stamp_group(&mut *tx, group, false).await?);
     }
     tx.commit().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     Ok(Batched { publishes, stamped })
 }
 
-const COUNT_ATTEMPTS: &str = "UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)";
+/// Makes a statement that is a transaction of its own commit without waiting for its WAL flush
+/// (`set_config(..., true)` lasts until the end of the transaction, where the commit reads it).
+const NO_FLUSH: &str = "WITH no_flush AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) ";
 
-fn count_attempts<'a>(tx: &'a mut Transaction<'static, Postgres>, ids: &'a [Uuid]) -> BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        sqlx::query(COUNT_ATTEMPTS)
-            .bind(ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-        Ok(())
-    })
+/// Sets the group's column on each `(user, id)` that has none yet (first time wins) to its own
+/// stamp's time, and returns the pairs that exist: another user's id finds nothing.
+async fn stamp_group<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    group: &[Stamp],
+    no_flush: bool,
+) -> Result<HashSet<(String, Uuid)>> {
+    let Some(first) = group.first() else {
+        return Ok(HashSet::new());
+    };
+    let column = first.column;
+    let (with, joined) = if no_flush { (NO_FLUSH, ", no_flush") } else { ("", "") };
+    // Each row gets its own stamp's time.
+    let sql = format!(
+        "{with}UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp(s.at::float8 / 1000))
+         FROM UNNEST($1::int8[], $2::text[], $3::uuid[]) AS s(at, user_id, id){joined}
+         WHERE n.id = s.id AND n.user_id = s.user_id
+         RETURNING n.user_id, n.id"
+    );
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(&sql)
+        .bind(group.iter().map(|s| s.at).collect::<Vec<_>>())
+        .bind(group.iter().map(|s| s.user_id.clone()).collect::<Vec<_>>())
+        .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
+        .fetch_all(executor)
+        .await
+        .map_err(Error::backend)?;
+    Ok(rows.into_iter().collect())
 }
 
-async fn record_attempts(pool: &PgPool, ids: &[Uuid]) -> Result<()> {
-    sqlx::query(COUNT_ATTEMPTS)
+/// Adds one attempt to each of `ids`.
+async fn count_attempts<'c>(executor: impl sqlx::PgExecutor<'c>, ids: &[Uuid], no_flush: bool) -> Result<()> {
+    let sql = if no_flush {
+        format!("{NO_FLUSH}UPDATE notifications SET attempts = attempts + 1 FROM no_flush WHERE id = ANY($1)")
+    } else {
+        "UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)".to_owned()
+    };
+    sqlx::query(&sql)
         .bind(ids)
-        .execute(pool)
+        .execute(executor)
         .await
         .map_err(Error::backend)?;
     Ok(())
 }
 
-/// Sets the group's column on each `(user, id)` that has none yet (first time wins) to its own
-/// stamp's time, and returns the pairs that exist: another user's id finds nothing.
-fn stamp_group<'a>(
-    tx: &'a mut Transaction<'static, Postgres>,
-    group: &'a [Stamp],
-) -> BoxFuture<'a, Result<HashSet<(String, Uuid)>>> {
-    Box::pin(async move {
-        let Some(first) = group.first() else {
-            return Ok(HashSet::new());
-        };
-        let column = first.column;
-        // Each row gets its own stamp's time.
-        let sql = format!(
-            "UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp(s.at::float8 / 1000))
-             FROM UNNEST($1::int8[], $2::text[], $3::uuid[]) AS s(at, user_id, id)
-             WHERE n.id = s.id AND n.user_id = s.user_id
-             RETURNING n.user_id, n.id"
-        );
-        let rows: Vec<(String, Uuid)> = sqlx::query_as(&sql)
-            .bind(group.iter().map(|s| s.at).collect::<Vec<_>>())
-            .bind(group.iter().map(|s| s.user_id.clone()).collect::<Vec<_>>())
-            .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(Error::backend)?;
-        Ok(rows.into_iter().collect())
-    })
+/// A batch without publishes (acknowledgements, read marks, attempt counts): each stamp group and
+/// each attempt round is one statement and a transaction of its own, one round trip each instead of
+/// a transaction's four or five; each write is answered with its own statement's result. Without
+/// a read mark none of them waits for its WAL flush (`Write::needs_flush`).
+async fn without_publishes(
+    pool: &PgPool,
+    flush: bool,
+    sorted: Sorted,
+    groups: Vec<Vec<Stamp>>,
+    attempted: &[Vec<Uuid>],
+) {
+    let no_flush = !flush;
+    let mut answers = Vec::new();
+    if !attempted.is_empty() {
+        let mut counted = Ok(());
+        for round in attempted {
+            counted = counted.and(count_attempts(pool, round, no_flush).await);
+        }
+        for (_, reply) in sorted.attempts {
+            answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
+        }
+    }
+    for group in groups {
+        let stamped = stamp_group(pool, &group, no_flush).await;
+        for stamp in group {
+            let found = stamped
+                .as_ref()
+                .map(|found| found.contains(&(stamp.user_id.clone(), stamp.id)))
+                .map_err(|err| Error::Backend(err.to_string()));
+            answers.push(Answer::Stamp(stamp.reply, found));
+        }
+    }
+    answer_all(answers, Ok(()), "postgres");
 }
 
 #[cfg(test)]
@@ -381,6 +475,7 @@ mod tests {
 
     use super::*;
     use crate::adapters::group_commit::{Writer, test_notification};
+    use crate::ports::NotificationStore;
 
     fn publish(id: Uuid, reply: oneshot::Sender<Result<PublishOutcome>>) -> Write {
         Write::Publish {
@@ -389,6 +484,59 @@ mod tests {
             now: 1_000,
             reply,
         }
+    }
+
+    /// The unread count each publish of `writes` answered for alice.
+    async fn unread_answers(pool: &PgPool, ids: &[(Uuid, Option<UnixMs>)]) -> Vec<u64> {
+        let mut answers = Vec::new();
+        let mut writes = Vec::new();
+        for (id, expires_at) in ids {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            let mut n = test_notification(*id, "alice");
+            n.expires_at = *expires_at;
+            writes.push(Write::Publish {
+                batch: vec![n],
+                idempotency: None,
+                now: 1_000,
+                reply,
+            });
+        }
+        commit(pool, writes).await;
+        let mut counts = Vec::new();
+        for answer in answers {
+            match answer.await.expect("answered") {
+                Ok(PublishOutcome::Created(_, unread)) => counts.push(unread["alice"]),
+                other => panic!("expected created, got {other:?}"),
+            }
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_publishes_alone_counts_what_was_unread_before_and_what_it_added() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let fresh = || (Uuid::new_v4(), None);
+        assert_eq!(
+            unread_answers(&pool, &[fresh(), fresh()]).await,
+            [2, 2],
+            "the batch's own rows"
+        );
+        // One already expired at `now` is stored but not unread.
+        let expired = (Uuid::new_v4(), Some(500));
+        assert_eq!(
+            unread_answers(&pool, &[fresh(), expired]).await,
+            [3, 3],
+            "earlier rows too"
+        );
+        let store = super::super::PostgresNotificationStore::new(pool.clone());
+        assert_eq!(
+            store.unread_count("alice", 1_000).await.expect("count"),
+            3,
+            "as the store counts"
+        );
     }
 
     #[tokio::test]
