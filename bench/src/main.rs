@@ -59,16 +59,20 @@ enum Bench {
         users: usize,
     },
     /// The platform team's open-loop workload (users connected, notifications published at an
-    /// offered rate, one recipient each, every one acknowledged) against Herald and its peers, one
+    /// offered rate, to one recipient each by default, every one acknowledged) against Herald and its peers, one
     /// server after another, each freshly started. Cluster servers use a durable PostgreSQL (fsync
     /// on) and a Redis of the benchmark's own (`scripts/services` with HERALD_TEST_PG_DURABLE=1).
     OpenLoop {
         /// Connected users; publishes go round-robin over them.
         #[arg(long, default_value_t = 2_000)]
         users: usize,
-        /// Notifications published (one recipient each).
+        /// Publishes made (each to `--recipients` users).
         #[arg(long, default_value_t = 20_000)]
         notifications: usize,
+        /// Recipients of each publish (consecutive users, at most `--users`): every publish delivers
+        /// this many notifications.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        recipients: u16,
         /// Offered publishes per second.
         #[arg(long, default_value_t = 2_000)]
         rate: u64,
@@ -106,15 +110,21 @@ async fn main() -> anyhow::Result<()> {
         Bench::OpenLoop {
             users,
             notifications,
+            recipients,
             rate,
             servers,
             drain_seconds,
             max_in_flight,
             write,
         } => {
+            anyhow::ensure!(
+                usize::from(recipients) <= users,
+                "--recipients ({recipients}) cannot exceed --users ({users})"
+            );
             let plan = openloop::Plan {
                 users,
                 notifications,
+                recipients: usize::from(recipients),
                 rate,
                 drain: Duration::from_secs(drain_seconds),
                 connect_concurrency: 64,

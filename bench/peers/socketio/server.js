@@ -6,8 +6,8 @@
 //   herald_e2e::GatewayProcess waits for).
 // - Socket.IO over the WebSocket transport only; a client's user id is the handshake query's `userId`
 //   and the socket joins the room of that name.
-// - `POST /publish` `{"userId": "...", "notification": {...}}` emits `notification` to that room and
-//   answers 202. Nothing is stored and nothing is acknowledged: clients' `ack` events are ignored.
+// - `POST /publish` `{"userIds": ["...", ...], "notification": {...}}` emits `notification` to those
+//   rooms (one emit for all of them, as Socket.IO allows) and answers 202. Nothing is stored and nothing is acknowledged: clients' `ack` events are ignored.
 // - With env REDIS_URL, rooms span every node through @socket.io/redis-adapter: a publish to one node
 //   reaches the user's sockets on the others.
 "use strict";
@@ -65,12 +65,17 @@ function handleRequest(io, req, res) {
     } catch {
       return answer(res, 400);
     }
-    const userId = body && body.userId;
+    const userIds = body && body.userIds;
     const notification = body && body.notification;
-    if (typeof userId !== "string" || userId === "" || typeof notification !== "object" || notification === null) {
+    const validUsers =
+      Array.isArray(userIds) &&
+      userIds.length > 0 &&
+      userIds.length <= 1000 &&
+      userIds.every((id) => typeof id === "string" && id !== "");
+    if (!validUsers || typeof notification !== "object" || notification === null) {
       return answer(res, 400);
     }
-    io.to(userId).emit("notification", notification);
+    io.to(userIds).emit("notification", notification);
     answer(res, 202);
   });
 }

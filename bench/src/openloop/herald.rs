@@ -120,9 +120,9 @@ impl Target for Herald {
         }))
     }
 
-    async fn publish(&self, user: usize, key: u64) -> anyhow::Result<()> {
+    async fn publish(&self, users: &[usize], key: u64) -> anyhow::Result<()> {
         let body = json!({
-            "userIds": [format!("user-{user}")],
+            "userIds": users.iter().map(|user| format!("user-{user}")).collect::<Vec<_>>(),
             "notification": {"type": "new_like", "title": "bench", "data": {"k": key}},
         });
         let response = self

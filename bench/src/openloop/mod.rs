@@ -1,5 +1,6 @@
 //! `open-loop`: the platform team's workload. Users connect; notifications are published at an offered
-//! rate whatever the server's answers (open loop), one recipient each; every notification is
+//! rate whatever the server's answers (open loop), one recipient each (or `--recipients` consecutive
+//! users each); every notification is
 //! acknowledged by its client; latency is publish request sent -> notification received. The same
 //! driver runs every server (Herald embedded, Herald cluster, Socket.IO, Socket.IO + Redis, NATS),
 //! one after another, each freshly started. Bounded: a fixed number of users and notifications, a
@@ -160,8 +161,17 @@ fn report(outcomes: &[Outcome], plan: Plan) -> String {
         machine(),
         date()
     );
+    let recipients = if plan.recipients == 1 {
+        "one recipient each".to_owned()
+    } else {
+        format!(
+            "{} recipients each, so {} notifications",
+            plan.recipients,
+            plan.notifications * plan.recipients
+        )
+    };
     out.push_str(&format!(
-        "{} users connected, {} notifications (one recipient each) published at an offered {}/s; every \
+        "{} users connected, {} publishes ({recipients}) at an offered {} publishes/s; every \
          notification acknowledged by its client; latency = publish request sent -> notification received.\n\n",
         plan.users, plan.notifications, plan.rate
     ));
@@ -211,7 +221,11 @@ fn write_section(path: &std::path::Path, report: &str) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub users: usize,
+    /// Publishes made.
     pub notifications: usize,
+    /// Recipients of each publish: publish `k` goes to users `k * recipients + j` (mod `users`),
+    /// `j < recipients`.
+    pub recipients: usize,
     /// Offered publishes per second.
     pub rate: u64,
     /// How long after the last publish stragglers may still arrive.
@@ -265,11 +279,31 @@ impl Outcome {
     }
 }
 
+impl Plan {
+    /// The users publish `key` goes to.
+    fn recipients_of(&self, key: usize) -> Vec<usize> {
+        let first = self.first_recipient(key);
+        (0..self.recipients).map(|j| (first + j) % self.users).collect()
+    }
+
+    fn first_recipient(&self, key: usize) -> usize {
+        key * self.recipients % self.users
+    }
+
+    /// Which delivery `user` receiving `key` is (`key * recipients + j`), if `user` is a recipient.
+    fn delivery_index(&self, key: usize, user: usize) -> Option<usize> {
+        let j = (user + self.users - self.first_recipient(key)) % self.users;
+        (j < self.recipients).then_some(key * self.recipients + j)
+    }
+}
+
 /// Delivery bookkeeping shared by every reader task.
 struct Tally {
     started: Instant,
+    plan: Plan,
     /// When each key was published, in microseconds since `started` (0: not yet).
     sent_us: Vec<AtomicU64>,
+    /// One per delivery (publish and recipient).
     seen: Vec<AtomicBool>,
     delivered: AtomicUsize,
     duplicates: AtomicUsize,
@@ -279,15 +313,17 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(notifications: usize) -> Self {
+    fn new(plan: Plan) -> Self {
+        let deliveries = plan.notifications * plan.recipients;
         Self {
             started: Instant::now(),
-            sent_us: (0..notifications).map(|_| AtomicU64::new(0)).collect(),
-            seen: (0..notifications).map(|_| AtomicBool::new(false)).collect(),
+            plan,
+            sent_us: (0..plan.notifications).map(|_| AtomicU64::new(0)).collect(),
+            seen: (0..deliveries).map(|_| AtomicBool::new(false)).collect(),
             delivered: AtomicUsize::new(0),
             duplicates: AtomicUsize::new(0),
             last_delivery_us: AtomicU64::new(0),
-            latencies_us: std::sync::Mutex::new(Vec::with_capacity(notifications)),
+            latencies_us: std::sync::Mutex::new(Vec::with_capacity(deliveries)),
             all_delivered: Notify::new(),
         }
     }
@@ -296,16 +332,20 @@ impl Tally {
         self.started.elapsed().as_micros() as u64
     }
 
-    fn received(&self, key: u64) {
+    /// `user` received the notification of publish `key`.
+    fn received(&self, key: u64, user: usize) {
         let now = self.now_us();
-        let Some(index) = usize::try_from(key).ok().filter(|i| *i < self.seen.len()) else {
+        let Some(key) = usize::try_from(key).ok().filter(|k| *k < self.sent_us.len()) else {
+            return;
+        };
+        let Some(index) = self.plan.delivery_index(key, user) else {
             return;
         };
         if self.seen[index].swap(true, Ordering::SeqCst) {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let sent = self.sent_us[index].load(Ordering::SeqCst);
+        let sent = self.sent_us[key].load(Ordering::SeqCst);
         self.latencies_us
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -339,14 +379,15 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
         .collect::<anyhow::Result<_>>()?;
     let rss_connected_kib = process::rss_kib(&pids)?;
 
-    let tally = Arc::new(Tally::new(plan.notifications));
+    let tally = Arc::new(Tally::new(plan));
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
+        .enumerate()
+        .map(|(user, mut client)| {
             let tally = tally.clone();
             tokio::spawn(async move {
                 while let Ok(Some(key)) = client.next().await {
-                    tally.received(key);
+                    tally.received(key, user);
                 }
             })
         })
@@ -367,7 +408,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
         let (target, tally, errors) = (target.clone(), tally.clone(), publish_errors.clone());
         tokio::spawn(async move {
             tally.sent_us[key].store(tally.now_us().max(1), Ordering::SeqCst);
-            if let Err(err) = target.publish(key % plan.users, key as u64).await {
+            if let Err(err) = target.publish(&plan.recipients_of(key), key as u64).await {
                 if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!("first publish error: {err:#}");
                 }
@@ -377,7 +418,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
     }
     let publish_window_s = (tally.now_us() - publish_started) as f64 / 1e6;
     let everything = tally.all_delivered.notified();
-    if tally.delivered.load(Ordering::SeqCst) < plan.notifications {
+    if tally.delivered.load(Ordering::SeqCst) < tally.seen.len() {
         let _ = tokio::time::timeout(plan.drain, everything).await;
     }
     let server_cpu_s = process::cpu_seconds(&pids)? - server_cpu_before;
@@ -423,7 +464,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
 /// The results as a Markdown table, one row per server.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| server | offered/s | delivered | delivered/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | CPU per notification ms | store CPU s | memory per connection kB | RSS after MiB | client CPU s |\n\
+        "| server | offered publishes/s | delivered | delivered/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | CPU per notification ms | store CPU s | memory per connection kB | RSS after MiB | client CPU s |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
@@ -439,7 +480,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.name,
             o.offered_rate,
             o.delivered,
-            o.plan.notifications,
+            o.plan.notifications * o.plan.recipients,
             o.delivered_rate,
             o.percentile_ms(50.0),
             o.percentile_ms(90.0),
@@ -467,6 +508,7 @@ mod tests {
             plan: Plan {
                 users: 2,
                 notifications: 4,
+                recipients: 1,
                 rate: 1,
                 drain: Duration::ZERO,
                 connect_concurrency: 1,
@@ -498,15 +540,48 @@ mod tests {
         assert!(outcome(vec![]).percentile_ms(99.0).is_nan());
     }
 
+    fn plan(users: usize, notifications: usize, recipients: usize) -> Plan {
+        Plan {
+            users,
+            notifications,
+            recipients,
+            rate: 1,
+            drain: Duration::ZERO,
+            connect_concurrency: 1,
+            max_in_flight: 1,
+        }
+    }
+
     #[test]
     fn the_tally_counts_each_key_once_and_keeps_its_latency() {
-        let tally = Tally::new(2);
+        let tally = Tally::new(plan(2, 2, 1));
         tally.sent_us[0].store(1, Ordering::SeqCst);
-        tally.received(0);
-        tally.received(0);
-        tally.received(7);
-        assert_eq!(tally.delivered.load(Ordering::SeqCst), 1);
+        tally.received(0, 0);
+        tally.received(0, 0);
+        tally.received(7, 0);
+        tally.received(0, 1);
+        assert_eq!(
+            tally.delivered.load(Ordering::SeqCst),
+            1,
+            "user 1 is not publish 0's recipient"
+        );
         assert_eq!(tally.duplicates.load(Ordering::SeqCst), 1);
         assert_eq!(tally.latencies_us.lock().expect("lock").len(), 1);
+    }
+
+    #[test]
+    fn each_recipient_of_a_publish_is_a_delivery_of_its_own() {
+        let plan = plan(5, 4, 3);
+        // Publish 1 goes to users 3, 4 and 0 (wrapping around).
+        assert_eq!(plan.recipients_of(1), [3, 4, 0]);
+        assert_eq!(plan.delivery_index(1, 3), Some(3));
+        assert_eq!(plan.delivery_index(1, 0), Some(5));
+        assert_eq!(plan.delivery_index(1, 1), None);
+        let tally = Tally::new(plan);
+        for user in plan.recipients_of(1) {
+            tally.received(1, user);
+        }
+        assert_eq!(tally.delivered.load(Ordering::SeqCst), 3);
+        assert_eq!(tally.duplicates.load(Ordering::SeqCst), 0);
     }
 }

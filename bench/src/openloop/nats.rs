@@ -144,13 +144,17 @@ impl Target for Nats {
         Ok(Box::new(client))
     }
 
-    async fn publish(&self, user: usize, key: u64) -> anyhow::Result<()> {
+    async fn publish(&self, users: &[usize], key: u64) -> anyhow::Result<()> {
         let publisher = self
             .publisher
             .get_or_try_init(|| Publisher::connect(self.client_port))
             .await?;
         let payload = format!(r#"{{"k":{key},"type":"new_like","title":"bench"}}"#);
-        let frame = format!("PUB user.{user} {}\r\n{payload}\r\n", payload.len());
+        // Core NATS publishes to one subject at a time: one PUB per recipient, written together.
+        let frame: String = users
+            .iter()
+            .map(|user| format!("PUB user.{user} {}\r\n{payload}\r\n", payload.len()))
+            .collect();
         // Core NATS has no per-message accept (with `verbose: false` the server answers nothing): the
         // publish counts as accepted once it is queued for the connection's writer.
         publisher.send(frame.into_bytes()).await

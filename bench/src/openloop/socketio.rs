@@ -118,10 +118,10 @@ impl Target for SocketIo {
         Ok(Box::new(SocketIoClient { ws }))
     }
 
-    async fn publish(&self, user: usize, key: u64) -> anyhow::Result<()> {
+    async fn publish(&self, users: &[usize], key: u64) -> anyhow::Result<()> {
         anyhow::ensure!(key <= MAX_SAFE_KEY, "key {key} does not survive a JavaScript number");
         let body = json!({
-            "userId": format!("user-{user}"),
+            "userIds": users.iter().map(|user| format!("user-{user}")).collect::<Vec<_>>(),
             "notification": {"k": key, "type": "new_like", "title": "bench"},
         });
         self.http

@@ -21,9 +21,10 @@ pub trait Target: Send + Sync {
     /// to receive: when this returns, a notification published to the user must reach the client.
     async fn connect(&self, user: usize) -> anyhow::Result<Box<dyn Client>>;
 
-    /// Publishes one notification carrying `key` to `user`; returns once the server accepted it (for
-    /// Herald: the `202` after the commit). `key` must come back out of [`Client::next`].
-    async fn publish(&self, user: usize, key: u64) -> anyhow::Result<()>;
+    /// Publishes one notification carrying `key` to every one of `users` (one request where the
+    /// server allows it); returns once the server accepted it (for Herald: the `202` after the
+    /// commit). `key` must come back out of [`Client::next`] of each of them.
+    async fn publish(&self, users: &[usize], key: u64) -> anyhow::Result<()>;
 }
 
 /// One connected user.

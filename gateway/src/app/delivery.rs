@@ -62,6 +62,12 @@ struct SessionState {
 
 type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
 
+/// What a delivery worker does for one of its users.
+enum Work {
+    Deliver(Arc<Notification>),
+    Unread(String, u64),
+}
+
 /// Delivery workers per replica: users are spread over them, each user's events stay in order.
 const DELIVERY_WORKERS: usize = 16;
 
@@ -338,7 +344,8 @@ impl DeliveryService {
     /// Tells every connection of `user_id` here its new unread count.
     pub fn push_unread(&self, user_id: &str, unread_count: u64) {
         let message = ServerEnvelope::new(ServerMessage::UnreadCount { unread_count }, self.clock.now_ms());
-        self.sessions.push_to_user(user_id, &Frame::from(message.to_json()));
+        self.sessions
+            .push_latest_to_user(user_id, &Frame::from(message.to_json()));
     }
 
     /// Consumes the bus until shutdown: the replica's delivery loop. Events are spread over
@@ -349,7 +356,7 @@ impl DeliveryService {
         mut events: tokio::sync::broadcast::Receiver<BusEvent>,
         shutdown: CancellationToken,
     ) {
-        let workers: Vec<tokio::sync::mpsc::Sender<BusEvent>> = (0..DELIVERY_WORKERS)
+        let workers: Vec<tokio::sync::mpsc::Sender<Work>> = (0..DELIVERY_WORKERS)
             .map(|_| {
                 let (sender, receiver) = tokio::sync::mpsc::channel(1_024);
                 tokio::spawn(self.clone().work(receiver));
@@ -367,16 +374,21 @@ impl DeliveryService {
                 () = shutdown.cancelled() => break,
                 event = events.recv() => event,
             };
+            // Waiting on a full worker slows the bus receiver down; if it falls too far behind, the
+            // broadcast reports a lag and everything is resynchronized.
             let outcome = match event {
-                Ok(event @ BusEvent::Notification(_)) | Ok(event @ BusEvent::UnreadCount { .. }) => {
-                    let user_id = match &event {
-                        BusEvent::Notification(n) => n.user_id.clone(),
-                        BusEvent::UnreadCount { user_id, .. } => user_id.clone(),
-                        BusEvent::SubscriptionsChanged { .. } | BusEvent::Resync => String::new(),
-                    };
-                    // Waiting here when a worker is full slows the bus receiver down; if it falls too
-                    // far behind, the broadcast reports a lag and everything is resynchronized.
-                    let _ = worker_of(&user_id).send(event).await;
+                Ok(BusEvent::Published { notifications, unread }) => {
+                    // Each user's notifications, then their count, to that user's worker in order.
+                    for n in notifications {
+                        let _ = worker_of(&n.user_id).send(Work::Deliver(n)).await;
+                    }
+                    for (user_id, count) in unread {
+                        let _ = worker_of(&user_id).send(Work::Unread(user_id, count)).await;
+                    }
+                    Ok(())
+                }
+                Ok(BusEvent::UnreadCount { user_id, count }) => {
+                    let _ = worker_of(&user_id).send(Work::Unread(user_id, count)).await;
                     Ok(())
                 }
                 // Applied here, before any later event is handed to a worker, so a push that
@@ -402,20 +414,16 @@ impl DeliveryService {
         }
     }
 
-    /// One delivery worker: its users' events, in order.
-    async fn work(self: Arc<Self>, mut events: tokio::sync::mpsc::Receiver<BusEvent>) {
-        while let Some(event) = events.recv().await {
-            let outcome = match event {
-                BusEvent::Notification(n) => self.deliver(&n).await.map(|_| ()),
-                BusEvent::UnreadCount { user_id, count } => {
-                    self.push_unread(&user_id, count);
-                    Ok(())
+    /// One delivery worker: its users' notifications and counts, in order.
+    async fn work(self: Arc<Self>, mut work: tokio::sync::mpsc::Receiver<Work>) {
+        while let Some(item) = work.recv().await {
+            match item {
+                Work::Deliver(n) => {
+                    if let Err(err) = self.deliver(&n).await {
+                        tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
+                    }
                 }
-                // Applied by the dispatcher itself (`run`), never handed to a worker.
-                BusEvent::SubscriptionsChanged { .. } | BusEvent::Resync => Ok(()),
-            };
-            if let Err(err) = outcome {
-                tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
+                Work::Unread(user_id, count) => self.push_unread(&user_id, count),
             }
         }
     }

@@ -194,30 +194,32 @@ impl NotificationService {
         }
     }
 
-    /// After the commit, in the background: each notification and each recipient's new unread count
-    /// (as the store counted it at the commit; counted here only if it could not) go on the bus. A
-    /// lost event costs latency, not the notification (replay and gap filling).
+    /// After the commit, in the background: the notifications and each recipient's new unread count
+    /// (as the store counted it at the commit; counted here only if it could not) go on the bus as
+    /// one event. A lost event costs latency, not the notification (replay and gap filling).
     fn fan_out(&self, created: Vec<crate::domain::notification::Notification>, unread: UnreadCounts) {
         let bus = self.bus.clone();
         let store = self.store.clone();
         let clock = self.clock.clone();
         self.tasks.spawn(async move {
             let users: BTreeSet<String> = created.iter().map(|n| n.user_id.clone()).collect();
-            for n in created {
-                if let Err(err) = bus.publish(BusEvent::Notification(Arc::new(n))).await {
-                    tracing::warn!(error = %err, "bus: notification event lost, replay will deliver it");
-                }
+            let (counted, uncounted): (Vec<String>, Vec<String>) =
+                users.into_iter().partition(|user| unread.contains_key(user));
+            let event = BusEvent::Published {
+                notifications: created.into_iter().map(Arc::new).collect(),
+                unread: counted
+                    .into_iter()
+                    .map(|user| {
+                        let count = unread[&user];
+                        (user, count)
+                    })
+                    .collect(),
+            };
+            if let Err(err) = bus.publish(event).await {
+                tracing::warn!(error = %err, "bus: publish event lost, replay will deliver it");
             }
-            for user_id in users {
-                match unread.get(&user_id) {
-                    Some(&count) => {
-                        let event = BusEvent::UnreadCount { user_id, count };
-                        if let Err(err) = bus.publish(event).await {
-                            tracing::warn!(error = %err, "unread count not announced");
-                        }
-                    }
-                    None => announce_unread(&*store, &*bus, &*clock, &user_id).await,
-                }
+            for user_id in uncounted {
+                announce_unread(&*store, &*bus, &*clock, &user_id).await;
             }
         });
     }

@@ -6,6 +6,10 @@
 //! halves to cache lines). Here an idle session costs one `Arc` of about 100 bytes: the frames live
 //! in a `VecDeque` that allocates on the first message and is released again once drained after a
 //! burst. The consumer is the one session task, so one waker slot is enough.
+//!
+//! Beside the queue, one slot for a message whose newest value supersedes the older ones (the
+//! unread count): a burst of notifications to a user then costs one count, not one per
+//! notification, and never fills the queue. The slot is sent once the queue ahead of it is empty.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -21,6 +25,8 @@ const RETAINED_CAPACITY: usize = 4;
 struct State {
     frames: VecDeque<Frame>,
     capacity: usize,
+    /// The newest superseding frame, not sent yet.
+    latest: Option<Frame>,
     /// The first close request; once set it is what the session sees next, ahead of any frame.
     close: Option<CloseRequest>,
     waker: Option<Waker>,
@@ -38,6 +44,7 @@ pub fn outbox(capacity: usize) -> (OutboxSender, SessionInbox) {
     let shared = Arc::new(Mutex::new(State {
         frames: VecDeque::new(),
         capacity: capacity.max(1),
+        latest: None,
         close: None,
         waker: None,
         receiver_gone: false,
@@ -69,6 +76,17 @@ impl OutboxSender {
             return Err(TrySendError::Full);
         }
         state.frames.push_back(frame);
+        wake(state);
+        Ok(())
+    }
+
+    /// Sets the superseding frame (replacing one not sent yet), sent after what is queued now.
+    pub fn replace_latest(&self, frame: Frame) -> Result<(), TrySendError> {
+        let mut state = lock(&self.0);
+        if state.receiver_gone {
+            return Err(TrySendError::Closed);
+        }
+        state.latest = Some(frame);
         wake(state);
         Ok(())
     }
@@ -120,6 +138,16 @@ impl SessionInbox {
         .await
     }
 
+    /// What [`SessionInbox::next`] would answer now, without waiting.
+    pub fn try_next(&mut self) -> Option<Next> {
+        let mut state = lock(&self.0);
+        state
+            .close
+            .clone()
+            .map(Next::Close)
+            .or_else(|| pop(&mut state).map(Next::Frame))
+    }
+
     /// The oldest frame, whether or not a close was requested (tests read what was queued).
     pub async fn recv(&mut self) -> Frame {
         poll_fn(|cx| self.poll_with(cx, pop)).await
@@ -143,8 +171,11 @@ impl SessionInbox {
     }
 }
 
+/// The oldest queued frame, else the superseding one.
 fn pop(state: &mut State) -> Option<Frame> {
-    let frame = state.frames.pop_front()?;
+    let Some(frame) = state.frames.pop_front() else {
+        return state.latest.take();
+    };
     if state.frames.is_empty() && state.frames.capacity() > RETAINED_CAPACITY {
         state.frames = VecDeque::new();
     }
@@ -157,8 +188,9 @@ impl Drop for SessionInbox {
         state.receiver_gone = true;
         state.waker = None;
         let frames = std::mem::take(&mut state.frames);
+        let latest = state.latest.take();
         drop(state);
-        drop(frames);
+        drop((frames, latest));
     }
 }
 
@@ -218,6 +250,25 @@ mod tests {
         drop(inbox);
         assert_eq!(Arc::strong_count(&frame), 1, "the queued frame was freed");
         assert_eq!(sender.try_send(frame), Err(TrySendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_superseding_frame_keeps_only_its_newest_value_and_comes_after_the_queue() {
+        let (sender, mut inbox) = outbox(1);
+        sender.try_send(Frame::from("n1")).expect("queued");
+        sender.replace_latest(Frame::from("count 1")).expect("set");
+        sender.replace_latest(Frame::from("count 2")).expect("replaced");
+        assert_eq!(
+            sender.try_send(Frame::from("n2")),
+            Err(TrySendError::Full),
+            "the slot takes no room"
+        );
+        assert_eq!(&*inbox.recv().await, "n1");
+        assert_eq!(&*inbox.recv().await, "count 2", "only the newest");
+        sender.try_send(Frame::from("n2")).expect("queued");
+        assert_eq!(&*inbox.recv().await, "n2", "nothing else was left");
+        drop(inbox);
+        assert_eq!(sender.replace_latest(Frame::from("late")), Err(TrySendError::Closed));
     }
 
     #[tokio::test]

@@ -144,20 +144,16 @@ impl LocalSessions {
         ids
     }
 
-    /// Queues `frame` for every ready session of `user_id`; sessions still starting are marked as
-    /// having missed it (see [`LocalSessions::mark_ready`]).
-    pub fn push_to_user(&self, user_id: &str, frame: &Frame) {
+    /// Sets `frame` as the newest unread count of every ready session of `user_id` (replacing one
+    /// not sent yet: only the newest count matters); sessions still starting are marked as having
+    /// missed it (see [`LocalSessions::mark_ready`]).
+    pub fn push_latest_to_user(&self, user_id: &str, frame: &Frame) {
         self.lock().for_user_mut(user_id, |entry| {
             if !entry.ready {
                 entry.missed_push = true;
                 return;
             }
-            if let Err(TrySendError::Full) = entry.outbound.try_send(frame.clone()) {
-                entry.outbound.close(CloseRequest {
-                    code: close_code::SLOW_CONSUMER,
-                    reason: "slow consumer",
-                });
-            }
+            let _ = entry.outbound.replace_latest(frame.clone());
         });
     }
 
@@ -222,7 +218,7 @@ mod tests {
     async fn user_pushes_wait_until_a_session_is_ready_and_are_remembered() {
         let sessions = LocalSessions::default();
         let mut inbox = sessions.open("c1", "alice", 4);
-        sessions.push_to_user("alice", &Frame::from("early"));
+        sessions.push_latest_to_user("alice", &Frame::from("early"));
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv())
                 .await
@@ -232,7 +228,7 @@ mod tests {
         sessions.send_frame("c1", Frame::from("connected"));
         assert!(sessions.mark_ready("c1"), "the held-back push is reported");
         assert!(!sessions.mark_ready("c1"), "only once");
-        sessions.push_to_user("alice", &Frame::from("later"));
+        sessions.push_latest_to_user("alice", &Frame::from("later"));
         assert_eq!(&*inbox.recv().await, "connected");
         assert_eq!(&*inbox.recv().await, "later");
     }

@@ -253,7 +253,31 @@ pub async fn subscription_store(store: &dyn SubscriptionStore) {
 pub async fn event_bus(bus: &dyn EventBus) {
     let mut first = bus.subscribe();
     let mut second = bus.subscribe();
+    let published = |user_id: &str, seq| {
+        let new = new_notification(user_id, "social", NotificationType::NewLike, 1_000);
+        std::sync::Arc::new(Notification {
+            id: new.id,
+            user_id: new.user_id,
+            seq,
+            kind: new.kind,
+            channel: new.channel,
+            title: new.title,
+            body: new.body,
+            icon: new.icon,
+            action_url: new.action_url,
+            data: Some(serde_json::json!({"k": 7}).as_object().cloned().unwrap_or_default()),
+            created_at: new.created_at,
+            expires_at: Some(9_000),
+            read_at: None,
+            delivered_at: None,
+            attempts: 0,
+        })
+    };
     let events = [
+        BusEvent::Published {
+            notifications: vec![published("alice", 1), published("carol", 4)],
+            unread: vec![("alice".into(), 1), ("carol".into(), 2)],
+        },
         BusEvent::UnreadCount {
             user_id: "alice".into(),
             count: 3,

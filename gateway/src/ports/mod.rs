@@ -225,7 +225,13 @@ pub trait SubscriptionStore: Send + Sync {
 /// count. Postgres stays the source of truth; a lost event is recovered from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusEvent {
-    Notification(Arc<Notification>),
+    /// What one publish stored, in one event however many recipients it had (one message on the
+    /// bus, not two per recipient): the notifications, and the unread count of each recipient right
+    /// after (those the store could not count are announced on their own, as `UnreadCount`).
+    Published {
+        notifications: Vec<Arc<Notification>>,
+        unread: Vec<(String, u64)>,
+    },
     UnreadCount {
         user_id: String,
         count: u64,

@@ -23,9 +23,17 @@ pub struct RedisEventBus {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Wire {
-    Notification { notification: Box<Notification> },
-    UnreadCount { user_id: String, count: u64 },
-    SubscriptionsChanged { user_id: String },
+    Published {
+        notifications: Vec<Notification>,
+        unread: Vec<(String, u64)>,
+    },
+    UnreadCount {
+        user_id: String,
+        count: u64,
+    },
+    SubscriptionsChanged {
+        user_id: String,
+    },
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -80,8 +88,9 @@ async fn listen(
                         continue;
                     };
                     match serde_json::from_str::<Wire>(&payload) {
-                        Ok(Wire::Notification { notification }) => {
-                            let _ = local.send(BusEvent::Notification(Arc::new(*notification)));
+                        Ok(Wire::Published { notifications, unread }) => {
+                            let notifications = notifications.into_iter().map(Arc::new).collect();
+                            let _ = local.send(BusEvent::Published { notifications, unread });
                         }
                         Ok(Wire::UnreadCount { user_id, count }) => {
                             let _ = local.send(BusEvent::UnreadCount { user_id, count });
@@ -105,8 +114,9 @@ async fn listen(
 impl EventBus for RedisEventBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
         let wire = match event {
-            BusEvent::Notification(n) => Wire::Notification {
-                notification: Box::new((*n).clone()),
+            BusEvent::Published { notifications, unread } => Wire::Published {
+                notifications: notifications.iter().map(|n| (**n).clone()).collect(),
+                unread,
             },
             BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount { user_id, count },
             BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged { user_id },
