@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
 
-use super::by_user::ByUser;
 use super::delivery::SharedState;
 pub use super::outbox::{Next, SessionInbox};
 use super::outbox::{OutboxSender, TrySendError, outbox};
+use crate::domain::by_user::ByUser;
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
 /// A serialized server message. Queues hold these rather than message structs: a queue slot costs a

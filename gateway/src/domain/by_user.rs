@@ -1,5 +1,5 @@
-//! This replica's connections, indexed by connection id and by user: a push to a user touches only
-//! that user's few connections, not every connection the replica holds.
+//! Connections indexed by connection id and by user: a push to a user touches only that user's few
+//! connections, and the per-user cap counts them, without going through every connection held.
 //!
 //! Every idle connection pays for its entry, so the entry is kept small: the connection id and the
 //! user id are each one shared allocation (`Arc<str>`) used by both indexes (and by whoever else holds
@@ -140,6 +140,13 @@ impl<T> ByUser<T> {
                 f(&mut entry.value);
             }
         }
+    }
+
+    /// Every connection id with its user id and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>, &T)> {
+        self.entries
+            .iter()
+            .map(|(id, entry)| (id, &entry.user_id, &entry.value))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
