@@ -97,7 +97,8 @@ impl Budget {
 pub struct ClientSession {
     gateway: Arc<Gateway>,
     /// Of the registered record, only what the session uses, each in one allocation shared with the
-    /// replica's session index and delivery state (every idle connection pays for these).
+    /// replica's session index and delivery state (every idle connection pays for these); the allowed
+    /// channels are also shared with every connection allowed the same channels.
     connection_id: Arc<str>,
     user_id: Arc<str>,
     allowed_channels: Arc<[String]>,
@@ -112,6 +113,7 @@ impl ClientSession {
         let settings = gateway.session_settings;
         let connection_id: Arc<str> = record.connection_id.into();
         let user_id: Arc<str> = record.user_id.into();
+        let allowed_channels = gateway.subscriptions.share_channels(&record.allowed_channels);
         let inbox = gateway
             .sessions
             .open(connection_id.clone(), user_id.clone(), settings.outbound_queue);
@@ -122,7 +124,7 @@ impl ClientSession {
             gateway,
             connection_id,
             user_id,
-            allowed_channels: record.allowed_channels.into(),
+            allowed_channels,
         };
         (session, inbox)
     }
