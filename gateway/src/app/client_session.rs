@@ -96,7 +96,12 @@ impl Budget {
 /// One client's session on this replica, from [`ClientSession::open`] to [`ClientSession::finish`].
 pub struct ClientSession {
     gateway: Arc<Gateway>,
-    record: ConnectionRecord,
+    /// Of the registered record, only what the session uses, each in one allocation shared with the
+    /// replica's session index and delivery state (every idle connection pays for these); the allowed
+    /// channels are also shared with every connection allowed the same channels.
+    connection_id: Arc<str>,
+    user_id: Arc<str>,
+    allowed_channels: Arc<[String]>,
     messages: Budget,
     violations: Budget,
     subscription_changes: Budget,
@@ -106,69 +111,76 @@ impl ClientSession {
     /// Registers the session's outbound queue on this replica; the transport drains the inbox.
     pub fn open(gateway: Arc<Gateway>, record: ConnectionRecord) -> (Self, SessionInbox) {
         let settings = gateway.session_settings;
+        let connection_id: Arc<str> = record.connection_id.into();
+        let user_id: Arc<str> = record.user_id.into();
+        let allowed_channels = gateway.subscriptions.share_channels(&record.allowed_channels);
         let inbox = gateway
             .sessions
-            .open(&record.connection_id, &record.user_id, settings.outbound_queue);
+            .open(connection_id.clone(), user_id.clone(), settings.outbound_queue);
         let session = Self {
             messages: Budget::new(RateLimit::per_second(settings.messages_per_second)),
             violations: Budget::new(RateLimit::per_minute(settings.violations_per_minute)),
             subscription_changes: Budget::new(RateLimit::per_minute(settings.subscription_changes_per_minute)),
             gateway,
-            record,
+            connection_id,
+            user_id,
+            allowed_channels,
         };
         (session, inbox)
     }
 
     pub fn connection_id(&self) -> &str {
-        &self.record.connection_id
+        &self.connection_id
     }
 
     /// `connected` first (connection id, heartbeat, unread count, subscriptions), then the replay of
     /// what the user missed, in order, before anything new.
     pub async fn start(&mut self) -> Result<(), Closing> {
         self.try_start().await.map_err(|err| {
-            tracing::error!(connection_id = %self.record.connection_id, error = %err, "websocket:start-failed");
+            tracing::error!(connection_id = %self.connection_id, error = %err, "websocket:start-failed");
             Closing::new(close_code::INTERNAL_ERROR, "could not start the session, reconnect")
         })
     }
 
     async fn try_start(&mut self) -> Result<()> {
         let gateway = &self.gateway;
-        let record = &self.record;
+        let (connection_id, user_id) = (&*self.connection_id, &*self.user_id);
         let settings = gateway.session_settings;
         let subscriptions: Vec<String> = gateway
             .subscriptions
-            .effective(&record.user_id)
+            .effective(user_id)
             .await?
             .into_iter()
-            .filter(|channel| record.allowed_channels.contains(channel))
+            .filter(|channel| self.allowed_channels.contains(channel))
             .collect();
         let connected = ServerMessage::Connected(ConnectedPayload {
-            connection_id: record.connection_id.clone(),
-            user_id: record.user_id.clone(),
+            connection_id: connection_id.to_owned(),
+            user_id: user_id.to_owned(),
             heartbeat_interval_ms: settings.heartbeat_interval_ms,
             heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
-            unread_count: gateway.notifications.unread_count(&record.user_id).await?,
+            unread_count: gateway.notifications.unread_count(user_id).await?,
             subscriptions,
-            allowed_channels: record.allowed_channels.clone(),
+            allowed_channels: self.allowed_channels.to_vec(),
         });
-        gateway.sessions.send(
-            &record.connection_id,
-            &ServerEnvelope::new(connected, gateway.clock.now_ms()),
-        );
+        gateway
+            .sessions
+            .send(connection_id, &ServerEnvelope::new(connected, gateway.clock.now_ms()));
         // An unread count pushed while we were starting was held back so as not to precede
         // `connected`; the count in `connected` may predate it, so send the current one.
-        if gateway.sessions.mark_ready(&record.connection_id) {
-            let unread_count = gateway.notifications.unread_count(&record.user_id).await?;
+        if gateway.sessions.mark_ready(connection_id) {
+            let unread_count = gateway.notifications.unread_count(user_id).await?;
             let message = ServerMessage::UnreadCount { unread_count };
-            gateway.sessions.send(
-                &record.connection_id,
-                &ServerEnvelope::new(message, gateway.clock.now_ms()),
-            );
+            gateway
+                .sessions
+                .send(connection_id, &ServerEnvelope::new(message, gateway.clock.now_ms()));
         }
         gateway
             .delivery
-            .attach(&record.connection_id, &record.user_id, record.allowed_channels.clone())
+            .attach(
+                self.connection_id.clone(),
+                self.user_id.clone(),
+                self.allowed_channels.clone(),
+            )
             .await?;
         Ok(())
     }
@@ -224,28 +236,25 @@ impl ClientSession {
             }
         }
         let gateway = &self.gateway;
-        let record = &self.record;
+        let user_id = &*self.user_id;
         match message {
             ClientMessage::Ping => {
-                gateway.connections.heartbeat(&record.connection_id).await?;
+                gateway.connections.heartbeat(&self.connection_id).await?;
                 Ok(Some(ServerMessage::Pong {}))
             }
             ClientMessage::Subscribe { channels } => {
                 gateway
                     .subscriptions
-                    .subscribe(&record.user_id, &record.allowed_channels, &channels)
+                    .subscribe(user_id, &self.allowed_channels, &channels)
                     .await?;
                 Ok(Some(ServerMessage::Subscribed { channels }))
             }
             ClientMessage::Unsubscribe { channels } => {
-                gateway.subscriptions.unsubscribe(&record.user_id, &channels).await?;
+                gateway.subscriptions.unsubscribe(user_id, &channels).await?;
                 Ok(Some(ServerMessage::Unsubscribed { channels }))
             }
             ClientMessage::Ack { notification_id } => {
-                gateway
-                    .notifications
-                    .acknowledge(&record.user_id, notification_id)
-                    .await?;
+                gateway.notifications.acknowledge(user_id, notification_id).await?;
                 Ok(None)
             }
         }
@@ -256,7 +265,7 @@ impl ClientSession {
         match self
             .gateway
             .sessions
-            .send(&self.record.connection_id, &ServerEnvelope::new(message, now))
+            .send(&self.connection_id, &ServerEnvelope::new(message, now))
         {
             SendOutcome::SlowConsumer => Err(Closing::new(close_code::SLOW_CONSUMER, "slow consumer")),
             SendOutcome::Queued | SendOutcome::Gone => Ok(()),
@@ -273,7 +282,7 @@ impl ClientSession {
     /// The session is ending: nothing more is delivered to it or queued for it (called before the
     /// close frame is written, so nothing is counted as delivered to a closing socket).
     pub fn leave(&self) {
-        let connection_id = &self.record.connection_id;
+        let connection_id = &*self.connection_id;
         self.gateway.delivery.detach(connection_id);
         self.gateway.sessions.remove(connection_id);
     }
@@ -281,7 +290,7 @@ impl ClientSession {
     /// The session ended (for `reason`): it leaves delivery, this replica and the registry.
     pub async fn finish(self, reason: &str) {
         self.leave();
-        let connection_id = &self.record.connection_id;
+        let connection_id = &*self.connection_id;
         if let Err(err) = self.gateway.connections.disconnect(connection_id, reason).await {
             tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
         }

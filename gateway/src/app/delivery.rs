@@ -2,7 +2,7 @@
 //! connections it holds, replays what a connection missed, fills sequence gaps from the store, and
 //! re-sends what is not acknowledged in time.
 //!
-//! Each connection has a delivery state behind an async lock: the replay on attach, live pushes,
+//! Each connection has a delivery state behind an async lock, kept in its [`LocalSessions`] entry: the replay on attach, live pushes,
 //! gap fills and retries of one connection are serialized, so each notification reaches a
 //! connection once per round and in `seq` order. Cross-connection work never waits on a client: all
 //! sends go through [`LocalSessions`], which never blocks.
@@ -22,7 +22,6 @@ use crate::domain::protocol::{ServerEnvelope, ServerMessage};
 use crate::error::Result;
 use crate::ports::{BusEvent, Clock, NotificationStore};
 
-use super::by_user::ByUser;
 use super::metrics::Metrics;
 use super::sessions::{Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
@@ -51,16 +50,17 @@ struct Pending {
     expires_at: Option<UnixMs>,
 }
 
-struct SessionState {
-    connection_id: String,
-    user_id: String,
-    allowed: Vec<String>,
+pub(super) struct SessionState {
+    /// Shared with the session's other holders: one allocation per id, whoever holds it.
+    connection_id: Arc<str>,
+    user_id: Arc<str>,
+    allowed: Arc<[String]>,
     /// Highest `seq` this connection has dealt with (sent, or skipped as not subscribed).
     last_seq: i64,
     pending: HashMap<Uuid, Pending>,
 }
 
-type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
+pub(super) type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
 
 /// What a delivery worker does for one of its users.
 enum Work {
@@ -79,7 +79,6 @@ pub struct DeliveryService {
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
-    states: Mutex<ByUser<SharedState>>,
     /// First-round attempts not recorded yet: delivery never waits on a store write, the recorder
     /// task writes them in batches (a count lost to a crash only understates an informational column).
     attempts: Mutex<Vec<Uuid>>,
@@ -104,22 +103,17 @@ impl DeliveryService {
             clock,
             settings,
             metrics,
-            states: Mutex::default(),
             attempts: Mutex::default(),
             attempts_ready: tokio::sync::Notify::new(),
         }
     }
 
-    fn states(&self) -> std::sync::MutexGuard<'_, ByUser<SharedState>> {
-        self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn states_of(&self, user_id: &str) -> Vec<SharedState> {
-        self.states().of_user(user_id).cloned().collect()
+        self.sessions.deliveries_of(user_id)
     }
 
     fn all_states(&self) -> Vec<SharedState> {
-        self.states().values().cloned().collect()
+        self.sessions.all_deliveries()
     }
 
     fn created_since(&self, now: UnixMs) -> UnixMs {
@@ -158,19 +152,27 @@ impl DeliveryService {
     }
 
     /// Starts delivering to a connection: replays, in `seq` order, every unacknowledged notification
-    /// it should see (AC13), then live ones follow. Returns how many were replayed.
-    pub async fn attach(&self, connection_id: &str, user_id: &str, allowed: Vec<String>) -> Result<usize> {
+    /// it should see (AC13), then live ones follow. Returns how many were replayed. The ids and channels
+    /// are kept as given: pass the session's own `Arc`s to share them rather than copy them.
+    pub async fn attach(
+        &self,
+        connection_id: impl Into<Arc<str>>,
+        user_id: impl Into<Arc<str>>,
+        allowed: impl Into<Arc<[String]>>,
+    ) -> Result<usize> {
+        let (connection_id, user_id) = (connection_id.into(), user_id.into());
         let state = Arc::new(tokio::sync::Mutex::new(SessionState {
-            connection_id: connection_id.to_owned(),
-            user_id: user_id.to_owned(),
-            allowed,
+            connection_id: connection_id.clone(),
+            user_id: user_id.clone(),
+            allowed: allowed.into(),
             last_seq: 0,
             pending: HashMap::new(),
         }));
         // Hold the state while replaying: live pushes for this connection wait, then skip what the
         // replay already covered (by seq).
         let mut guard = state.clone().lock_owned().await;
-        self.states().insert(connection_id, user_id, state);
+        self.sessions.attach_delivery(&connection_id, state);
+        let (connection_id, user_id) = (&*connection_id, &*user_id);
         let now = self.clock.now_ms();
         let max_seq = self.store.max_seq(user_id).await?;
         let pending = self
@@ -191,13 +193,11 @@ impl DeliveryService {
         Ok(replayed)
     }
 
+    /// The connection leaves delivery; call it before the session is removed from [`LocalSessions`].
     pub fn detach(&self, connection_id: &str) {
-        let mut states = self.states();
-        if let Some((user_id, _)) = states.remove_entry(connection_id) {
+        if let Some(user_id) = self.sessions.detach_delivery(connection_id) {
             // The user's last connection here: nothing of theirs needs remembering any more.
-            if states.of_user(&user_id).next().is_none() {
-                self.subscriptions.forget(&user_id);
-            }
+            self.subscriptions.forget(&user_id);
         }
     }
 

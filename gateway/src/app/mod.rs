@@ -9,7 +9,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::ports::{Clock, HealthProbe, UserVerifier};
 
-pub mod by_user;
 pub mod client_session;
 pub mod connections;
 pub mod delivery;

@@ -1,14 +1,18 @@
 //! The WebSocket sessions this replica holds: each one's bounded outbound queue and a way to close it.
 //! Anything that pushes to a client (replies, deliveries, unread counts) goes through [`LocalSessions::send`],
 //! which never waits: a full queue means the client is not reading, and it is closed as slow.
+//!
+//! Each session's delivery state (see `delivery.rs`) lives in the same entry: one index of the
+//! replica's connections rather than two, since every idle connection pays for its entries.
 
 use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
 
-use super::by_user::ByUser;
+use super::delivery::SharedState;
 pub use super::outbox::{Next, SessionInbox};
 use super::outbox::{OutboxSender, TrySendError, outbox};
+use crate::domain::by_user::ByUser;
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
 /// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
@@ -57,8 +61,9 @@ pub struct CloseRequest {
 }
 
 struct SessionEntry {
-    connection_id: String,
     outbound: OutboxSender,
+    /// Set by [`LocalSessions::attach_delivery`] once the session is replayed to and receives pushes.
+    delivery: Option<SharedState>,
     /// Set once the session queued its `connected` message: user-wide pushes before that would
     /// arrive ahead of it, so they are held back and remembered in `missed_push`.
     ready: bool,
@@ -87,15 +92,20 @@ impl LocalSessions {
     }
 
     /// Adds a session with a queue of `capacity` messages.
-    pub fn open(&self, connection_id: &str, user_id: &str, capacity: usize) -> SessionInbox {
+    pub fn open(
+        &self,
+        connection_id: impl Into<Arc<str>>,
+        user_id: impl Into<Arc<str>>,
+        capacity: usize,
+    ) -> SessionInbox {
         let (outbound, inbox) = outbox(capacity);
         let entry = SessionEntry {
-            connection_id: connection_id.to_owned(),
             outbound,
+            delivery: None,
             ready: false,
             missed_push: false,
         };
-        if let Some(previous) = self.lock().insert(connection_id, user_id, entry) {
+        if let Some(previous) = self.lock().insert(connection_id.into(), user_id.into(), entry) {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
             previous.outbound.close(CloseRequest {
                 code: close_code::CONNECTION_EXPIRED,
@@ -138,7 +148,7 @@ impl LocalSessions {
         let sessions = self.lock();
         let mut ids: Vec<String> = sessions
             .of_user(user_id)
-            .map(|entry| entry.connection_id.clone())
+            .map(|(connection_id, _)| connection_id.to_string())
             .collect();
         ids.sort();
         ids
@@ -164,6 +174,43 @@ impl LocalSessions {
             entry.ready = true;
             std::mem::take(&mut entry.missed_push)
         })
+    }
+
+    /// Gives the session of `connection_id` its delivery state. Without such a session there is
+    /// nothing to keep: nothing could be delivered to it anyway.
+    pub(super) fn attach_delivery(&self, connection_id: &str, state: SharedState) {
+        if let Some(entry) = self.lock().get_mut(connection_id) {
+            entry.delivery = Some(state);
+        }
+    }
+
+    /// Takes the delivery state away from `connection_id`'s session. `Some(user_id)` when it had one
+    /// and no other session of that user here has one.
+    pub(super) fn detach_delivery(&self, connection_id: &str) -> Option<Arc<str>> {
+        let mut sessions = self.lock();
+        let user_id = {
+            let (_, user_id, _) = sessions.get_full(connection_id)?;
+            user_id.clone()
+        };
+        sessions.get_mut(connection_id)?.delivery.take()?;
+        let others = sessions.of_user(&user_id).any(|(_, entry)| entry.delivery.is_some());
+        (!others).then_some(user_id)
+    }
+
+    /// The delivery states of `user_id`'s sessions here.
+    pub(super) fn deliveries_of(&self, user_id: &str) -> Vec<SharedState> {
+        self.lock()
+            .of_user(user_id)
+            .filter_map(|(_, entry)| entry.delivery.clone())
+            .collect()
+    }
+
+    /// Every delivery state here.
+    pub(super) fn all_deliveries(&self) -> Vec<SharedState> {
+        self.lock()
+            .values()
+            .filter_map(|entry| entry.delivery.clone())
+            .collect()
     }
 
     pub fn len(&self) -> usize {

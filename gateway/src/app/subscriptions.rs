@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::domain::UnixMs;
-use crate::domain::channel::ChannelCatalog;
+use crate::domain::channel::{ChannelCatalog, ChannelLists};
 use crate::error::{Error, Result};
 use crate::ports::{BusEvent, Clock, ConnectionRegistry, EventBus, SubscriptionStore};
 
@@ -21,6 +21,8 @@ pub struct SubscriptionService {
     clock: Arc<dyn Clock>,
     bus: Arc<dyn EventBus>,
     remembered: Mutex<Remembered>,
+    /// Remembered channels and connections' allowed channels: a few distinct lists, each kept once.
+    channel_lists: ChannelLists,
 }
 
 /// Channels of users with connections here. Every load and every invalidation takes a fresh number
@@ -52,8 +54,9 @@ const REMEMBER_FOR_MS: i64 = 30_000;
 /// Users remembered at most (connected users of one replica); past it the memory starts over.
 const MAX_REMEMBERED: usize = 200_000;
 
-/// A user's subscribed channels, shared by every push that reads them.
-type Channels = Arc<Vec<String>>;
+/// A user's subscribed channels, shared by every push that reads them (and with every user
+/// subscribed to the same channels).
+type Channels = Arc<[String]>;
 
 impl SubscriptionService {
     pub fn new(
@@ -70,6 +73,7 @@ impl SubscriptionService {
             clock,
             bus,
             remembered: Mutex::default(),
+            channel_lists: ChannelLists::default(),
         }
     }
 
@@ -110,7 +114,7 @@ impl SubscriptionService {
             );
             generation
         };
-        let channels = Arc::new(self.effective(user_id).await?);
+        let channels = self.channel_lists.share(&self.effective(user_id).await?);
         if let Some(entry) = self.remembered_lock().users.get_mut(user_id) {
             if entry.generation == generation {
                 entry.channels = Some(channels.clone());
@@ -137,6 +141,12 @@ impl SubscriptionService {
             entry.generation = generation;
             entry.channels = None;
         }
+    }
+
+    /// `channels` as a list shared with every other holder of the same list (a connection's allowed
+    /// channels: the same few lists for every user with the same roles).
+    pub fn share_channels(&self, channels: &[String]) -> Arc<[String]> {
+        self.channel_lists.share(channels)
     }
 
     /// `user_id` has no connection here any more.
@@ -323,6 +333,19 @@ mod tests {
         assert_eq!(subscriptions.effective("alice").await.expect("effective"), ["social"]);
         let admin = names(&["social", "uploads", "ops"]);
         assert!(subscriptions.subscribe("root", &admin, &names(&["ops"])).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn users_with_the_same_channels_share_one_list() {
+        let subscriptions = service(Arc::default());
+        let alice = subscriptions.remembered("alice").await.expect("alice");
+        let bob = subscriptions.remembered("bob").await.expect("bob");
+        assert!(Arc::ptr_eq(&alice, &bob), "both on the defaults");
+        let allowed = names(&["social", "uploads"]);
+        assert!(Arc::ptr_eq(
+            &subscriptions.share_channels(&allowed),
+            &subscriptions.share_channels(&allowed)
+        ));
     }
 
     #[tokio::test]

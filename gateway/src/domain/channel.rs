@@ -1,7 +1,8 @@
 //! Channels: named sets of notification types that users subscribe to (AC20-AC22). A type belongs to
 //! at most one channel, so a notification's channel follows from its type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use herald_contract::{ChannelEntry, defaults};
 
@@ -190,6 +191,34 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Lists of channel names, each distinct list kept once and shared. A connection's allowed channels
+/// follow from its user's roles, and most users' subscriptions are the channel defaults: thousands of
+/// connections hold a handful of distinct lists, so sharing them saves a copy per connection.
+#[derive(Debug, Default)]
+pub struct ChannelLists {
+    lists: Mutex<HashSet<Arc<[String]>>>,
+}
+
+/// Distinct lists kept at most; past it the set starts over (lists handed out stay valid, only new
+/// ones are no longer shared with them).
+const MAX_CHANNEL_LISTS: usize = 1_024;
+
+impl ChannelLists {
+    /// The shared list equal to `channels`.
+    pub fn share(&self, channels: &[String]) -> Arc<[String]> {
+        let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = lists.get(channels) {
+            return list.clone();
+        }
+        if lists.len() >= MAX_CHANNEL_LISTS {
+            lists.clear();
+        }
+        let list: Arc<[String]> = channels.into();
+        lists.insert(list.clone());
+        list
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +288,27 @@ mod tests {
         assert!(ops.admin_only);
         assert_eq!(ops.retention_ms, 30 * DAY_MS);
         assert!(!catalog.get("social").expect("social").default_subscribed);
+    }
+
+    #[test]
+    fn equal_channel_lists_are_one_allocation() {
+        let lists = ChannelLists::default();
+        let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let a = lists.share(&names(&["social", "system"]));
+        let b = lists.share(&names(&["social", "system"]));
+        let c = lists.share(&names(&["system", "social"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c), "order is part of the list");
+        assert_eq!(*c, ["system", "social"]);
+        assert!(Arc::ptr_eq(&lists.share(&[]), &lists.share(&[])));
+        for i in 0..MAX_CHANNEL_LISTS + 1 {
+            lists.share(&[i.to_string()]);
+        }
+        assert!(lists.lists.lock().expect("lock").len() <= MAX_CHANNEL_LISTS, "bounded");
+        assert_eq!(
+            *lists.share(&names(&["social", "system"])),
+            *a,
+            "still correct after starting over"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Pure types and rules of a gateway: tokens, connections, protocol messages, rate arithmetic.
 //! Nothing here performs I/O or reads the clock; callers pass `now` in.
 
+pub mod by_user;
 pub mod channel;
 pub mod connection;
 pub mod ip_range;

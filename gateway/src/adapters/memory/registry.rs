@@ -1,9 +1,10 @@
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use crate::domain::UnixMs;
+use crate::domain::by_user::ByUser;
+use crate::domain::channel::ChannelLists;
 use crate::domain::connection::ConnectionRecord;
 use crate::error::Result;
 use crate::ports::{ConnectionRegistry, RegisterOutcome};
@@ -14,38 +15,49 @@ use super::lock;
 /// are a single atomic step.
 #[derive(Debug, Default)]
 pub struct MemoryConnectionRegistry {
-    state: Mutex<Registry>,
+    state: Mutex<ByUser<Registered>>,
+    /// Connections' channel lists are mostly the same few: each distinct one is kept once.
+    channel_lists: ChannelLists,
 }
 
-#[derive(Debug, Default)]
-struct Registry {
-    by_id: HashMap<String, ConnectionRecord>,
-    by_user: HashMap<String, HashSet<String>>,
+/// A [`ConnectionRecord`] as kept here, compact because every idle connection has one: its ids are
+/// the index's (one allocation each), its channel lists shared with other connections.
+#[derive(Debug)]
+struct Registered {
+    token_id: Box<str>,
+    connected_at: UnixMs,
+    last_ping_at: UnixMs,
+    expires_at: UnixMs,
+    subscriptions: Arc<[String]>,
+    allowed_channels: Arc<[String]>,
+    user_agent: Box<str>,
 }
 
-impl Registry {
-    fn live_count(&self, user_id: &str, now: UnixMs, live_since: UnixMs) -> usize {
-        self.by_user.get(user_id).map_or(0, |ids| {
-            ids.iter()
-                .filter(|id| {
-                    self.by_id
-                        .get(*id)
-                        .is_some_and(|r| !r.is_expired(now) && r.last_ping_at >= live_since)
-                })
-                .count()
-        })
+impl Registered {
+    fn is_expired(&self, now: UnixMs) -> bool {
+        self.expires_at <= now
     }
 
-    fn remove(&mut self, connection_id: &str) -> Option<ConnectionRecord> {
-        let record = self.by_id.remove(connection_id)?;
-        if let Some(ids) = self.by_user.get_mut(&record.user_id) {
-            ids.remove(connection_id);
-            if ids.is_empty() {
-                self.by_user.remove(&record.user_id);
-            }
+    fn record(&self, connection_id: &str, user_id: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            connection_id: connection_id.to_owned(),
+            user_id: user_id.to_owned(),
+            token_id: self.token_id.to_string(),
+            connected_at: self.connected_at,
+            last_ping_at: self.last_ping_at,
+            subscriptions: self.subscriptions.to_vec(),
+            allowed_channels: self.allowed_channels.to_vec(),
+            user_agent: self.user_agent.to_string(),
+            expires_at: self.expires_at,
         }
-        Some(record)
     }
+}
+
+fn live_count(registry: &ByUser<Registered>, user_id: &str, now: UnixMs, live_since: UnixMs) -> usize {
+    registry
+        .of_user(user_id)
+        .filter(|(_, r)| !r.is_expired(now) && r.last_ping_at >= live_since)
+        .count()
 }
 
 #[async_trait]
@@ -58,33 +70,41 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
         live_since: UnixMs,
     ) -> Result<RegisterOutcome> {
         let mut registry = lock(&self.state);
-        if let Some(existing) = registry.by_id.get(&record.connection_id) {
+        if let Some((_, user_id, existing)) = registry.get_full(&record.connection_id) {
             if existing.is_expired(now) {
                 registry.remove(&record.connection_id);
-            } else if existing.user_id == record.user_id && existing.token_id == record.token_id {
+            } else if **user_id == *record.user_id && *existing.token_id == *record.token_id {
                 return Ok(RegisterOutcome::AlreadyRegistered);
             } else {
                 return Ok(RegisterOutcome::IdTaken);
             }
         }
-        if registry.live_count(&record.user_id, now, live_since) >= max_per_user as usize {
+        if live_count(&registry, &record.user_id, now, live_since) >= max_per_user as usize {
             return Ok(RegisterOutcome::AtCapacity);
         }
-        registry
-            .by_user
-            .entry(record.user_id.clone())
-            .or_default()
-            .insert(record.connection_id.clone());
-        registry.by_id.insert(record.connection_id.clone(), record.clone());
+        let registered = Registered {
+            token_id: record.token_id.as_str().into(),
+            connected_at: record.connected_at,
+            last_ping_at: record.last_ping_at,
+            expires_at: record.expires_at,
+            subscriptions: self.channel_lists.share(&record.subscriptions),
+            allowed_channels: self.channel_lists.share(&record.allowed_channels),
+            user_agent: record.user_agent.as_str().into(),
+        };
+        registry.insert(
+            record.connection_id.as_str().into(),
+            record.user_id.as_str().into(),
+            registered,
+        );
         Ok(RegisterOutcome::Registered)
     }
 
     async fn touch(&self, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool> {
         let mut registry = lock(&self.state);
-        Ok(match registry.by_id.get_mut(connection_id) {
-            Some(record) => {
-                record.last_ping_at = at;
-                record.expires_at = expires_at;
+        Ok(match registry.get_mut(connection_id) {
+            Some(registered) => {
+                registered.last_ping_at = at;
+                registered.expires_at = expires_at;
                 true
             }
             None => false,
@@ -92,27 +112,24 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
     }
 
     async fn remove(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
-        Ok(lock(&self.state).remove(connection_id))
+        Ok(lock(&self.state)
+            .remove_entry(connection_id)
+            .map(|(user_id, registered)| registered.record(connection_id, &user_id)))
     }
 
     async fn get(&self, connection_id: &str, now: UnixMs) -> Result<Option<ConnectionRecord>> {
         Ok(lock(&self.state)
-            .by_id
-            .get(connection_id)
-            .filter(|r| !r.is_expired(now))
-            .cloned())
+            .get_full(connection_id)
+            .filter(|(_, _, r)| !r.is_expired(now))
+            .map(|(connection_id, user_id, r)| r.record(connection_id, user_id)))
     }
 
     async fn list_for_user(&self, user_id: &str, now: UnixMs) -> Result<Vec<ConnectionRecord>> {
         let registry = lock(&self.state);
         let mut records: Vec<_> = registry
-            .by_user
-            .get(user_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| registry.by_id.get(id))
-            .filter(|r| !r.is_expired(now))
-            .cloned()
+            .of_user(user_id)
+            .filter(|(_, r)| !r.is_expired(now))
+            .map(|(connection_id, r)| r.record(connection_id, user_id))
             .collect();
         records.sort_by_key(|r| r.connected_at);
         Ok(records)
@@ -120,11 +137,10 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
 
     async fn purge_expired(&self, now: UnixMs) -> Result<usize> {
         let mut registry = lock(&self.state);
-        let expired: Vec<String> = registry
-            .by_id
-            .values()
-            .filter(|r| r.is_expired(now))
-            .map(|r| r.connection_id.clone())
+        let expired: Vec<Arc<str>> = registry
+            .iter()
+            .filter(|(_, _, r)| r.is_expired(now))
+            .map(|(connection_id, _, _)| connection_id.clone())
             .collect();
         for id in &expired {
             registry.remove(id);
@@ -133,13 +149,10 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
     }
 
     async fn set_subscriptions(&self, user_id: &str, channels: &[String]) -> Result<()> {
-        let mut registry = lock(&self.state);
-        let ids: Vec<String> = registry.by_user.get(user_id).into_iter().flatten().cloned().collect();
-        for id in ids {
-            if let Some(record) = registry.by_id.get_mut(&id) {
-                record.subscriptions = channels.to_vec();
-            }
-        }
+        let channels = self.channel_lists.share(channels);
+        lock(&self.state).for_user_mut(user_id, |registered| {
+            registered.subscriptions = channels.clone();
+        });
         Ok(())
     }
 }
