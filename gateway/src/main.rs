@@ -10,7 +10,7 @@ use herald_gateway::adapters::clock::SystemClock;
 use herald_gateway::config::{Cli, Command, Config, Options, StoreConfig};
 use herald_gateway::{server, telemetry};
 
-/// mimalloc instead of the system allocator: see docs/architecture.md ("Allocator").
+/// jemalloc instead of the system allocator: see docs/architecture.md ("Allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

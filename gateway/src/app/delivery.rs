@@ -26,6 +26,9 @@ use super::metrics::Metrics;
 use super::sessions::{Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
 
+pub(super) mod state;
+use state::{Pending, SessionState, SharedState};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliverySettings {
     /// How long a client has to acknowledge before the notification is sent again.
@@ -42,25 +45,6 @@ impl Default for DeliverySettings {
         }
     }
 }
-
-struct Pending {
-    frame: Frame,
-    attempts: u32,
-    due_at: UnixMs,
-    expires_at: Option<UnixMs>,
-}
-
-pub(super) struct SessionState {
-    /// Shared with the session's other holders: one allocation per id, whoever holds it.
-    connection_id: Arc<str>,
-    user_id: Arc<str>,
-    allowed: Arc<[String]>,
-    /// Highest `seq` this connection has dealt with (sent, or skipped as not subscribed).
-    last_seq: i64,
-    pending: HashMap<Uuid, Pending>,
-}
-
-pub(super) type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
 
 /// What a delivery worker does for one of its users.
 enum Work {

@@ -16,7 +16,16 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use super::sessions::{CloseRequest, Frame};
+/// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
+/// pointer, not a whole message, and a fan-out serializes once for every connection it reaches.
+pub type Frame = Arc<str>;
+
+/// Why the server closes a session from outside its own loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+}
 
 /// Capacity kept after the queue drains; anything larger is given back (see the module docs).
 const RETAINED_CAPACITY: usize = 4;

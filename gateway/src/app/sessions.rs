@@ -9,15 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
 
-use super::delivery::SharedState;
-pub use super::outbox::{Next, SessionInbox};
+use super::delivery::state::SharedState;
+pub use super::outbox::{CloseRequest, Frame, Next, SessionInbox};
 use super::outbox::{OutboxSender, TrySendError, outbox};
 use crate::domain::by_user::ByUser;
 use crate::domain::protocol::{ServerEnvelope, close_code};
-
-/// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
-/// pointer, not a whole message, and a fan-out serializes once for every connection it reaches.
-pub type Frame = Arc<str>;
 
 /// Per-connection limits and buffer sizes; see docs/protocol.md for the defaults and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +47,6 @@ impl Default for SessionSettings {
             read_buffer_bytes: 256,
         }
     }
-}
-
-/// Why the server closes a session from outside its own loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseRequest {
-    pub code: u16,
-    pub reason: &'static str,
 }
 
 struct SessionEntry {
