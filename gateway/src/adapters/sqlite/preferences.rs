@@ -20,8 +20,9 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct SqlitePreferenceStore {
     pool: SqlitePool,
-    /// `None`: the user has no stored preferences.
-    remembered: Arc<Mutex<HashMap<String, Option<Preferences>>>>,
+    /// `None`: the user has no stored preferences (most users). Boxed, so that the table's slot of
+    /// such a user is two pointers, not a whole `Preferences`: every connected user has an entry.
+    remembered: Arc<Mutex<HashMap<Box<str>, Option<Box<Preferences>>>>>,
     /// Puts run one at a time, so the database and the memory see them in the same order.
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Puts so far: a read remembers what it read only if no put happened meanwhile.
@@ -38,7 +39,7 @@ impl SqlitePreferenceStore {
         }
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Preferences>>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Option<Box<Preferences>>>> {
         self.remembered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -54,7 +55,7 @@ impl SqlitePreferenceStore {
         if remembered.len() >= MAX_REMEMBERED {
             remembered.clear();
         }
-        remembered.entry(user_id.to_owned()).or_insert(preferences);
+        remembered.entry(user_id.into()).or_insert(preferences.map(Box::new));
     }
 }
 
@@ -63,7 +64,7 @@ impl PreferenceStore for SqlitePreferenceStore {
     async fn get(&self, user_id: &str) -> Result<Option<Preferences>> {
         let puts_before = self.puts.load(Ordering::SeqCst);
         if let Some(known) = self.remembered().get(user_id) {
-            return Ok(known.clone());
+            return Ok(known.as_deref().cloned());
         }
         let read = Statements::get_preferences(&self.pool, user_id).await?;
         self.remember_read(user_id, read.clone(), puts_before);
@@ -77,9 +78,9 @@ impl PreferenceStore for SqlitePreferenceStore {
         {
             let remembered = self.remembered();
             for user_id in user_ids {
-                match remembered.get(user_id) {
+                match remembered.get(user_id.as_str()) {
                     Some(Some(preferences)) => {
-                        found.insert(user_id.clone(), preferences.clone());
+                        found.insert(user_id.clone(), (**preferences).clone());
                     }
                     Some(None) => {}
                     None => unknown.push(user_id.clone()),
@@ -118,7 +119,7 @@ impl PreferenceStore for SqlitePreferenceStore {
         {
             let mut remembered = self.remembered();
             match &written {
-                Ok(()) => remembered.insert(user_id.to_owned(), Some(preferences.clone())),
+                Ok(()) => remembered.insert(user_id.into(), Some(Box::new(preferences.clone()))),
                 // Unknown whether it was stored: read it again next time.
                 Err(_) => remembered.remove(user_id),
             };
