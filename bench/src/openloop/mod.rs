@@ -386,8 +386,18 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
         .map(|(user, mut client)| {
             let tally = tally.clone();
             tokio::spawn(async move {
-                while let Ok(Some(key)) = client.next().await {
-                    tally.received(key, user);
+                loop {
+                    match client.next().await {
+                        Ok(Some(key)) => tally.received(key, user),
+                        Ok(None) => {
+                            eprintln!("user {user}: the server closed the connection");
+                            break;
+                        }
+                        Err(err) => {
+                            eprintln!("user {user}: {err:#}");
+                            break;
+                        }
+                    }
                 }
             })
         })
