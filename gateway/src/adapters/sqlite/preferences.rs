@@ -13,6 +13,9 @@ use crate::ports::PreferenceStore;
 /// Users whose preferences are remembered at most; past it the memory starts over.
 const MAX_REMEMBERED: usize = 100_000;
 
+/// Preferences by user; `None`: the user has none stored.
+type Remembered = HashMap<Box<str>, Option<Box<Preferences>>>;
+
 /// The embedded store's preferences, remembered after the first read: every publish reads its
 /// recipients' preferences, and the embedded store belongs to one process, so every change passes
 /// through [`PreferenceStore::put`] here and the copy cannot go stale. (The cluster store has no such
@@ -22,7 +25,7 @@ pub struct SqlitePreferenceStore {
     pool: SqlitePool,
     /// `None`: the user has no stored preferences (most users). Boxed, so that the table's slot of
     /// such a user is two pointers, not a whole `Preferences`: every connected user has an entry.
-    remembered: Arc<Mutex<HashMap<Box<str>, Option<Box<Preferences>>>>>,
+    remembered: Arc<Mutex<Remembered>>,
     /// Puts run one at a time, so the database and the memory see them in the same order.
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Puts so far: a read remembers what it read only if no put happened meanwhile.
@@ -39,7 +42,7 @@ impl SqlitePreferenceStore {
         }
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Option<Box<Preferences>>>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
         self.remembered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
