@@ -203,6 +203,16 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         lifecycle,
     });
     let shutdown = gateway.lifecycle.shutdown.clone();
+    let settings = gateway.session_settings;
+    // Heartbeat deadlines are checked ten times per timeout (1 s at most): a silent client is closed
+    // at most a tenth of the timeout late.
+    let sweep = Duration::from_millis((settings.heartbeat_timeout_ms / 10).clamp(10, 1_000));
+    tokio::spawn(
+        gateway
+            .sessions
+            .clone()
+            .watch(sweep, settings.reconnect_jitter_ms, shutdown.clone()),
+    );
     tokio::spawn(delivery.clone().run(bus.subscribe(), shutdown.clone()));
     tokio::spawn(delivery.clone().run_retries(shutdown.clone()));
     gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));

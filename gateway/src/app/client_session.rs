@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
-
 use crate::domain::UnixMs;
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::{
@@ -41,11 +39,6 @@ impl Closing {
             code,
             reason: reason.into(),
         }
-    }
-
-    /// No ping within the heartbeat timeout.
-    pub fn heartbeat_timeout() -> Self {
-        Self::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout")
     }
 }
 
@@ -270,13 +263,6 @@ impl ClientSession {
             SendOutcome::SlowConsumer => Err(Closing::new(close_code::SLOW_CONSUMER, "slow consumer")),
             SendOutcome::Queued | SendOutcome::Gone => Ok(()),
         }
-    }
-
-    /// The replica is draining: the client is told to reconnect after a random delay, so that
-    /// clients do not all return at once.
-    pub fn going_away(&self) -> Closing {
-        let delay = rand::thread_rng().gen_range(0..=self.gateway.session_settings.reconnect_jitter_ms);
-        Closing::new(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"))
     }
 
     /// The session is ending: nothing more is delivered to it or queued for it (called before the

@@ -11,10 +11,13 @@
 //! unread count): a burst of notifications to a user then costs one count, not one per
 //! notification, and never fills the queue. The slot is sent once the queue ahead of it is empty.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
 
 /// A serialized server message. Queues hold these rather than message structs: a queue slot costs a
 /// pointer, not a whole message, and a fan-out serializes once for every connection it reaches.
@@ -24,7 +27,16 @@ pub type Frame = Arc<str>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
     pub code: u16,
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
+}
+
+impl CloseRequest {
+    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Capacity kept after the queue drains; anything larger is given back (see the module docs).
@@ -38,6 +50,9 @@ struct State {
     latest: Option<Frame>,
     /// The first close request; once set it is what the session sees next, ahead of any frame.
     close: Option<CloseRequest>,
+    /// When the session is closed for silence unless it proves alive before (the heartbeat); a
+    /// sweeper of the replica checks every session's, so no session keeps a timer of its own.
+    deadline: Option<Instant>,
     waker: Option<Waker>,
     receiver_gone: bool,
 }
@@ -55,6 +70,7 @@ pub fn outbox(capacity: usize) -> (OutboxSender, SessionInbox) {
         capacity: capacity.max(1),
         latest: None,
         close: None,
+        deadline: None,
         waker: None,
         receiver_gone: false,
     }));
@@ -98,6 +114,11 @@ impl OutboxSender {
         state.latest = Some(frame);
         wake(state);
         Ok(())
+    }
+
+    /// Whether the session's deadline (see [`SessionInbox::set_deadline`]) has passed at `now`.
+    pub fn deadline_passed(&self, now: Instant) -> bool {
+        lock(&self.0).deadline.is_some_and(|deadline| deadline <= now)
     }
 
     /// Asks the session to close; the first request wins.
@@ -145,6 +166,11 @@ impl SessionInbox {
             })
         })
         .await
+    }
+
+    /// The session proved alive: it is closed for silence only if `deadline` passes first.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        lock(&self.0).deadline = Some(deadline);
     }
 
     /// What [`SessionInbox::next`] would answer now, without waiting.
@@ -208,7 +234,17 @@ mod tests {
     use super::*;
 
     fn request(reason: &'static str) -> CloseRequest {
-        CloseRequest { code: 4000, reason }
+        CloseRequest::new(4000, reason)
+    }
+
+    #[tokio::test]
+    async fn a_deadline_passes_only_once_it_is_reached() {
+        let (sender, mut inbox) = outbox(1);
+        let now = Instant::now();
+        assert!(!sender.deadline_passed(now), "no deadline yet");
+        inbox.set_deadline(now + std::time::Duration::from_secs(1));
+        assert!(!sender.deadline_passed(now));
+        assert!(sender.deadline_passed(now + std::time::Duration::from_secs(1)));
     }
 
     #[tokio::test]

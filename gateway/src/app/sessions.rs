@@ -5,7 +5,12 @@
 //! Each session's delivery state (see `delivery.rs`) lives in the same entry: one index of the
 //! replica's connections rather than two, since every idle connection pays for its entries.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use herald_contract::defaults;
 
@@ -73,6 +78,16 @@ pub enum SendOutcome {
 #[derive(Default)]
 pub struct LocalSessions {
     sessions: Mutex<ByUser<SessionEntry>>,
+    /// Set when the replica drains, to the largest reconnect delay suggested: every session, and
+    /// any opened from then on, is told to go away.
+    going_away: OnceLock<u64>,
+}
+
+/// The replica is draining: the client is told to reconnect after a random delay of at most
+/// `jitter_ms`, so that clients do not all return at once.
+fn going_away(jitter_ms: u64) -> CloseRequest {
+    let delay = rand::thread_rng().gen_range(0..=jitter_ms);
+    CloseRequest::new(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"))
 }
 
 impl LocalSessions {
@@ -94,14 +109,52 @@ impl LocalSessions {
             ready: false,
             missed_push: false,
         };
+        if let Some(jitter_ms) = self.going_away.get() {
+            entry.outbound.close(going_away(*jitter_ms));
+        }
         if let Some(previous) = self.lock().insert(connection_id.into(), user_id.into(), entry) {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
-            previous.outbound.close(CloseRequest {
-                code: close_code::CONNECTION_EXPIRED,
-                reason: "replaced",
-            });
+            previous
+                .outbound
+                .close(CloseRequest::new(close_code::CONNECTION_EXPIRED, "replaced"));
         }
         inbox
+    }
+
+    /// The replica drains: every session, and every one opened from now on, is closed with "going
+    /// away" and a random reconnect delay of at most `jitter_ms`.
+    pub fn go_away(&self, jitter_ms: u64) {
+        let jitter_ms = *self.going_away.get_or_init(|| jitter_ms);
+        for entry in self.lock().values() {
+            entry.outbound.close(going_away(jitter_ms));
+        }
+    }
+
+    /// Closes every session whose heartbeat deadline has passed at `now`.
+    pub fn close_silent(&self, now: Instant) {
+        for entry in self.lock().values() {
+            if entry.outbound.deadline_passed(now) {
+                entry
+                    .outbound
+                    .close(CloseRequest::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+            }
+        }
+    }
+
+    /// The replica's heartbeat sweeper: every `period`, closes the sessions that stayed silent past
+    /// their deadline; when `shutdown` fires, tells every session to go away (suggesting a reconnect
+    /// within `reconnect_jitter_ms`). One task for all sessions, instead of a timer and a shutdown
+    /// future in each (about 200 bytes per idle connection).
+    pub async fn watch(self: Arc<Self>, period: Duration, reconnect_jitter_ms: u64, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => self.close_silent(Instant::now()),
+            }
+        }
+        self.go_away(reconnect_jitter_ms);
     }
 
     pub fn remove(&self, connection_id: &str) {
@@ -123,10 +176,9 @@ impl LocalSessions {
             Ok(()) => SendOutcome::Queued,
             Err(TrySendError::Closed) => SendOutcome::Gone,
             Err(TrySendError::Full) => {
-                entry.outbound.close(CloseRequest {
-                    code: close_code::SLOW_CONSUMER,
-                    reason: "slow consumer",
-                });
+                entry
+                    .outbound
+                    .close(CloseRequest::new(close_code::SLOW_CONSUMER, "slow consumer"));
                 SendOutcome::SlowConsumer
             }
         }
@@ -267,6 +319,60 @@ mod tests {
         sessions.push_latest_to_user("alice", &Frame::from("later"));
         assert_eq!(&*inbox.recv().await, "connected");
         assert_eq!(&*inbox.recv().await, "later");
+    }
+
+    #[tokio::test]
+    async fn sessions_silent_past_their_deadline_are_closed_and_the_others_are_not() {
+        let sessions = LocalSessions::default();
+        let mut silent = sessions.open("c1", "alice", 4);
+        let mut alive = sessions.open("c2", "bob", 4);
+        let now = Instant::now();
+        silent.set_deadline(now);
+        alive.set_deadline(now + Duration::from_secs(30));
+        sessions.close_silent(now);
+        let request = silent.close_requested().await;
+        assert_eq!(request.code, close_code::HEARTBEAT_TIMEOUT);
+        assert_eq!(request.reason, "heartbeat timeout");
+        assert!(alive.try_next().is_none(), "bob proved alive in time");
+    }
+
+    #[tokio::test]
+    async fn draining_sends_every_session_away_with_a_bounded_delay_even_sessions_opened_after() {
+        let sessions = LocalSessions::default();
+        let mut before = sessions.open("c1", "alice", 4);
+        sessions.go_away(5_000);
+        let mut after = sessions.open("c2", "bob", 4);
+        for inbox in [&mut before, &mut after] {
+            let request = inbox.close_requested().await;
+            assert_eq!(request.code, close_code::GOING_AWAY);
+            let delay: u64 = request
+                .reason
+                .strip_prefix("going away: reconnect in ")
+                .and_then(|r| r.strip_suffix(" ms"))
+                .and_then(|ms| ms.parse().ok())
+                .expect("a delay hint");
+            assert!(delay <= 5_000);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_sweeps_silent_sessions_and_sends_everyone_away_on_shutdown() {
+        let sessions = Arc::new(LocalSessions::default());
+        let mut silent = sessions.open("c1", "alice", 4);
+        let mut alive = sessions.open("c2", "bob", 4);
+        silent.set_deadline(Instant::now() + Duration::from_millis(100));
+        alive.set_deadline(Instant::now() + Duration::from_secs(3_600));
+        let shutdown = CancellationToken::new();
+        let watch = tokio::spawn(
+            sessions
+                .clone()
+                .watch(Duration::from_millis(10), 1_000, shutdown.clone()),
+        );
+        assert_eq!(silent.close_requested().await.code, close_code::HEARTBEAT_TIMEOUT);
+        assert!(alive.try_next().is_none());
+        shutdown.cancel();
+        watch.await.expect("the watch ends");
+        assert_eq!(alive.close_requested().await.code, close_code::GOING_AWAY);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite;
 
 use crate::app::Gateway;
@@ -53,12 +53,12 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
     let settings = gateway.session_settings;
     let heartbeat_timeout = Duration::from_millis(settings.heartbeat_timeout_ms);
     let write_timeout = Duration::from_millis(settings.write_timeout_ms);
-    let shutdown = gateway.lifecycle.shutdown.clone();
     let clock = gateway.clock.clone();
     let (mut session, mut inbox) = ClientSession::open(gateway, record);
     async move {
-        let heartbeat_deadline = sleep_until(Instant::now() + heartbeat_timeout);
-        tokio::pin!(heartbeat_deadline);
+        // The heartbeat deadline and the drain reach the session through its inbox: the replica's
+        // sweeper (`LocalSessions::watch`) closes it when the deadline passes or the replica drains.
+        inbox.set_deadline(Instant::now() + heartbeat_timeout);
 
         // The engine's futures are boxed while they run: inlined, their largest state (a store query
         // deep inside) would be part of every idle session's task, all the time.
@@ -67,8 +67,6 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
             Ok(()) => loop {
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => break Ending::from(session.going_away()),
-                    () = &mut heartbeat_deadline => break Ending::from(Closing::heartbeat_timeout()),
                     next = inbox.next() => match next {
                     Next::Close(request) => break Ending::from(Closing::from(request)),
                     // Boxed: the writes' state exists only while writing, not in every idle session.
@@ -93,7 +91,7 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
                             Some(Ok(Message::Text(text))) => Box::pin(session.handle(Inbound::Text(text.as_str()), now)).await,
                         };
                         if answer.proves_liveness() {
-                            heartbeat_deadline.as_mut().reset(Instant::now() + heartbeat_timeout);
+                            inbox.set_deadline(Instant::now() + heartbeat_timeout);
                         }
                         match answer {
                             Answer::Nothing => {}

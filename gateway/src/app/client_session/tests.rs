@@ -287,18 +287,3 @@ async fn a_full_queue_turns_a_reply_into_a_slow_consumer_close() {
     let outcome = (0..queue).try_for_each(|_| session.send(ServerMessage::Pong {}, START));
     assert_eq!(outcome.map_err(|c| c.code), Err(close_code::SLOW_CONSUMER));
 }
-
-#[tokio::test]
-async fn draining_tells_the_client_to_come_back_after_a_jittered_delay() {
-    let f = fixture().await;
-    let (session, _inbox) = f.session("alice").await;
-    let closing = session.going_away();
-    assert_eq!(closing.code, close_code::GOING_AWAY);
-    let delay: u64 = closing
-        .reason
-        .strip_prefix("going away: reconnect in ")
-        .and_then(|r| r.strip_suffix(" ms"))
-        .and_then(|ms| ms.parse().ok())
-        .expect("a delay hint");
-    assert!(delay <= f.gateway.session_settings.reconnect_jitter_ms);
-}
