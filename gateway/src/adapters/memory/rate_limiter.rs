@@ -13,7 +13,8 @@ use super::lock;
 /// One GCRA state per key; keys whose state has fully refilled are swept away periodically.
 #[derive(Debug, Default)]
 pub struct MemoryRateLimiter {
-    state: Mutex<(HashMap<String, GcraState>, usize)>,
+    /// Boxed keys: a slot of two words, not three (one entry per user who asked for a token lately).
+    state: Mutex<(HashMap<Box<str>, GcraState>, usize)>,
 }
 
 #[async_trait]
@@ -26,7 +27,10 @@ impl RateLimiter for MemoryRateLimiter {
             *checks = 0;
             states.retain(|_, state| state.idle_after() > now);
         }
-        Ok(states.entry(key.to_owned()).or_default().check(limit, now))
+        if let Some(state) = states.get_mut(key) {
+            return Ok(state.check(limit, now));
+        }
+        Ok(states.entry(key.into()).or_default().check(limit, now))
     }
 }
 

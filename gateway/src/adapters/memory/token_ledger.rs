@@ -15,9 +15,29 @@ pub struct MemoryTokenLedger {
     state: Mutex<Ledger>,
 }
 
+/// A claimed token id: the 16 bytes of its UUID (every id this gateway issues, in their canonical
+/// lowercase hyphenated text), or the text of anything else. A claim then costs a table slot, not a
+/// slot and a string; it lives as long as the token, beside every fresh connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TokenKey {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl TokenKey {
+    fn of(token_id: &str) -> Self {
+        // Only the canonical form maps to the bytes: two spellings of one UUID stay two keys.
+        let canonical = token_id.len() == 36 && !token_id.bytes().any(|b| b.is_ascii_uppercase());
+        match uuid::Uuid::try_parse(token_id) {
+            Ok(id) if canonical => Self::Uuid(id.as_u128()),
+            _ => Self::Text(token_id.into()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Ledger {
-    claimed: HashMap<String, UnixMs>,
+    claimed: HashMap<TokenKey, UnixMs>,
     revoked: HashMap<String, (UnixMs, UnixMs)>,
     /// Writes since the last sweep: sweeping is amortized over writes instead of needing a task.
     writes: usize,
@@ -40,10 +60,11 @@ impl TokenLedger for MemoryTokenLedger {
     async fn claim(&self, token_id: &str, now: UnixMs, expires_at: UnixMs) -> Result<bool> {
         let mut ledger = lock(&self.state);
         ledger.sweep_if_due(now);
-        if ledger.claimed.contains_key(token_id) {
+        let key = TokenKey::of(token_id);
+        if ledger.claimed.contains_key(&key) {
             return Ok(false);
         }
-        ledger.claimed.insert(token_id.to_owned(), expires_at);
+        ledger.claimed.insert(key, expires_at);
         Ok(true)
     }
 
@@ -73,5 +94,20 @@ mod tests {
     async fn conforms_to_token_ledger() {
         conformance::token_ledger(&MemoryTokenLedger::default()).await;
         conformance::token_ledger_claims_are_atomic(Arc::new(MemoryTokenLedger::default())).await;
+    }
+
+    #[tokio::test]
+    async fn a_uuid_token_id_is_claimed_once_and_other_spellings_are_other_ids() {
+        let ledger = MemoryTokenLedger::default();
+        let id = uuid::Uuid::new_v4();
+        let canonical = id.hyphenated().to_string();
+        assert!(ledger.claim(&canonical, 0, 1_000).await.expect("claim"));
+        assert!(!ledger.claim(&canonical, 1, 1_000).await.expect("claim"), "single use");
+        assert_eq!(TokenKey::of(&canonical), TokenKey::Uuid(id.as_u128()));
+        let upper = canonical.to_uppercase();
+        assert_eq!(TokenKey::of(&upper), TokenKey::Text(upper.clone().into()));
+        assert!(ledger.claim(&upper, 2, 1_000).await.expect("claim"), "another id");
+        assert!(ledger.claim("not-a-uuid", 2, 1_000).await.expect("claim"));
+        assert!(!ledger.claim("not-a-uuid", 3, 1_000).await.expect("claim"));
     }
 }
