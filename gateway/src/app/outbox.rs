@@ -4,8 +4,8 @@
 //! a bounded tokio `mpsc` channel plus a cancellation token cost about 1.2 kB per session before a
 //! single message was queued (the channel allocates its first 32-slot block up front, and pads its
 //! halves to cache lines). Here an idle session costs one `Arc` of about 100 bytes: the frames live
-//! in a `VecDeque` that allocates on the first message and is released again once drained after a
-//! burst. The consumer is the one session task, so one waker slot is enough.
+//! in a `VecDeque` that allocates when a message comes and is released again whenever it drains.
+//! The consumer is the one session task, so one waker slot is enough.
 //!
 //! Beside the queue, one slot for a message whose newest value supersedes the older ones (the
 //! unread count): a burst of notifications to a user then costs one count, not one per
