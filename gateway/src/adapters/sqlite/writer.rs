@@ -445,6 +445,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lone_publish_waits_for_company_only_briefly() {
+        let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
+        let writer =
+            Writer::start_on_thread("test-writer", SqliteCommitter::open(&pool).expect("writer")).expect("thread");
+        // Nothing else comes: the gathering window passes and the publish commits alone.
+        let published = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            writer.publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000),
+        )
+        .await
+        .expect("answered well within a second");
+        assert!(published.is_ok());
+    }
+
+    #[tokio::test]
     async fn concurrent_writes_through_the_writer_are_all_answered() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
         let writer =
