@@ -26,35 +26,13 @@ pub enum Inbound<'a> {
     Binary,
 }
 
-/// The server closes the session with this code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closing {
-    pub code: u16,
-    pub reason: String,
-}
-
-impl Closing {
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<CloseRequest> for Closing {
-    fn from(request: CloseRequest) -> Self {
-        Self::new(request.code, request.reason)
-    }
-}
-
 /// What the transport does after one inbound frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// Send this to the client (through [`ClientSession::send`], behind what is already queued).
     Reply(ServerMessage),
     /// Close the session.
-    Close(Closing),
+    Close(CloseRequest),
     /// The plan defines no reply (`notification:ack`).
     Nothing,
 }
@@ -128,10 +106,10 @@ impl ClientSession {
 
     /// `connected` first (connection id, heartbeat, unread count, subscriptions), then the replay of
     /// what the user missed, in order, before anything new.
-    pub async fn start(&mut self) -> Result<(), Closing> {
+    pub async fn start(&mut self) -> Result<(), CloseRequest> {
         self.try_start().await.map_err(|err| {
             tracing::error!(connection_id = %self.connection_id, error = %err, "websocket:start-failed");
-            Closing::new(close_code::INTERNAL_ERROR, "could not start the session, reconnect")
+            CloseRequest::new(close_code::INTERNAL_ERROR, "could not start the session, reconnect")
         })
     }
 
@@ -188,7 +166,10 @@ impl ClientSession {
         // replay can push hundreds at once); every other message counts against the rate.
         let is_ack = matches!(&parsed, Ok(envelope) if matches!(envelope.message, ClientMessage::Ack { .. }));
         if !is_ack && !self.messages.check(now).is_allowed() {
-            return Answer::Close(Closing::new(close_code::RATE_LIMITED, "too many messages per second"));
+            return Answer::Close(CloseRequest::new(
+                close_code::RATE_LIMITED,
+                "too many messages per second",
+            ));
         }
         let envelope = match parsed {
             Ok(envelope) => envelope,
@@ -197,9 +178,10 @@ impl ClientSession {
         match self.perform(envelope.message, now).await {
             Ok(Some(reply)) => Answer::Reply(reply),
             Ok(None) => Answer::Nothing,
-            Err(Error::UnknownConnection(_)) => {
-                Answer::Close(Closing::new(close_code::CONNECTION_EXPIRED, "registration expired"))
-            }
+            Err(Error::UnknownConnection(_)) => Answer::Close(CloseRequest::new(
+                close_code::CONNECTION_EXPIRED,
+                "registration expired",
+            )),
             // An ack of nothing is a violation: it is how acks cannot be used to flood.
             Err(err) if is_ack => self.violation(now, ServerMessage::error(err.code(), err.public_message())),
             Err(err) => Answer::Reply(ServerMessage::error(err.code(), err.public_message())),
@@ -211,7 +193,7 @@ impl ClientSession {
         if self.violations.check(now).is_allowed() {
             Answer::Reply(error)
         } else {
-            Answer::Close(Closing::new(
+            Answer::Close(CloseRequest::new(
                 close_code::PROTOCOL_VIOLATIONS,
                 "too many invalid messages",
             ))
@@ -254,13 +236,13 @@ impl ClientSession {
     }
 
     /// Queues a reply behind what is already queued; a full queue closes the session as slow.
-    pub fn send(&self, message: ServerMessage, now: UnixMs) -> Result<(), Closing> {
+    pub fn send(&self, message: ServerMessage, now: UnixMs) -> Result<(), CloseRequest> {
         match self
             .gateway
             .sessions
             .send(&self.connection_id, &ServerEnvelope::new(message, now))
         {
-            SendOutcome::SlowConsumer => Err(Closing::new(close_code::SLOW_CONSUMER, "slow consumer")),
+            SendOutcome::SlowConsumer => Err(CloseRequest::new(close_code::SLOW_CONSUMER, "slow consumer")),
             SendOutcome::Queued | SendOutcome::Gone => Ok(()),
         }
     }

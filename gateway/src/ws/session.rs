@@ -12,8 +12,8 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite;
 
 use crate::app::Gateway;
-use crate::app::client_session::{Answer, ClientSession, Closing, Inbound};
-use crate::app::sessions::{Frame, Next, SessionInbox};
+use crate::app::client_session::{Answer, ClientSession, Inbound};
+use crate::app::sessions::{CloseRequest, Frame, Next, SessionInbox};
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::close_code;
 
@@ -24,11 +24,12 @@ struct Ending {
     reason: String,
 }
 
-impl From<Closing> for Ending {
-    fn from(closing: Closing) -> Self {
+impl From<CloseRequest> for Ending {
+    fn from(closing: CloseRequest) -> Self {
+        let reason = closing.reason.into_owned();
         Self {
-            close: Some((closing.code, closing.reason.clone())),
-            reason: closing.reason,
+            close: Some((closing.code, reason.clone())),
+            reason,
         }
     }
 }
@@ -68,7 +69,7 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
                 tokio::select! {
                     biased;
                     next = inbox.next() => match next {
-                    Next::Close(request) => break Ending::from(Closing::from(request)),
+                    Next::Close(request) => break Ending::from(request),
                     // Boxed: the writes' state exists only while writing, not in every idle session.
                     Next::Frame(frame) => {
                         if let Err(ending) = Box::pin(write_burst(&mut socket, &mut inbox, frame, write_timeout)).await {
@@ -145,7 +146,7 @@ async fn write_burst(
         }
         frame = match inbox.try_next() {
             None => break,
-            Some(Next::Close(request)) => return Err(Ending::from(Closing::from(request))),
+            Some(Next::Close(request)) => return Err(Ending::from(request)),
             Some(Next::Frame(next)) => next,
         };
     }
@@ -176,7 +177,7 @@ fn read_error(err: axum::Error) -> Ending {
         .downcast::<tungstenite::Error>()
         .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
     if oversize {
-        Ending::from(Closing::new(close_code::MESSAGE_TOO_BIG, "message too big"))
+        Ending::from(CloseRequest::new(close_code::MESSAGE_TOO_BIG, "message too big"))
     } else {
         Ending::silent("connection lost")
     }
