@@ -8,6 +8,8 @@
 //! own instead ([`Writer::start_on_thread`]): the thread takes the batch straight from the queue and
 //! answers each write itself, so a batch costs one thread wake-up, not two per statement.
 
+use std::collections::HashSet;
+
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -293,6 +295,29 @@ impl Answer {
             Answer::Stamp(reply, result) => reply.send(result).map_err(drop),
             Answer::RecordAttempt(reply, result) => reply.send(result).map_err(drop),
         };
+    }
+}
+
+/// Answers every attempt write of a batch with the outcome of counting them all.
+pub fn answer_attempts(
+    attempts: Vec<(Vec<Uuid>, oneshot::Sender<Result<()>>)>,
+    counted: &Result<()>,
+    answers: &mut Vec<Answer>,
+) {
+    for (_, reply) in attempts {
+        answers.push(Answer::RecordAttempt(reply, clone_result(counted)));
+    }
+}
+
+/// Answers each stamp of `group` with whether its `(user, id)` was among those `stamped` found, or
+/// with the group's error.
+pub fn answer_stamps(group: Vec<Stamp>, stamped: &Result<HashSet<(String, Uuid)>>, answers: &mut Vec<Answer>) {
+    for stamp in group {
+        let found = stamped
+            .as_ref()
+            .map(|found| found.contains(&(stamp.user_id.clone(), stamp.id)))
+            .map_err(|err| Error::Backend(err.to_string()));
+        answers.push(Answer::Stamp(stamp.reply, found));
     }
 }
 

@@ -12,7 +12,9 @@ use futures_util::future::BoxFuture;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::adapters::group_commit::{Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, clone_result};
+use crate::adapters::group_commit::{
+    Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
+};
 use crate::adapters::sql::{Statements, stored_notification};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
@@ -272,14 +274,9 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
             for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
                 answers.push(Answer::Publish(write.reply, Ok(outcome)));
             }
-            for (_, reply) in sorted.attempts {
-                answers.push(Answer::RecordAttempt(reply, Ok(())));
-            }
+            answer_attempts(sorted.attempts, &Ok(()), &mut answers);
             for (group, found) in groups.into_iter().zip(batched.stamped) {
-                for stamp in group {
-                    let hit = found.contains(&(stamp.user_id.clone(), stamp.id));
-                    answers.push(Answer::Stamp(stamp.reply, Ok(hit)));
-                }
+                answer_stamps(group, &Ok(found), &mut answers);
             }
         }
         Err(Failure::Unsure(err)) => {
@@ -452,19 +449,11 @@ async fn without_publishes(
         for round in attempted {
             counted = counted.and(count_attempts(pool, round, no_flush).await);
         }
-        for (_, reply) in sorted.attempts {
-            answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
-        }
+        answer_attempts(sorted.attempts, &counted, &mut answers);
     }
     for group in groups {
         let stamped = stamp_group(pool, &group, no_flush).await;
-        for stamp in group {
-            let found = stamped
-                .as_ref()
-                .map(|found| found.contains(&(stamp.user_id.clone(), stamp.id)))
-                .map_err(|err| Error::Backend(err.to_string()));
-            answers.push(Answer::Stamp(stamp.reply, found));
-        }
+        answer_stamps(group, &stamped, &mut answers);
     }
     answer_all(answers, Ok(()), "postgres");
 }

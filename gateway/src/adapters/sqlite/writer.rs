@@ -20,7 +20,7 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::adapters::group_commit::{
-    Answer, BlockingCommitter, Publish, Sorted, Stamp, Write, answer_all, clone_result,
+    Answer, BlockingCommitter, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps,
 };
 use crate::adapters::sql::stored_notification;
 use crate::domain::UnixMs;
@@ -153,19 +153,11 @@ fn apply_all(conn: &Connection, writes: Vec<Write>, answers: &mut Vec<Answer>) {
         for round in sorted.attempt_rounds() {
             counted = counted.and(record_attempt(conn, &round));
         }
-        for (_, reply) in std::mem::take(&mut sorted.attempts) {
-            answers.push(Answer::RecordAttempt(reply, clone_result(&counted)));
-        }
+        answer_attempts(std::mem::take(&mut sorted.attempts), &counted, answers);
     }
     for group in sorted.stamps_by_column() {
         let stamped = stamp_all(conn, group[0].column, &group);
-        for write in group {
-            let found = stamped
-                .as_ref()
-                .map(|found| found.contains(&(write.user_id.clone(), write.id)))
-                .map_err(|err| Error::Backend(err.to_string()));
-            answers.push(Answer::Stamp(write.reply, found));
-        }
+        answer_stamps(group, &stamped, answers);
     }
 }
 
