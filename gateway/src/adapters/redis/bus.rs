@@ -20,11 +20,13 @@ pub struct RedisEventBus {
     local: broadcast::Sender<BusEvent>,
 }
 
+/// An event as it travels through Redis. `N` is `&Notification` when publishing (serialized from the
+/// event's own notifications, not copies of them) and `Notification` when receiving.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Wire {
+enum Wire<N> {
     Published {
-        notifications: Vec<Notification>,
+        notifications: Vec<N>,
         unread: Vec<(String, u64)>,
     },
     UnreadCount {
@@ -87,7 +89,7 @@ async fn listen(
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
-                    match serde_json::from_str::<Wire>(&payload) {
+                    match serde_json::from_str::<Wire<Notification>>(&payload) {
                         Ok(Wire::Published { notifications, unread }) => {
                             let notifications = notifications.into_iter().map(Arc::new).collect();
                             let _ = local.send(BusEvent::Published { notifications, unread });
@@ -113,13 +115,18 @@ async fn listen(
 #[async_trait]
 impl EventBus for RedisEventBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
-        let wire = match event {
+        let wire: Wire<&Notification> = match &event {
             BusEvent::Published { notifications, unread } => Wire::Published {
-                notifications: notifications.iter().map(|n| (**n).clone()).collect(),
-                unread,
+                notifications: notifications.iter().map(|n| &**n).collect(),
+                unread: unread.clone(),
             },
-            BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount { user_id, count },
-            BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged { user_id },
+            BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount {
+                user_id: user_id.clone(),
+                count: *count,
+            },
+            BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged {
+                user_id: user_id.clone(),
+            },
             BusEvent::Resync => return Ok(()),
         };
         let payload = serde_json::to_string(&wire).map_err(crate::error::Error::backend)?;
