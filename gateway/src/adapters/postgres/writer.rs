@@ -227,22 +227,6 @@ async fn publish_one(
     Ok(created(batch, &seqs, &counts))
 }
 
-/// Sets the timestamp `column` of one of `user_id`'s notifications unless already set (reads and
-/// acknowledgements keep their first time); `false` when the user has no such notification.
-async fn stamp_once(pool: &PgPool, column: &'static str, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-    let sql = format!(
-        "UPDATE notifications SET {column} = COALESCE({column}, to_timestamp($1::float8 / 1000)) WHERE user_id = $2 AND id = $3"
-    );
-    let result = sqlx::query(&sql)
-        .bind(at)
-        .bind(user_id)
-        .bind(id)
-        .execute(pool)
-        .await
-        .map_err(Error::backend)?;
-    Ok(result.rows_affected() > 0)
-}
-
 /// The cluster store's committer.
 pub struct PostgresCommitter(pub PgPool);
 
@@ -313,7 +297,9 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
                 }
             }
             for stamp in groups.into_iter().flatten() {
-                let hit = stamp_once(pool, stamp.column, &stamp.user_id, stamp.id, stamp.at).await;
+                let hit = stamp_group(pool, std::slice::from_ref(&stamp), false)
+                    .await
+                    .map(|found| !found.is_empty());
                 answers.push(Answer::Stamp(stamp.reply, hit));
             }
         }
