@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::adapters::clock::SystemClock;
@@ -272,6 +273,13 @@ pub async fn serve(
     let lifecycle = gateway.lifecycle.clone();
     let drain = lifecycle.clone();
     let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    // Notifications are small frames that must leave at once: Nagle's algorithm would hold each one
+    // back until the previous one is acknowledged (Go's net, as Centrifugo uses, disables it too).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "gateway: TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("gateway:draining");

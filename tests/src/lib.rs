@@ -12,6 +12,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod cluster;
+
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -134,7 +136,9 @@ impl GatewayProcess {
     /// and error code instead.
     pub async fn open_ws(&self, token: &str) -> Result<(Ws, Value), (u16, String)> {
         use tokio_tungstenite::tungstenite::Error;
-        match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr)).await {
+        match tokio_tungstenite::connect_async_with_config(format!("ws://{}/ws?token={token}", self.addr), None, true)
+            .await
+        {
             Ok((mut ws, _)) => {
                 let connected = recv_json(&mut ws).await;
                 assert_eq!(connected["type"], "connected");

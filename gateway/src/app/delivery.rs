@@ -6,8 +6,12 @@
 //! gap fills and retries of one connection are serialized, so each notification reaches a
 //! connection once per round and in `seq` order. Cross-connection work never waits on a client: all
 //! sends go through [`LocalSessions`], which never blocks.
+//!
+//! Flow control: a connection has at most one [`Window`] of notifications in flight (sent, not yet
+//! acknowledged). What does not fit stays in the store, the connection's backlog, and is paged in
+//! as acknowledgements drain the window: a replay of 100,000 notifications, or a burst, reaches a
+//! client that reads and acknowledges without ever filling its outbound queue.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
@@ -27,6 +31,7 @@ use super::sessions::{Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
 
 pub(super) mod state;
+pub use state::Window;
 use state::{Pending, SessionState, SharedState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +40,23 @@ pub struct DeliverySettings {
     pub ack_timeout_ms: i64,
     /// Delivery rounds per connection before `notification:failed` (the first push counts).
     pub max_attempts: u32,
+    /// What one connection may have in flight; the rest is paged in from the store.
+    pub window: Window,
+}
+
+/// Bytes of notification frames one connection may have in flight: about ten of the largest a
+/// publisher may send (see `domain::notification`), hundreds of typical ones.
+pub const WINDOW_BYTES: usize = 256 * 1024;
+
+impl DeliverySettings {
+    /// The notification window for an outbound queue of `capacity` frames: half of it, so re-sends,
+    /// replies and counts fit beside a full window and only a client that stops reading fills it.
+    pub fn window_for_queue(capacity: usize) -> Window {
+        Window {
+            notifications: (capacity / 2).max(1),
+            bytes: WINDOW_BYTES,
+        }
+    }
 }
 
 impl Default for DeliverySettings {
@@ -42,6 +64,7 @@ impl Default for DeliverySettings {
         Self {
             ack_timeout_ms: defaults::ACK_TIMEOUT_MS as i64,
             max_attempts: defaults::MAX_DELIVERY_ATTEMPTS,
+            window: Self::window_for_queue(defaults::OUTBOUND_QUEUE),
         }
     }
 }
@@ -120,7 +143,7 @@ impl DeliveryService {
             SendOutcome::Queued => {
                 self.metrics.messages_delivered.inc_by(1);
                 let due_at = now + self.settings.ack_timeout_ms;
-                state.pending.insert(
+                state.track(
                     n.id,
                     Pending {
                         frame,
@@ -135,9 +158,56 @@ impl DeliveryService {
         }
     }
 
-    /// Starts delivering to a connection: replays, in `seq` order, every unacknowledged notification
-    /// it should see (AC13), then live ones follow. Returns how many were replayed. The ids and channels
-    /// are kept as given: pass the session's own `Arc`s to share them rather than copy them.
+    /// Sends this connection what the store holds for it past `last_seq`, page by page, while its
+    /// window has room; the backlog is cleared once the store has nothing more. Returns how many
+    /// were sent. Each page is at most the window's room, so what a replica reads for one
+    /// connection at a time is bounded too.
+    async fn fill(&self, state: &mut SessionState, now: UnixMs) -> Result<usize> {
+        let window = self.settings.window;
+        let mut subscribed: Option<Arc<[String]>> = None;
+        let mut sent = 0;
+        while state.backlog && state.has_room(window) {
+            let room = window.notifications.max(1) - state.in_flight();
+            let page = self
+                .store
+                .pending(&state.user_id, state.last_seq, room, self.created_since(now), now)
+                .await?;
+            if page.len() < room {
+                state.backlog = false;
+            }
+            for n in &page {
+                if !state.has_room(window) {
+                    // The byte window filled within the page: the rest is read again later.
+                    state.backlog = true;
+                    return Ok(sent);
+                }
+                let subscribed = match &subscribed {
+                    Some(list) => list,
+                    None => subscribed.insert(self.subscriptions.remembered(&state.user_id).await?),
+                };
+                if self.eligible(state, n, subscribed, now) && self.send(state, n, now) {
+                    sent += 1;
+                }
+                state.last_seq = n.seq;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Pages in more of the backlog once the window has drained enough; failures are logged and
+    /// repaired by the next acknowledgement or retry round.
+    async fn refill(&self, state: &mut SessionState, now: UnixMs) {
+        if state.wants_more(self.settings.window) {
+            if let Err(err) = self.fill(state, now).await {
+                tracing::warn!(connection_id = %state.connection_id, error = %err, "delivery: backlog not paged in, will retry");
+            }
+        }
+    }
+
+    /// Starts delivering to a connection: replays, in `seq` order, the unacknowledged notifications
+    /// it should see (AC13), one window at a time, then live ones follow. Returns how many were sent
+    /// now (the rest follows as they are acknowledged). The ids and channels are kept as given:
+    /// pass the session's own `Arc`s to share them rather than copy them.
     pub async fn attach(
         &self,
         connection_id: impl Into<Arc<str>>,
@@ -145,34 +215,26 @@ impl DeliveryService {
         allowed: impl Into<Arc<[String]>>,
     ) -> Result<usize> {
         let (connection_id, user_id) = (connection_id.into(), user_id.into());
-        let state = Arc::new(tokio::sync::Mutex::new(SessionState {
-            connection_id: connection_id.clone(),
-            user_id: user_id.clone(),
-            allowed: allowed.into(),
-            last_seq: 0,
-            pending: HashMap::new(),
-        }));
+        let state = Arc::new(tokio::sync::Mutex::new(SessionState::new(
+            connection_id.clone(),
+            user_id.clone(),
+            allowed.into(),
+        )));
         // Hold the state while replaying: live pushes for this connection wait, then skip what the
         // replay already covered (by seq).
         let mut guard = state.clone().lock_owned().await;
         self.sessions.attach_delivery(&connection_id, state);
-        let (connection_id, user_id) = (&*connection_id, &*user_id);
         let now = self.clock.now_ms();
-        let max_seq = self.store.max_seq(user_id).await?;
-        let pending = self
-            .store
-            .pending(user_id, 0, None, self.created_since(now), now)
-            .await?;
-        let subscribed = self.subscriptions.remembered(user_id).await?;
-        let mut replayed = 0;
-        for n in &pending {
-            if self.eligible(&guard, n, &subscribed, now) && self.send(&mut guard, n, now) {
-                replayed += 1;
-            }
+        // Read before the replay: whatever is stored later arrives as an event with a higher seq.
+        let max_seq = self.store.max_seq(&user_id).await?;
+        let replayed = self.fill(&mut guard, now).await?;
+        if !guard.backlog {
+            // Caught up: later events follow on from the user's last seq without a gap read.
+            guard.last_seq = guard.last_seq.max(max_seq);
         }
-        guard.last_seq = pending.last().map_or(max_seq, |n| n.seq.max(max_seq));
         if replayed > 0 {
-            tracing::info!(connection_id, user_id, replayed, "notification:replayed");
+            let backlog = guard.backlog;
+            tracing::info!(connection_id = %connection_id, user_id = %user_id, replayed, backlog, "notification:replayed");
         }
         Ok(replayed)
     }
@@ -192,7 +254,8 @@ impl DeliveryService {
         if states.is_empty() {
             return Ok(0);
         }
-        let subscribed = self.subscriptions.remembered(&n.user_id).await?;
+        let window = self.settings.window;
+        let mut subscribed: Option<Arc<[String]>> = None;
         let mut connections = 0;
         for state in states {
             let mut state = state.lock().await;
@@ -200,20 +263,26 @@ impl DeliveryService {
                 continue;
             }
             let now = self.clock.now_ms();
-            if n.seq > state.last_seq + 1 {
-                let missed = self
-                    .store
-                    .pending(&n.user_id, state.last_seq, Some(n.seq), self.created_since(now), now)
-                    .await?;
-                for m in &missed {
-                    if self.eligible(&state, m, &subscribed, now) {
-                        self.send(&mut state, m, now);
-                    }
+            if !state.backlog && n.seq == state.last_seq + 1 && state.has_room(window) {
+                // The common case: the next one in order, and room for it.
+                let subscribed = match &subscribed {
+                    Some(list) => list,
+                    None => subscribed.insert(self.subscriptions.remembered(&n.user_id).await?),
+                };
+                state.last_seq = n.seq;
+                if self.eligible(&state, n, subscribed, now) && self.send(&mut state, n, now) {
+                    connections += 1;
                 }
+                continue;
             }
-            state.last_seq = n.seq;
-            if self.eligible(&state, n, &subscribed, now) && self.send(&mut state, n, now) {
-                connections += 1;
+            // A gap (events were lost) or a full window: the store holds it, it is paged in from
+            // there, now if the window has room, else as acknowledgements drain it.
+            state.backlog = true;
+            if state.wants_more(window) {
+                self.fill(&mut state, now).await?;
+                if state.awaits(&n.id) {
+                    connections += 1;
+                }
             }
         }
         if connections > 0 {
@@ -231,45 +300,44 @@ impl DeliveryService {
     pub async fn acknowledged(&self, user_id: &str, id: Uuid) -> bool {
         let mut pending = false;
         for state in self.states_of(user_id) {
-            pending |= state.lock().await.pending.remove(&id).is_some();
+            let mut state = state.lock().await;
+            pending |= state.untrack(&id);
+            self.refill(&mut state, self.clock.now_ms()).await;
         }
         pending
     }
 
     /// Re-sends what is due and unacknowledged; gives up after `max_attempts` with
     /// `notification:failed` (the notification stays unacknowledged and is replayed on reconnect).
+    /// What that frees of a window, or a backlog read that failed before, is paged in here too.
     pub async fn retry_due(&self) -> Result<()> {
         let states = self.all_states();
         for state in states {
             let mut state = state.lock().await;
             let now = self.clock.now_ms();
-            let due: Vec<Uuid> = state
-                .pending
-                .iter()
-                .filter(|(_, p)| p.due_at <= now)
-                .map(|(id, _)| *id)
-                .collect();
+            let due = state.due(now);
             if due.is_empty() {
+                self.refill(&mut state, now).await;
                 continue;
             }
             let acknowledged = self.store.acknowledged(&due).await?;
             let mut resent = Vec::new();
             for id in due {
                 if acknowledged.contains(&id) {
-                    state.pending.remove(&id);
+                    state.untrack(&id);
                     continue;
                 }
-                let Some(pending) = state.pending.get_mut(&id) else {
+                let Some(pending) = state.pending_mut(&id) else {
                     continue;
                 };
                 if pending.expires_at.is_some_and(|at| at <= now) {
                     // Expired notifications are never delivered, not even again.
-                    state.pending.remove(&id);
+                    state.untrack(&id);
                     continue;
                 }
                 if pending.attempts >= self.settings.max_attempts {
                     let attempts = pending.attempts;
-                    state.pending.remove(&id);
+                    state.untrack(&id);
                     self.metrics.notifications_failed.inc_by(1);
                     tracing::error!(
                         notification_id = %id,
@@ -295,32 +363,21 @@ impl DeliveryService {
                     self.count_attempt(id);
                 }
             }
+            self.refill(&mut state, now).await;
         }
         Ok(())
     }
 
     /// After events were lost (the bus lagged or reconnected): every connection catches up from the
-    /// store.
+    /// store, within its window (the rest as it acknowledges).
     pub async fn resync(&self) -> Result<()> {
         let states = self.all_states();
         for state in states {
             let mut state = state.lock().await;
-            let now = self.clock.now_ms();
-            let user_id = state.user_id.clone();
-            let missed = self
-                .store
-                .pending(&user_id, state.last_seq, None, self.created_since(now), now)
-                .await?;
-            if missed.is_empty() {
-                continue;
+            state.backlog = true;
+            if state.wants_more(self.settings.window) {
+                self.fill(&mut state, self.clock.now_ms()).await?;
             }
-            let subscribed = self.subscriptions.remembered(&user_id).await?;
-            for n in &missed {
-                if self.eligible(&state, n, &subscribed, now) {
-                    self.send(&mut state, n, now);
-                }
-            }
-            state.last_seq = missed.last().map_or(state.last_seq, |n| n.seq.max(state.last_seq));
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ impl Config {
             catalog,
             publishers,
             dev_publisher_key,
-            delivery: delivery_settings(&o)?,
+            delivery: delivery_settings(&o, &session)?,
             shutdown_grace_ms: o.shutdown_grace_seconds.unwrap_or(defaults::SHUTDOWN_GRACE_SECONDS) * 1_000,
         })
     }
@@ -297,7 +297,7 @@ fn connection_settings(o: &Options, session: &SessionSettings) -> Result<Connect
     })
 }
 
-fn delivery_settings(o: &Options) -> Result<DeliverySettings, ConfigError> {
+fn delivery_settings(o: &Options, session: &SessionSettings) -> Result<DeliverySettings, ConfigError> {
     let defaults = DeliverySettings::default();
     Ok(DeliverySettings {
         ack_timeout_ms: positive(
@@ -310,6 +310,7 @@ fn delivery_settings(o: &Options) -> Result<DeliverySettings, ConfigError> {
             o.max_delivery_attempts,
             defaults.max_attempts,
         )?,
+        window: DeliverySettings::window_for_queue(session.outbound_queue),
     })
 }
 

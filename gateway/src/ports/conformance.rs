@@ -424,8 +424,13 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     );
 
     // Acknowledgement and pending.
-    let pending = store.pending(&alice, 0, None, 0, now).await.expect("pending");
+    let pending = store.pending(&alice, 0, 10, 0, now).await.expect("pending");
     assert_eq!(pending.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
+    // Paged: `limit` rows from `after_seq` on, the next page after the last seq of this one.
+    let first_page = store.pending(&alice, 0, 1, 0, now).await.expect("pending");
+    assert_eq!(first_page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
+    let second_page = store.pending(&alice, 1, 1, 0, now).await.expect("pending");
+    assert_eq!(second_page.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
     assert!(store.mark_delivered(&alice, stored[0].id, now + 7).await.expect("ack"));
     assert!(
         store
@@ -446,27 +451,19 @@ pub async fn notification_store(store: &dyn NotificationStore) {
             .and_then(|n| n.delivered_at),
         Some(now + 7)
     );
-    let pending = store.pending(&alice, 0, None, 0, now).await.expect("pending");
+    let pending = store.pending(&alice, 0, 10, 0, now).await.expect("pending");
     assert_eq!(pending.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
     assert!(
-        store
-            .pending(&alice, 0, Some(2), 0, now)
-            .await
-            .expect("pending")
-            .is_empty(),
-        "before_seq bounds"
+        store.pending(&alice, 0, 0, 0, now).await.expect("pending").is_empty(),
+        "limit bounds"
     );
     assert!(
-        store
-            .pending(&alice, 2, None, 0, now)
-            .await
-            .expect("pending")
-            .is_empty(),
+        store.pending(&alice, 2, 10, 0, now).await.expect("pending").is_empty(),
         "after_seq bounds"
     );
     assert!(
         store
-            .pending(&alice, 0, None, now + 2, now)
+            .pending(&alice, 0, 10, now + 2, now)
             .await
             .expect("pending")
             .is_empty(),
@@ -519,10 +516,7 @@ pub async fn notification_store(store: &dyn NotificationStore) {
             .len(),
         2
     );
-    assert_eq!(
-        store.pending(&alice, 0, None, 0, later).await.expect("pending").len(),
-        1
-    );
+    assert_eq!(store.pending(&alice, 0, 10, 0, later).await.expect("pending").len(), 1);
     assert_eq!(store.unread_count(&alice, later).await.expect("count"), 0);
 
     assert!(store.delete(&alice, stored[2].id).await.expect("delete"));

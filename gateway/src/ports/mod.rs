@@ -182,13 +182,13 @@ pub trait NotificationStore: Send + Sync {
     /// such notification.
     async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool>;
 
-    /// Unacknowledged, unexpired notifications with `after_seq < seq < before_seq` created at or after
-    /// `created_since`, in `seq` order: replay on connect and gap filling.
+    /// The first `limit` unacknowledged, unexpired notifications with `seq > after_seq` created at or
+    /// after `created_since`, in `seq` order: one page of a connection's replay, gap fill or backlog.
     async fn pending(
         &self,
         user_id: &str,
         after_seq: i64,
-        before_seq: Option<i64>,
+        limit: usize,
         created_since: UnixMs,
         now: UnixMs,
     ) -> Result<Vec<Notification>>;

@@ -137,20 +137,18 @@ impl NotificationStore for PostgresNotificationStore {
         &self,
         user_id: &str,
         after_seq: i64,
-        before_seq: Option<i64>,
+        limit: usize,
         created_since: UnixMs,
         now: UnixMs,
     ) -> Result<Vec<Notification>> {
         let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
         sql.push_bind(user_id.to_owned());
         sql.push(" AND delivered_at IS NULL AND seq > ").push_bind(after_seq);
-        if let Some(before) = before_seq {
-            sql.push(" AND seq < ").push_bind(before);
-        }
         sql.push(" AND created_at >= ");
         push_time(&mut sql, created_since);
         unexpired(&mut sql, now);
-        sql.push(" ORDER BY seq");
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         into_notifications::<Uuid>(
             sql.build_query_as()
                 .fetch_all(&self.pool)

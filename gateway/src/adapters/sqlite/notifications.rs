@@ -127,20 +127,18 @@ impl NotificationStore for SqliteNotificationStore {
         &self,
         user_id: &str,
         after_seq: i64,
-        before_seq: Option<i64>,
+        limit: usize,
         created_since: UnixMs,
         now: UnixMs,
     ) -> Result<Vec<Notification>> {
         let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM notifications WHERE user_id = "));
         sql.push_bind(user_id);
         sql.push(" AND delivered_at IS NULL AND seq > ").push_bind(after_seq);
-        if let Some(before) = before_seq {
-            sql.push(" AND seq < ").push_bind(before);
-        }
         sql.push(" AND created_at >= ").push_bind(created_since);
         sql.push(" AND (expires_at IS NULL OR expires_at > ")
             .push_bind(now)
-            .push(") ORDER BY seq");
+            .push(") ORDER BY seq LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows: Vec<NotificationRow<Hyphenated>> = sql
             .build_query_as()
             .fetch_all(&self.pool)

@@ -269,6 +269,7 @@ async fn should_track_delivery_status() {
     let f = fixture(DeliverySettings {
         ack_timeout_ms: 1_000,
         max_attempts: 2,
+        ..DeliverySettings::default()
     })
     .await;
     let mut inbox = f.connect("c1", "alice", 16).await;
@@ -337,6 +338,7 @@ async fn unacknowledged_notifications_stop_after_max_attempts() {
     let f = fixture(DeliverySettings {
         ack_timeout_ms: 1_000,
         max_attempts: 2,
+        ..DeliverySettings::default()
     })
     .await;
     let mut inbox = f.connect("c1", "alice", 16).await;
@@ -420,6 +422,7 @@ async fn an_expired_notification_is_not_sent_again() {
     let f = fixture(DeliverySettings {
         ack_timeout_ms: 1_000,
         max_attempts: 3,
+        ..DeliverySettings::default()
     })
     .await;
     let mut inbox = f.connect("c1", "alice", 16).await;
@@ -491,5 +494,130 @@ async fn a_subscription_change_on_another_replica_applies_to_pushes_here() {
     assert_eq!(
         next_notification(&mut inbox).await["payload"]["type"],
         "upload_complete"
+    );
+}
+
+/// A notification message queued for `inbox` right now, skipping unread counts; `None` when none.
+fn queued_notification(inbox: &mut SessionInbox) -> Option<Value> {
+    use crate::app::sessions::Next;
+    while let Some(next) = inbox.try_next() {
+        let Next::Frame(frame) = next else {
+            panic!("the session was asked to close: {next:?}");
+        };
+        let message: Value = serde_json::from_str(&frame).expect("json");
+        if message["type"] == "notification" {
+            return Some(message);
+        }
+    }
+    None
+}
+
+/// Reads `total` notifications as a client does, acknowledging what it read whenever nothing more
+/// is queued, and checks that no more than `window` were ever unacknowledged. Their seqs in order.
+async fn receive_acknowledging(
+    f: &Fixture,
+    inbox: &mut SessionInbox,
+    user: &str,
+    total: usize,
+    window: usize,
+) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut unacked: Vec<Uuid> = Vec::new();
+    while seqs.len() < total {
+        let message = match queued_notification(inbox) {
+            Some(message) => message,
+            None if !unacked.is_empty() => {
+                for id in unacked.drain(..) {
+                    f.service.acknowledge(user, id).await.expect("ack");
+                }
+                continue;
+            }
+            None => next_notification(inbox).await,
+        };
+        let id = message["payload"]["id"].as_str().expect("id");
+        unacked.push(Uuid::parse_str(id).expect("uuid"));
+        seqs.push(message["payload"]["seq"].as_i64().expect("seq"));
+        assert!(
+            unacked.len() <= window,
+            "{} unacknowledged, the window is {window}",
+            unacked.len()
+        );
+    }
+    seqs
+}
+
+fn windowed(notifications: usize, bytes: usize) -> DeliverySettings {
+    DeliverySettings {
+        window: crate::app::delivery::Window { notifications, bytes },
+        ..DeliverySettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_replay_far_larger_than_the_queue_arrives_whole_as_it_is_acknowledged() {
+    let f = fixture(windowed(4, crate::app::delivery::WINDOW_BYTES)).await;
+    for _ in 0..50 {
+        f.publish(&["alice"], "new_like").await;
+    }
+    // A queue of 8 frames; 50 to replay. Before flow control this closed the session as slow on
+    // every connect.
+    let mut inbox = f.connect("c1", "alice", 8).await;
+    let seqs = receive_acknowledging(&f, &mut inbox, "alice", 50, 4).await;
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>(), "all of them, in order, once");
+    assert!(queued_notification(&mut inbox).is_none(), "nothing twice");
+    // Live ones follow the replay.
+    f.publish(&["alice"], "new_comment").await;
+    assert_eq!(next_notification(&mut inbox).await["payload"]["seq"], 51);
+}
+
+#[tokio::test]
+async fn a_live_burst_beyond_the_window_waits_in_the_store_until_acknowledgements_drain_it() {
+    let f = fixture(windowed(4, crate::app::delivery::WINDOW_BYTES)).await;
+    let mut inbox = f.connect("c1", "alice", 8).await;
+    for _ in 0..30 {
+        f.publish(&["alice"], "new_like").await;
+    }
+    let seqs = receive_acknowledging(&f, &mut inbox, "alice", 30, 4).await;
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_byte_window_lets_one_large_notification_through_at_a_time() {
+    let f = fixture(windowed(32, 1)).await;
+    for _ in 0..5 {
+        f.publish(&["alice"], "new_like").await;
+    }
+    let mut inbox = f.connect("c1", "alice", 64).await;
+    let seqs = receive_acknowledging(&f, &mut inbox, "alice", 5, 1).await;
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_window_of_unacknowledged_notifications_gives_way_once_they_fail() {
+    let f = fixture(DeliverySettings {
+        ack_timeout_ms: 1_000,
+        max_attempts: 1,
+        window: crate::app::delivery::Window {
+            notifications: 2,
+            bytes: crate::app::delivery::WINDOW_BYTES,
+        },
+    })
+    .await;
+    for _ in 0..4 {
+        f.publish(&["alice"], "new_like").await;
+    }
+    let mut inbox = f.connect("c1", "alice", 8).await;
+    let first: Vec<Value> = std::iter::from_fn(|| queued_notification(&mut inbox)).collect();
+    assert_eq!(
+        first.iter().map(|m| m["payload"]["seq"].clone()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    // Never acknowledged: after their last attempt they fail, and the next two take their place.
+    f.clock.advance(1_000);
+    f.delivery.retry_due().await.expect("retry round");
+    let next: Vec<Value> = std::iter::from_fn(|| queued_notification(&mut inbox)).collect();
+    assert_eq!(
+        next.iter().map(|m| m["payload"]["seq"].clone()).collect::<Vec<_>>(),
+        [3, 4]
     );
 }
