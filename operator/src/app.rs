@@ -2,6 +2,7 @@
 //! channel controllers until a signal stops them or the lease is lost. The binary only parses its
 //! settings, sets up logging and calls [`run`].
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +11,18 @@ use axum::Router;
 use axum::http::header;
 use axum::routing::get;
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use crate::admission::ImagePolicy;
+use crate::admission::image::ImagePattern;
 use crate::controller::{self, Context};
+use crate::crd::DEFAULT_GATEWAY_REPOSITORY;
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::leader::LeaderElection;
 use crate::metrics::{self, Metrics};
@@ -43,6 +47,50 @@ pub struct Settings {
     /// without it the holder is `herald-operator-<pid>`).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Images a NotificationGateway may run, comma-separated: `registry/repo` (any tag or digest),
+    /// `registry/repo:tag`, `registry/repo@sha256:...`, `registry/path/*`, or `*` (any). A gateway
+    /// whose image is not allowed is not rendered.
+    #[arg(long, env = "HERALD_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',', default_value = DEFAULT_GATEWAY_REPOSITORY)]
+    pub allowed_images: Vec<ImagePattern>,
+    /// Namespaces whose gateways and channels this operator reconciles, comma-separated; none: every
+    /// namespace. The chart grants the operator rights in these namespaces only.
+    #[arg(long, env = "HERALD_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+}
+
+/// Where the controllers look: every namespace, or one of the watched ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Cluster,
+    Namespace(String),
+}
+
+impl Scope {
+    /// One scope per watched namespace (blank entries ignored), or the whole cluster when none is.
+    pub fn of(watch_namespaces: &[String]) -> Vec<Self> {
+        let namespaces: BTreeSet<&str> = watch_namespaces
+            .iter()
+            .map(|ns| ns.trim())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        if namespaces.is_empty() {
+            return vec![Self::Cluster];
+        }
+        namespaces
+            .into_iter()
+            .map(|ns| Self::Namespace(ns.to_owned()))
+            .collect()
+    }
+
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Self::Cluster => Api::all(client.clone()),
+            Self::Namespace(namespace) => Api::namespaced(client.clone(), namespace),
+        }
+    }
 }
 
 /// Runs the operator until SIGTERM/SIGINT (`Ok`) or until it stops leading (`Err`: the process should
@@ -50,16 +98,16 @@ pub struct Settings {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let reporter = Reporter {
-        controller: controller::MANAGER.into(),
-        instance: settings.pod_name.clone(),
-    };
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
-        operator_image: settings.operator_image,
+        ..Context::new(
+            client.clone(),
+            settings.pod_name.clone(),
+            settings.operator_image,
+            ImagePolicy::new(settings.allowed_images),
+        )
     });
+    let scopes = Scope::of(&settings.watch_namespaces);
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
     let server = tokio::spawn(async move { axum::serve(listener, router(metrics)).await });
 
@@ -75,7 +123,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     election.acquire().await?;
     tracing::info!("operator:started");
     tokio::select! {
-        () = controllers(client, ctx) => {}
+        _ = join_all(scopes.iter().map(|scope| controllers(&client, scope, ctx.clone()))) => {}
         result = server => result??,
         lost = election.hold() => return Err(lost.into()),
     }
@@ -92,14 +140,15 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 /// The gateway controller (owning the children, and requeued by its channels) and the channel
-/// controller, both until a signal stops them.
-async fn controllers(client: Client, ctx: Arc<Context>) {
-    let gateways: Api<NotificationGateway> = Api::all(client.clone());
-    let channels: Api<NotificationChannel> = Api::all(client.clone());
+/// controller of one scope, both until a signal stops them. Every watch stays inside the scope, so a
+/// namespace-scoped operator needs no cluster-wide right.
+async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
+    let gateways: Api<NotificationGateway> = scope.api(client);
+    let channels: Api<NotificationChannel> = scope.api(client);
     let gateway_controller = Controller::new(gateways, watcher::Config::default())
-        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Service>::all(client), watcher::Config::default())
+        .owns(scope.api::<ConfigMap>(client), watcher::Config::default())
+        .owns(scope.api::<Deployment>(client), watcher::Config::default())
+        .owns(scope.api::<Service>(client), watcher::Config::default())
         // A channel change re-reconciles the gateway it names.
         .watches(
             channels.clone(),
@@ -131,6 +180,43 @@ async fn controllers(client: Client, ctx: Arc<Context>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_namespaces_become_one_scope_each_and_none_means_the_cluster() {
+        assert_eq!(Scope::of(&[]), [Scope::Cluster]);
+        assert_eq!(Scope::of(&[String::new()]), [Scope::Cluster], "an empty variable");
+        let listed = ["b", " a", "b", ""].map(String::from);
+        assert_eq!(
+            Scope::of(&listed),
+            [Scope::Namespace("a".into()), Scope::Namespace("b".into())]
+        );
+    }
+
+    #[test]
+    fn the_allow_list_defaults_to_the_default_gateway_image_and_reads_a_list() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let defaults = Cli::parse_from(["herald-operator"]).settings;
+        assert_eq!(defaults.allowed_images.len(), 1);
+        assert_eq!(defaults.allowed_images[0].to_string(), DEFAULT_GATEWAY_REPOSITORY);
+        assert!(defaults.watch_namespaces.is_empty());
+        let listed = Cli::parse_from([
+            "herald-operator",
+            "--allowed-images=registry.local/herald/*,ghcr.io/herald-dev/herald-gateway",
+            "--watch-namespaces=apps,web",
+        ])
+        .settings;
+        assert_eq!(listed.allowed_images.len(), 2);
+        assert_eq!(listed.watch_namespaces, ["apps", "web"]);
+        assert!(
+            Cli::try_parse_from(["herald-operator", "--allowed-images=ghcr.io/UPPER/x"]).is_err(),
+            "a malformed pattern stops the operator at start"
+        );
+    }
 
     #[tokio::test]
     async fn metrics_are_served_as_prometheus_text_beside_healthz() {

@@ -7,13 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use crate::crd::{NotificationChannel, NotificationType};
-
-/// Why a channel is not served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub message: String,
-}
+use crate::status::Refusal;
 
 /// The verdict for each channel of one gateway, in a stable order.
 pub struct Verdicts<'a> {

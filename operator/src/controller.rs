@@ -1,7 +1,9 @@
-//! The reconcilers. A gateway reconcile renders every child (`render`), applies them with server-side
-//! apply (unchanged objects are not written), creates the signing-key Secret once, judges the
-//! gateway's channels (`channels`) and records the verdicts, then writes status (computed by `status`)
-//! only when it changed.
+//! The reconcilers. A gateway reconcile first asks `admission` whether the gateway may be rendered at
+//! all (an allowed image, Secrets that opted in); a refused gateway only gets a status saying why.
+//! Otherwise it renders every child (`render`), applies them with server-side apply (unchanged
+//! objects are not written), creates the signing-key Secret once, judges the gateway's channels
+//! (`channels`) and records the verdicts, then writes status (computed by `status`) only when it
+//! changed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,17 +16,18 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::channels::{self, Refusal};
+use crate::admission::{self, ImagePolicy};
+use crate::channels;
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::metrics::Metrics;
 use crate::render::{self, Names};
-use crate::status::{self, GatewayObservation};
+use crate::status::{self, GatewayObservation, Refusal};
 
 /// Field manager of every server-side apply.
 pub const MANAGER: &str = "herald-operator";
@@ -45,7 +48,30 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Image of the key-rotation CronJob (the operator's own image).
     pub operator_image: String,
+    /// The images gateways may run.
+    pub images: ImagePolicy,
 }
+
+impl Context {
+    /// A context whose events are reported as `instance` of the operator (the pod's name).
+    pub fn new(client: Client, instance: Option<String>, operator_image: String, images: ImagePolicy) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics: Arc::default(),
+            operator_image,
+            images,
+        }
+    }
+}
+
+/// A refused gateway is looked at again this often: the fix may be a label on a Secret, which the
+/// operator does not watch (watching Secrets would need `list` on every Secret it may read).
+pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
 where
@@ -134,6 +160,9 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     if gateway.spec.paused {
         return Ok(Action::await_change());
     }
+    if let Some(refusal) = admit(&ctx, &gateway, &namespace).await? {
+        return refuse(&ctx, &gateway, &refusal).await;
+    }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
     let (deployment, active_key_id) = apply_children(&ctx, &gateway, &namespace, &verdicts.accepted).await?;
@@ -171,6 +200,33 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     ctx.metrics.observe(started.elapsed());
     ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Why this gateway may not be rendered, if it may not: its image is not allowed, or a Secret its
+/// pods would read has not opted in. Only the Secrets' metadata is read, never their data.
+async fn admit(ctx: &Context, gateway: &NotificationGateway, namespace: &str) -> Result<Option<Refusal>> {
+    let mut refusals: Vec<Refusal> = ctx.images.judge(&gateway.spec.image).err().into_iter().collect();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for secret in admission::secret_uses(gateway) {
+        let metadata = secrets.get_metadata_opt(&secret.name).await?;
+        if let Err(refusal) = admission::judge_secret(gateway, &secret, metadata.as_ref().map(|m| &m.metadata)) {
+            refusals.push(refusal);
+        }
+    }
+    Ok(admission::combine(refusals))
+}
+
+/// A refused gateway: nothing is applied (its children stay as last rendered, so changing the image
+/// or a Secret reference to something not allowed changes nothing that runs), the status says why,
+/// and a Warning event is recorded when that status is new.
+async fn refuse(ctx: &Context, gateway: &NotificationGateway, refusal: &Refusal) -> Result<Action> {
+    let next = status::refused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, refusal, &now());
+    if gateway.status.as_ref() != Some(&next) {
+        patch_status(&ctx.client, gateway, &next).await?;
+        publish(ctx, gateway, true, refusal.reason, refusal.message.clone()).await;
+        tracing::info!(gateway = %gateway.name_any(), reason = refusal.reason, "gateway:refused");
+    }
+    Ok(Action::requeue(REFUSED_RECHECK))
 }
 
 /// The channels that name this gateway.

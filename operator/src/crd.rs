@@ -36,7 +36,7 @@ pub struct NotificationGatewaySpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// The herald-gateway container image.
+    /// The herald-gateway container image; the operator renders only images its allow-list allows.
     #[serde(default = "default_image")]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,8 +85,11 @@ fn default_replicas() -> i32 {
     2
 }
 
+/// Repository of the default gateway image; also the operator's default image allow-list.
+pub const DEFAULT_GATEWAY_REPOSITORY: &str = "ghcr.io/herald-dev/herald-gateway";
+
 fn default_image() -> String {
-    format!("ghcr.io/herald-dev/herald-gateway:{}", env!("CARGO_PKG_VERSION"))
+    format!("{DEFAULT_GATEWAY_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
 }
 
 fn default_token_ttl() -> u32 {
@@ -97,7 +100,8 @@ fn default_retention_days() -> u32 {
     defaults::RETENTION_DAYS
 }
 
-/// A key of a Secret in the gateway's namespace.
+/// A key of a Secret in the gateway's namespace. The operator uses only Secrets labelled
+/// `herald.dev/gateway-secret: "true"`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {

@@ -1,6 +1,7 @@
 //! Herald operator: custom resources for gateways and channels, and the controller that reconciles
 //! them into gateway deployments.
 
+pub mod admission;
 pub mod app;
 pub mod channels;
 pub mod controller;

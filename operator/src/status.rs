@@ -4,8 +4,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::channels::Refusal;
 use crate::crd::{NotificationChannelStatus, NotificationGatewayStatus};
+
+/// Why something the operator was asked for is not served: a refused channel, or a gateway the
+/// operator will not render. The reason is a condition's reason, the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
 
 /// What one gateway reconcile observed; the gateway's next status follows from it and the previous one.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +89,37 @@ pub fn gateway_status(
         ready_replicas: Some(ready),
         active_key_id,
         last_rotation: previous.and_then(|p| p.last_rotation.clone()),
+    }
+}
+
+/// The status of a gateway the operator refuses to render (`admission`): not `Ready`, not
+/// `Progressing` and `Degraded`, each with the refusal's reason and message. Its children are left as
+/// they were last rendered, so the replica count and the active key are carried over.
+pub fn refused_gateway_status(
+    previous: Option<&NotificationGatewayStatus>,
+    generation: Option<i64>,
+    refusal: &Refusal,
+    now: &Time,
+) -> NotificationGatewayStatus {
+    let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
+    let conditions = [("Ready", false), ("Progressing", false), ("Degraded", true)]
+        .into_iter()
+        .map(|(kind, status)| {
+            condition(
+                previous_conditions,
+                kind,
+                status,
+                refusal.reason,
+                refusal.message.clone(),
+                generation,
+                now,
+            )
+        })
+        .collect();
+    NotificationGatewayStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous.cloned().unwrap_or_default()
     }
 }
 
@@ -234,6 +272,34 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
         assert_eq!(status.last_rotation.as_deref(), Some("2026-11-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_refused_gateway_is_not_ready_and_says_why_keeping_what_it_had() {
+        let ready = gateway_status(None, observed(2, 2, 0), &at(100));
+        let refusal = Refusal {
+            reason: "ImageNotAllowed",
+            message: "image `evil:1` is not allowed".into(),
+        };
+        let refused = refused_gateway_status(Some(&ready), Some(4), &refusal, &at(200));
+        assert_eq!(state(&refused, "Ready"), ("False", "ImageNotAllowed"));
+        assert_eq!(state(&refused, "Progressing"), ("False", "ImageNotAllowed"));
+        assert_eq!(state(&refused, "Degraded"), ("True", "ImageNotAllowed"));
+        assert_eq!(find(&refused, "Ready").message, "image `evil:1` is not allowed");
+        assert_eq!(find(&refused, "Ready").last_transition_time, at(200), "Ready flipped");
+        assert_eq!(
+            find(&refused, "Progressing").last_transition_time,
+            at(100),
+            "Progressing held"
+        );
+        assert_eq!(refused.observed_generation, Some(4));
+        assert_eq!(refused.ready_replicas, Some(2), "the running children are untouched");
+        assert_eq!(refused.active_key_id.as_deref(), Some("k1"));
+        assert_eq!(
+            refused_gateway_status(Some(&refused), Some(4), &refusal, &at(300)),
+            refused,
+            "still refused: nothing changes"
+        );
     }
 
     #[test]

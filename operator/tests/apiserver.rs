@@ -7,17 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_operator::admission::{ImagePolicy, SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE};
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
-use herald_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 
@@ -53,6 +53,7 @@ async fn install_crds(client: &Client) {
     }
 }
 
+/// A fresh namespace holding the Secrets `gateway_json` names (`db`, `cache`), opted in for Herald.
 async fn namespace(client: &Client) -> String {
     let name = format!("t-{}", &uuid_like());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -61,8 +62,30 @@ async fn namespace(client: &Client) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("namespace created");
+    for secret in ["db", "cache"] {
+        create_secret(client, &name, secret, true).await;
+    }
     name
 }
+
+/// A Secret with a `url` and a `secret` key, with or without Herald's opt-in label.
+async fn create_secret(client: &Client, ns: &str, name: &str, opted_in: bool) {
+    let labels = if opted_in {
+        json!({(SECRET_OPT_IN_LABEL): SECRET_OPT_IN_VALUE})
+    } else {
+        json!({})
+    };
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
+        "stringData": {"url": "postgres://herald:hunter2-secret-value@db/herald", "secret": SECRET_VALUE},
+    });
+    create(&Api::<Secret>::namespaced(client.clone(), ns), secret)
+        .await
+        .expect("Secret created");
+}
+
+/// What the test Secrets hold: it must never show up in a status or an event.
+const SECRET_VALUE: &str = "an-hs256-secret-that-must-never-leak-0123";
 
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,18 +94,12 @@ fn uuid_like() -> String {
 }
 
 fn context(client: &Client) -> Arc<Context> {
-    Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: controller::MANAGER.into(),
-                instance: None,
-            },
-        ),
-        metrics: Arc::new(Metrics::default()),
-        operator_image: "herald-operator:test".into(),
-    })
+    Arc::new(Context::new(
+        client.clone(),
+        None,
+        "herald-operator:test".into(),
+        ImagePolicy::default(),
+    ))
 }
 
 fn gateway_json(name: &str, replicas: i32) -> serde_json::Value {
@@ -133,6 +150,28 @@ async fn reconcile(client: &Client, ns: &str, name: &str) {
     controller::reconcile_gateway(Arc::new(gateway), context(client))
         .await
         .expect("reconcile succeeds");
+}
+
+/// Whether the namespaced object `name` of kind `K` exists.
+async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get")
+        .is_some()
+}
+
+/// Merge-patches the gateway `name`, then reconciles it.
+async fn change_and_reconcile(client: &Client, ns: &str, name: &str, patch: serde_json::Value) {
+    Api::<NotificationGateway>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("gateway patched");
+    reconcile(client, ns, name).await;
 }
 
 #[tokio::test]
@@ -299,11 +338,7 @@ async fn a_spec_change_updates_children_and_rolls_the_checksum() {
         .await
         .expect("secret");
     let patch = json!({"spec": {"limits": {"connectionsPerUser": 3}, "replicas": 1}});
-    gateways
-        .patch("alerts", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("spec change");
-    reconcile(&client, &ns, "alerts").await;
+    change_and_reconcile(&client, &ns, "alerts", patch).await;
     let deployment = deployments.get("alerts").await.expect("deploy");
     assert_ne!(checksum(&deployment), first, "config change rolls the pods");
     assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(1));
@@ -313,11 +348,7 @@ async fn a_spec_change_updates_children_and_rolls_the_checksum() {
         .expect("cm");
     assert!(config.data.expect("data")["gateway.yaml"].contains("max_connections_per_user: 3"));
     assert!(
-        Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
-            .get_opt("alerts")
-            .await
-            .expect("get")
-            .is_none(),
+        !exists::<PodDisruptionBudget>(&client, &ns, "alerts").await,
         "no PDB for one replica"
     );
     let secret_after = Api::<Secret>::namespaced(client.clone(), &ns)
@@ -395,18 +426,8 @@ async fn channel_conflicts_are_refused_and_deleting_a_channel_updates_the_config
     reconcile(&client, &ns, "alerts").await;
     let yaml = config_maps.get("alerts-config").await.expect("cm").data.expect("data")["gateway.yaml"].clone();
     assert!(!yaml.contains("name: uploads"), "a deleted channel leaves the config");
-    let status = gateways
-        .get_status("alerts")
-        .await
-        .expect("status")
-        .status
-        .expect("status");
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .expect("Degraded");
-    assert_eq!(degraded.status, "True", "a refused channel degrades the gateway");
+    let (degraded, _, _) = condition(&gateways, "alerts", "Degraded").await;
+    assert_eq!(degraded, "True", "a refused channel degrades the gateway");
 }
 
 #[tokio::test]
@@ -439,4 +460,186 @@ async fn a_leader_that_finds_its_lease_taken_stops_holding_it() {
         .expect("a notices within a renewal period");
     assert!(matches!(lost, Lost::Taken), "{lost:?}");
     assert!(b.try_lead().await.expect("lease"), "b renews what it holds");
+}
+
+/// The status, reason and message of the gateway's condition `kind`.
+async fn condition(gateways: &Api<NotificationGateway>, name: &str, kind: &str) -> (String, String, String) {
+    let status = gateways
+        .get_status(name)
+        .await
+        .expect("gateway")
+        .status
+        .expect("status");
+    let condition = status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition"));
+    (condition.status, condition.reason, condition.message)
+}
+
+async fn ready(gateways: &Api<NotificationGateway>, name: &str) -> (String, String, String) {
+    condition(gateways, name, "Ready").await
+}
+
+/// The Warning events recorded about `name`, as `(reason, note)`.
+async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+fn gateway_image(deployment: &Deployment) -> Option<String> {
+    deployment.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .image
+        .clone()
+}
+
+#[tokio::test]
+async fn a_gateway_whose_image_is_not_allowed_gets_no_deployment_and_says_why() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut gateway = gateway_json("miner", 2);
+    gateway["spec"]["image"] = json!("ghcr.io/herald-dev/herald-gateway-evil:1");
+    create(&gateways, gateway).await.expect("gateway");
+    reconcile(&client, &ns, "miner").await;
+
+    assert!(!exists::<Deployment>(&client, &ns, "miner").await, "no Deployment");
+    assert!(
+        !exists::<ConfigMap>(&client, &ns, "miner-config").await,
+        "nothing else is rendered either"
+    );
+    let (status, reason, message) = ready(&gateways, "miner").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ImageNotAllowed"));
+    assert!(
+        message.contains("`ghcr.io/herald-dev/herald-gateway-evil:1`")
+            && message.contains("[ghcr.io/herald-dev/herald-gateway]"),
+        "names the image and the allowed list: {message}"
+    );
+    let warned = warnings(&client, &ns, "miner").await;
+    assert!(
+        warned.iter().any(|(reason, _)| reason == "ImageNotAllowed"),
+        "{warned:?}"
+    );
+
+    // An allowed image renders; switching back to a refused one changes nothing that runs.
+    let image = |image: &str| json!({"spec": {"image": image}});
+    change_and_reconcile(&client, &ns, "miner", image("ghcr.io/herald-dev/herald-gateway:0.1.0")).await;
+    let deployment = deployments.get("miner").await.expect("Deployment once allowed");
+    assert_eq!(
+        gateway_image(&deployment).as_deref(),
+        Some("ghcr.io/herald-dev/herald-gateway:0.1.0")
+    );
+    assert_eq!(
+        ready(&gateways, "miner").await.1,
+        "ReplicasNotReady",
+        "no pods here, but not refused"
+    );
+    change_and_reconcile(&client, &ns, "miner", image("evil.example/herald-gateway:0.1.0")).await;
+    let after = deployments.get("miner").await.expect("Deployment");
+    assert_eq!(
+        after.resource_version(),
+        deployment.resource_version(),
+        "left as it was"
+    );
+    assert_eq!(ready(&gateways, "miner").await.1, "ImageNotAllowed");
+}
+
+#[tokio::test]
+async fn a_gateway_naming_a_secret_that_has_not_opted_in_gets_no_deployment_until_it_does() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    create_secret(&client, &ns, "jwt", false).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut gateway = gateway_json("alerts", 2);
+    gateway["spec"]["auth"] = json!({"hs256SecretRef": {"name": "jwt", "key": "secret"}});
+    create(&gateways, gateway).await.expect("gateway");
+    reconcile(&client, &ns, "alerts").await;
+
+    assert!(!exists::<Deployment>(&client, &ns, "alerts").await, "no Deployment");
+    let (status, reason, message) = ready(&gateways, "alerts").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SecretNotAllowed"));
+    assert!(
+        message.contains("Secret `jwt` (spec.auth.hs256SecretRef)")
+            && message.contains(&format!("label secret jwt {SECRET_OPT_IN_LABEL}=true")),
+        "names the Secret and the label to add: {message}"
+    );
+    let warned = warnings(&client, &ns, "alerts").await;
+    assert!(
+        warned.iter().any(|(reason, _)| reason == "SecretNotAllowed"),
+        "{warned:?}"
+    );
+    let gateway = gateways.get("alerts").await.expect("gateway");
+    let shown = format!("{:?}{warned:?}", gateway.status);
+    assert!(
+        !shown.contains(SECRET_VALUE) && !shown.contains("hunter2"),
+        "no Secret content leaks"
+    );
+
+    // Labelled, the Secret is used.
+    let label = json!({"metadata": {"labels": {(SECRET_OPT_IN_LABEL): SECRET_OPT_IN_VALUE}}});
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch("jwt", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("label");
+    reconcile(&client, &ns, "alerts").await;
+    let deployment = deployments.get("alerts").await.expect("Deployment once opted in");
+    let reads_jwt = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_some_and(|pod| {
+                pod.containers[0].env.iter().flatten().any(|var| {
+                    var.value_from
+                        .as_ref()
+                        .and_then(|v| v.secret_key_ref.as_ref())
+                        .is_some_and(|r| r.name == "jwt")
+                })
+            })
+    };
+    assert!(reads_jwt(&deployment));
+    assert_eq!(ready(&gateways, "alerts").await.1, "ReplicasNotReady");
+
+    // Pointed at another Secret that has not opted in (or a missing one), the Deployment stays.
+    create_secret(&client, &ns, "payments", false).await;
+    let other = json!({"spec": {"auth": {"hs256SecretRef": {"name": "payments", "key": "secret"}},
+        "publisherKeysSecretRef": {"name": "nowhere", "key": "keys"}}});
+    change_and_reconcile(&client, &ns, "alerts", other).await;
+    let after = deployments.get("alerts").await.expect("Deployment");
+    assert!(reads_jwt(&after), "still the opted-in Secret");
+    assert_eq!(after.resource_version(), deployment.resource_version());
+    let (_, reason, message) = ready(&gateways, "alerts").await;
+    assert_eq!(reason, "SecretNotAllowed");
+    assert!(
+        message.contains("`payments`")
+            && message.contains("Secret `nowhere` (spec.publisherKeysSecretRef) does not exist"),
+        "every refusal at once: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_named_after_someone_elses_signing_key_secret_is_refused() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    // Not the operator's: it would be mounted into the gateway's pods as its signing keys.
+    create_secret(&client, &ns, "payments-signing-keys", false).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("payments", 1)).await.expect("gateway");
+    reconcile(&client, &ns, "payments").await;
+    assert!(!exists::<Deployment>(&client, &ns, "payments").await);
+    let (_, reason, message) = ready(&gateways, "payments").await;
+    assert_eq!(reason, "SecretNotAllowed");
+    assert!(message.contains("payments-signing-keys"), "{message}");
 }

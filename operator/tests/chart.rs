@@ -95,10 +95,10 @@ async fn every_rendered_manifest_passes_a_server_side_dry_run() {
 async fn the_least_privilege_cluster_role_is_enough_to_reconcile() {
     use std::sync::Arc;
 
+    use herald_operator::admission::ImagePolicy;
     use herald_operator::controller::{self, Context};
     use herald_operator::crd::{NotificationChannel, NotificationGateway};
     use kube::CustomResourceExt;
-    use kube::runtime::events::{Recorder, Reporter};
 
     let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
         return;
@@ -153,6 +153,15 @@ async fn the_least_privilege_cluster_role_is_enough_to_reconcile() {
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
     let operator = Client::try_from(config).expect("impersonating client");
 
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), &namespace);
+    for name in ["db", "cache"] {
+        let secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"herald.dev/gateway-secret": "true"}},
+            "stringData": {"url": "redis://cache"}
+        }))
+        .expect("secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    }
     let gateways: Api<NotificationGateway> = Api::namespaced(admin.clone(), &namespace);
     let gateway: NotificationGateway = serde_json::from_value(serde_json::json!({
         "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "rbac"},
@@ -174,18 +183,12 @@ async fn the_least_privilege_cluster_role_is_enough_to_reconcile() {
         .create(&PostParams::default(), &channel)
         .await
         .expect("channel");
-    let context = Arc::new(Context {
-        client: operator.clone(),
-        recorder: Recorder::new(
-            operator.clone(),
-            Reporter {
-                controller: controller::MANAGER.into(),
-                instance: None,
-            },
-        ),
-        metrics: Arc::default(),
-        operator_image: "herald-operator:test".into(),
-    });
+    let context = Arc::new(Context::new(
+        operator.clone(),
+        None,
+        "herald-operator:test".into(),
+        ImagePolicy::default(),
+    ));
     let gateway = Api::<NotificationGateway>::namespaced(operator.clone(), &namespace)
         .get("rbac")
         .await
@@ -193,6 +196,11 @@ async fn the_least_privilege_cluster_role_is_enough_to_reconcile() {
     controller::reconcile_gateway(Arc::new(gateway), context.clone())
         .await
         .expect("the operator's ClusterRole allows a whole reconcile");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(admin.clone(), &namespace);
+    assert!(
+        deployments.get_opt("rbac").await.expect("get").is_some(),
+        "the gateway was rendered, not refused"
+    );
     let channel = Api::<NotificationChannel>::namespaced(operator, &namespace)
         .get("social")
         .await

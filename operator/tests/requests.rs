@@ -1,15 +1,16 @@
 //! Exact request shapes, verified with a tower-test mock apiserver (as controller-rs does): the
-//! reconcile lists the gateway's channels, then server-side-applies its ConfigMap with the operator's
-//! field manager, forced, as an apply patch.
+//! reconcile reads the metadata (only) of the Secrets the gateway would read, lists the gateway's
+//! channels, then server-side-applies its ConfigMap with the operator's field manager, forced, as an
+//! apply patch.
 
 use std::sync::Arc;
 
+use herald_operator::admission::ImagePolicy;
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::NotificationGateway;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::json;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -44,6 +45,24 @@ fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, bo
 
 /// The mock apiserver: answers the expected requests in order, asserting each one's shape.
 async fn apiserver(mut handle: Handle) {
+    // Admission: the Secrets the pods would read are looked at as metadata only, never their data.
+    let (request, send) = handle
+        .next_request()
+        .await
+        .expect("a GET of the signing keys' metadata");
+    assert_eq!(request.method(), http::Method::GET);
+    assert_eq!(
+        request.uri().path(),
+        "/api/v1/namespaces/apps/secrets/alerts-signing-keys"
+    );
+    let accept = request.headers()["accept"].to_str().expect("accept").to_owned();
+    assert!(accept.contains("as=PartialObjectMetadata"), "{accept}");
+    respond(
+        send,
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+
     let (request, send) = handle.next_request().await.expect("a LIST of channels");
     assert_eq!(request.method(), http::Method::GET);
     assert_eq!(
@@ -85,18 +104,12 @@ async fn a_reconcile_lists_channels_then_applies_the_config_map() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "apps");
     let server = tokio::spawn(apiserver(handle));
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: controller::MANAGER.into(),
-                instance: None,
-            },
-        ),
-        metrics: Arc::default(),
-        operator_image: "herald-operator:test".into(),
-    });
+    let context = Arc::new(Context::new(
+        client,
+        None,
+        "herald-operator:test".into(),
+        ImagePolicy::default(),
+    ));
     let outcome = controller::reconcile_gateway(Arc::new(gateway()), context).await;
     assert!(matches!(outcome, Err(controller::Error::Kube(_))), "{outcome:?}");
     server.await.expect("every expected request arrived in order");
