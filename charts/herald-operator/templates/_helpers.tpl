@@ -30,3 +30,54 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "herald-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- /*
+What the operator may do in a namespace whose gateways it reconciles: exactly the calls it makes, and
+nothing cluster-scoped. Bound cluster-wide (a ClusterRole) without watchNamespaces, or by a Role in each
+watched namespace with it (rbac.yaml). Server-side apply is PATCH, and CREATE when the object does not
+exist yet; the owned kinds are watched (list, watch) and never read one by one.
+*/ -}}
+{{- define "herald-operator.namespacedRules" -}}
+- apiGroups: ["herald.dev"]
+  resources: ["notificationgateways", "notificationchannels"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["herald.dev"]
+  resources: ["notificationgateways/status", "notificationchannels/status"]
+  verbs: ["patch"]
+# Children carry blockOwnerDeletion; clusters enforcing OwnerReferencesPermissionEnforcement (OpenShift)
+# require this to set it.
+- apiGroups: ["herald.dev"]
+  resources: ["notificationgateways/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch"]
+# No list or watch: Secrets are read one by one, by name (the metadata of those a gateway names, the
+# signing keys). patch is never used by the operator itself: Kubernetes lets it create the rotation
+# job's Role (get and patch on the one signing-key Secret) only if it holds those verbs.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{- define "herald-operator.watchNamespaces" -}}
+{{- join "," (uniq .Values.watchNamespaces) -}}
+{{- end -}}
