@@ -47,12 +47,13 @@ fn operator_binary() -> std::path::PathBuf {
     exe.ancestors().nth(2).expect("target dir").join("herald-operator")
 }
 
-fn start_operator(namespace: &str, pod: &str, port: u16) -> Operator {
+fn start_operator(namespace: &str, pod: &str, port: u16, env: &[(&str, &str)]) -> Operator {
     let mut child = Command::new(operator_binary())
         .env("HERALD_OPERATOR_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("POD_NAMESPACE", namespace)
         .env("POD_NAME", pod)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -85,11 +86,9 @@ where
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
-async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_exits_when_it_loses_the_lease() {
-    if herald_e2e::service_url("KUBECONFIG").is_none() {
-        return;
-    }
+/// A client of the test apiserver with the CRDs installed, or `None` (loudly) when none runs.
+async fn client() -> Option<Client> {
+    herald_e2e::service_url("KUBECONFIG")?;
     let client = Client::try_default().await.expect("client");
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
@@ -106,14 +105,78 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
         .await
         .expect("CRD");
     }
-    let namespace = format!("op-{}", std::process::id());
+    Some(client)
+}
+
+async fn create_namespace(client: &Client, namespace: &str) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
     let _ = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await;
+}
+
+/// An embedded gateway with the default image and no Secrets: one the operator renders.
+async fn create_gateway(client: &Client, namespace: &str, name: &str) {
+    let gateway: NotificationGateway = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": name},
+        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
+    }))
+    .expect("gateway");
+    Api::<NotificationGateway>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &gateway)
+        .await
+        .expect("gateway created");
+}
+
+#[tokio::test]
+async fn an_operator_watching_one_namespace_reconciles_there_and_nowhere_else() {
+    let Some(client) = client().await else { return };
+    let watched = format!("opw-{}", std::process::id());
+    let other = format!("opo-{}", std::process::id());
+    create_namespace(&client, &watched).await;
+    create_namespace(&client, &other).await;
+    let port = herald_e2e::free_port();
+    let _operator = start_operator(
+        &watched,
+        "operator-w",
+        port,
+        &[("HERALD_OPERATOR_WATCH_NAMESPACES", watched.as_str())],
+    );
+    // The unwatched gateway first: once the watched one is reconciled, a cluster-wide operator would
+    // have reconciled this one too.
+    create_gateway(&client, &other, "ignored").await;
+    create_gateway(&client, &watched, "served").await;
+    // Its status is written last, after every child.
+    let served = Api::<NotificationGateway>::namespaced(client.clone(), &watched);
+    eventually("the watched namespace's gateway", || async {
+        served
+            .get_status("served")
+            .await
+            .is_ok_and(|g| g.status.is_some_and(|s| s.observed_generation.is_some()))
+    })
+    .await;
+    let config = |ns: &str, name: &str| {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+        let name = format!("{name}-config");
+        async move { api.get_opt(&name).await.expect("get") }
+    };
+    assert!(config(&watched, "served").await.is_some());
+    let ignored = Api::<NotificationGateway>::namespaced(client.clone(), &other)
+        .get_status("ignored")
+        .await
+        .expect("gateway");
+    assert!(ignored.status.is_none(), "never reconciled: {:?}", ignored.status);
+    assert!(config(&other, "ignored").await.is_none(), "no child either");
+}
+
+#[tokio::test]
+async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_exits_when_it_loses_the_lease() {
+    let Some(client) = client().await else { return };
+    let namespace = format!("op-{}", std::process::id());
+    create_namespace(&client, &namespace).await;
 
     let port = herald_e2e::free_port();
-    let leader = start_operator(&namespace, "operator-a", port);
+    let leader = start_operator(&namespace, "operator-a", port, &[]);
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/healthz");
     eventually("/healthz", || async {
@@ -144,7 +207,7 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
     // A second replica follows, serving /healthz meanwhile: it finds the lease held, and again when it
     // looks a second time, and the lease stays with the first.
     let follower_port = herald_e2e::free_port();
-    let follower = start_operator(&namespace, "operator-b", follower_port);
+    let follower = start_operator(&namespace, "operator-b", follower_port, &[]);
     let follower_health = format!("http://127.0.0.1:{follower_port}/healthz");
     eventually("the follower's /healthz", || async {
         http.get(&follower_health).send().await.is_ok_and(|r| r.status() == 200)
@@ -159,15 +222,7 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
 
     // The leader reconciles a gateway as soon as it appears.
     let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
-    let gateway: NotificationGateway = serde_json::from_value(json!({
-        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "watched"},
-        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
-    }))
-    .expect("gateway");
-    gateways
-        .create(&PostParams::default(), &gateway)
-        .await
-        .expect("gateway created");
+    create_gateway(&client, &namespace, "watched").await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     eventually("the ConfigMap", || async {
         config_maps.get_opt("watched-config").await.ok().flatten().is_some()
