@@ -156,3 +156,63 @@ async fn a_user_with_100000_pending_notifications_connects_and_receives_them_all
     assert!(seqs.iter().copied().eq(1..=PENDING), "every one, in order, once");
     eprintln!("{PENDING} replayed and acknowledged in {elapsed:?}");
 }
+
+/// Issue item 4: re-acknowledging an acknowledged id was free and wrote each time (100,000 re-acks
+/// in 28 s). Now only acks of what the server awaits are exempt from the message rate, and a
+/// duplicate is answered without a write.
+#[tokio::test]
+async fn re_acknowledging_is_rate_limited_and_writes_nothing() {
+    let gateway = embedded(&[]);
+    let mut ws = open(&gateway, "carol").await;
+    publish_many(&gateway, "carol", 1).await;
+    let notification = next_notification(&mut ws).await;
+    ack(&mut ws, &notification).await;
+    for _ in 0..100 {
+        if ws
+            .send(client_message(
+                "notification:ack",
+                json!({"notificationId": notification["payload"]["id"]}),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, reason) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (4002, "too many messages per second"));
+    let metrics = reqwest::get(gateway.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("herald_acks_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().expect("a count"))
+    };
+    assert_eq!(count("awaited"), 1, "{metrics}");
+    assert!(count("duplicate") >= 1, "{metrics}");
+    assert!(
+        count("duplicate") + count("recorded") <= 25,
+        "at most the message budget's burst reached the store: {metrics}"
+    );
+}
+
+/// Issue item 4: WebSocket ping frames cost a read and a pong write but were not counted.
+#[tokio::test]
+async fn websocket_ping_frames_count_toward_the_message_rate() {
+    use tokio_tungstenite::tungstenite::Message;
+    let gateway = embedded(&[]);
+    let mut ws = open(&gateway, "dave").await;
+    for _ in 0..100 {
+        if ws.send(Message::Ping(b"flood".to_vec().into())).await.is_err() {
+            break;
+        }
+    }
+    let (code, _) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
+    assert_eq!(code, 4002);
+}

@@ -1,8 +1,8 @@
 //! One client's WebSocket protocol, without the socket: the engine that `ws/session.rs` (the
 //! transport) feeds with inbound frames, the way centrifuge's `handler_websocket.go` only hands data
 //! to `client.Handle`. It owns the start sequence (`connected`, ready, replay), the per-connection
-//! budgets (message rate, violations, subscription changes), the rule that acks are exempt from the
-//! message rate, and what each message does. It never touches a socket, a timer or the clock: the
+//! budgets (message rate, violations, subscription changes), the rule that acks of what the server
+//! awaits are exempt from the message rate, and what each message does. It never touches a socket, a timer or the clock: the
 //! transport passes the time of each message, so tests drive it with messages and times.
 
 use std::sync::Arc;
@@ -24,6 +24,9 @@ pub enum Inbound<'a> {
     Text(&'a str),
     /// Binary frames carry no message of the protocol: a violation.
     Binary,
+    /// A WebSocket ping or pong frame: answered by the transport, but it costs a read and (for a
+    /// ping) a write, so it counts against the message rate like any message.
+    Control,
 }
 
 /// What the transport does after one inbound frame.
@@ -161,15 +164,36 @@ impl ClientSession {
         let parsed = match inbound {
             Inbound::Text(text) => parse_client_message(text),
             Inbound::Binary => Err(ProtocolError::BinaryFrame),
+            Inbound::Control => {
+                return if self.messages.check(now).is_allowed() {
+                    Answer::Nothing
+                } else {
+                    Self::too_many_messages()
+                };
+            }
         };
-        // Acks answer the server's own sends, so they are bounded by what the server pushes (a
-        // replay can push hundreds at once); every other message counts against the rate.
-        let is_ack = matches!(&parsed, Ok(envelope) if matches!(envelope.message, ClientMessage::Ack { .. }));
-        if !is_ack && !self.messages.check(now).is_allowed() {
-            return Answer::Close(CloseRequest::new(
-                close_code::RATE_LIMITED,
-                "too many messages per second",
-            ));
+        // An ack of what the server sent and awaits is bounded by what it sends (a window at a
+        // time), so it is exempt from the rate and costs no store access. Any other ack (a
+        // duplicate, someone else's, an unknown id) counts against the rate like every message.
+        let is_ack = match &parsed {
+            Ok(envelope) => match envelope.message {
+                ClientMessage::Ack { notification_id } => {
+                    if self
+                        .gateway
+                        .notifications
+                        .acknowledge_awaited(&self.user_id, notification_id)
+                        .await
+                    {
+                        return Answer::Nothing;
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if !self.messages.check(now).is_allowed() {
+            return Self::too_many_messages();
         }
         let envelope = match parsed {
             Ok(envelope) => envelope,
@@ -186,6 +210,13 @@ impl ClientSession {
             Err(err) if is_ack => self.violation(now, ServerMessage::error(err.code(), err.public_message())),
             Err(err) => Answer::Reply(ServerMessage::error(err.code(), err.public_message())),
         }
+    }
+
+    fn too_many_messages() -> Answer {
+        Answer::Close(CloseRequest::new(
+            close_code::RATE_LIMITED,
+            "too many messages per second",
+        ))
     }
 
     /// An invalid message: answered with `error`, until the violation budget is spent.
@@ -229,7 +260,11 @@ impl ClientSession {
                 Ok(Some(ServerMessage::Unsubscribed { channels }))
             }
             ClientMessage::Ack { notification_id } => {
-                gateway.notifications.acknowledge(user_id, notification_id).await?;
+                // Not awaited here (`handle` tried that first): checked against the store.
+                gateway
+                    .notifications
+                    .acknowledge_stored(user_id, notification_id)
+                    .await?;
                 Ok(None)
             }
         }

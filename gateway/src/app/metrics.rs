@@ -2,8 +2,9 @@
 //! counters, a gauge and a latency histogram, kept and encoded by `prometheus-client` in the classic
 //! text format. Recording is an atomic add: it never blocks a hot path.
 
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -14,8 +15,53 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// Upper bounds (seconds) of the publish-to-delivery latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// What became of a client's `notification:ack`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Of a notification this replica sent and awaited: no store read, written in the background.
+    Awaited,
+    /// Not awaited here, unacknowledged in the store: recorded.
+    Recorded,
+    /// Acknowledged already: answered without a write.
+    Duplicate,
+    /// Someone else's or no notification: refused (a violation).
+    Unknown,
+}
+
+impl AckOutcome {
+    const ALL: [AckOutcome; 4] = [
+        AckOutcome::Awaited,
+        AckOutcome::Recorded,
+        AckOutcome::Duplicate,
+        AckOutcome::Unknown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AckOutcome::Awaited => "awaited",
+            AckOutcome::Recorded => "recorded",
+            AckOutcome::Duplicate => "duplicate",
+            AckOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl EncodeLabelValue for AckOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AckLabels {
+    outcome: AckOutcome,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// One counter per [`AckOutcome`] (in declaration order), taken from their family once: an ack
+    /// is counted without the family's lookup.
+    acks: [Counter; 4],
     connections_active: Gauge,
     pub connections_opened: Counter,
     pub connections_rejected: Counter,
@@ -32,6 +78,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut metrics = Self {
             registry: Registry::default(),
+            acks: Default::default(),
             connections_active: Gauge::default(),
             connections_opened: Counter::default(),
             connections_rejected: Counter::default(),
@@ -84,6 +131,15 @@ impl Default for Metrics {
         for (name, help, counter) in counters {
             metrics.registry.register(name, help, counter.clone());
         }
+        let acks = Family::<AckLabels, Counter>::default();
+        for outcome in AckOutcome::ALL {
+            metrics.acks[outcome as usize] = acks.get_or_create(&AckLabels { outcome }).clone();
+        }
+        metrics.registry.register(
+            "herald_acks",
+            "Notification acknowledgements received, by outcome",
+            acks,
+        );
         metrics.registry.register(
             "herald_connections_active",
             "WebSocket connections held by this replica",
@@ -99,6 +155,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn count_ack(&self, outcome: AckOutcome) {
+        self.acks[outcome as usize].inc();
+    }
+
+    /// Acknowledgements counted with `outcome` so far.
+    pub fn acks(&self, outcome: AckOutcome) -> u64 {
+        self.acks[outcome as usize].get()
+    }
+
     /// Records the time from a notification's creation to its first push to a connection.
     pub fn observe_delivery_latency(&self, millis: i64) {
         self.delivery_latency.observe(millis.max(0) as f64 / 1_000.0);
@@ -127,7 +192,9 @@ mod tests {
         metrics.messages_delivered.inc_by(3);
         metrics.observe_delivery_latency(3);
         metrics.observe_delivery_latency(400);
+        metrics.count_ack(AckOutcome::Duplicate);
         let text = metrics.render(7);
+        assert!(text.contains("herald_acks_total{outcome=\"duplicate\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE herald_connections_active gauge\n"), "{text}");
         assert!(text.contains("herald_connections_active 7\n"), "{text}");
         assert!(

@@ -24,7 +24,7 @@ use crate::ports::{
 };
 
 use super::delivery::DeliveryService;
-use super::metrics::Metrics;
+use super::metrics::{AckOutcome, Metrics};
 use super::preferences::PreferenceService;
 
 /// Idempotency keys are remembered this long.
@@ -228,34 +228,62 @@ impl NotificationService {
         self.store.unread_count(user_id, self.clock.now_ms()).await
     }
 
-    /// The client received `id` (AC14): recorded once, for its owner only.
-    ///
-    /// An acknowledgement of what this replica sent and awaits is answered at once and written in the
-    /// background (group-committed with others): the session does not wait for a commit per ack. If
-    /// that write were lost, the notification would only be replayed on the next connect, which the
-    /// client dedupes by id. Anything else is checked against the store first (an ack of nothing is
-    /// refused, and counts as a violation).
+    /// The client received `id` (AC14): recorded once, for its owner only. An acknowledgement of
+    /// what this replica awaits is [`NotificationService::acknowledge_awaited`]; anything else is
+    /// [`NotificationService::acknowledge_stored`].
     pub async fn acknowledge(&self, user_id: &str, id: Uuid) -> Result<()> {
-        let now = self.clock.now_ms();
-        if self.delivery.acknowledged(user_id, id).await {
-            let Ok(permit) = self.acks_in_flight.clone().try_acquire_owned() else {
-                self.store.mark_delivered(user_id, id, now).await?;
-                return Ok(());
-            };
-            let store = self.store.clone();
-            let user_id = user_id.to_owned();
-            self.tasks.spawn(async move {
-                if let Err(err) = store.mark_delivered(&user_id, id, now).await {
-                    tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
-                }
-                drop(permit);
-            });
+        if self.acknowledge_awaited(user_id, id).await {
             return Ok(());
         }
-        if !self.store.mark_delivered(user_id, id, now).await? {
-            return Err(Error::NotificationNotFound);
+        self.acknowledge_stored(user_id, id).await
+    }
+
+    /// Acknowledges `id` if this replica sent it to `user_id` and awaits the acknowledgement: answered
+    /// at once and written in the background (group-committed with others), so the session does not
+    /// wait for a commit per ack. If that write were lost, the notification would only be replayed on
+    /// the next connect, which the client dedupes by id. `false` when `id` was not awaited here.
+    pub async fn acknowledge_awaited(&self, user_id: &str, id: Uuid) -> bool {
+        if !self.delivery.acknowledged(user_id, id).await {
+            return false;
         }
-        Ok(())
+        self.metrics.count_ack(AckOutcome::Awaited);
+        let now = self.clock.now_ms();
+        let Ok(permit) = self.acks_in_flight.clone().try_acquire_owned() else {
+            if let Err(err) = self.store.mark_delivered(user_id, id, now).await {
+                tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
+            }
+            return true;
+        };
+        let store = self.store.clone();
+        let user_id = user_id.to_owned();
+        self.tasks.spawn(async move {
+            if let Err(err) = store.mark_delivered(&user_id, id, now).await {
+                tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
+            }
+            drop(permit);
+        });
+        true
+    }
+
+    /// Acknowledges `id`, not awaited here (sent by an earlier connection or another replica, or
+    /// acknowledged already), against the store: one read, and a write only the first time. Someone
+    /// else's or an unknown id is "not found".
+    pub async fn acknowledge_stored(&self, user_id: &str, id: Uuid) -> Result<()> {
+        match self.store.get(user_id, id).await? {
+            None => {
+                self.metrics.count_ack(AckOutcome::Unknown);
+                Err(Error::NotificationNotFound)
+            }
+            Some(stored) if stored.delivered_at.is_some() => {
+                self.metrics.count_ack(AckOutcome::Duplicate);
+                Ok(())
+            }
+            Some(_) => {
+                self.store.mark_delivered(user_id, id, self.clock.now_ms()).await?;
+                self.metrics.count_ack(AckOutcome::Recorded);
+                Ok(())
+            }
+        }
     }
 
     /// Waits for the acknowledgements and fan-outs still being written (a drain does the same

@@ -86,8 +86,8 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
                                 let code = frame.map_or(close_code::NORMAL, |f| f.code);
                                 break Ending::silent(format!("client closed ({code})"));
                             }
-                            // Control frames: tungstenite answers pings itself.
-                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            // tungstenite answers pings itself; the engine counts them.
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Box::pin(session.handle(Inbound::Control, now)).await,
                             Some(Ok(Message::Binary(_))) => Box::pin(session.handle(Inbound::Binary, now)).await,
                             Some(Ok(Message::Text(text))) => Box::pin(session.handle(Inbound::Text(text.as_str()), now)).await,
                         };

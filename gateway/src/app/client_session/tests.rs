@@ -82,6 +82,17 @@ impl Fixture {
             .expect("published");
         receipt.created[0].id
     }
+
+    /// The notification as stored.
+    async fn stored(&self, user: &str, id: uuid::Uuid) -> crate::domain::notification::Notification {
+        self.gateway
+            .notifications
+            .store
+            .get(user, id)
+            .await
+            .expect("get")
+            .expect("stored")
+    }
 }
 
 fn message(kind: &str, payload: Value) -> String {
@@ -189,7 +200,7 @@ async fn the_message_rate_closes_the_session_past_its_budget_and_recovers_with_t
 }
 
 #[tokio::test]
-async fn acks_are_exempt_from_the_message_rate() {
+async fn acks_of_awaited_notifications_are_exempt_from_the_message_rate_and_other_acks_count() {
     let f = fixture().await;
     let ids = [f.publish("alice", "a").await, f.publish("alice", "b").await];
     let (mut session, _inbox) = f.started("alice").await;
@@ -200,10 +211,63 @@ async fn acks_are_exempt_from_the_message_rate() {
         let ack = message("notification:ack", json!({"notificationId": id}));
         assert_eq!(session.handle(Inbound::Text(&ack), START).await, Answer::Nothing);
     }
+    // The same ack again is not awaited any more: it costs a message like any other, and the
+    // budget was spent by the pings.
+    let again = message("notification:ack", json!({"notificationId": ids[0]}));
     assert_eq!(
-        close_code_of(&session.handle(Inbound::Text(&ping()), START).await),
+        close_code_of(&session.handle(Inbound::Text(&again), START).await),
         close_code::RATE_LIMITED,
-        "the budget was spent by the pings, not the acks"
+        "a duplicate ack is not free"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_ack_is_answered_without_writing_again() {
+    use crate::app::metrics::AckOutcome;
+    let f = fixture().await;
+    let id = f.publish("alice", "a").await;
+    // Acknowledged on another connection (or replica) first.
+    f.gateway
+        .notifications
+        .acknowledge_stored("alice", id)
+        .await
+        .expect("recorded");
+    let first = f.stored("alice", id).await.delivered_at;
+    assert!(first.is_some(), "recorded");
+    let (mut session, _inbox) = f.started("alice").await;
+    let ack = message("notification:ack", json!({"notificationId": id}));
+    for i in 1..=5 {
+        let at = START + i * 1_000;
+        f.clock.advance(1_000);
+        assert_eq!(session.handle(Inbound::Text(&ack), at).await, Answer::Nothing);
+    }
+    let metrics = &f.gateway.metrics;
+    assert_eq!(
+        (metrics.acks(AckOutcome::Recorded), metrics.acks(AckOutcome::Duplicate)),
+        (1, 5),
+        "one write, five answers without one"
+    );
+    assert_eq!(
+        f.stored("alice", id).await.delivered_at,
+        first,
+        "the first time is kept"
+    );
+}
+
+#[tokio::test]
+async fn websocket_control_frames_count_against_the_message_rate() {
+    let f = fixture().await;
+    let (mut session, _inbox) = f.started("alice").await;
+    for i in 0..10 {
+        assert_eq!(
+            session.handle(Inbound::Control, START).await,
+            Answer::Nothing,
+            "control frame {i} is within 10 per second"
+        );
+    }
+    assert_eq!(
+        close_code_of(&session.handle(Inbound::Control, START).await),
+        close_code::RATE_LIMITED
     );
 }
 
