@@ -222,6 +222,18 @@ async fn admit(
             refusals.push(refusal);
         }
     }
+    refusals.extend(name_conflicts(ctx, gateway, namespace, children).await?);
+    Ok(admission::combine(refusals))
+}
+
+/// Whether a child would overwrite an object the gateway does not control: each child's metadata is
+/// read by name (one GET each; the controllers' caches cover only some kinds and cannot be read).
+async fn name_conflicts(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+    children: &Children,
+) -> Result<Option<Refusal>> {
     let refs = children.refs();
     let mut existing = Vec::with_capacity(refs.len());
     for child in &refs {
@@ -237,8 +249,7 @@ async fn admit(
             metadata: metadata.as_ref(),
         })
         .collect();
-    refusals.extend(ownership::judge_children(gateway, &found).err());
-    Ok(admission::combine(refusals))
+    Ok(ownership::judge_children(gateway, &found).err())
 }
 
 /// A refused gateway: nothing is applied (its children stay as last rendered, so changing the image
