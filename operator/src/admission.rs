@@ -3,14 +3,17 @@
 //! otherwise choose both what runs and which Secret of the namespace it reads: a confused deputy
 //! (issue 10). Two rules close it: the image must be on the operator's allow-list, and every Secret
 //! the gateway would read must have opted in (a label) or be the operator's own Secret of this
-//! gateway. Pure: the controller reads the Secrets' metadata (never their data) and asks here.
+//! gateway. A third (`ownership`) keeps the operator from writing over objects that are not the
+//! gateway's. Pure: the controller reads the Secrets' metadata (never their data) and asks here.
 
 pub mod image;
+pub mod ownership;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use self::image::{ImagePattern, ImageReference};
+use self::ownership::Control;
 use crate::crd::{DEFAULT_GATEWAY_REPOSITORY, NotificationGateway, NotificationGatewaySpec};
 use crate::render::Names;
 use crate::status::Refusal;
@@ -22,6 +25,7 @@ pub const SECRET_OPT_IN_VALUE: &str = "true";
 pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
 pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+pub use self::ownership::NAME_CONFLICT;
 
 /// The images gateways may run (`--allowed-images`).
 #[derive(Debug, Clone)]
@@ -135,14 +139,7 @@ pub fn judge_secret(
         .as_ref()
         .and_then(|labels| labels.get(SECRET_OPT_IN_LABEL))
         .is_some_and(|value| value == SECRET_OPT_IN_VALUE);
-    let controlled_by_gateway = gateway.uid().is_some_and(|uid| {
-        metadata.owner_references.iter().flatten().any(|owner| {
-            owner.controller == Some(true)
-                && owner.uid == uid
-                && owner.kind == NotificationGateway::kind(&())
-                && owner.api_version == NotificationGateway::api_version(&())
-        })
-    });
+    let controlled_by_gateway = ownership::control(gateway, metadata) == Control::ThisGateway;
     if opted_in || controlled_by_gateway {
         return Ok(());
     }

@@ -1,9 +1,9 @@
-//! The reconcilers. A gateway reconcile first asks `admission` whether the gateway may be rendered at
-//! all (an allowed image, Secrets that opted in); a refused gateway only gets a status saying why.
-//! Otherwise it renders every child (`render`), applies them with server-side apply (unchanged
-//! objects are not written), creates the signing-key Secret once, judges the gateway's channels
-//! (`channels`) and records the verdicts, then writes status (computed by `status`) only when it
-//! changed.
+//! The reconcilers. A gateway reconcile judges the gateway's channels (`channels`), renders every
+//! child (`render`), then asks `admission` whether the gateway may be rendered at all (an allowed
+//! image, Secrets that opted in, and no child name taken by an object the gateway does not control);
+//! a refused gateway only gets a status saying why. Otherwise it applies the children with
+//! server-side apply (unchanged objects are not written), creates the signing-key Secret once,
+//! records the channels' verdicts, then writes status (computed by `status`) only when it changed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -22,11 +22,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::admission::ownership::{self, Control, Found};
 use crate::admission::{self, ImagePolicy};
 use crate::channels;
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::metrics::Metrics;
-use crate::render::{self, Names};
+use crate::render::{self, Children, Names};
 use crate::status::{self, GatewayObservation, Refusal};
 
 /// Field manager of every server-side apply.
@@ -70,7 +71,8 @@ impl Context {
 }
 
 /// A refused gateway is looked at again this often: the fix may be a label on a Secret, which the
-/// operator does not watch (watching Secrets would need `list` on every Secret it may read).
+/// operator does not watch (watching Secrets would need `list` on every Secret it may read), or the
+/// deletion of an object in the way of a child, whose kind it may not watch either.
 pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
@@ -160,12 +162,13 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     if gateway.spec.paused {
         return Ok(Action::await_change());
     }
-    if let Some(refusal) = admit(&ctx, &gateway, &namespace).await? {
-        return refuse(&ctx, &gateway, &refusal).await;
-    }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
-    let (deployment, active_key_id) = apply_children(&ctx, &gateway, &namespace, &verdicts.accepted).await?;
+    let children = Children::render(&gateway, &verdicts.accepted, &ctx.operator_image);
+    if let Some(refusal) = admit(&ctx, &gateway, &namespace, &children).await? {
+        return refuse(&ctx, &gateway, &refusal).await;
+    }
+    let (deployment, active_key_id) = apply_children(&ctx, &gateway, &namespace, children).await?;
     for channel in &verdicts.accepted {
         set_channel_status(&ctx, channel, None).await?;
     }
@@ -202,9 +205,15 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Why this gateway may not be rendered, if it may not: its image is not allowed, or a Secret its
-/// pods would read has not opted in. Only the Secrets' metadata is read, never their data.
-async fn admit(ctx: &Context, gateway: &NotificationGateway, namespace: &str) -> Result<Option<Refusal>> {
+/// Why this gateway may not be rendered, if it may not: its image is not allowed, a Secret its pods
+/// would read has not opted in, or one of its `children` would overwrite an object the gateway does
+/// not control. Only metadata is read (one GET per Secret and per child), never Secrets' data.
+async fn admit(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+    children: &Children,
+) -> Result<Option<Refusal>> {
     let mut refusals: Vec<Refusal> = ctx.images.judge(&gateway.spec.image).err().into_iter().collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     for secret in admission::secret_uses(gateway) {
@@ -213,7 +222,34 @@ async fn admit(ctx: &Context, gateway: &NotificationGateway, namespace: &str) ->
             refusals.push(refusal);
         }
     }
+    refusals.extend(name_conflicts(ctx, gateway, namespace, children).await?);
     Ok(admission::combine(refusals))
+}
+
+/// Whether a child would overwrite an object the gateway does not control: each child's metadata is
+/// read by name (one GET each; the controllers' caches cover only some kinds and cannot be read).
+async fn name_conflicts(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+    children: &Children,
+) -> Result<Option<Refusal>> {
+    let refs = children.refs();
+    let mut existing = Vec::with_capacity(refs.len());
+    for child in &refs {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &child.resource);
+        existing.push(api.get_metadata_opt(&child.name).await?.map(|m| m.metadata));
+    }
+    let found: Vec<Found<'_>> = refs
+        .iter()
+        .zip(&existing)
+        .map(|(child, metadata)| Found {
+            kind: &child.resource.kind,
+            name: &child.name,
+            metadata: metadata.as_ref(),
+        })
+        .collect();
+    Ok(ownership::judge_children(gateway, &found).err())
 }
 
 /// A refused gateway: nothing is applied (its children stay as last rendered, so changing the image
@@ -245,42 +281,57 @@ async fn channels_of(
         .collect())
 }
 
-/// Applies every child of a gateway serving the `accepted` channels, and creates its signing keys
-/// once. Returns the applied Deployment (for its replica counts) and the active key id.
+/// Applies every child of an admitted gateway, and creates its signing keys once. Returns the
+/// applied Deployment (for its replica counts) and the active key id.
 async fn apply_children(
     ctx: &Context,
     gateway: &NotificationGateway,
     namespace: &str,
-    accepted: &[&NotificationChannel],
+    children: Children,
 ) -> Result<(Deployment, Option<String>)> {
     let client = &ctx.client;
-    let (config_map, checksum) = render::config_map(gateway, accepted);
-    apply::<ConfigMap>(client, namespace, &config_map).await?;
+    apply::<ConfigMap>(client, namespace, &children.config_map).await?;
     let active_key_id = ensure_signing_keys(ctx, gateway, namespace).await?;
-    let deployment = apply::<Deployment>(client, namespace, &render::deployment(gateway, &checksum)).await?;
-    apply::<Service>(client, namespace, &render::service(gateway)).await?;
-    match render::pod_disruption_budget(gateway) {
+    let deployment = apply::<Deployment>(client, namespace, &children.deployment).await?;
+    apply::<Service>(client, namespace, &children.service).await?;
+    match &children.pod_disruption_budget {
         Some(pdb) => {
-            apply::<PodDisruptionBudget>(client, namespace, &pdb).await?;
+            apply::<PodDisruptionBudget>(client, namespace, pdb).await?;
         }
-        None => {
-            let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-            if api.get_opt(&gateway.name_any()).await?.is_some() {
-                api.delete(&gateway.name_any(), &DeleteParams::default()).await?;
-            }
-        }
+        None => remove_own_pod_disruption_budget(client, gateway, namespace).await?,
     }
-    let (account, role, binding) = render::rotation_rbac(gateway);
-    apply::<ServiceAccount>(client, namespace, &account).await?;
-    apply::<Role>(client, namespace, &role).await?;
-    apply::<RoleBinding>(client, namespace, &binding).await?;
-    apply::<CronJob>(
-        client,
-        namespace,
-        &render::rotation_cron_job(gateway, &ctx.operator_image),
-    )
-    .await?;
+    apply::<ServiceAccount>(client, namespace, &children.service_account).await?;
+    apply::<Role>(client, namespace, &children.role).await?;
+    apply::<RoleBinding>(client, namespace, &children.role_binding).await?;
+    apply::<CronJob>(client, namespace, &children.cron_job).await?;
     Ok((deployment, active_key_id))
+}
+
+/// A gateway scaled to one replica loses its PodDisruptionBudget. Only its own is deleted (the uid
+/// precondition keeps it so if the object is replaced meanwhile): a PDB of the same name that the
+/// gateway does not control is no child of it, and is neither deleted nor a reason to refuse.
+async fn remove_own_pod_disruption_budget(
+    client: &Client,
+    gateway: &NotificationGateway,
+    namespace: &str,
+) -> Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    let name = gateway.name_any();
+    let Some(existing) = api.get_metadata_opt(&name).await? else {
+        return Ok(());
+    };
+    if ownership::control(gateway, &existing.metadata) != Control::ThisGateway {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    api.delete(&name, &params).await?;
+    Ok(())
 }
 
 /// The clock is read here, once per status, and nowhere in `status`.

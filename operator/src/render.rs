@@ -20,6 +20,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ApiResource;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -90,6 +91,83 @@ fn meta(gateway: &NotificationGateway, name: &str) -> ObjectMeta {
         labels: Some(labels(gateway)),
         owner_references: Some(vec![owner(gateway)]),
         ..ObjectMeta::default()
+    }
+}
+
+/// Every object a reconcile writes for a gateway (the signing-key Secret aside: it is created once,
+/// never applied), rendered together before anything is written, so that the ownership check and the
+/// apply go over the same objects.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    /// Only with more than one replica; otherwise the reconcile removes this gateway's own.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub cron_job: CronJob,
+}
+
+/// Kind and name of a child, and the API resource it is read by.
+#[derive(Debug, Clone)]
+pub struct ChildRef {
+    pub resource: ApiResource,
+    pub name: String,
+}
+
+impl ChildRef {
+    fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            name: object.meta().name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Children {
+    pub fn render(gateway: &NotificationGateway, channels: &[&NotificationChannel], operator_image: &str) -> Self {
+        let (config_map, checksum) = config_map(gateway, channels);
+        let (service_account, role, role_binding) = rotation_rbac(gateway);
+        Self {
+            config_map,
+            deployment: deployment(gateway, &checksum),
+            service: service(gateway),
+            pod_disruption_budget: pod_disruption_budget(gateway),
+            service_account,
+            role,
+            role_binding,
+            cron_job: rotation_cron_job(gateway, operator_image),
+        }
+    }
+
+    /// Every child, in apply order, named as rendered. The exhaustive destructuring makes a new field
+    /// an unused variable (a lint error) until it is listed here, so no child escapes the check.
+    pub fn refs(&self) -> Vec<ChildRef> {
+        let Self {
+            config_map,
+            deployment,
+            service,
+            pod_disruption_budget,
+            service_account,
+            role,
+            role_binding,
+            cron_job,
+        } = self;
+        let mut refs = vec![
+            ChildRef::of(config_map),
+            ChildRef::of(deployment),
+            ChildRef::of(service),
+        ];
+        refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
+        refs.extend([
+            ChildRef::of(service_account),
+            ChildRef::of(role),
+            ChildRef::of(role_binding),
+            ChildRef::of(cron_job),
+        ]);
+        refs
     }
 }
 

@@ -18,6 +18,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 
@@ -497,6 +498,24 @@ async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)
         .collect()
 }
 
+/// Asserts that the gateway `name` is refused for `reason` the way every refusal is reported (`Ready`
+/// and `Progressing` false, `Degraded` true, all with that reason, and a Warning event), and returns
+/// the refusal's message.
+async fn refused(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), ns);
+    let (_, _, message) = condition(&gateways, name, "Ready").await;
+    for (kind, status) in [("Ready", "False"), ("Progressing", "False"), ("Degraded", "True")] {
+        let (actual, actual_reason, _) = condition(&gateways, name, kind).await;
+        assert_eq!((actual.as_str(), actual_reason.as_str()), (status, reason), "{kind}");
+    }
+    let warned = warnings(client, ns, name).await;
+    assert!(
+        warned.iter().any(|(r, _)| r == reason),
+        "a {reason} Warning event: {warned:?}"
+    );
+    message
+}
+
 fn gateway_image(deployment: &Deployment) -> Option<String> {
     deployment.spec.as_ref()?.template.spec.as_ref()?.containers[0]
         .image
@@ -519,17 +538,11 @@ async fn a_gateway_whose_image_is_not_allowed_gets_no_deployment_and_says_why() 
         !exists::<ConfigMap>(&client, &ns, "miner-config").await,
         "nothing else is rendered either"
     );
-    let (status, reason, message) = ready(&gateways, "miner").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ImageNotAllowed"));
+    let message = refused(&client, &ns, "miner", "ImageNotAllowed").await;
     assert!(
         message.contains("`ghcr.io/herald-dev/herald-gateway-evil:1`")
             && message.contains("[ghcr.io/herald-dev/herald-gateway]"),
         "names the image and the allowed list: {message}"
-    );
-    let warned = warnings(&client, &ns, "miner").await;
-    assert!(
-        warned.iter().any(|(reason, _)| reason == "ImageNotAllowed"),
-        "{warned:?}"
     );
 
     // An allowed image renders; switching back to a refused one changes nothing that runs.
@@ -568,18 +581,13 @@ async fn a_gateway_naming_a_secret_that_has_not_opted_in_gets_no_deployment_unti
     reconcile(&client, &ns, "alerts").await;
 
     assert!(!exists::<Deployment>(&client, &ns, "alerts").await, "no Deployment");
-    let (status, reason, message) = ready(&gateways, "alerts").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "SecretNotAllowed"));
+    let message = refused(&client, &ns, "alerts", "SecretNotAllowed").await;
     assert!(
         message.contains("Secret `jwt` (spec.auth.hs256SecretRef)")
             && message.contains(&format!("label secret jwt {SECRET_OPT_IN_LABEL}=true")),
         "names the Secret and the label to add: {message}"
     );
     let warned = warnings(&client, &ns, "alerts").await;
-    assert!(
-        warned.iter().any(|(reason, _)| reason == "SecretNotAllowed"),
-        "{warned:?}"
-    );
     let gateway = gateways.get("alerts").await.expect("gateway");
     let shown = format!("{:?}{warned:?}", gateway.status);
     assert!(
@@ -642,4 +650,173 @@ async fn a_gateway_named_after_someone_elses_signing_key_secret_is_refused() {
     let (_, reason, message) = ready(&gateways, "payments").await;
     assert_eq!(reason, "SecretNotAllowed");
     assert!(message.contains("payments-signing-keys"), "{message}");
+}
+
+/// A Deployment and a ConfigMap somebody else made, named like the children of a gateway `shop`.
+async fn create_foreign_objects(client: &Client, ns: &str) -> (Deployment, ConfigMap) {
+    let labels = json!({"app": "shop"});
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "shop", "image": "registry.example/shop:7"}]}}},
+    });
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},
+        "data": {"prices.yaml": "apples: 3"}});
+    (
+        create(&Api::namespaced(client.clone(), ns), deployment)
+            .await
+            .expect("Deployment"),
+        create(&Api::namespaced(client.clone(), ns), config)
+            .await
+            .expect("ConfigMap"),
+    )
+}
+
+#[tokio::test]
+async fn a_gateway_named_after_objects_it_does_not_own_takes_none_of_them_over_until_they_are_gone() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let (deployment, config) = create_foreign_objects(&client, &ns).await;
+    // A PDB of the gateway's name: a one-replica gateway has none, so this is not in its way.
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "shop"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "shop"}}}});
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb = create(&pdbs, pdb).await.expect("PDB");
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("shop", 1)).await.expect("gateway");
+    let gateway = Arc::new(gateways.get("shop").await.expect("gateway"));
+    let action = controller::reconcile_gateway(gateway, context(&client))
+        .await
+        .expect("a refusal is no error");
+    assert_eq!(
+        action,
+        Action::requeue(controller::REFUSED_RECHECK),
+        "looked at again, as other refusals"
+    );
+
+    let after = deployments.get("shop").await.expect("Deployment");
+    assert_eq!(after.resource_version(), deployment.resource_version(), "not written");
+    assert_eq!(after.spec, deployment.spec);
+    assert!(after.metadata.owner_references.is_none());
+    let config_after = config_maps.get("shop-config").await.expect("ConfigMap");
+    assert_eq!(
+        config_after.resource_version(),
+        config.resource_version(),
+        "not written"
+    );
+    assert_eq!(config_after.data, config.data);
+    assert!(
+        !exists::<Service>(&client, &ns, "shop").await,
+        "nothing is applied for a refused gateway"
+    );
+    let message = refused(&client, &ns, "shop", "NameConflict").await;
+    assert!(
+        message.contains("ConfigMap `shop-config`, Deployment `shop` already exist in namespace")
+            && message.contains("rename the gateway"),
+        "names the objects and what to do: {message}"
+    );
+    assert!(!message.contains("PodDisruptionBudget"), "{message}");
+
+    // Once the objects are gone, the next look renders the gateway, and leaves the PDB it does not own.
+    deployments
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    config_maps
+        .delete("shop-config", &DeleteParams::default())
+        .await
+        .expect("delete");
+    reconcile(&client, &ns, "shop").await;
+    let rendered = deployments.get("shop").await.expect("the gateway's Deployment");
+    assert_eq!(
+        gateway_image(&rendered).as_deref(),
+        Some(gateways.get("shop").await.expect("gw").spec.image.as_str())
+    );
+    let owner = &rendered.metadata.owner_references.expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("NotificationGateway", "shop")
+    );
+    assert_eq!(ready(&gateways, "shop").await.1, "ReplicasNotReady");
+    let pdb_after = pdbs.get("shop").await.expect("the foreign PDB is not deleted");
+    assert_eq!(pdb_after.resource_version(), pdb.resource_version());
+
+    // Its own objects are no conflict: a spec change still updates them.
+    change_and_reconcile(
+        &client,
+        &ns,
+        "shop",
+        json!({"spec": {"limits": {"connectionsPerUser": 2}}}),
+    )
+    .await;
+    let config = config_maps.get("shop-config").await.expect("cm").data.expect("data");
+    assert!(config["gateway.yaml"].contains("max_connections_per_user: 2"));
+    assert_eq!(ready(&gateways, "shop").await.1, "ReplicasNotReady");
+}
+
+#[tokio::test]
+async fn a_running_gateway_is_frozen_when_an_object_is_in_the_way_of_a_new_child() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("alerts", 1)).await.expect("gateway");
+    reconcile(&client, &ns, "alerts").await;
+    let deployment = deployments.get("alerts").await.expect("Deployment");
+    // Somebody else's PDB under the name the gateway's own would take when it scales out.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "alerts"},
+        "spec": {"minAvailable": 0, "selector": {"matchLabels": {"app": "other"}}}});
+    let pdb = create(&pdbs, pdb).await.expect("PDB");
+    change_and_reconcile(&client, &ns, "alerts", json!({"spec": {"replicas": 2}})).await;
+
+    let after = deployments.get("alerts").await.expect("Deployment");
+    assert_eq!(
+        after.resource_version(),
+        deployment.resource_version(),
+        "kept as it was"
+    );
+    let pdb_after = pdbs.get("alerts").await.expect("PDB");
+    assert_eq!(pdb_after.resource_version(), pdb.resource_version());
+    assert_eq!(pdb_after.spec, pdb.spec);
+    let message = refused(&client, &ns, "alerts", "NameConflict").await;
+    assert!(message.contains("PodDisruptionBudget `alerts`"), "{message}");
+}
+
+#[tokio::test]
+async fn objects_left_by_a_deleted_gateway_of_the_same_name_are_not_adopted() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    // As the garbage collector would find them after `shop` was deleted and before it ran (the test
+    // apiserver has no garbage collector, so they stay).
+    let earlier = "0e0e0e0e-0000-4000-8000-000000000009";
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config",
+        "ownerReferences": [{"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "name": "shop",
+                             "uid": earlier, "controller": true, "blockOwnerDeletion": true}]},
+        "data": {"gateway.yaml": "old: true"}});
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let config = create(&config_maps, config).await.expect("ConfigMap");
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("shop", 1)).await.expect("gateway");
+    reconcile(&client, &ns, "shop").await;
+
+    let after = config_maps.get("shop-config").await.expect("ConfigMap");
+    assert_eq!(after.resource_version(), config.resource_version());
+    assert!(!exists::<Deployment>(&client, &ns, "shop").await);
+    let message = refused(&client, &ns, "shop", "NameConflict").await;
+    assert!(
+        message.contains(&format!(
+            "ConfigMap `shop-config` (owner uid {earlier}) still belongs to an earlier"
+        )),
+        "{message}"
+    );
+    config_maps
+        .delete("shop-config", &DeleteParams::default())
+        .await
+        .expect("collected");
+    reconcile(&client, &ns, "shop").await;
+    assert!(exists::<Deployment>(&client, &ns, "shop").await);
 }

@@ -123,8 +123,22 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
         ["create", "get", "patch"],
         "no list or watch of Secrets"
     );
-    assert_eq!(verbs_on(rules, "deployments"), ["create", "list", "patch", "watch"]);
-    assert_eq!(verbs_on(rules, "roles"), ["create", "patch"]);
+    // get: each child's metadata is read before it is written, so a gateway cannot be named after an
+    // object it does not control and have the operator take it over.
+    for owned in ["configmaps", "services", "deployments"] {
+        assert_eq!(
+            verbs_on(rules, owned),
+            ["create", "get", "list", "patch", "watch"],
+            "{owned}"
+        );
+    }
+    for applied in ["serviceaccounts", "cronjobs", "roles", "rolebindings"] {
+        assert_eq!(verbs_on(rules, applied), ["create", "get", "patch"], "{applied}");
+    }
+    assert_eq!(
+        verbs_on(rules, "poddisruptionbudgets"),
+        ["create", "delete", "get", "patch"]
+    );
     assert_eq!(verbs_on(rules, "notificationgateways/finalizers"), ["update"]);
     assert!(
         verbs_on(rules, "leases").is_empty(),

@@ -1,7 +1,7 @@
 //! Exact request shapes, verified with a tower-test mock apiserver (as controller-rs does): the
-//! reconcile reads the metadata (only) of the Secrets the gateway would read, lists the gateway's
-//! channels, then server-side-applies its ConfigMap with the operator's field manager, forced, as an
-//! apply patch.
+//! reconcile lists the gateway's channels, reads the metadata (only) of the Secrets the gateway would
+//! read and of every child it would write (one GET each, before any write), then server-side-applies
+//! its ConfigMap with the operator's field manager, forced, as an apply patch.
 
 use std::sync::Arc;
 
@@ -43,26 +43,11 @@ fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, bo
     send.send_response(response);
 }
 
+const NOT_FOUND: &str =
+    r#"{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}"#;
+
 /// The mock apiserver: answers the expected requests in order, asserting each one's shape.
 async fn apiserver(mut handle: Handle) {
-    // Admission: the Secrets the pods would read are looked at as metadata only, never their data.
-    let (request, send) = handle
-        .next_request()
-        .await
-        .expect("a GET of the signing keys' metadata");
-    assert_eq!(request.method(), http::Method::GET);
-    assert_eq!(
-        request.uri().path(),
-        "/api/v1/namespaces/apps/secrets/alerts-signing-keys"
-    );
-    let accept = request.headers()["accept"].to_str().expect("accept").to_owned();
-    assert!(accept.contains("as=PartialObjectMetadata"), "{accept}");
-    respond(
-        send,
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-    );
-
     let (request, send) = handle.next_request().await.expect("a LIST of channels");
     assert_eq!(request.method(), http::Method::GET);
     assert_eq!(
@@ -74,6 +59,26 @@ async fn apiserver(mut handle: Handle) {
         200,
         json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannelList", "metadata": {}, "items": []}),
     );
+
+    // Admission, before anything is written: the Secrets the pods would read, then every child the
+    // reconcile would write (one replica: no PodDisruptionBudget), each looked at as metadata only.
+    for path in [
+        "/api/v1/namespaces/apps/secrets/alerts-signing-keys",
+        "/api/v1/namespaces/apps/configmaps/alerts-config",
+        "/apis/apps/v1/namespaces/apps/deployments/alerts",
+        "/api/v1/namespaces/apps/services/alerts",
+        "/api/v1/namespaces/apps/serviceaccounts/alerts-key-rotation",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/alerts-key-rotation",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/alerts-key-rotation",
+        "/apis/batch/v1/namespaces/apps/cronjobs/alerts-key-rotation",
+    ] {
+        let (request, send) = handle.next_request().await.expect("a metadata GET");
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), path);
+        let accept = request.headers()["accept"].to_str().expect("accept").to_owned();
+        assert!(accept.contains("as=PartialObjectMetadata"), "{path}: {accept}");
+        respond(send, 404, serde_json::from_str(NOT_FOUND).expect("status"));
+    }
 
     let (request, send) = handle.next_request().await.expect("the ConfigMap apply");
     assert_eq!(request.method(), http::Method::PATCH);
@@ -100,7 +105,7 @@ async fn apiserver(mut handle: Handle) {
 }
 
 #[tokio::test]
-async fn a_reconcile_lists_channels_then_applies_the_config_map() {
+async fn a_reconcile_lists_channels_reads_metadata_then_applies_the_config_map() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "apps");
     let server = tokio::spawn(apiserver(handle));

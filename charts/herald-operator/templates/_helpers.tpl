@@ -35,7 +35,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 What the operator may do in a namespace whose gateways it reconciles: exactly the calls it makes, and
 nothing cluster-scoped. Bound cluster-wide (a ClusterRole) without watchNamespaces, or by a Role in each
 watched namespace with it (rbac.yaml). Server-side apply is PATCH, and CREATE when the object does not
-exist yet; the owned kinds are watched (list, watch) and never read one by one.
+exist yet. get on every kind the operator applies: before writing a gateway's children it reads each
+one's metadata, by name, so that it never overwrites an object the gateway does not control.
 */ -}}
 {{- define "herald-operator.namespacedRules" -}}
 - apiGroups: ["herald.dev"]
@@ -51,10 +52,10 @@ exist yet; the owned kinds are watched (list, watch) and never read one by one.
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # No list or watch: Secrets are read one by one, by name (the metadata of those a gateway names, the
 # signing keys). patch is never used by the operator itself: Kubernetes lets it create the rotation
 # job's Role (get and patch on the one signing-key Secret) only if it holds those verbs.
@@ -63,16 +64,16 @@ exist yet; the owned kinds are watched (list, watch) and never read one by one.
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

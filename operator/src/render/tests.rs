@@ -62,6 +62,45 @@ fn every_child_is_owned_by_the_gateway() {
 }
 
 #[test]
+fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
+    let listed = |gw: &NotificationGateway| -> Vec<(String, String)> {
+        Children::render(gw, &[], "operator:1")
+            .refs()
+            .into_iter()
+            .map(|child| (child.resource.kind, child.name))
+            .collect()
+    };
+    let expected = |with_pdb: bool| -> Vec<(String, String)> {
+        let mut children = vec![
+            ("ConfigMap", "alerts-config"),
+            ("Deployment", "alerts"),
+            ("Service", "alerts"),
+        ];
+        if with_pdb {
+            children.push(("PodDisruptionBudget", "alerts"));
+        }
+        children.extend([
+            ("ServiceAccount", "alerts-key-rotation"),
+            ("Role", "alerts-key-rotation"),
+            ("RoleBinding", "alerts-key-rotation"),
+            ("CronJob", "alerts-key-rotation"),
+        ]);
+        children
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n.to_owned()))
+            .collect()
+    };
+    assert_eq!(listed(&cluster_gateway()), expected(true));
+    let single = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://i/j"}}));
+    assert_eq!(listed(&single), expected(false));
+    let role = &Children::render(&single, &[], "operator:1").refs()[4].resource;
+    assert_eq!(
+        (role.group.as_str(), role.plural.as_str()),
+        ("rbac.authorization.k8s.io", "roles")
+    );
+}
+
+#[test]
 fn the_rendered_config_is_one_the_gateway_accepts() {
     use herald_gateway::config::{Config, Options};
     let gw = cluster_gateway();
