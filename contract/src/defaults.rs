@@ -39,4 +39,14 @@ pub const RETENTION_DAYS: u32 = 7;
 pub const ACK_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 3;
 /// The drain on SIGTERM; a pod's termination grace must be longer.
+/// TCP connections one replica holds at most (HTTP and WebSocket): past it new ones are closed at
+/// once, before anything is read, so file descriptors and memory stay bounded.
+pub const MAX_CONNECTIONS: usize = 50_000;
+/// How long a request's headers (and an idle keep-alive connection's next request) and a request's
+/// body may take to arrive.
+pub const HTTP_TIMEOUT_SECONDS: u64 = 10;
+/// Longest a WebSocket session lives before it is told to reconnect (with a new token), so that role
+/// changes and revocations reach every connection.
+pub const MAX_SESSION_SECONDS: u64 = 60 * 60;
+
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 20;

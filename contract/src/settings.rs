@@ -174,6 +174,16 @@ pub struct Options {
     /// Registry TTL of a connection, moved forward by each heartbeat.
     #[arg(long, env = "HERALD_CONNECTION_TTL_SECONDS", global = true)]
     pub connection_ttl_seconds: Option<u64>,
+    /// TCP connections (HTTP and WebSocket) one replica holds at most.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Seconds a request's headers, an idle keep-alive connection's next request, and a request's
+    /// body may take to arrive.
+    #[arg(long, env = "HERALD_HTTP_TIMEOUT_SECONDS", global = true)]
+    pub http_timeout_seconds: Option<u64>,
+    /// Seconds a WebSocket session lives at most before it is told to reconnect.
+    #[arg(long, env = "HERALD_MAX_SESSION_SECONDS", global = true)]
+    pub max_session_seconds: Option<u64>,
     /// Comma-separated addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
@@ -245,6 +255,9 @@ impl Options {
             heartbeat_interval_seconds,
             heartbeat_timeout_seconds,
             connection_ttl_seconds,
+            max_connections,
+            http_timeout_seconds,
+            max_session_seconds,
             trusted_proxies,
             admin_role,
             retention_days,

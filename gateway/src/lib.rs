@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod ports;
 pub mod server;
 pub mod telemetry;

@@ -98,5 +98,5 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    server::serve(listener, gateway, server::shutdown_signal(), grace).await
+    server::serve(listener, gateway, config.listener, server::shutdown_signal(), grace).await
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+
+use crate::listener::ListenerLimits;
 
 use crate::adapters::clock::SystemClock;
 use crate::adapters::jwt::JwtVerifier;
@@ -148,7 +149,9 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         config.connections,
         metrics.clone(),
     ));
-    let sessions = Arc::new(LocalSessions::default());
+    let sessions = Arc::new(LocalSessions::with_max_lifetime(Duration::from_millis(
+        config.session.max_session_ms,
+    )));
     let subscriptions = Arc::new(SubscriptionService::new(
         subscription_store,
         registry,
@@ -267,27 +270,21 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let lifecycle = gateway.lifecycle.clone();
     let drain = lifecycle.clone();
-    let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
-    // Notifications are small frames that must leave at once: Nagle's algorithm would hold each one
-    // back until the previous one is acknowledged (Go's net, as Centrifugo uses, disables it too).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "gateway: TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let refused = gateway.metrics.connections_over_capacity.clone();
+    let server = crate::listener::serve(listener, router(gateway), limits, refused, async move {
         shutdown.await;
         tracing::info!("gateway:draining");
         drain.begin_drain();
     });
     let tasks = lifecycle.tasks.clone();
     let drained = async move {
-        server.await.context("serving")?;
+        server.await;
         tasks.close();
         tasks.wait().await;
         anyhow::Ok(())
@@ -331,6 +328,7 @@ impl RunningGateway {
         let task = tokio::spawn(serve(
             listener,
             gateway.clone(),
+            config.listener,
             async move { signal.cancelled().await },
             grace,
         ));

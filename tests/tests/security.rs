@@ -216,3 +216,126 @@ async fn websocket_ping_frames_count_toward_the_message_rate() {
     let (code, _) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
     assert_eq!(code, 4002);
 }
+
+/// Reads until the server closes the connection; what it sent before closing.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    tokio::time::timeout(herald_e2e::WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("the server closed the connection within the wait")
+        .expect("read");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+async fn tcp(gateway: &GatewayProcess) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(gateway.addr).await.expect("tcp connect")
+}
+
+/// Issue item 3: half-sent requests and idle sockets were held forever (200 stayed open past 70 s).
+#[tokio::test]
+async fn slow_headers_and_idle_sockets_are_cut_off_by_the_http_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = embedded(&[("HERALD_HTTP_TIMEOUT_SECONDS", "1")]);
+    let mut idle = tcp(&gateway).await;
+    let mut slow = tcp(&gateway).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n")
+        .await
+        .expect("half the headers");
+    let started = Instant::now();
+    for stream in [&mut idle, &mut slow] {
+        read_until_closed(stream).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed after about the timeout, not held"
+    );
+    // A keep-alive connection idle after its request is closed the same way.
+    let mut kept = tcp(&gateway).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .expect("request");
+    let answer = read_until_closed(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+/// Issue item 3: `/api/publish` read up to 2 MB before checking the key, and bodies had no deadline.
+#[tokio::test]
+async fn the_publisher_key_is_checked_before_the_body_which_has_a_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = embedded(&[("HERALD_HTTP_TIMEOUT_SECONDS", "1")]);
+    let head = |key: &str| {
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // A wrong key with a body announced but never sent: refused at once, nothing read.
+    let mut wrong = tcp(&gateway).await;
+    wrong
+        .write_all(head("not-a-publisher-key").as_bytes())
+        .await
+        .expect("head");
+    let answer = read_until_closed(&mut wrong).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_publisher_key"), "{answer}");
+    // The right key with a body that trickles: 408 after the timeout.
+    let mut trickle = tcp(&gateway).await;
+    trickle.write_all(head(PUBLISHER_KEY).as_bytes()).await.expect("head");
+    trickle.write_all(b"{\"userIds\": [").await.expect("a little body");
+    let answer = read_until_closed(&mut trickle).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+/// Issue item 3: 3,000 idle TCP sockets were held; there was no per-replica connection cap.
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_are_closed_at_once() {
+    let gateway = embedded(&[("HERALD_MAX_CONNECTIONS", "1")]);
+    // The token's connection must have ended on the server before the WebSocket gets the one place,
+    // so the first attempts may be refused: retry until one connects (bounded by the wait).
+    let token = gateway
+        .issue_token(&herald_e2e::hs256_jwt(JWT_SECRET, "erin", 600, &[]))
+        .await;
+    let url = format!("ws://{}/ws?token={token}", gateway.addr);
+    let mut ws = tokio::time::timeout(herald_e2e::WAIT, async {
+        loop {
+            if let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+                return ws;
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket gets the one place");
+    assert_eq!(recv_json(&mut ws).await["type"], "connected");
+    // The upgraded WebSocket keeps its place: another connection is closed before anything is read.
+    let mut refused = tcp(&gateway).await;
+    assert_eq!(read_until_closed(&mut refused).await, "", "closed without an answer");
+    // A place given back is usable again (once the server has ended the session).
+    drop(ws);
+    let served = async {
+        loop {
+            if let Ok(response) = reqwest::get(gateway.url("/healthz")).await {
+                return response.status();
+            }
+        }
+    };
+    let status = tokio::time::timeout(herald_e2e::WAIT, served)
+        .await
+        .expect("served again once the WebSocket closed");
+    assert_eq!(status, 200);
+}
+
+/// Issue item 3: a WebSocket lived as long as its client liked, so a role change or a revocation
+/// never reached it. Now it is told to reconnect once it has lived its maximum.
+#[tokio::test]
+async fn a_session_is_told_to_reconnect_after_its_maximum_lifetime() {
+    let gateway = embedded(&[("HERALD_MAX_SESSION_SECONDS", "2")]);
+    let mut ws = open(&gateway, "grace").await;
+    let started = Instant::now();
+    let (code, reason) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (1001, "lifetime reached: reconnect in 0 ms"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "not before nine tenths of it"
+    );
+}

@@ -65,6 +65,8 @@ pub struct Metrics {
     connections_active: Gauge,
     pub connections_opened: Counter,
     pub connections_rejected: Counter,
+    /// TCP connections closed at once because the replica held its maximum.
+    pub connections_over_capacity: Counter,
     pub notifications_published: Counter,
     pub notifications_skipped: Counter,
     /// One per notification pushed to one connection (first push, replay, gap fill or retry).
@@ -82,6 +84,7 @@ impl Default for Metrics {
             connections_active: Gauge::default(),
             connections_opened: Counter::default(),
             connections_rejected: Counter::default(),
+            connections_over_capacity: Counter::default(),
             notifications_published: Counter::default(),
             notifications_skipped: Counter::default(),
             messages_delivered: Counter::default(),
@@ -101,6 +104,11 @@ impl Default for Metrics {
                 "herald_connections_rejected",
                 "Connection attempts refused before the upgrade",
                 &metrics.connections_rejected,
+            ),
+            (
+                "herald_connections_over_capacity",
+                "TCP connections closed at once because the replica held HERALD_MAX_CONNECTIONS",
+                &metrics.connections_over_capacity,
             ),
             (
                 "herald_notifications_published",

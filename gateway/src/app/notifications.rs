@@ -94,8 +94,11 @@ pub const ACKS_IN_FLIGHT: usize = 4_096;
 
 impl NotificationService {
     /// The publisher a presented key belongs to.
-    pub fn authenticate(&self, key: &str) -> Result<&Publisher> {
-        self.publishers.authenticate(key).ok_or(Error::InvalidPublisherKey)
+    pub fn authenticate(&self, key: &str) -> Result<Arc<Publisher>> {
+        self.publishers
+            .authenticate(key)
+            .cloned()
+            .ok_or(Error::InvalidPublisherKey)
     }
 
     /// Validates, applies preferences, stores in one transaction and answers; delivery follows on the

@@ -32,6 +32,9 @@ pub struct SessionSettings {
     pub write_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// Longest a session lives before it is told to reconnect (a little less, at random, so that
+    /// sessions opened together do not all end together).
+    pub max_session_ms: u64,
     /// Upper bound of the random reconnect delay suggested to clients when the replica drains.
     pub reconnect_jitter_ms: u64,
     pub read_buffer_bytes: usize,
@@ -48,6 +51,7 @@ impl Default for SessionSettings {
             write_timeout_ms: defaults::WRITE_TIMEOUT_MS,
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_SECONDS * 1_000,
             heartbeat_timeout_ms: defaults::HEARTBEAT_TIMEOUT_SECONDS * 1_000,
+            max_session_ms: defaults::MAX_SESSION_SECONDS * 1_000,
             reconnect_jitter_ms: 5_000,
             read_buffer_bytes: 256,
         }
@@ -62,6 +66,9 @@ struct SessionEntry {
     /// arrive ahead of it, so they are held back and remembered in `missed_push`.
     ready: bool,
     missed_push: bool,
+    /// When the session has lived long enough, in whole seconds since the replica's epoch (see
+    /// [`LocalSessions::with_max_lifetime`]); four bytes that fit beside the flags.
+    ends_at: u32,
 }
 
 /// What happened to a message handed to [`LocalSessions::send`].
@@ -75,9 +82,12 @@ pub enum SendOutcome {
     Gone,
 }
 
-#[derive(Default)]
 pub struct LocalSessions {
     sessions: Mutex<ByUser<SessionEntry>>,
+    /// What session end times count from.
+    epoch: Instant,
+    /// Longest a session lives; `None`: as long as it likes.
+    max_lifetime: Option<Duration>,
     /// Set when the replica drains, to the largest reconnect delay suggested: every session, and
     /// any opened from then on, is told to go away.
     going_away: OnceLock<u64>,
@@ -90,7 +100,47 @@ fn going_away(jitter_ms: u64) -> CloseRequest {
     CloseRequest::new(close_code::GOING_AWAY, format!("going away: reconnect in {delay} ms"))
 }
 
+/// The session lived its maximum: it reconnects at once, with a fresh token (so a role change or a
+/// revocation since it connected applies). Same code and hint format as a drain.
+fn lifetime_reached() -> CloseRequest {
+    CloseRequest::new(close_code::GOING_AWAY, "lifetime reached: reconnect in 0 ms")
+}
+
+impl Default for LocalSessions {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            epoch: Instant::now(),
+            max_lifetime: None,
+            going_away: OnceLock::new(),
+        }
+    }
+}
+
 impl LocalSessions {
+    /// Sessions that live at most `max_lifetime` (each a random tenth less at most, so sessions
+    /// opened together, after a deploy, do not all reconnect together).
+    pub fn with_max_lifetime(max_lifetime: Duration) -> Self {
+        Self {
+            max_lifetime: Some(max_lifetime),
+            ..Self::default()
+        }
+    }
+
+    /// Whole seconds since the epoch (rounded down), saturating into the entries' four bytes.
+    fn seconds_at(&self, at: Instant) -> u32 {
+        u32::try_from(at.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// When a session opened now ends, rounded up to a whole second: never before its lifetime.
+    fn ends_at(&self) -> u32 {
+        let Some(max_lifetime) = self.max_lifetime else {
+            return u32::MAX;
+        };
+        let lifetime = max_lifetime.mul_f64(rand::thread_rng().gen_range(0.9..=1.0));
+        self.seconds_at(Instant::now() + lifetime + Duration::from_millis(999))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ByUser<SessionEntry>> {
         self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -108,6 +158,7 @@ impl LocalSessions {
             delivery: None,
             ready: false,
             missed_push: false,
+            ends_at: self.ends_at(),
         };
         if let Some(jitter_ms) = self.going_away.get() {
             entry.outbound.close(going_away(*jitter_ms));
@@ -130,19 +181,23 @@ impl LocalSessions {
         }
     }
 
-    /// Closes every session whose heartbeat deadline has passed at `now`.
-    pub fn close_silent(&self, now: Instant) {
+    /// Closes every session whose heartbeat deadline has passed at `now`, and tells every session
+    /// that has lived its maximum to reconnect.
+    pub fn sweep(&self, now: Instant) {
+        let now_seconds = self.seconds_at(now);
         for entry in self.lock().values() {
             if entry.outbound.deadline_passed(now) {
                 entry
                     .outbound
                     .close(CloseRequest::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+            } else if entry.ends_at <= now_seconds {
+                entry.outbound.close(lifetime_reached());
             }
         }
     }
 
     /// The replica's heartbeat sweeper: every `period`, closes the sessions that stayed silent past
-    /// their deadline; when `shutdown` fires, tells every session to go away (suggesting a reconnect
+    /// their deadline or lived their maximum; when `shutdown` fires, tells every session to go away (suggesting a reconnect
     /// within `reconnect_jitter_ms`). One task for all sessions, instead of a timer and a shutdown
     /// future in each (about 200 bytes per idle connection).
     pub async fn watch(self: Arc<Self>, period: Duration, reconnect_jitter_ms: u64, shutdown: CancellationToken) {
@@ -151,7 +206,7 @@ impl LocalSessions {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every.tick() => self.close_silent(Instant::now()),
+                _ = every.tick() => self.sweep(Instant::now()),
             }
         }
         self.go_away(reconnect_jitter_ms);
@@ -329,11 +384,33 @@ mod tests {
         let now = Instant::now();
         silent.set_deadline(now);
         alive.set_deadline(now + Duration::from_secs(30));
-        sessions.close_silent(now);
+        sessions.sweep(now);
         let request = silent.close_requested().await;
         assert_eq!(request.code, close_code::HEARTBEAT_TIMEOUT);
         assert_eq!(request.reason, "heartbeat timeout");
         assert!(alive.try_next().is_none(), "bob proved alive in time");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_lived_its_maximum_is_told_to_reconnect_at_once() {
+        let sessions = LocalSessions::with_max_lifetime(Duration::from_secs(100));
+        let opened = Instant::now();
+        let mut inbox = sessions.open("c1", "alice", 4);
+        inbox.set_deadline(opened + Duration::from_secs(3_600));
+        sessions.sweep(opened + Duration::from_secs(89));
+        assert!(
+            inbox.try_next().is_none(),
+            "at least nine tenths of the lifetime are granted"
+        );
+        sessions.sweep(opened + Duration::from_secs(101));
+        let request = inbox.close_requested().await;
+        assert_eq!(request.code, close_code::GOING_AWAY);
+        assert_eq!(request.reason, "lifetime reached: reconnect in 0 ms");
+        let unlimited = LocalSessions::default();
+        let mut forever = unlimited.open("c2", "bob", 4);
+        forever.set_deadline(opened + Duration::from_secs(u32::MAX.into()));
+        unlimited.sweep(opened + Duration::from_secs(10_000_000));
+        assert!(forever.try_next().is_none(), "no maximum, no end");
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use crate::domain::channel::ChannelCatalog;
 use crate::domain::ip_range::IpRange;
 use crate::domain::publisher::Publishers;
 use crate::domain::token::SigningKeys;
+use crate::listener::ListenerLimits;
 
 mod keys;
 mod resolve;
@@ -90,6 +91,7 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub connections: ConnectionSettings,
     pub session: SessionSettings,
+    pub listener: ListenerLimits,
     pub trusted_proxies: Vec<IpRange>,
     pub catalog: ChannelCatalog,
     pub publishers: Publishers,

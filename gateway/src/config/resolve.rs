@@ -2,6 +2,7 @@
 //! take, with the defaults of `herald_contract::defaults` (through each settings type's `Default`).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use herald_contract::{Options, PublisherEntry, Secret, defaults};
 
@@ -12,6 +13,7 @@ use crate::domain::channel::ChannelCatalog;
 use crate::domain::notification::NotificationType;
 use crate::domain::publisher::{MIN_KEY_CHARS, Publisher, Publishers};
 use crate::domain::token::{MIN_SECRET_BYTES, SigningKey, SigningKeys};
+use crate::listener::ListenerLimits;
 
 use super::keys::{KeySource, inline_keys, read_keys_file};
 use super::{Config, ConfigError, LogFormat, StoreConfig, invalid, positive};
@@ -49,6 +51,7 @@ impl Config {
             tokens: token_settings(&o)?,
             connections: connection_settings(&o, &session)?,
             session,
+            listener: listener_limits(&o)?,
             trusted_proxies: o
                 .trusted_proxies
                 .as_deref()
@@ -97,6 +100,9 @@ impl Config {
             "maxMessageBytes": self.session.max_message_bytes,
             "heartbeatIntervalMs": self.session.heartbeat_interval_ms,
             "heartbeatTimeoutMs": self.session.heartbeat_timeout_ms,
+            "maxSessionMs": self.session.max_session_ms,
+            "maxConnections": self.listener.max_connections,
+            "httpTimeoutMs": self.listener.http_timeout.as_millis() as u64,
             "websocketEnabled": self.tokens.websocket_enabled,
             "channels": self.catalog.channels().iter().map(|c| serde_json::json!({
                 "name": c.name,
@@ -267,10 +273,27 @@ fn session_settings(o: &Options) -> Result<SessionSettings, ConfigError> {
         write_timeout_ms: positive("HERALD_WRITE_TIMEOUT_MS", o.write_timeout_ms, defaults.write_timeout_ms)?,
         heartbeat_interval_ms,
         heartbeat_timeout_ms,
+        max_session_ms: seconds(
+            "HERALD_MAX_SESSION_SECONDS",
+            o.max_session_seconds,
+            defaults.max_session_ms,
+        )?,
         // Bytes read at a time (a longer frame grows the buffer to its own length while it is read),
         // never more than the message cap.
         read_buffer_bytes: defaults.read_buffer_bytes.min(max_message_bytes.max(1_024)),
         ..defaults
+    })
+}
+
+fn listener_limits(o: &Options) -> Result<ListenerLimits, ConfigError> {
+    let defaults = ListenerLimits::default();
+    Ok(ListenerLimits {
+        max_connections: positive("HERALD_MAX_CONNECTIONS", o.max_connections, defaults.max_connections)?,
+        http_timeout: Duration::from_secs(positive(
+            "HERALD_HTTP_TIMEOUT_SECONDS",
+            o.http_timeout_seconds,
+            defaults.http_timeout.as_secs(),
+        )?),
     })
 }
 

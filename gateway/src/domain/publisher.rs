@@ -2,6 +2,7 @@
 //! SHA-256 of its key, never the key itself, and may be limited to some notification types.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -66,7 +67,8 @@ impl Publisher {
 /// Every configured publisher; finds the one a presented key belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct Publishers {
-    publishers: Vec<Publisher>,
+    /// Shared, so that an authenticated request holds its publisher without copying it.
+    publishers: Vec<Arc<Publisher>>,
 }
 
 impl Publishers {
@@ -79,7 +81,9 @@ impl Publishers {
                 return Err(format!("publisher `{}` reuses another publisher's key", publisher.name));
             }
         }
-        Ok(Self { publishers })
+        Ok(Self {
+            publishers: publishers.into_iter().map(Arc::new).collect(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,7 +96,7 @@ impl Publishers {
 
     /// Compares the key's hash with every publisher's in constant time, so timing reveals nothing
     /// about which key, or how much of one, matched.
-    pub fn authenticate(&self, key: &str) -> Option<&Publisher> {
+    pub fn authenticate(&self, key: &str) -> Option<&Arc<Publisher>> {
         let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for publisher in &self.publishers {

@@ -1,11 +1,14 @@
 //! `JsonBody<T>`: the one extractor of JSON request bodies. Every refusal is an [`ApiError`]:
 //! a body that is not JSON, or JSON but not an object, is 400 `validation_failed` on the field
-//! `body`; a body over the size limit (axum's default) is 413 `payload_too_large`. The
+//! `body`; a body over the size limit (axum's default) is 413 `payload_too_large`; a body that does
+//! not arrive within the listener's HTTP timeout is 408 `request_timeout`. The
 //! `Content-Type` is not checked: clients that send JSON without `application/json` have always
 //! been served.
 //!
 //! `T` is a loose wire type: any object reads into it, and the domain turns it into a typed request,
 //! reporting every problem at once.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -13,7 +16,10 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use herald_contract::defaults;
+
 use crate::error::Error;
+use crate::listener::BodyTimeout;
 
 use super::ApiError;
 
@@ -27,7 +33,22 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+        // The listener's deadline for the body (a body trickled in byte by byte would otherwise
+        // hold the request, and its buffer, for as long as the sender likes).
+        let deadline = request
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(Duration::from_secs(defaults::HTTP_TIMEOUT_SECONDS), |t| t.0);
+        let read = tokio::time::timeout(deadline, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                )
+            })?;
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

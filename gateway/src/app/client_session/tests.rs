@@ -77,7 +77,7 @@ impl Fixture {
         let receipt = self
             .gateway
             .notifications
-            .publish(publisher, body, None)
+            .publish(&publisher, body, None)
             .await
             .expect("published");
         receipt.created[0].id

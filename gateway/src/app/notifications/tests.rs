@@ -109,7 +109,7 @@ impl Fixture {
         let publisher = self.service.authenticate(KEY).expect("publisher");
         let receipt = self
             .service
-            .publish(publisher, publish_body(body), None)
+            .publish(&publisher, publish_body(body), None)
             .await
             .expect("published");
         serde_json::to_value(receipt).expect("json")
@@ -361,7 +361,7 @@ async fn publish_validation_and_authorization() {
     );
     let publisher = f.service.authenticate(KEY).expect("publisher");
     let invalid = json!({"userIds": [], "notification": {"type": "nope", "title": ""}, "extra": 1});
-    match f.service.publish(publisher, publish_body(invalid), None).await {
+    match f.service.publish(&publisher, publish_body(invalid), None).await {
         Err(Error::Validation(fields)) => {
             for key in ["userIds", "notification.type", "notification.title", "extra"] {
                 assert!(fields.contains_key(key), "{key} missing from {fields:?}");
@@ -373,7 +373,7 @@ async fn publish_validation_and_authorization() {
         json!({"userIds": ["a"], "notification": {"type": "new_like", "title": "t", "channel": "uploads"}});
     let err = f
         .service
-        .publish(publisher, publish_body(wrong_channel), None)
+        .publish(&publisher, publish_body(wrong_channel), None)
         .await
         .expect_err("channel");
     assert_eq!(err.code(), "validation_failed");
@@ -398,12 +398,12 @@ async fn idempotent_publish_returns_the_first_answer_and_stores_nothing_new() {
     let body = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "t"}});
     let first = f
         .service
-        .publish(publisher, publish_body(body.clone()), Some("req-1"))
+        .publish(&publisher, publish_body(body.clone()), Some("req-1"))
         .await
         .expect("first");
     let again = f
         .service
-        .publish(publisher, publish_body(body), Some("req-1"))
+        .publish(&publisher, publish_body(body), Some("req-1"))
         .await
         .expect("retry");
     assert_eq!(first, again);
@@ -411,7 +411,7 @@ async fn idempotent_publish_returns_the_first_answer_and_stores_nothing_new() {
     let other = json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "different"}});
     let err = f
         .service
-        .publish(publisher, publish_body(other), Some("req-1"))
+        .publish(&publisher, publish_body(other), Some("req-1"))
         .await
         .expect_err("reused");
     assert_eq!(err.code(), "idempotency_key_reused");
@@ -430,7 +430,7 @@ async fn an_expired_notification_is_not_sent_again() {
     let body = json!({"userIds": ["alice"], "notification": {"type": "system_announcement", "title": "t", "expiresAt": expires_at}});
     let publisher = f.service.authenticate(KEY).expect("publisher");
     f.service
-        .publish(publisher, publish_body(body), None)
+        .publish(&publisher, publish_body(body), None)
         .await
         .expect("published");
     next_notification(&mut inbox).await;
