@@ -187,6 +187,10 @@ pub struct Options {
     /// Comma-separated addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
+    /// Comma-separated web origins (`https://app.example.com`) allowed to open a WebSocket; any when
+    /// unset. Upgrades without an `Origin` header (clients that are not browsers) are not concerned.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", global = true)]
+    pub allowed_origins: Option<String>,
     /// Role that `adminOnly` channels require.
     #[arg(long, env = "HERALD_ADMIN_ROLE", global = true)]
     pub admin_role: Option<String>,
@@ -259,6 +263,7 @@ impl Options {
             http_timeout_seconds,
             max_session_seconds,
             trusted_proxies,
+            allowed_origins,
             admin_role,
             retention_days,
             channels,

@@ -339,3 +339,67 @@ async fn a_session_is_told_to_reconnect_after_its_maximum_lifetime() {
         "not before nine tenths of it"
     );
 }
+
+/// Issue item 8: configuration and connection errors must not echo the passwords of the database
+/// and Redis URLs (they end up in logs and in `kubectl describe`).
+#[tokio::test]
+async fn configuration_errors_never_echo_url_passwords() {
+    const PASSWORD: &str = "hunter2-s3cret";
+    let database = format!("mysql://admin:{PASSWORD}@db.example/herald");
+    let redis = format!("http://user:{PASSWORD}@cache.example");
+    let postgres = format!("postgres://admin:{PASSWORD}@127.0.0.1:1/herald");
+    let cases: [(&[&str], &str); 2] = [
+        (&["check-config", "--database-url", &database], "DATABASE_URL"),
+        (
+            &["check-config", "--database-url", &postgres, "--redis-url", &redis],
+            "REDIS_URL",
+        ),
+    ];
+    let publishers = format!("security={PUBLISHER_KEY}");
+    let env = [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+        ("HERALD_PUBLISHER_KEYS", publishers.as_str()),
+    ];
+    for (args, variable) in cases {
+        let (status, output) = herald_e2e::run_to_exit(args, &env);
+        assert!(!status.success(), "{args:?} is refused");
+        assert!(output.contains(&format!("configuration error: {variable}")), "{output}");
+        assert!(output.contains("***"), "the URL is shown redacted: {output}");
+        assert!(!output.contains(PASSWORD), "the password is printed: {output}");
+    }
+}
+
+/// Issue item 8: an optional Origin allow-list on upgrades (cross-site WebSocket hijacking).
+#[tokio::test]
+async fn only_allowed_origins_may_open_a_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gateway = embedded(&[("HERALD_ALLOWED_ORIGINS", "https://app.example.com")]);
+    let attempt = |origin: Option<&'static str>| {
+        let gateway = &gateway;
+        async move {
+            let token = gateway
+                .issue_token(&herald_e2e::hs256_jwt(JWT_SECRET, "heidi", 600, &[]))
+                .await;
+            let mut request = format!("ws://{}/ws?token={token}", gateway.addr)
+                .into_client_request()
+                .expect("request");
+            if let Some(origin) = origin {
+                request.headers_mut().insert("origin", origin.parse().expect("header"));
+            }
+            match tokio_tungstenite::connect_async(request).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+                    assert!(body.contains("origin_not_allowed"), "{body}");
+                    response.status().as_u16()
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    };
+    assert_eq!(attempt(Some("https://evil.example")).await, 403);
+    assert_eq!(attempt(Some("https://app.example.com.evil.example")).await, 403);
+    assert_eq!(attempt(Some("https://app.example.com")).await, 101);
+    assert_eq!(attempt(None).await, 101, "not a browser: no Origin, not concerned");
+}

@@ -42,6 +42,8 @@ pub struct Gateway {
     pub session_settings: SessionSettings,
     /// Proxies whose `X-Forwarded-For` names the real client (per-IP limits behind an ingress).
     pub trusted_proxies: Vec<crate::domain::ip_range::IpRange>,
+    /// Web origins that may open a WebSocket (empty: any).
+    pub allowed_origins: crate::domain::origin::AllowedOrigins,
     /// Present only in dev mode: mints user JWTs for trying the gateway out.
     pub dev: Option<dev::DevTokens>,
     pub lifecycle: Lifecycle,

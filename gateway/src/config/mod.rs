@@ -93,6 +93,7 @@ pub struct Config {
     pub session: SessionSettings,
     pub listener: ListenerLimits,
     pub trusted_proxies: Vec<IpRange>,
+    pub allowed_origins: crate::domain::origin::AllowedOrigins,
     pub catalog: ChannelCatalog,
     pub publishers: Publishers,
     /// In dev mode without configured publishers: the key generated for this run.

@@ -63,6 +63,10 @@ impl Config {
                         .map_err(|e| invalid(format!("HERALD_TRUSTED_PROXIES: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
+            allowed_origins: crate::domain::origin::AllowedOrigins::parse(
+                o.allowed_origins.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| invalid(format!("HERALD_ALLOWED_ORIGINS: {e}")))?,
             catalog,
             publishers,
             dev_publisher_key,
@@ -104,6 +108,7 @@ impl Config {
             "maxConnections": self.listener.max_connections,
             "httpTimeoutMs": self.listener.http_timeout.as_millis() as u64,
             "websocketEnabled": self.tokens.websocket_enabled,
+            "allowedOrigins": !self.allowed_origins.is_empty(),
             "channels": self.catalog.channels().iter().map(|c| serde_json::json!({
                 "name": c.name,
                 "types": c.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),

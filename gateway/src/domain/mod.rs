@@ -6,6 +6,7 @@ pub mod channel;
 pub mod connection;
 pub mod ip_range;
 pub mod notification;
+pub mod origin;
 pub mod preferences;
 pub mod protocol;
 pub mod publish;

@@ -40,6 +40,18 @@ pub async fn upgrade(
         )
         .into_response();
     }
+    // Before the token is looked at: a page of another site gets nothing, not even a token check.
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if !gateway.allowed_origins.allows(origin) {
+        gateway.metrics.connections_rejected.inc();
+        tracing::info!(origin = ?origin, "websocket:rejected (origin not allowed)");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this page's origin may not open a WebSocket here",
+        )
+        .into_response();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
