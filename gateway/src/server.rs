@@ -140,6 +140,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         catalog.clone(),
         clock.clone(),
         config.tokens,
+        bus.clone(),
     ));
     let connections = Arc::new(ConnectionService::new(
         tokens.clone(),

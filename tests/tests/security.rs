@@ -403,3 +403,44 @@ async fn only_allowed_origins_may_open_a_websocket() {
     assert_eq!(attempt(Some("https://app.example.com")).await, 101);
     assert_eq!(attempt(None).await, 101, "not a browser: no Origin, not concerned");
 }
+
+async fn revoke_tokens(gateway: &GatewayProcess, jwt: &str) {
+    let response = reqwest::Client::new()
+        .delete(gateway.url("/ws/token"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .expect("DELETE /ws/token");
+    assert_eq!(response.status(), 204);
+}
+
+/// Issue item 8: `DELETE /ws/token` left live sockets open. Now every replica closes the user's live
+/// sessions (4004 `tokens revoked`), and only the user's.
+#[tokio::test]
+async fn revoking_tokens_closes_the_users_live_sessions_on_every_replica() {
+    let Some(cluster) = Cluster::new(None) else {
+        return;
+    };
+    let [here, there] = <[GatewayProcess; 2]>::try_from(cluster.replicas(2)).unwrap_or_else(|_| unreachable!());
+    let jwt = herald_e2e::cluster::user_jwt("ivan");
+    let mut on_here = herald_e2e::cluster::connect(&here, &herald_e2e::cluster::token(&here, "ivan").await)
+        .await
+        .expect("connects");
+    let mut on_there = herald_e2e::cluster::connect(&there, &herald_e2e::cluster::token(&there, "ivan").await)
+        .await
+        .expect("connects");
+    let mut bystander = herald_e2e::cluster::connect(&there, &herald_e2e::cluster::token(&there, "judy").await)
+        .await
+        .expect("connects");
+    revoke_tokens(&here, &jwt).await;
+    for ws in [&mut on_here, &mut on_there] {
+        let (code, reason) = herald_e2e::await_close(ws).await.expect("a close frame");
+        assert_eq!((code, reason.as_str()), (4004, "tokens revoked"));
+    }
+    bystander.send(ping_message()).await.expect("ping");
+    assert_eq!(
+        recv_json(&mut bystander).await["type"],
+        "pong",
+        "another user's session stays"
+    );
+}

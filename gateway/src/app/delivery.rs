@@ -22,12 +22,12 @@ use uuid::Uuid;
 use crate::domain::UnixMs;
 use crate::domain::channel::ChannelCatalog;
 use crate::domain::notification::Notification;
-use crate::domain::protocol::{ServerEnvelope, ServerMessage};
+use crate::domain::protocol::{ServerEnvelope, ServerMessage, close_code};
 use crate::error::Result;
 use crate::ports::{BusEvent, Clock, NotificationStore};
 
 use super::metrics::Metrics;
-use super::sessions::{Frame, LocalSessions, SendOutcome};
+use super::sessions::{CloseRequest, Frame, LocalSessions, SendOutcome};
 use super::subscriptions::SubscriptionService;
 
 pub(super) mod state;
@@ -436,6 +436,11 @@ impl DeliveryService {
                 // follows the change in the bus sees it.
                 Ok(BusEvent::SubscriptionsChanged { user_id }) => {
                     self.subscriptions.invalidate(&user_id);
+                    Ok(())
+                }
+                Ok(BusEvent::TokensRevoked { user_id }) => {
+                    let revoked = CloseRequest::new(close_code::CONNECTION_EXPIRED, "tokens revoked");
+                    self.sessions.close_user(&user_id, &revoked);
                     Ok(())
                 }
                 Ok(BusEvent::Resync) => {

@@ -263,6 +263,12 @@ impl LocalSessions {
         });
     }
 
+    /// Closes every session of `user_id` here with `request`.
+    pub fn close_user(&self, user_id: &str, request: &CloseRequest) {
+        self.lock()
+            .for_user_mut(user_id, |entry| entry.outbound.close(request.clone()));
+    }
+
     /// The session queued its first message: user-wide pushes reach it from now on. `true` when one
     /// was held back meanwhile, so the session sends a fresh value itself.
     pub fn mark_ready(&self, connection_id: &str) -> bool {

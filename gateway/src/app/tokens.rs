@@ -11,7 +11,7 @@ use crate::domain::rate::{RateDecision, RateLimit};
 use crate::domain::token::{ConnectionClaims, TokenRejection};
 use crate::domain::user::AuthenticatedUser;
 use crate::error::{Error, Result};
-use crate::ports::{Clock, PreferenceStore, RateLimiter, TokenLedger};
+use crate::ports::{BusEvent, Clock, EventBus, PreferenceStore, RateLimiter, TokenLedger};
 
 use super::keys::SigningKeyRing;
 
@@ -56,9 +56,12 @@ pub struct TokenService {
     catalog: Arc<ChannelCatalog>,
     clock: Arc<dyn Clock>,
     settings: TokenSettings,
+    /// Where a revocation is announced, so every replica closes the user's live sessions.
+    bus: Arc<dyn EventBus>,
 }
 
 impl TokenService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         keys: Arc<SigningKeyRing>,
         ledger: Arc<dyn TokenLedger>,
@@ -67,6 +70,7 @@ impl TokenService {
         catalog: Arc<ChannelCatalog>,
         clock: Arc<dyn Clock>,
         settings: TokenSettings,
+        bus: Arc<dyn EventBus>,
     ) -> Self {
         Self {
             keys,
@@ -76,6 +80,7 @@ impl TokenService {
             catalog,
             clock,
             settings,
+            bus,
         }
     }
 
@@ -133,12 +138,21 @@ impl TokenService {
         }
     }
 
-    /// Refuses from now on every token of `user_id` issued until now (AC4).
+    /// Refuses from now on every token of `user_id` issued until now (AC4), and closes the user's
+    /// live sessions on every replica: they were opened with tokens issued before.
     #[instrument(skip(self))]
     pub async fn revoke_all(&self, user_id: &str) -> Result<()> {
         let now = self.clock.now_ms();
         self.ledger.revoke_before(user_id, now, MAX_TOKEN_TTL_MS).await?;
         tracing::info!(user_id, "token:revoked-all");
+        // The revocation itself is stored: should the announcement be lost, sessions still end at
+        // their maximum lifetime and cannot come back with an old token.
+        let event = BusEvent::TokensRevoked {
+            user_id: user_id.to_owned(),
+        };
+        if let Err(err) = self.bus.publish(event).await {
+            tracing::warn!(user_id, error = %err, "token:revocation-not-announced, live sessions end at their lifetime");
+        }
         Ok(())
     }
 
@@ -206,6 +220,7 @@ pub(crate) mod tests {
             Arc::new(ChannelCatalog::default_set(7)),
             clock.clone(),
             TokenSettings::default(),
+            Arc::new(crate::adapters::memory::MemoryEventBus::default()),
         ));
         Fixture {
             service,

@@ -240,6 +240,11 @@ pub enum BusEvent {
     SubscriptionsChanged {
         user_id: String,
     },
+    /// Every token of `user_id` was revoked (`DELETE /ws/token`): each replica closes the user's live
+    /// sessions, so the revocation reaches connections opened before it.
+    TokensRevoked {
+        user_id: String,
+    },
     /// Events may have been lost (the bus reconnected): every connection catches up from the store.
     Resync,
 }

@@ -36,6 +36,9 @@ enum Wire<N> {
     SubscriptionsChanged {
         user_id: String,
     },
+    TokensRevoked {
+        user_id: String,
+    },
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -100,6 +103,9 @@ async fn listen(
                         Ok(Wire::SubscriptionsChanged { user_id }) => {
                             let _ = local.send(BusEvent::SubscriptionsChanged { user_id });
                         }
+                        Ok(Wire::TokensRevoked { user_id }) => {
+                            let _ = local.send(BusEvent::TokensRevoked { user_id });
+                        }
                         Err(err) => tracing::warn!(error = %err, "bus: unreadable event ignored"),
                     }
                 }
@@ -125,6 +131,9 @@ impl EventBus for RedisEventBus {
                 count: *count,
             },
             BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged {
+                user_id: user_id.clone(),
+            },
+            BusEvent::TokensRevoked { user_id } => Wire::TokensRevoked {
                 user_id: user_id.clone(),
             },
             BusEvent::Resync => return Ok(()),
