@@ -455,3 +455,63 @@ pub fn hs256_jwt(secret: &str, sub: &str, valid_for_secs: i64, roles: &[&str]) -
     )
     .expect("HS256 signing cannot fail")
 }
+
+/// A loopback TCP proxy a test can cut, as a network partition or a stopped server would look to
+/// the gateway: cutting resets every open connection and refuses new ones until restored. Lets a
+/// test take a shared service (the test PostgreSQL) away from one gateway without stopping it for
+/// every other test.
+pub struct FaultProxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Forwards 127.0.0.1:`port` to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {
+                            // Reset rather than close: as abrupt as a crash.
+                            let _ = client.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    /// Resets every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -21,6 +21,26 @@ use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HealthProbe, HistoryQuery, IdempotencyKey, NewNotification, PublishOutcome};
 
+/// A database error as the rest of the gateway sees it: losing the database (connection refused or
+/// reset, pool exhausted, server shutting down or refusing connections) is `Unavailable`, answered
+/// 503 with `Retry-After`, so callers retry; anything else is a `Backend` failure (500).
+pub(crate) fn db_error(err: sqlx::Error) -> Error {
+    let lost = match &err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, crash, cannot connect
+        // now), 53300 (too many connections).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")),
+        _ => false,
+    };
+    if lost {
+        Error::Unavailable(format!("database: {err}"))
+    } else {
+        Error::backend(err)
+    }
+}
+
 /// The columns of a `notifications` row, times as Unix milliseconds (PostgreSQL converts its
 /// `TIMESTAMPTZ` columns in the `SELECT`). `Id` is how the database returns the id: `Uuid` from
 /// PostgreSQL, hyphenated text from SQLite.
@@ -186,7 +206,7 @@ where
             .bind(now)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         if recorded.is_some() {
             return Ok(None);
         }
@@ -196,7 +216,7 @@ where
                 .bind(key.key.as_str())
                 .fetch_one(&mut **tx)
                 .await
-                .map_err(Error::backend)?;
+                .map_err(db_error)?;
         Ok(Some(if hash == key.request_hash {
             PublishOutcome::Replayed(first.0)
         } else {
@@ -210,7 +230,7 @@ where
             .bind(user_id)
             .fetch_optional(pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(row.map(|row| row.into_preferences().1))
     }
 
@@ -233,7 +253,7 @@ where
         .bind(Json(preferences.overrides.to_json()))
         .execute(pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(())
     }
 
@@ -244,7 +264,7 @@ where
                 .bind(user_id)
                 .fetch_all(pool)
                 .await
-                .map_err(Error::backend)?;
+                .map_err(db_error)?;
         Ok(rows.into_iter().collect())
     }
 }
@@ -278,7 +298,7 @@ where
     }
 
     async fn check(&self) -> Result<()> {
-        self.0.execute("SELECT 1").await.map(|_| ()).map_err(Error::backend)
+        self.0.execute("SELECT 1").await.map(|_| ()).map_err(db_error)
     }
 }
 

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
 
+/// What a 503 for a missing dependency advises: soon, but not in a tight loop.
+const UNAVAILABLE_RETRY_AFTER_SECS: i64 = 2;
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -50,6 +53,8 @@ impl From<Error> for ApiError {
         let retry_after_secs = match &err {
             // Whole seconds, rounded up: retrying at the advertised time must succeed.
             Error::RateLimited { retry_after_ms } => Some((retry_after_ms + 999) / 1_000),
+            // A dependency is gone (PostgreSQL, Redis): nothing was done, try again shortly.
+            Error::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         };
         let fields = match &err {

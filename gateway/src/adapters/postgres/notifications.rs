@@ -7,11 +7,11 @@ use uuid::Uuid;
 use super::ms;
 use super::writer::PostgresCommitter;
 use crate::adapters::group_commit::Writer;
-use crate::adapters::sql::{NotificationRow, into_notifications, push_history_filters};
+use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters};
 use crate::domain::UnixMs;
 use crate::domain::notification::Notification;
 use crate::domain::publish::PublishReceipt;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ impl NotificationStore for PostgresNotificationStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         row.map(Notification::try_from).transpose()
     }
 
@@ -82,12 +82,7 @@ impl NotificationStore for PostgresNotificationStore {
         sql.push_bind(user_id.to_owned());
         unexpired(&mut sql, now);
         push_history_filters(&mut sql, query);
-        into_notifications::<Uuid>(
-            sql.build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::backend)?,
-        )
+        into_notifications::<Uuid>(sql.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?)
     }
 
     async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64> {
@@ -99,7 +94,7 @@ impl NotificationStore for PostgresNotificationStore {
         .bind(now)
         .fetch_one(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
@@ -115,7 +110,7 @@ impl NotificationStore for PostgresNotificationStore {
         .bind(user_id)
         .execute(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(result.rows_affected())
     }
 
@@ -125,7 +120,7 @@ impl NotificationStore for PostgresNotificationStore {
             .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -149,12 +144,7 @@ impl NotificationStore for PostgresNotificationStore {
         unexpired(&mut sql, now);
         sql.push(" ORDER BY seq LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        into_notifications::<Uuid>(
-            sql.build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::backend)?,
-        )
+        into_notifications::<Uuid>(sql.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?)
     }
 
     async fn max_seq(&self, user_id: &str) -> Result<i64> {
@@ -162,7 +152,7 @@ impl NotificationStore for PostgresNotificationStore {
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -176,7 +166,7 @@ impl NotificationStore for PostgresNotificationStore {
                 .bind(ids)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(Error::backend)?;
+                .map_err(db_error)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -189,7 +179,7 @@ impl NotificationStore for PostgresNotificationStore {
     ) -> Result<u64> {
         let channels: Vec<String> = retention_by_channel.iter().map(|(c, _)| c.clone()).collect();
         let retentions: Vec<i64> = retention_by_channel.iter().map(|(_, r)| *r).collect();
-        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let deleted = sqlx::query(
             "DELETE FROM notifications n
              WHERE (n.expires_at IS NOT NULL AND n.expires_at <= to_timestamp($1::float8 / 1000))
@@ -203,14 +193,14 @@ impl NotificationStore for PostgresNotificationStore {
         .bind(default_retention_ms)
         .execute(&mut *tx)
         .await
-        .map_err(Error::backend)?
+        .map_err(db_error)?
         .rows_affected();
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < to_timestamp($1::float8 / 1000)")
             .bind(now - idempotency_ms)
             .execute(&mut *tx)
             .await
-            .map_err(Error::backend)?;
-        tx.commit().await.map_err(Error::backend)?;
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(deleted)
     }
 }

@@ -3,9 +3,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements};
+use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
 use crate::domain::preferences::Preferences;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::PreferenceStore;
 
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ impl PreferenceStore for PostgresPreferenceStore {
             .bind(user_ids)
             .fetch_all(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(rows.into_iter().map(PreferencesRow::into_preferences).collect())
     }
 

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 
 use crate::adapters::sql::Statements;
+use crate::adapters::sql::db_error;
 use crate::domain::UnixMs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::SubscriptionStore;
 
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         .bind(at)
         .execute(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::adapters::group_commit::{
     Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
 };
-use crate::adapters::sql::{Statements, stored_notification};
+use crate::adapters::sql::{Statements, db_error, stored_notification};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -95,7 +95,7 @@ fn insert_notifications<'a>(
         let rows: Vec<(Uuid, i64)> = bind_rows(sqlx::query_as(&sql), batch)
             .fetch_all(&mut **tx)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(rows.into_iter().collect())
     })
 }
@@ -200,7 +200,7 @@ fn unread_counts<'a>(
         .bind(now)
         .fetch_all(&mut **tx)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(counts
             .into_iter()
             .map(|(user, n)| (user, u64::try_from(n).unwrap_or_default()))
@@ -215,15 +215,15 @@ async fn publish_one(
     idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
     now: UnixMs,
 ) -> Result<PublishOutcome> {
-    let mut tx = pool.begin().await.map_err(Error::backend)?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
     if let Some(repeated) = record_key(&mut tx, idempotency, now).await? {
-        tx.rollback().await.map_err(Error::backend)?;
+        tx.rollback().await.map_err(db_error)?;
         return Ok(repeated);
     }
     let rows: Vec<&NewNotification> = batch.iter().collect();
     let seqs = insert_notifications(&mut tx, &rows).await?;
     let counts = unread_counts(&mut tx, &rows, now).await?;
-    tx.commit().await.map_err(Error::backend)?;
+    tx.commit().await.map_err(db_error)?;
     Ok(created(batch, &seqs, &counts))
 }
 
@@ -398,7 +398,7 @@ async fn stamp_group<'c>(
         .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
         .fetch_all(executor)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
     Ok(rows.into_iter().collect())
 }
 
@@ -409,11 +409,7 @@ async fn count_attempts<'c>(executor: impl sqlx::PgExecutor<'c>, ids: &[Uuid], n
     } else {
         "UPDATE notifications SET attempts = attempts + 1 WHERE id = ANY($1)".to_owned()
     };
-    sqlx::query(&sql)
-        .bind(ids)
-        .execute(executor)
-        .await
-        .map_err(Error::backend)?;
+    sqlx::query(&sql).bind(ids).execute(executor).await.map_err(db_error)?;
     Ok(())
 }
 

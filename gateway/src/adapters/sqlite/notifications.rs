@@ -7,11 +7,11 @@ use uuid::fmt::Hyphenated;
 
 use super::writer::SqliteCommitter;
 use crate::adapters::group_commit::Writer;
-use crate::adapters::sql::{NotificationRow, into_notifications, push_history_filters};
+use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters};
 use crate::domain::UnixMs;
 use crate::domain::notification::Notification;
 use crate::domain::publish::PublishReceipt;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
 
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         row.map(Notification::try_from).transpose()
     }
 
@@ -74,11 +74,8 @@ impl NotificationStore for SqliteNotificationStore {
             .push_bind(now)
             .push(")");
         push_history_filters(&mut sql, query);
-        let rows: Vec<NotificationRow<Hyphenated>> = sql
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::backend)?;
+        let rows: Vec<NotificationRow<Hyphenated>> =
+            sql.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
         into_notifications(rows)
     }
 
@@ -91,7 +88,7 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(now)
         .fetch_one(&self.pool)
         .await
-        .map_err(Error::backend)?;
+        .map_err(db_error)?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
@@ -105,7 +102,7 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(result.rows_affected())
     }
 
@@ -115,7 +112,7 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(id.to_string())
             .execute(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -139,11 +136,8 @@ impl NotificationStore for SqliteNotificationStore {
             .push_bind(now)
             .push(") ORDER BY seq LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows: Vec<NotificationRow<Hyphenated>> = sql
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::backend)?;
+        let rows: Vec<NotificationRow<Hyphenated>> =
+            sql.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
         into_notifications(rows)
     }
 
@@ -152,7 +146,7 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -166,11 +160,7 @@ impl NotificationStore for SqliteNotificationStore {
             let mut sql =
                 QueryBuilder::<Sqlite>::new("SELECT id FROM notifications WHERE delivered_at IS NOT NULL AND");
             push_ids(&mut sql, chunk);
-            let rows: Vec<(String,)> = sql
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::backend)?;
+            let rows: Vec<(String,)> = sql.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
             acknowledged.extend(rows.into_iter().filter_map(|(id,)| Uuid::parse_str(&id).ok()));
         }
         Ok(acknowledged)
@@ -184,14 +174,14 @@ impl NotificationStore for SqliteNotificationStore {
         idempotency_ms: i64,
     ) -> Result<u64> {
         let mut deleted = 0;
-        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         for (channel, retention) in retention_by_channel {
             deleted += sqlx::query("DELETE FROM notifications WHERE channel = ? AND created_at < ?")
                 .bind(channel)
                 .bind(now - retention)
                 .execute(&mut *tx)
                 .await
-                .map_err(Error::backend)?
+                .map_err(db_error)?
                 .rows_affected();
         }
         let mut others = QueryBuilder::<Sqlite>::new("DELETE FROM notifications WHERE created_at < ");
@@ -208,20 +198,20 @@ impl NotificationStore for SqliteNotificationStore {
             .build()
             .execute(&mut *tx)
             .await
-            .map_err(Error::backend)?
+            .map_err(db_error)?
             .rows_affected();
         deleted += sqlx::query("DELETE FROM notifications WHERE expires_at <= ?")
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(Error::backend)?
+            .map_err(db_error)?
             .rows_affected();
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
             .bind(now - idempotency_ms)
             .execute(&mut *tx)
             .await
-            .map_err(Error::backend)?;
-        tx.commit().await.map_err(Error::backend)?;
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(deleted)
     }
 }

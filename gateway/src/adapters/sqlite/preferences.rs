@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements};
+use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
 use crate::domain::preferences::Preferences;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::PreferenceStore;
 
 /// Users whose preferences are remembered at most; past it the memory starts over.
@@ -99,11 +99,7 @@ impl PreferenceStore for SqlitePreferenceStore {
                 ids.push_bind(id);
             }
             query.push(")");
-            let rows: Vec<PreferencesRow> = query
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::backend)?;
+            let rows: Vec<PreferencesRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
             read.extend(rows.into_iter().map(PreferencesRow::into_preferences));
         }
         for user_id in unknown {

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use sqlx::SqlitePool;
 
 use crate::adapters::sql::Statements;
+use crate::adapters::sql::db_error;
 use crate::domain::UnixMs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::SubscriptionStore;
 
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
     }
 
     async fn set(&self, user_id: &str, channels: &[String], subscribed: bool, at: UnixMs) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(Error::backend)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         for channel in channels {
             sqlx::query(
                 "INSERT INTO channel_subscriptions (user_id, channel, subscribed, updated_at) VALUES (?, ?, ?, ?)
@@ -38,9 +39,9 @@ impl SubscriptionStore for SqliteSubscriptionStore {
             .bind(at)
             .execute(&mut *tx)
             .await
-            .map_err(Error::backend)?;
+            .map_err(db_error)?;
         }
-        tx.commit().await.map_err(Error::backend)
+        tx.commit().await.map_err(db_error)
     }
 }
 
