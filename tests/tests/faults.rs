@@ -167,3 +167,129 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
         .collect();
     assert_eq!(stored, accepted, "stored exactly what was accepted");
 }
+
+const JWT_SECRET: &str = "faults-user-jwt-secret-0123456789-abcdefgh";
+const TOKEN_SECRET: &str = "faults-token-secret-0123456789-ABCDEFGHIJ";
+const EMBEDDED_PUBLISHER_KEY: &str = "faults-publisher-key-0123456789abcdefghij";
+
+/// The embedded default, configured as in production, with the per-IP connect limit raised (every
+/// client of these tests is 127.0.0.1).
+fn embedded(extra: &[(&str, &str)]) -> herald_e2e::GatewayProcess {
+    let publishers = format!("faults={EMBEDDED_PUBLISHER_KEY}");
+    let mut env = vec![
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+        ("HERALD_PUBLISHER_KEYS", publishers.as_str()),
+        ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "100000"),
+    ];
+    env.extend_from_slice(extra);
+    herald_e2e::GatewayProcess::start(&[], &env)
+}
+
+async fn open(gateway: &herald_e2e::GatewayProcess, user: &str) -> Ws {
+    let jwt = herald_e2e::hs256_jwt(JWT_SECRET, user, 600, &[]);
+    let token = gateway.issue_token(&jwt).await;
+    gateway.open_ws(&token).await.expect("websocket opens").0
+}
+
+/// Publishes one notification to each of `users`; the created id of each user.
+async fn publish_to(
+    client: &reqwest::Client,
+    gateway: &herald_e2e::GatewayProcess,
+    users: &[String],
+    title: &str,
+) -> Vec<(String, String)> {
+    let mut created = Vec::new();
+    for chunk in users.chunks(1_000) {
+        let response = client
+            .post(gateway.url("/api/publish"))
+            .bearer_auth(EMBEDDED_PUBLISHER_KEY)
+            .json(&json!({"userIds": chunk, "notification": {"type": "new_comment", "title": title}}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.expect("json");
+        created.extend(body["created"].as_array().expect("created").iter().map(|c| {
+            (
+                c["userId"].as_str().expect("userId").to_owned(),
+                c["id"].as_str().expect("id").to_owned(),
+            )
+        }));
+    }
+    created
+}
+
+/// (d) A slow consumer (connected, never reading) harms no one and loses nothing: the client next
+/// to it gets everything at once, and once it reads again (after a reconnect) it gets all of its own.
+#[tokio::test]
+async fn a_slow_consumer_harms_no_one_and_loses_nothing() {
+    let gateway = embedded(&[("HERALD_OUTBOUND_QUEUE", "4")]);
+    let client = reqwest::Client::new();
+    let stalled = open(&gateway, "slow").await;
+    let mut fast = open(&gateway, "fast").await;
+    let (mut for_slow, mut for_fast) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..50 {
+        let users = ["slow".to_owned(), "fast".to_owned()];
+        for (user, id) in publish_to(&client, &gateway, &users, &format!("n{i}")).await {
+            if user == "slow" {
+                for_slow.insert(id)
+            } else {
+                for_fast.insert(id)
+            };
+        }
+    }
+    receive_all(&mut fast, &for_fast).await;
+    // The stalled client's socket never read a byte; it goes away, comes back and reads.
+    drop(stalled);
+    let mut again = open(&gateway, "slow").await;
+    receive_all(&mut again, &for_slow).await;
+}
+
+/// (e) 2,000 clients reconnect at once while notifications keep coming: every one reaches its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_clients_reconnecting_at_once_lose_nothing() {
+    const CLIENTS: usize = 2_000;
+    let gateway = std::sync::Arc::new(embedded(&[]));
+    let client = reqwest::Client::new();
+    let users: Vec<String> = (0..CLIENTS).map(|i| format!("storm-{i}")).collect();
+    let connect_all = |gateway: std::sync::Arc<herald_e2e::GatewayProcess>| {
+        let users = users.clone();
+        async move {
+            let tasks: Vec<_> = users
+                .into_iter()
+                .map(|user| {
+                    let gateway = gateway.clone();
+                    tokio::spawn(async move { (user.clone(), open(&gateway, &user).await) })
+                })
+                .collect();
+            let mut sockets = std::collections::BTreeMap::new();
+            for task in tasks {
+                let (user, ws) = task.await.expect("client task");
+                sockets.insert(user, ws);
+            }
+            sockets
+        }
+    };
+    let mut expected: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut sockets = connect_all(gateway.clone()).await;
+    for (user, id) in publish_to(&client, &gateway, &users, "before").await {
+        expected.entry(user).or_default().insert(id);
+    }
+    // Every client drops at once; one more round is published while they are away, all reconnect
+    // at the same moment, and a last round goes out while they do.
+    drop(std::mem::take(&mut sockets));
+    for (user, id) in publish_to(&client, &gateway, &users, "while away").await {
+        expected.entry(user).or_default().insert(id);
+    }
+    let reconnecting = tokio::spawn(connect_all(gateway.clone()));
+    for (user, id) in publish_to(&client, &gateway, &users, "during the storm").await {
+        expected.entry(user).or_default().insert(id);
+    }
+    let mut sockets = reconnecting.await.expect("reconnects");
+    assert_eq!(sockets.len(), CLIENTS, "every client reconnected");
+    for (user, ids) in &expected {
+        // None of the three rounds was acknowledged before the drop: each client gets all three.
+        receive_all(sockets.get_mut(user).expect("socket"), ids).await;
+    }
+}
