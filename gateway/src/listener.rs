@@ -67,7 +67,9 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.http_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
+        // 431 past it; the read buffer is capped too (at twice that, room for the start of a body).
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(2 * MAX_HEADER_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -444,3 +444,23 @@ async fn revoking_tokens_closes_the_users_live_sessions_on_every_replica() {
         "another user's session stays"
     );
 }
+
+/// Issue item 3: header buffers are bounded (hyper's default, about 400 KiB per connection, would let
+/// a few thousand slow senders take gigabytes).
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = embedded(&[]);
+    let mut stream = tcp(&gateway).await;
+    let huge = "a".repeat(40 * 1024);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Padding: {huge}\r\n\r\n");
+    // The server may close before it has read everything: a failed write is an answer too.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A normal request still works.
+    assert_eq!(
+        reqwest::get(gateway.url("/healthz")).await.expect("healthz").status(),
+        200
+    );
+}
