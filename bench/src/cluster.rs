@@ -35,6 +35,7 @@ fn replica(database_url: &str, redis_url: &str, prefix: &str) -> GatewayProcess 
             ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
             ("HERALD_PUBLISHER_KEYS", "bench=bench-publisher-key-0123456789abcdef"),
             ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "100000"),
+            ("HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", "1000000"),
             ("HERALD_DATABASE_MAX_CONNECTIONS", "20"),
             // Per-notification log lines would measure the terminal, not the gateway.
             ("RUST_LOG", "info,herald_gateway::app=warn"),

@@ -67,6 +67,13 @@ pub struct PublisherEntry {
     /// Types it may publish; every type when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
+    /// Channels it may publish to; every channel when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Notifications (one per recipient) it may have stored per second on one replica; the
+    /// `publisher_notifications_per_second` setting when absent.
+    #[serde(default, alias = "notificationsPerSecond", skip_serializing_if = "Option::is_none")]
+    pub notifications_per_second: Option<u32>,
 }
 
 /// Every setting, optional at this stage: flags and environment first, then the YAML file, then the
@@ -207,6 +214,10 @@ pub struct Options {
     #[arg(long, env = env::PUBLISHER_KEYS, global = true, hide_env_values = true)]
     #[serde(skip_serializing)]
     pub publisher_keys: Option<Secret>,
+    /// Notifications (one per recipient) each publisher may have stored per second on one replica,
+    /// unless its entry says otherwise.
+    #[arg(long, env = "HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", global = true)]
+    pub publisher_notifications_per_second: Option<u32>,
     /// How long a client has to acknowledge a notification before it is sent again.
     #[arg(long, env = "HERALD_ACK_TIMEOUT_MS", global = true)]
     pub ack_timeout_ms: Option<u64>,
@@ -269,6 +280,7 @@ impl Options {
             channels,
             publishers,
             publisher_keys,
+            publisher_notifications_per_second,
             ack_timeout_ms,
             max_delivery_attempts,
             max_subscription_changes_per_minute,

@@ -181,6 +181,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         metrics: metrics.clone(),
         tasks: lifecycle.tasks.clone(),
         acks_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::app::notifications::ACKS_IN_FLIGHT)),
+        publisher_budgets: std::sync::Mutex::default(),
     });
     let dev = config.dev_jwt_secret.as_ref().map(|secret| {
         DevTokens::new(

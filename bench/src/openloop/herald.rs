@@ -36,6 +36,8 @@ fn base_env() -> Vec<(&'static str, String)> {
         ("HERALD_PUBLISHER_KEYS", format!("bench={PUBLISHER_KEY}")),
         // Every client connects from 127.0.0.1.
         ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "1000000".to_owned()),
+        // One publisher drives the whole load, beyond the default per-publisher budget.
+        ("HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", "1000000".to_owned()),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! (AC14), and the user's history and read state. Storing is the commit point: a publish answers
 //! after the store commits and before any delivery, which happens on the bus.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -17,6 +17,7 @@ use crate::domain::channel::ChannelCatalog;
 use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType};
 use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
 use crate::domain::publisher::{Publisher, Publishers};
+use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::{Error, Result};
 use crate::ports::{
     BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome,
@@ -87,6 +88,8 @@ pub struct NotificationService {
     /// Acknowledgements being written in the background at most ([`ACKS_IN_FLIGHT`]); past it an
     /// acknowledgement waits for its write (back-pressure on that session, not memory growth).
     pub acks_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Each publisher's notifications-per-second budget on this replica, by name.
+    pub publisher_budgets: std::sync::Mutex<HashMap<String, GcraState>>,
 }
 
 /// Background acknowledgement writes at most.
@@ -124,6 +127,10 @@ impl NotificationService {
             .catalog
             .channel_of(content.kind)
             .ok_or_else(|| Error::invalid("notification.type", format!("`{}` belongs to no channel", content.kind)))?;
+        if !publisher.may_publish_to(&channel.name) {
+            return Err(Error::ForbiddenChannel(channel.name.clone()));
+        }
+        self.spend_budget(publisher, request.user_ids.len(), now)?;
         if let Some(named) = &content.channel {
             if named != &channel.name {
                 return Err(Error::invalid(
@@ -229,6 +236,30 @@ impl NotificationService {
 
     pub async fn unread_count(&self, user_id: &str) -> Result<u64> {
         self.store.unread_count(user_id, self.clock.now_ms()).await
+    }
+
+    /// Counts `recipients` notifications against `publisher`'s budget on this replica; refused as a
+    /// whole (429 with the time to wait) when they do not fit. Per replica, in memory: a check costs
+    /// no round trip on the publish path, and the whole cluster allows the budget times the
+    /// replicas.
+    fn spend_budget(&self, publisher: &Publisher, recipients: usize, now: UnixMs) -> Result<()> {
+        let limit = RateLimit::per_second(publisher.notifications_per_second);
+        let cost = u32::try_from(recipients).unwrap_or(u32::MAX);
+        let mut budgets = self
+            .publisher_budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let budget = match budgets.get_mut(&publisher.name) {
+            Some(budget) => budget,
+            None => budgets.entry(publisher.name.clone()).or_default(),
+        };
+        match budget.check_n(limit, now, cost) {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after_ms } => {
+                tracing::info!(publisher = %publisher.name, recipients, retry_after_ms, "notification:publisher-rate-limited");
+                Err(Error::RateLimited { retry_after_ms })
+            }
+        }
     }
 
     /// The client received `id` (AC14): recorded once, for its owner only. An acknowledgement of

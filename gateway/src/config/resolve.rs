@@ -30,7 +30,6 @@ impl Config {
             });
         let (jwt, dev_jwt_secret) = jwt_settings(&o, dev)?;
         let (signing_keys, key_source) = signing_keys(&o, dev)?;
-        let (publishers, dev_publisher_key) = publishers(o.publishers.clone(), o.publisher_keys.as_ref(), dev)?;
         let retention_days = positive("HERALD_RETENTION_DAYS", o.retention_days, defaults::RETENTION_DAYS)?;
         let admin_role = o.admin_role.clone().unwrap_or_else(|| defaults::ADMIN_ROLE.to_owned());
         let catalog = match o.channels.clone() {
@@ -38,6 +37,13 @@ impl Config {
                 .map_err(|e| invalid(format!("channels: {e}")))?,
             _ => ChannelCatalog::default_set(retention_days),
         };
+        let (publishers, dev_publisher_key) = publishers(
+            o.publishers.clone(),
+            o.publisher_keys.as_ref(),
+            o.publisher_notifications_per_second,
+            &catalog,
+            dev,
+        )?;
         let session = session_settings(&o)?;
         Ok(Config {
             listen: o.listen.unwrap_or(defaults::LISTEN),
@@ -347,8 +353,11 @@ fn delivery_settings(o: &Options, session: &SessionSettings) -> Result<DeliveryS
 fn publishers(
     entries: Option<Vec<PublisherEntry>>,
     plain: Option<&Secret>,
+    notifications_per_second: Option<u32>,
+    catalog: &ChannelCatalog,
     dev: bool,
 ) -> Result<(Publishers, Option<Secret>), ConfigError> {
+    let default_rate = publisher_rate("HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", notifications_per_second)?;
     let mut list = Vec::new();
     for entry in entries.unwrap_or_default() {
         let types = match entry.types {
@@ -369,7 +378,26 @@ fn publishers(
                 entry.name
             ))
         })?;
-        list.push(publisher);
+        let channels = match &entry.channels {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|name| match catalog.get(name) {
+                        Some(_) => Ok(name.clone()),
+                        None => Err(invalid(format!("publisher `{}`: unknown channel `{name}`", entry.name))),
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        let rate = match entry.notifications_per_second {
+            Some(rate) => publisher_rate(
+                &format!("publisher `{}`: notifications_per_second", entry.name),
+                Some(rate),
+            )?,
+            None => default_rate,
+        };
+        list.push(publisher.with_channels(channels).with_notifications_per_second(rate));
     }
     for pair in plain
         .map(|keys| keys.expose().as_str())
@@ -386,7 +414,7 @@ fn publishers(
                 "HERALD_PUBLISHER_KEYS: publisher `{name}` needs a name and a key of at least {MIN_KEY_CHARS} characters"
             )));
         }
-        list.push(Publisher::from_key(name.trim(), key, None));
+        list.push(Publisher::from_key(name.trim(), key, None).with_notifications_per_second(default_rate));
     }
     let mut dev_key = None;
     if list.is_empty() && dev {
@@ -400,6 +428,19 @@ fn publishers(
         dev_key = Some(Secret::new(key));
     }
     Ok((Publishers::new(list).map_err(invalid)?, dev_key))
+}
+
+/// A publisher's notifications per second: at least one publish to the most recipients a publish may
+/// have, or that publish could never pass.
+fn publisher_rate(name: &str, value: Option<u32>) -> Result<u32, ConfigError> {
+    let rate = value.unwrap_or(crate::domain::publisher::DEFAULT_NOTIFICATIONS_PER_SECOND);
+    let least = crate::domain::publish::MAX_RECIPIENTS as u32;
+    if rate < least {
+        return Err(invalid(format!(
+            "{name} must be at least {least} (the most recipients of one publish)"
+        )));
+    }
+    Ok(rate)
 }
 
 fn random_secret() -> Vec<u8> {

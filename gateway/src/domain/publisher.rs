@@ -18,13 +18,23 @@ pub struct Publisher {
     key_sha256: [u8; 32],
     /// `None`: every type.
     pub types: Option<HashSet<NotificationType>>,
+    /// `None`: every channel (DESIGN.md: publishers are scoped to channels).
+    pub channels: Option<HashSet<String>>,
+    /// Notifications (one per recipient) this publisher may have stored per second on one replica.
+    pub notifications_per_second: u32,
 }
+
+/// Notifications per second a publisher may have stored on one replica unless configured otherwise:
+/// far above any one product's traffic, low enough that a runaway loop cannot fill the database.
+pub const DEFAULT_NOTIFICATIONS_PER_SECOND: u32 = 20_000;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("name", &self.name)
             .field("types", &self.types)
+            .field("channels", &self.channels)
+            .field("notifications_per_second", &self.notifications_per_second)
             .finish_non_exhaustive()
     }
 }
@@ -35,7 +45,24 @@ impl Publisher {
             name: name.into(),
             key_sha256: Sha256::digest(key.as_bytes()).into(),
             types,
+            channels: None,
+            notifications_per_second: DEFAULT_NOTIFICATIONS_PER_SECOND,
         }
+    }
+
+    /// Limited to `channels` (`None`: every channel).
+    pub fn with_channels(mut self, channels: Option<HashSet<String>>) -> Self {
+        self.channels = channels;
+        self
+    }
+
+    pub fn with_notifications_per_second(mut self, limit: u32) -> Self {
+        self.notifications_per_second = limit;
+        self
+    }
+
+    pub fn may_publish_to(&self, channel: &str) -> bool {
+        self.channels.as_ref().is_none_or(|channels| channels.contains(channel))
     }
 
     /// From a hex SHA-256 of the key, as written in config files.
@@ -56,6 +83,8 @@ impl Publisher {
             name: name.into(),
             key_sha256: hash,
             types,
+            channels: None,
+            notifications_per_second: DEFAULT_NOTIFICATIONS_PER_SECOND,
         })
     }
 

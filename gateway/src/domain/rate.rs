@@ -56,7 +56,13 @@ pub struct GcraState {
 impl GcraState {
     /// Decides one event at `now` and, when allowed, advances the state.
     pub fn check(&mut self, limit: RateLimit, now: UnixMs) -> RateDecision {
-        if limit.limit == 0 {
+        self.check_n(limit, now, 1)
+    }
+
+    /// Decides `cost` events at once (a publish to `cost` recipients): allowed when the budget holds
+    /// all of them, and then all are counted. A cost above `limit` is never allowed.
+    pub fn check_n(&mut self, limit: RateLimit, now: UnixMs, cost: u32) -> RateDecision {
+        if limit.limit == 0 || cost > limit.limit {
             return RateDecision::Limited {
                 retry_after_ms: limit.window_ms,
             };
@@ -65,13 +71,14 @@ impl GcraState {
         let interval = limit.interval_ms();
         let tolerance = limit.window_ms as f64 - interval;
         let tat = self.tat.max(now);
-        let allow_at = tat - tolerance;
+        let extra = f64::from(cost.max(1) - 1) * interval;
+        let allow_at = tat + extra - tolerance;
         if now < allow_at {
             return RateDecision::Limited {
                 retry_after_ms: (allow_at - now).ceil() as i64,
             };
         }
-        self.tat = tat + interval;
+        self.tat = tat + extra + interval;
         RateDecision::Allowed
     }
 
@@ -83,6 +90,27 @@ impl GcraState {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_weighted_check_takes_the_whole_cost_or_nothing() {
+        let limit = RateLimit::per_second(10);
+        let mut state = GcraState::default();
+        assert!(state.check_n(limit, 0, 10).is_allowed(), "a full burst at once");
+        assert!(!state.check_n(limit, 0, 1).is_allowed(), "nothing left");
+        let mut fresh = GcraState::default();
+        assert!(
+            !fresh.check_n(limit, 0, 11).is_allowed(),
+            "more than the limit never passes"
+        );
+        assert!(fresh.check_n(limit, 0, 4).is_allowed(), "a refused cost spent nothing");
+        assert!(fresh.check_n(limit, 0, 6).is_allowed());
+        match fresh.check_n(limit, 0, 5) {
+            RateDecision::Limited { retry_after_ms } => assert_eq!(retry_after_ms, 500, "five tenths of a second"),
+            RateDecision::Allowed => panic!("over the budget"),
+        }
+        assert!(fresh.check_n(limit, 500, 5).is_allowed());
+    }
+
     use super::*;
 
     #[test]

@@ -72,6 +72,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         metrics: Arc::default(),
         tasks: tokio_util::task::TaskTracker::new(),
         acks_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::app::notifications::ACKS_IN_FLIGHT)),
+        publisher_budgets: std::sync::Mutex::default(),
     });
     Fixture {
         service,
@@ -620,4 +621,44 @@ async fn a_window_of_unacknowledged_notifications_gives_way_once_they_fail() {
         next.iter().map(|m| m["payload"]["seq"].clone()).collect::<Vec<_>>(),
         [3, 4]
     );
+}
+
+#[tokio::test]
+async fn publishers_are_scoped_to_channels_and_budgeted_per_second() {
+    use crate::domain::publisher::Publisher;
+    let f = fixture(DeliverySettings::default()).await;
+    let uploads_only = Publisher::from_key("uploads", "uploads-only-publisher-key-0123456789", None)
+        .with_channels(Some(["uploads".to_owned()].into()))
+        .with_notifications_per_second(1_000);
+    let like = |users: Vec<String>| {
+        publish_body(json!({"userIds": users, "notification": {"type": "new_like", "title": "t"}}))
+    };
+    let upload = |users: Vec<String>| {
+        publish_body(json!({"userIds": users, "notification": {"type": "upload_complete", "title": "t"}}))
+    };
+    let err = f
+        .service
+        .publish(&uploads_only, like(vec!["alice".into()]), None)
+        .await
+        .expect_err("social is not its channel");
+    assert_eq!(err.code(), "forbidden_channel");
+
+    let thousand: Vec<String> = (0..1_000).map(|i| format!("u{i}")).collect();
+    f.service
+        .publish(&uploads_only, upload(thousand.clone()), None)
+        .await
+        .expect("a full second's budget at once");
+    match f
+        .service
+        .publish(&uploads_only, upload(vec!["alice".into()]), None)
+        .await
+    {
+        Err(Error::RateLimited { retry_after_ms }) => assert!((1..=1_000).contains(&retry_after_ms)),
+        other => panic!("expected rate_limited, got {other:?}"),
+    }
+    f.clock.advance(1_000);
+    f.service
+        .publish(&uploads_only, upload(thousand), None)
+        .await
+        .expect("the budget refills");
 }
