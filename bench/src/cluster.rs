@@ -32,6 +32,8 @@ fn replica(database_url: &str, redis_url: &str, prefix: &str) -> GatewayProcess 
             ("HERALD_REDIS_PREFIX", prefix),
             ("HERALD_MIGRATE_ON_START", "true"),
             ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+            herald_e2e::JWT_ISSUER_AND_AUDIENCE[0],
+            herald_e2e::JWT_ISSUER_AND_AUDIENCE[1],
             ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
             ("HERALD_PUBLISHER_KEYS", "bench=bench-publisher-key-0123456789abcdef"),
             ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "100000"),

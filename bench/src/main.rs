@@ -257,6 +257,8 @@ async fn measure_gateway(connections: usize, concurrency: usize) -> anyhow::Resu
         &[],
         &[
             ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+            herald_e2e::JWT_ISSUER_AND_AUDIENCE[0],
+            herald_e2e::JWT_ISSUER_AND_AUDIENCE[1],
             ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
             ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", &limit),
         ],

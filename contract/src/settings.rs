@@ -110,7 +110,8 @@ pub struct Options {
     /// Apply PostgreSQL migrations when serving starts (`herald-gateway migrate` does it alone).
     #[arg(long, env = "HERALD_MIGRATE_ON_START", global = true, num_args = 0..=1, default_missing_value = "true")]
     pub migrate_on_start: Option<bool>,
-    /// Dev mode: random secrets when none are given, and `POST /dev/jwt` to mint user JWTs.
+    /// Dev mode: random secrets when none are given, and `POST /dev/jwt` to mint user JWTs (with a
+    /// random secret of its own: refused together with a user JWT secret or JWKS URL).
     #[arg(long, env = "HERALD_DEV", global = true, num_args = 0..=1, default_missing_value = "true")]
     pub dev: Option<bool>,
     /// `human` (default) or `json`; `RUST_LOG_FORMAT=json` also selects JSON.
@@ -130,6 +131,11 @@ pub struct Options {
     /// Required `aud` of user JWTs.
     #[arg(long, env = "HERALD_JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+    /// Serve without requiring both an issuer and an audience (outside dev mode the gateway refuses
+    /// to start otherwise): then any JWT a trusted key signed is accepted, whoever it was issued
+    /// for. Only for a key used by nothing but this gateway.
+    #[arg(long, env = "HERALD_JWT_ALLOW_ANY_ISSUER_AND_AUDIENCE", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub jwt_allow_any_issuer_and_audience: Option<bool>,
     /// Claim holding the user's roles (`roles`, `groups`, `cognito:groups`, `realm_access.roles`).
     #[arg(long, env = "HERALD_JWT_ROLES_CLAIM", global = true)]
     pub jwt_roles_claim: Option<String>,
@@ -252,6 +258,7 @@ impl Options {
             jwt_jwks_url,
             jwt_issuer,
             jwt_audience,
+            jwt_allow_any_issuer_and_audience,
             jwt_roles_claim,
             jwt_leeway_seconds,
             token_secret,

@@ -200,7 +200,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         notifications,
         delivery: delivery.clone(),
         metrics,
-        users: Arc::new(JwtVerifier::new(config.jwt.clone())),
+        users: Arc::new(JwtVerifier::new(config.jwt.clone(), clock.clone())),
         health,
         clock,
         session_settings: config.session,

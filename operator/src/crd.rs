@@ -139,15 +139,23 @@ pub struct RedisSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.jwksUrl) || has(self.hs256SecretRef)").message("set jwksUrl, hs256SecretRef, or both"))]
+#[x_kube(validation = Rule::new("(has(self.issuer) && has(self.audience)) || (has(self.allowAnyIssuerAndAudience) && self.allowAnyIssuerAndAudience)").message("set issuer and audience (or, only if the keys sign JWTs for nothing but this gateway, allowAnyIssuerAndAudience: true)"))]
 pub struct AuthSpec {
-    /// JWKS of the user JWT issuer (RS256, ES256, EdDSA).
+    /// JWKS of the user JWT issuer (RS256, ES256, EdDSA): `https://`, or `http://` to a sidecar on
+    /// loopback (the gateway refuses anything else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("an http(s) URL"))]
+    #[x_kube(validation = Rule::new(r"self.startsWith('https://') || self.matches('^http://(127\\.0\\.0\\.1|\\[::1\\]|localhost)([:/].*)?$')").message("an https:// URL (http:// only to 127.0.0.1, [::1] or localhost)"))]
     pub jwks_url: Option<String>,
+    /// Required `iss` of user JWTs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// Required `aud` of user JWTs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// Accept user JWTs whatever their issuer and audience when `issuer` or `audience` is unset:
+    /// any JWT the keys sign is accepted, whoever it was issued for.
+    #[serde(default)]
+    pub allow_any_issuer_and_audience: bool,
     /// A Secret key holding an HS256 secret (development, or issuers without JWKS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hs256_secret_ref: Option<SecretKeyRef>,

@@ -208,6 +208,7 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         jwt_jwks_url: spec.auth.jwks_url.clone(),
         jwt_issuer: spec.auth.issuer.clone(),
         jwt_audience: spec.auth.audience.clone(),
+        jwt_allow_any_issuer_and_audience: spec.auth.allow_any_issuer_and_audience.then_some(true),
         database_max_connections: spec.postgres.as_ref().map(|p| p.max_connections),
         redis_prefix: spec.redis.as_ref().map(|redis| {
             redis.prefix.clone().unwrap_or_else(|| {

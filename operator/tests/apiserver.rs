@@ -112,7 +112,7 @@ fn gateway_json(name: &str, replicas: i32) -> serde_json::Value {
             "replicas": replicas,
             "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
             "redis": {"urlSecretRef": {"name": "cache", "key": "url"}},
-            "auth": {"jwksUrl": "https://issuer.example/jwks"},
+            "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "audience": "herald"},
         }
     })
 }
@@ -181,7 +181,7 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
     let ns = namespace(&client).await;
     // CEL across fields: several replicas need PostgreSQL and Redis.
     let embedded_three = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
-        "metadata": {"name": "bad"}, "spec": {"replicas": 3, "auth": {"jwksUrl": "https://issuer/jwks"}}});
+        "metadata": {"name": "bad"}, "spec": {"replicas": 3, "auth": {"jwksUrl": "https://issuer/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}});
     let err = create_raw::<NotificationGateway>(&client, &ns, embedded_three)
         .await
         .expect_err("refused");
@@ -193,6 +193,43 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("jwksUrl"), "{err}");
+    // CEL inside auth: issuer and audience, or the explicit waiver (issue 10: any issuer's JWT for any
+    // audience was accepted); a JWKS URL in plain http only on loopback.
+    let auth = |auth: serde_json::Value| {
+        json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+            "metadata": {"name": "auth"}, "spec": {"replicas": 1, "auth": auth}})
+    };
+    let err = create_raw::<NotificationGateway>(
+        &client,
+        &ns,
+        auth(json!({"jwksUrl": "https://i/j", "issuer": "https://i/"})),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("allowAnyIssuerAndAudience: true"), "{err}");
+    let err = create_raw::<NotificationGateway>(
+        &client,
+        &ns,
+        auth(
+            json!({"jwksUrl": "http://issuer.example/jwks", "issuer": "https://issuer.example/", "audience": "herald"}),
+        ),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("an https:// URL"), "{err}");
+    for (i, accepted) in [
+        json!({"jwksUrl": "http://127.0.0.1:9000/jwks", "issuer": "https://issuer.example/", "audience": "herald"}),
+        json!({"jwksUrl": "https://i/j", "allowAnyIssuerAndAudience": true}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut gateway = auth(accepted.clone());
+        gateway["metadata"]["name"] = json!(format!("auth-{i}"));
+        create_raw::<NotificationGateway>(&client, &ns, gateway)
+            .await
+            .unwrap_or_else(|e| panic!("{accepted} accepted: {e}"));
+    }
     // Schema: an unknown type, a value out of range.
     let teleport = channel_json("c1", "gw", &["teleport"]);
     let err = create_raw::<NotificationChannel>(&client, &ns, teleport)
@@ -200,7 +237,7 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
         .expect_err("refused");
     assert!(err.to_string().contains("teleport"), "{err}");
     let zero_ttl = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
-        "metadata": {"name": "bad"}, "spec": {"replicas": 1, "tokenTtlSeconds": 0, "auth": {"jwksUrl": "https://i/j"}}});
+        "metadata": {"name": "bad"}, "spec": {"replicas": 1, "tokenTtlSeconds": 0, "auth": {"jwksUrl": "https://i/j", "issuer": "https://issuer.example/", "audience": "herald"}}});
     assert!(create_raw::<NotificationGateway>(&client, &ns, zero_ttl).await.is_err());
     // A repeated type in one channel (list type set).
     let repeated = channel_json("c3", "gw", &["new_like", "new_like"]);
@@ -576,7 +613,7 @@ async fn a_gateway_naming_a_secret_that_has_not_opted_in_gets_no_deployment_unti
     let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let mut gateway = gateway_json("alerts", 2);
-    gateway["spec"]["auth"] = json!({"hs256SecretRef": {"name": "jwt", "key": "secret"}});
+    gateway["spec"]["auth"] = json!({"hs256SecretRef": {"name": "jwt", "key": "secret"}, "issuer": "https://issuer.example/", "audience": "herald"});
     create(&gateways, gateway).await.expect("gateway");
     reconcile(&client, &ns, "alerts").await;
 

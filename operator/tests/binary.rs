@@ -119,7 +119,7 @@ async fn create_namespace(client: &Client, namespace: &str) {
 async fn create_gateway(client: &Client, namespace: &str, name: &str) {
     let gateway: NotificationGateway = serde_json::from_value(json!({
         "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": name},
-        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
+        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}
     }))
     .expect("gateway");
     Api::<NotificationGateway>::namespaced(client.clone(), namespace)

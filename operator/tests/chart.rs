@@ -397,7 +397,7 @@ async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
     let gateway: NotificationGateway = serde_json::from_value(json!({
         "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "rbac"},
         "spec": {"replicas": 2, "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
-                 "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}, "auth": {"jwksUrl": "https://i/jwks"}}
+                 "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}, "auth": {"jwksUrl": "https://i/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}
     }))
     .expect("gateway");
     Api::<NotificationGateway>::namespaced(admin.clone(), namespace)

@@ -24,7 +24,8 @@ fn sample(database_secret: &str, redis_secret: &str) -> (NotificationGateway, No
             "replicas": 2,
             "postgres": {"urlSecretRef": {"name": database_secret, "key": "url"}},
             "redis": {"urlSecretRef": {"name": redis_secret, "key": "url"}},
-            "auth": {"hs256SecretRef": {"name": "jwt", "key": "secret"}},
+            "auth": {"hs256SecretRef": {"name": "jwt", "key": "secret"},
+                     "issuer": herald_e2e::JWT_ISSUER, "audience": herald_e2e::JWT_AUDIENCE},
             "publisherKeysSecretRef": {"name": "publishers", "key": "keys"},
         }
     }))
@@ -221,7 +222,17 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
     let root = TempDir::new();
     let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
     let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
-    let token = gateway_process.issue_token(&user_jwt("alice")).await;
+    // A JWT as the example's identity provider would issue it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let auth = &gateway.spec.auth;
+    let jwt = herald_e2e::sign_hs256(
+        JWT_SECRET,
+        &json!({"sub": "alice", "exp": now + 300, "iss": auth.issuer, "aud": auth.audience}),
+    );
+    let token = gateway_process.issue_token(&jwt).await;
     let (_ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
     assert_eq!(connected["type"], "connected");
     assert_eq!(

@@ -19,7 +19,7 @@ fn gateway() -> NotificationGateway {
     let mut gateway: NotificationGateway = serde_json::from_value(json!({
         "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
         "metadata": {"name": "alerts", "namespace": "apps", "uid": "8d3b7c6a-0000-4000-8000-000000000001", "generation": 1},
-        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}
+        "spec": {"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}
     }))
     .expect("gateway");
     gateway.metadata.generation = Some(1);

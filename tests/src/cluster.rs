@@ -42,6 +42,8 @@ impl Cluster {
             ("HERALD_REDIS_PREFIX", self.prefix.as_str()),
             ("HERALD_MIGRATE_ON_START", "true"),
             ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+            crate::JWT_ISSUER_AND_AUDIENCE[0],
+            crate::JWT_ISSUER_AND_AUDIENCE[1],
             ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
             ("HERALD_PUBLISHER_KEYS", "e2e=cluster-publisher-key-0123456789abcdef"),
             ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "1000"),

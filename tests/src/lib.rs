@@ -132,6 +132,19 @@ impl GatewayProcess {
         body["token"].as_str().expect("token").to_owned()
     }
 
+    /// A user JWT for `sub` minted by a dev-mode gateway's `POST /dev/jwt`.
+    pub async fn dev_jwt(&self, sub: &str) -> String {
+        let minted: Value = reqwest::Client::new()
+            .post(self.url(&format!("/dev/jwt?sub={sub}")))
+            .send()
+            .await
+            .expect("POST /dev/jwt")
+            .json()
+            .await
+            .expect("json");
+        minted["jwt"].as_str().expect("jwt").to_owned()
+    }
+
     /// Opens a WebSocket with `token` and reads its `connected` message; a refusal gives the HTTP status
     /// and error code instead.
     pub async fn open_ws(&self, token: &str) -> Result<(Ws, Value), (u16, String)> {
@@ -440,17 +453,34 @@ impl Drop for RedisServer {
     }
 }
 
+/// The user JWT issuer and audience of the test gateways: outside dev mode a gateway refuses to start
+/// without both, and [`hs256_jwt`] puts them in every token it signs.
+pub const JWT_ISSUER: &str = "https://issuer.herald.test/";
+pub const JWT_AUDIENCE: &str = "herald-tests";
+/// The environment that sets them ([`JWT_ISSUER`], [`JWT_AUDIENCE`]).
+pub const JWT_ISSUER_AND_AUDIENCE: [(&str, &str); 2] =
+    [("HERALD_JWT_ISSUER", JWT_ISSUER), ("HERALD_JWT_AUDIENCE", JWT_AUDIENCE)];
+
 /// An HS256 user JWT for `sub` signed with `secret`, valid for `valid_for_secs` from now (negative:
-/// already expired), with `roles` in the default `roles` claim.
+/// already expired), with `roles` in the default `roles` claim, issued by [`JWT_ISSUER`] for
+/// [`JWT_AUDIENCE`].
 pub fn hs256_jwt(secret: &str, sub: &str, valid_for_secs: i64, roles: &[&str]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + valid_for_secs, "roles": roles});
+    let claims = serde_json::json!({
+        "sub": sub, "iat": now, "exp": now + valid_for_secs, "roles": roles,
+        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE,
+    });
+    sign_hs256(secret, &claims)
+}
+
+/// An HS256 JWT of exactly `claims`, signed with `secret`.
+pub fn sign_hs256(secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("HS256 signing cannot fail")

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use herald_e2e::{GatewayProcess, TempDir, await_close, ping_message, recv_json, run_to_exit};
+use herald_e2e::{GatewayProcess, JWT_ISSUER_AND_AUDIENCE, TempDir, await_close, ping_message, recv_json, run_to_exit};
 use serde_json::Value;
 
 const JWT_SECRET: &str = "e2e-user-jwt-secret-0123456789-abcdefghij";
@@ -17,6 +17,8 @@ fn user_jwt(sub: &str) -> String {
 fn production_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        JWT_ISSUER_AND_AUDIENCE[0],
+        JWT_ISSUER_AND_AUDIENCE[1],
         ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
     ]
 }
@@ -54,15 +56,7 @@ fn payload_kid(token: &str) -> String {
 async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     let gateway = GatewayProcess::start(&["--dev"], &[]);
     gateway.wait_for_line(|l| l.contains("/dev/jwt"));
-    let minted: Value = reqwest::Client::new()
-        .post(gateway.url("/dev/jwt?sub=alice"))
-        .send()
-        .await
-        .expect("dev jwt")
-        .json()
-        .await
-        .expect("json");
-    let issued = token(&gateway, minted["jwt"].as_str().expect("jwt")).await;
+    let issued = token(&gateway, &gateway.dev_jwt("alice").await).await;
     let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
     ws.send(ping_message()).await.expect("ping");
     assert_eq!(recv_json(&mut ws).await["type"], "pong");
@@ -106,12 +100,19 @@ async fn without_dev_mode_missing_or_weak_secrets_refuse_to_start() {
         "{output}"
     );
 
-    let (status, output) = run_to_exit(&[], &[("HERALD_JWT_HS256_SECRET", JWT_SECRET)]);
+    let jwt_only = [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        JWT_ISSUER_AND_AUDIENCE[0],
+        JWT_ISSUER_AND_AUDIENCE[1],
+    ];
+    let (status, output) = run_to_exit(&[], &jwt_only);
     assert_eq!(status.code(), Some(2));
     assert!(output.contains("WEBSOCKET_TOKEN_SECRET"), "{output}");
 
     let weak = [
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        JWT_ISSUER_AND_AUDIENCE[0],
+        JWT_ISSUER_AND_AUDIENCE[1],
         ("WEBSOCKET_TOKEN_SECRET", "changeme"),
     ];
     let (status, output) = run_to_exit(&[], &weak);
@@ -230,6 +231,8 @@ async fn signing_keys_file_is_used_and_reloaded_when_it_changes() {
     let keys_path = keys.to_string_lossy().into_owned();
     let env = [
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        JWT_ISSUER_AND_AUDIENCE[0],
+        JWT_ISSUER_AND_AUDIENCE[1],
         ("HERALD_SIGNING_KEYS_FILE", keys_path.as_str()),
     ];
     let gateway = GatewayProcess::start(&[], &env);

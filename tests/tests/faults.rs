@@ -178,6 +178,8 @@ fn embedded(extra: &[(&str, &str)]) -> herald_e2e::GatewayProcess {
     let publishers = format!("faults={EMBEDDED_PUBLISHER_KEY}");
     let mut env = vec![
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        herald_e2e::JWT_ISSUER_AND_AUDIENCE[0],
+        herald_e2e::JWT_ISSUER_AND_AUDIENCE[1],
         ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
         ("HERALD_PUBLISHER_KEYS", publishers.as_str()),
         ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "100000"),

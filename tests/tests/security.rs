@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use herald_e2e::cluster::Cluster;
-use herald_e2e::{GatewayProcess, Ws, client_message, ping_message, recv_json};
+use herald_e2e::{GatewayProcess, JWT_ISSUER_AND_AUDIENCE, Ws, client_message, ping_message, recv_json, run_to_exit};
 use serde_json::{Value, json};
 
 const JWT_SECRET: &str = "security-user-jwt-secret-0123456789-abcdef";
@@ -17,6 +17,8 @@ fn embedded(extra: &[(&str, &str)]) -> GatewayProcess {
     let publishers = format!("security={PUBLISHER_KEY}");
     let mut env = vec![
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        JWT_ISSUER_AND_AUDIENCE[0],
+        JWT_ISSUER_AND_AUDIENCE[1],
         ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
         ("HERALD_PUBLISHER_KEYS", publishers.as_str()),
     ];
@@ -463,4 +465,240 @@ async fn oversized_headers_are_refused() {
         reqwest::get(gateway.url("/healthz")).await.expect("healthz").status(),
         200
     );
+}
+
+/// Issue item 5 ("User JWTs"): a JWKS URL in plain `http://` was accepted, so the key set that decides
+/// who is who could be replaced in transit. Only `https://`, or `http://` to loopback, starts.
+#[tokio::test]
+async fn a_plain_http_jwks_url_is_refused_at_startup_unless_it_is_loopback() {
+    let env = |url: &'static str| {
+        [
+            ("HERALD_JWT_JWKS_URL", url),
+            JWT_ISSUER_AND_AUDIENCE[0],
+            JWT_ISSUER_AND_AUDIENCE[1],
+            ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+        ]
+    };
+    let (status, output) = run_to_exit(&[], &env("http://issuer.example/.well-known/jwks.json"));
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("HERALD_JWT_JWKS_URL must be an https:// URL"),
+        "{output}"
+    );
+    for loopback in [
+        "http://127.0.0.1:9/jwks.json",
+        "http://[::1]:9/jwks.json",
+        "http://localhost:9/jwks.json",
+    ] {
+        let (status, output) = run_to_exit(&["check-config"], &env(loopback));
+        assert!(status.success(), "{loopback}: {output}");
+    }
+}
+
+/// Issue item 5: without `HERALD_JWT_ISSUER`/`AUDIENCE` any issuer's JWT for any audience was
+/// accepted. Both are now required outside dev mode, unless waived by name.
+#[tokio::test]
+async fn without_issuer_and_audience_the_gateway_refuses_to_start_unless_explicitly_waived() {
+    let unchecked = [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+    ];
+    let (status, output) = run_to_exit(&[], &unchecked);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE not set")
+            && output.contains("HERALD_JWT_ALLOW_ANY_ISSUER_AND_AUDIENCE=true"),
+        "{output}"
+    );
+    let (status, output) = run_to_exit(&[], &[unchecked[0], unchecked[1], JWT_ISSUER_AND_AUDIENCE[0]]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("HERALD_JWT_AUDIENCE not set"), "{output}");
+    let waived = [
+        unchecked[0],
+        unchecked[1],
+        ("HERALD_JWT_ALLOW_ANY_ISSUER_AND_AUDIENCE", "true"),
+    ];
+    let (status, output) = run_to_exit(&["check-config"], &waived);
+    assert!(status.success(), "{output}");
+
+    // Configured, they are enforced: a JWT signed with the right key for another audience or from
+    // another issuer is refused.
+    let gateway = embedded(&[]);
+    for (claim, value) in [("aud", "another-app"), ("iss", "https://another-issuer.example/")] {
+        let mut claims = user_claims("alice");
+        claims[claim] = json!(value);
+        let (status, code) = token_request(&gateway, &hs256(&claims)).await;
+        assert_eq!((status, code.as_str()), (401, "jwt_invalid"), "{claim}");
+    }
+    let (status, _) = token_request(&gateway, &hs256(&user_claims("alice"))).await;
+    assert_eq!(status, 200);
+}
+
+/// Issue item 5: with the issuer not answering, every forged JWT (unknown `kid`) made its own JWKS
+/// fetch, one after the other (8 took 5 to 40 s). Now they share one fetch bounded by its timeout,
+/// and a failed fetch is not retried for a while.
+#[tokio::test]
+async fn forged_kids_against_a_silent_issuer_share_one_fetch_bounded_by_its_timeout() {
+    let issuer = SilentIssuer::start().await;
+    let url = issuer.url();
+    let gateway = GatewayProcess::start(
+        &[],
+        &[
+            ("HERALD_JWT_JWKS_URL", url.as_str()),
+            JWT_ISSUER_AND_AUDIENCE[0],
+            JWT_ISSUER_AND_AUDIENCE[1],
+            ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET),
+        ],
+    );
+    let forged = |i: usize| unsigned_rs256(&format!("forged-{i}"), &user_claims("mallory"));
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..16).map(|i| {
+        let jwt = forged(i);
+        let gateway = &gateway;
+        async move { token_request(gateway, &jwt).await }
+    }))
+    .await;
+    let first_wave = started.elapsed();
+    for (status, code) in &answers {
+        assert_eq!((*status, code.as_str()), (503, "unavailable"));
+    }
+    // One 5 s fetch timeout, not sixteen of them.
+    assert!(first_wave < Duration::from_secs(10), "{first_wave:?}");
+    assert_eq!(issuer.connections(), 1, "one shared fetch");
+
+    // The failure is remembered: more forged tokens are answered at once, without a fetch.
+    let started = Instant::now();
+    for i in 16..24 {
+        let (status, _) = token_request(&gateway, &forged(i)).await;
+        assert_eq!(status, 503);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(issuer.connections(), 1, "no refetch within the interval");
+}
+
+/// Issue item 5: `--dev` with a real HS256 secret let `POST /dev/jwt` mint JWTs that production
+/// accepts. Dev mode now refuses any configured user JWT key.
+#[tokio::test]
+async fn dev_mode_refuses_to_start_with_a_real_user_jwt_key() {
+    for configured in [
+        ("HERALD_JWT_HS256_SECRET", JWT_SECRET),
+        ("HERALD_JWT_JWKS_URL", "https://issuer.example/.well-known/jwks.json"),
+    ] {
+        let (status, output) = run_to_exit(&["--dev"], &[configured]);
+        assert_eq!(status.code(), Some(2), "{output}");
+        assert!(
+            output.contains("--dev (HERALD_DEV) cannot be combined with") && output.contains("/dev/jwt"),
+            "{output}"
+        );
+    }
+    // Dev mode's own secret: a JWT it mints is no good on a production gateway.
+    let minted = GatewayProcess::start(&["--dev"], &[]).dev_jwt("alice").await;
+    let production = embedded(&[]);
+    let (status, _) = token_request(&production, &minted).await;
+    assert_eq!(status, 401);
+}
+
+/// Issue item 5: a `sub` containing a newline was accepted and split human log lines. User ids now
+/// follow one rule everywhere (1-255 bytes, no control, separator or bidi-override characters).
+#[tokio::test]
+async fn a_sub_or_recipient_that_could_forge_log_lines_is_refused() {
+    let gateway = embedded(&[]);
+    for sub in [
+        "alice\nINFO forged-log-line",
+        "alice\r",
+        "alice\u{2028}forged",
+        "alice\u{202e}nimda",
+        "",
+    ] {
+        let (status, code) = token_request(&gateway, &hs256(&user_claims(sub))).await;
+        assert_eq!((status, code.as_str()), (401, "jwt_invalid"), "{sub:?}");
+    }
+    let (status, code) = token_request(&gateway, &hs256(&user_claims(&"x".repeat(256)))).await;
+    assert_eq!((status, code.as_str()), (401, "jwt_invalid"));
+    assert!(
+        !gateway
+            .lines()
+            .iter()
+            .any(|line| line.starts_with("INFO forged-log-line")),
+        "no forged line"
+    );
+    // The publish API's recipients follow the same rule.
+    let response = reqwest::Client::new()
+        .post(gateway.url("/api/publish"))
+        .bearer_auth(PUBLISHER_KEY)
+        .json(&json!({"userIds": ["alice\nINFO forged-log-line"], "notification": {"type": "new_like", "title": "t"}}))
+        .send()
+        .await
+        .expect("POST /api/publish");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    assert!(body.to_string().contains("userIds[0]"), "{body}");
+}
+
+/// The claims of a valid user JWT for the test gateways (issuer, audience, ten minutes).
+fn user_claims(sub: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    json!({"sub": sub, "iss": herald_e2e::JWT_ISSUER, "aud": herald_e2e::JWT_AUDIENCE, "exp": now + 600})
+}
+
+fn hs256(claims: &Value) -> String {
+    herald_e2e::sign_hs256(JWT_SECRET, claims)
+}
+
+/// An RS256 JWT naming `kid` with a meaningless signature: the gateway must find the key before it
+/// can even check the signature, which is what a forger exploits.
+fn unsigned_rs256(kid: &str, claims: &Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(claims))
+}
+
+/// `POST /ws/token` with `jwt`: the status and the error code (empty on success).
+async fn token_request(gateway: &GatewayProcess, jwt: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(gateway.url("/ws/token"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .expect("POST /ws/token");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// An issuer that accepts connections and never answers, counting them.
+struct SilentIssuer {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentIssuer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Kept open and never answered, as an issuer that hangs.
+                held.push(socket);
+            }
+        });
+        Self { addr, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -32,6 +32,8 @@ pub struct Herald {
 fn base_env() -> Vec<(&'static str, String)> {
     vec![
         ("HERALD_JWT_HS256_SECRET", JWT_SECRET.to_owned()),
+        ("HERALD_JWT_ISSUER", herald_e2e::JWT_ISSUER.to_owned()),
+        ("HERALD_JWT_AUDIENCE", herald_e2e::JWT_AUDIENCE.to_owned()),
         ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET.to_owned()),
         ("HERALD_PUBLISHER_KEYS", format!("bench={PUBLISHER_KEY}")),
         // Every client connects from 127.0.0.1.

@@ -84,7 +84,7 @@ pub struct Config {
     pub dev: bool,
     pub log_format: LogFormat,
     pub jwt: JwtSettings,
-    /// In dev mode without a configured HS256 secret: the random one generated for this run.
+    /// In dev mode: the random HS256 secret generated for this run, which `POST /dev/jwt` signs with.
     pub dev_jwt_secret: Option<Secret<Vec<u8>>>,
     pub signing_keys: SigningKeys,
     pub key_source: KeySource,

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use herald_contract::{Options, PublisherEntry, Secret, defaults};
+use reqwest::Url;
 
-use crate::adapters::jwt::JwtSettings;
+use crate::adapters::jwt::{JwtSettings, is_allowed_jwks_url};
 use crate::app::delivery::DeliverySettings;
 use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
 use crate::domain::channel::ChannelCatalog;
@@ -95,7 +96,7 @@ impl Config {
             "dev": self.dev,
             "userJwt": {
                 "hs256": self.jwt.hs256_secret.is_some(),
-                "jwksUrl": self.jwt.jwks_url,
+                "jwksUrl": self.jwt.jwks_url.as_ref().map(Url::as_str),
                 "issuer": self.jwt.issuer,
                 "audience": self.jwt.audience,
                 "rolesClaim": self.jwt.roles_claim,
@@ -135,12 +136,20 @@ impl Config {
 type DevJwtSecret = Secret<Vec<u8>>;
 
 /// User JWT verification: a JWKS URL, an HS256 secret, or (dev mode) a random HS256 secret that
-/// `POST /dev/jwt` signs with.
+/// `POST /dev/jwt` signs with. Dev mode never takes a configured key: anything `/dev/jwt` could
+/// sign with must be a key nothing else trusts.
 fn jwt_settings(o: &Options, dev: bool) -> Result<(JwtSettings, Option<DevJwtSecret>), ConfigError> {
+    if dev && (o.jwt_hs256_secret.is_some() || o.jwt_jwks_url.is_some()) {
+        return Err(invalid(
+            "--dev (HERALD_DEV) cannot be combined with HERALD_JWT_HS256_SECRET or HERALD_JWT_JWKS_URL: dev mode \
+             mints user JWTs with a random secret of its own at POST /dev/jwt, and with a real secret it \
+             would mint JWTs that production accepts; drop --dev, or drop the JWT settings",
+        ));
+    }
     let mut dev_jwt_secret = None;
     let hs256_secret = match (&o.jwt_hs256_secret, &o.jwt_jwks_url) {
         (Some(secret), _) => {
-            if secret.expose().len() < MIN_SECRET_BYTES && !dev {
+            if secret.expose().len() < MIN_SECRET_BYTES {
                 return Err(invalid(format!(
                     "HERALD_JWT_HS256_SECRET is too short: at least {MIN_SECRET_BYTES} bytes are required"
                 )));
@@ -160,19 +169,13 @@ fn jwt_settings(o: &Options, dev: bool) -> Result<(JwtSettings, Option<DevJwtSec
             ));
         }
     };
-    if dev_jwt_secret.is_none() && dev {
-        dev_jwt_secret = hs256_secret.clone();
-    }
-    if let Some(url) = &o.jwt_jwks_url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(invalid(format!(
-                "HERALD_JWT_JWKS_URL must be an http(s) URL, got `{url}`"
-            )));
-        }
+    let jwks_url = o.jwt_jwks_url.as_deref().map(jwks_url).transpose()?;
+    if !dev {
+        issuer_and_audience_required(o)?;
     }
     let jwt = JwtSettings {
         hs256_secret,
-        jwks_url: o.jwt_jwks_url.clone(),
+        jwks_url,
         issuer: o.jwt_issuer.clone(),
         audience: o.jwt_audience.clone(),
         roles_claim: o
@@ -183,6 +186,44 @@ fn jwt_settings(o: &Options, dev: bool) -> Result<(JwtSettings, Option<DevJwtSec
         jwks_min_refetch: crate::adapters::jwt::JWKS_MIN_REFETCH,
     };
     Ok((jwt, dev_jwt_secret))
+}
+
+/// The JWKS URL, which must be `https://` unless it stays on this machine: see
+/// [`is_allowed_jwks_url`].
+fn jwks_url(url: &str) -> Result<Url, ConfigError> {
+    match Url::parse(url) {
+        Ok(parsed) if is_allowed_jwks_url(&parsed) => Ok(parsed),
+        Ok(_) => Err(invalid(format!(
+            "HERALD_JWT_JWKS_URL must be an https:// URL (plain http:// only to 127.0.0.1, [::1] or \
+             localhost), got `{url}`: a key set fetched in the clear can be replaced in transit"
+        ))),
+        Err(e) => Err(invalid(format!("HERALD_JWT_JWKS_URL is not a URL (`{url}`): {e}"))),
+    }
+}
+
+/// Without `iss` and `aud` checks, a JWT the same identity provider issued to any other application
+/// (or another tenant's issuer trusted by the same keys) is accepted: both are required outside dev
+/// mode unless the operator says, by name, that this is intended.
+fn issuer_and_audience_required(o: &Options) -> Result<(), ConfigError> {
+    if o.jwt_allow_any_issuer_and_audience == Some(true) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        ("HERALD_JWT_ISSUER", o.jwt_issuer.is_none()),
+        ("HERALD_JWT_AUDIENCE", o.jwt_audience.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, missing)| missing.then_some(name))
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{} not set: without them a user JWT from any issuer, for any audience, signed with a trusted key \
+         is accepted. Set HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE, or, if every JWT those keys sign is \
+         meant for this gateway, HERALD_JWT_ALLOW_ANY_ISSUER_AND_AUDIENCE=true",
+        missing.join(" and ")
+    )))
 }
 
 /// A keys file, or the plan's inline secrets, or (dev mode) one random key; never both sources.
@@ -463,13 +504,24 @@ mod tests {
         Config::resolve(options).expect_err("refused").to_string()
     }
 
+    /// What production needs: a user JWT secret with its issuer and audience, a token secret.
+    fn production() -> Options {
+        Options {
+            jwt_hs256_secret: Some(SECRET.into()),
+            jwt_issuer: Some("https://issuer.example/".into()),
+            jwt_audience: Some("herald".into()),
+            token_secret: Some(SECRET.into()),
+            ..options()
+        }
+    }
+
     #[test]
     fn non_dev_mode_refuses_to_start_without_secrets() {
         let err = refusal(options());
         assert!(err.contains("HERALD_JWT_JWKS_URL"), "{err}");
         let err = refusal(Options {
-            jwt_hs256_secret: Some(SECRET.into()),
-            ..options()
+            token_secret: None,
+            ..production()
         });
         assert!(err.contains("WEBSOCKET_TOKEN_SECRET"), "{err}");
     }
@@ -478,14 +530,12 @@ mod tests {
     fn weak_secrets_are_refused_outside_dev_mode() {
         let weak_jwt = Options {
             jwt_hs256_secret: Some("short".into()),
-            token_secret: Some(SECRET.into()),
-            ..options()
+            ..production()
         };
         assert!(refusal(weak_jwt).contains("too short"));
         let weak_token = Options {
-            jwt_hs256_secret: Some(SECRET.into()),
             token_secret: Some("x".repeat(40).into()),
-            ..options()
+            ..production()
         };
         assert!(refusal(weak_token).contains("weak"));
     }
@@ -514,10 +564,8 @@ mod tests {
     fn plan_shorthand_secrets_sign_with_current_and_accept_previous() {
         let previous = "P0o9I8u7Y6t5R4e3W2q1A2s3D4f5G6h7";
         let config = Config::resolve(Options {
-            jwt_hs256_secret: Some(SECRET.into()),
-            token_secret: Some(SECRET.into()),
             token_secret_previous: Some(previous.into()),
-            ..options()
+            ..production()
         })
         .expect("valid");
         let keys = config.signing_keys.keys();
@@ -537,7 +585,7 @@ mod tests {
             publisher_keys: Some(format!("billing={publisher_key}").into()),
             database_url: Some("postgres://herald:db-password-42@db:5432/herald".into()),
             redis_url: Some("redis://:redis-password-42@cache:6379".into()),
-            ..options()
+            ..production()
         })
         .expect("valid");
         let printed = format!("{config:?}");
@@ -592,5 +640,97 @@ mod tests {
             ..options()
         };
         assert!(Config::resolve(inverted).is_err());
+    }
+
+    #[test]
+    fn a_jwks_url_must_be_https_unless_it_is_loopback() {
+        let with_jwks = |url: &str| Options {
+            jwt_hs256_secret: None,
+            jwt_jwks_url: Some(url.into()),
+            ..production()
+        };
+        for refused in [
+            "http://issuer.example/jwks.json",
+            "http://10.1.2.3:8080/jwks.json",
+            "http://localhost.issuer.example/jwks.json",
+            "ftp://issuer.example/jwks.json",
+            "issuer.example/jwks.json",
+        ] {
+            let err = refusal(with_jwks(refused));
+            assert!(err.contains("HERALD_JWT_JWKS_URL"), "{refused}: {err}");
+        }
+        for accepted in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:9000/jwks.json",
+            "http://[::1]:9000/jwks.json",
+            "http://localhost:9000/jwks.json",
+        ] {
+            let config = Config::resolve(with_jwks(accepted)).expect(accepted);
+            assert_eq!(config.jwt.jwks_url.map(String::from).as_deref(), Some(accepted));
+        }
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_outside_dev_mode_unless_explicitly_waived() {
+        let err = refusal(Options {
+            jwt_issuer: None,
+            jwt_audience: None,
+            ..production()
+        });
+        assert!(
+            err.contains("HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE not set")
+                && err.contains("HERALD_JWT_ALLOW_ANY_ISSUER_AND_AUDIENCE=true"),
+            "{err}"
+        );
+        let err = refusal(Options {
+            jwt_audience: None,
+            ..production()
+        });
+        assert!(
+            err.starts_with("configuration error: HERALD_JWT_AUDIENCE not set"),
+            "{err}"
+        );
+        let waived = Options {
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_allow_any_issuer_and_audience: Some(true),
+            ..production()
+        };
+        assert!(Config::resolve(waived).is_ok());
+        let not_waived = Options {
+            jwt_issuer: None,
+            jwt_allow_any_issuer_and_audience: Some(false),
+            ..production()
+        };
+        assert!(refusal(not_waived).contains("HERALD_JWT_ISSUER"));
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_configured_user_jwt_key() {
+        for configured in [
+            Options {
+                dev: Some(true),
+                jwt_hs256_secret: Some(SECRET.into()),
+                ..options()
+            },
+            Options {
+                dev: Some(true),
+                jwt_jwks_url: Some("https://issuer.example/jwks.json".into()),
+                ..options()
+            },
+        ] {
+            let err = refusal(configured);
+            assert!(err.contains("--dev") && err.contains("/dev/jwt"), "{err}");
+        }
+        // Dev mode signs with a secret of its own, and needs no issuer or audience.
+        let dev = Config::resolve(Options {
+            dev: Some(true),
+            ..options()
+        })
+        .expect("dev");
+        assert_eq!(
+            dev.jwt.hs256_secret.as_ref().map(|s| s.expose()),
+            dev.dev_jwt_secret.as_ref().map(|s| s.expose())
+        );
     }
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::UnixMs;
 use super::notification::{FieldErrors, NotificationContent, parse_content};
 use super::preferences::SkipReason;
+use super::user::validate_user_id;
 
 /// Most recipients of one publish.
 pub const MAX_RECIPIENTS: usize = 1_000;
@@ -48,17 +49,17 @@ impl PublishRequest {
             Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_RECIPIENTS => {
                 let mut seen = BTreeSet::new();
                 for (i, item) in items.iter().enumerate() {
-                    match item.as_str() {
-                        Some(id) if !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control) => {
+                    match item.as_str().map(|id| (id, validate_user_id(id))) {
+                        Some((id, Ok(()))) => {
                             if seen.insert(id.to_owned()) {
                                 user_ids.push(id.to_owned());
                             }
                         }
-                        _ => {
-                            errors.insert(
-                                format!("userIds[{i}]"),
-                                "a user id: 1-255 characters, no control characters".into(),
-                            );
+                        Some((_, Err(invalid))) => {
+                            errors.insert(format!("userIds[{i}]"), invalid.to_string());
+                        }
+                        None => {
+                            errors.insert(format!("userIds[{i}]"), "a user id must be a string".into());
                         }
                     }
                 }
@@ -163,6 +164,23 @@ mod tests {
         )
         .expect_err("too many");
         assert!(errors.contains_key("userIds"));
+    }
+
+    #[test]
+    fn recipients_follow_the_user_id_rule_of_user_jwts() {
+        let errors = PublishRequest::parse(
+            body(
+                json!({"userIds": ["alice\nadmin", "bob\u{202e}", "x".repeat(256), "carol"],
+                        "notification": {"type": "new_like", "title": "t"}}),
+            ),
+            0,
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            errors.keys().collect::<Vec<_>>(),
+            ["userIds[0]", "userIds[1]", "userIds[2]"]
+        );
+        assert!(errors["userIds[1]"].contains("bidirectional"), "{errors:?}");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub fn options(dir: &TempDir) -> Options {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display()).into()),
         jwt_hs256_secret: Some(JWT_SECRET.into()),
+        jwt_issuer: Some(herald_e2e::JWT_ISSUER.into()),
+        jwt_audience: Some(herald_e2e::JWT_AUDIENCE.into()),
         token_secret: Some(TOKEN_SECRET.into()),
         publisher_keys: Some(format!("tests={PUBLISHER_KEY}").into()),
         // Tests open many connections from 127.0.0.1; the per-IP limit has tests of its own.

@@ -14,7 +14,7 @@ fn cluster_gateway() -> NotificationGateway {
         "replicas": 3,
         "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
         "redis": {"urlSecretRef": {"name": "cache", "key": "url"}},
-        "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "hs256SecretRef": {"name": "jwt", "key": "secret"}},
+        "auth": {"jwksUrl": "https://issuer.example/jwks", "issuer": "https://issuer.example/", "audience": "herald", "hs256SecretRef": {"name": "jwt", "key": "secret"}},
         "publisherKeysSecretRef": {"name": "publishers", "key": "keys"},
     }))
 }
@@ -198,6 +198,30 @@ fn the_deployment_is_safe_by_default() {
             "{name}"
         );
     }
+}
+
+/// The gateway refuses to start without issuer and audience unless waived (issue 10): the waiver a
+/// gateway's author writes reaches the gateway's file, and the gateway starts with it.
+#[test]
+fn the_issuer_and_audience_waiver_is_rendered_for_the_gateway() {
+    use herald_gateway::config::{Config, Options};
+    let resolve = |auth: serde_json::Value| {
+        let gw = gateway(json!({"replicas": 1, "auth": auth}));
+        let (config_map, _) = config_map(&gw, &[]);
+        let yaml = config_map.data.expect("data")["gateway.yaml"].clone();
+        let mut options = Options::from_yaml(&yaml).expect("the gateway parses every key");
+        options.signing_keys_file = None;
+        options.token_secret = Some("a-token-secret-that-is-long-enough-0123456".into());
+        (yaml, Config::resolve(options).map(|_| ()))
+    };
+    let (yaml, config) = resolve(json!({"jwksUrl": "https://i/j", "allowAnyIssuerAndAudience": true}));
+    assert!(yaml.contains("jwt_allow_any_issuer_and_audience: true"), "{yaml}");
+    assert!(config.is_ok(), "{config:?}");
+    let (yaml, config) = resolve(json!({"jwksUrl": "https://i/j", "issuer": "https://i/", "audience": "herald"}));
+    assert!(!yaml.contains("jwt_allow_any_issuer_and_audience"), "{yaml}");
+    assert!(config.is_ok(), "{config:?}");
+    let (_, config) = resolve(json!({"jwksUrl": "https://i/j", "issuer": "https://i/"}));
+    assert!(config.is_err(), "the gateway itself refuses it too");
 }
 
 #[test]

@@ -1,37 +1,40 @@
 //! User JWT verification for the HTTP API: an HS256 shared secret, a JWKS URL (RS256, ES256, EdDSA),
 //! or both. The algorithm family is decided by where the key comes from, never by the token alone:
 //! HS* only ever uses the shared secret and asymmetric algorithms only ever use JWKS keys, which is
-//! what defeats algorithm confusion; `alg: none` does not parse at all.
+//! what defeats algorithm confusion; `alg: none` does not parse at all. `jwks` owns fetching the
+//! issuer's keys; this module owns the claims.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::domain::user::AuthenticatedUser;
+use crate::domain::user::{AuthenticatedUser, validate_user_id};
 use crate::error::{Error, Result};
-use crate::ports::UserVerifier;
+use crate::ports::{Clock, UserVerifier};
 
-/// How long a fetched key set is trusted before a background-free refresh on next use.
-const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
-/// An unknown `kid` triggers a refetch at most this often by default, so forged tokens cannot hammer
-/// the issuer.
-pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
-const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+mod jwks;
+
+pub use jwks::{
+    HttpJwks, JWKS_FETCH_TIMEOUT, JWKS_MAX_AGE, JWKS_MIN_REFETCH, JwksCache, JwksSource, MAX_JWKS_BYTES, MAX_JWKS_KEYS,
+    is_allowed_jwks_url,
+};
 
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
     pub hs256_secret: Option<herald_contract::Secret<Vec<u8>>>,
-    pub jwks_url: Option<String>,
+    /// Checked by the configuration: `https://`, or `http://` to loopback ([`is_allowed_jwks_url`]).
+    pub jwks_url: Option<Url>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub roles_claim: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
-    /// Shortest time between two JWKS fetches ([`JWKS_MIN_REFETCH`] unless a test says otherwise).
+    /// Shortest time between two JWKS fetches, whatever asked for them ([`JWKS_MIN_REFETCH`] unless
+    /// a test says otherwise).
     pub jwks_min_refetch: Duration,
 }
 
@@ -42,15 +45,21 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
-    pub fn new(settings: JwtSettings) -> Self {
+    /// `clock` times the JWKS cache (its age, the interval between fetches); token `exp` and `nbf`
+    /// are checked against the system time by `jsonwebtoken`.
+    pub fn new(settings: JwtSettings, clock: Arc<dyn Clock>) -> Self {
         let hs256 = settings
             .hs256_secret
             .as_ref()
             .map(|s| DecodingKey::from_secret(s.expose()));
-        let jwks = settings
-            .jwks_url
-            .clone()
-            .map(|url| JwksCache::new(url, settings.jwks_min_refetch));
+        let jwks = settings.jwks_url.clone().map(|url| {
+            JwksCache::new(
+                Arc::new(HttpJwks::new(url)),
+                clock,
+                settings.jwks_min_refetch,
+                JWKS_FETCH_TIMEOUT,
+            )
+        });
         Self { settings, hs256, jwks }
     }
 
@@ -106,13 +115,13 @@ impl UserVerifier for JwtVerifier {
                 _ => Error::JwtInvalid("token rejected".into()),
             }
         })?;
+        // `sub` becomes the user id: in every log line, every row, every admin's screen.
         let sub = match data.claims.get("sub") {
-            Some(Value::String(sub)) if !sub.is_empty() && sub.len() <= 255 => sub.clone(),
-            _ => {
-                return Err(Error::JwtInvalid(
-                    "`sub` must be a non-empty string of at most 255 characters".into(),
-                ));
-            }
+            Some(Value::String(sub)) => match validate_user_id(sub) {
+                Ok(()) => sub.clone(),
+                Err(invalid) => return Err(Error::JwtInvalid(format!("`sub`: {invalid}"))),
+            },
+            _ => return Err(Error::JwtInvalid("`sub` must be a string".into())),
         };
         Ok(AuthenticatedUser::new(
             sub,
@@ -140,130 +149,16 @@ pub fn roles(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
     }
 }
 
-/// The issuer's key set, fetched lazily, refreshed when stale or when a token names an unknown `kid`.
-struct JwksCache {
-    url: String,
-    min_refetch: Duration,
-    client: reqwest::Client,
-    keys: RwLock<Option<(Arc<JwkSet>, Instant)>>,
-    /// Serializes fetches and remembers when the last one started.
-    fetch_gate: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl JwksCache {
-    fn new(url: String, min_refetch: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(JWKS_FETCH_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        Self {
-            url,
-            min_refetch,
-            client,
-            keys: RwLock::new(None),
-            fetch_gate: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    fn cached(&self) -> Option<(Arc<JwkSet>, Instant)> {
-        self.keys
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    async fn find(&self, alg: Algorithm, kid: Option<&str>) -> Result<Jwk> {
-        let cached = self.cached();
-        let fresh = cached.as_ref().is_some_and(|(_, at)| at.elapsed() < JWKS_MAX_AGE);
-        if let Some((set, _)) = &cached {
-            if let Some(jwk) = select(set, alg, kid) {
-                if fresh {
-                    return Ok(jwk);
-                }
-            }
-        }
-        match self.refresh().await {
-            Ok(set) => select(&set, alg, kid),
-            // Keep serving from a stale set while the issuer is unreachable.
-            Err(err) => match cached.and_then(|(set, _)| select(&set, alg, kid)) {
-                Some(jwk) => {
-                    tracing::warn!(error = %err, "jwks:refresh-failed, using cached keys");
-                    Some(jwk)
-                }
-                None => return Err(err),
-            },
-        }
-        .ok_or_else(|| Error::JwtInvalid("no JWKS key matches the token's kid and algorithm".into()))
-    }
-
-    async fn refresh(&self) -> Result<Arc<JwkSet>> {
-        let mut last = self.fetch_gate.lock().await;
-        if let (Some(at), Some((set, _))) = (*last, self.cached()) {
-            if at.elapsed() < self.min_refetch {
-                return Ok(set);
-            }
-        }
-        *last = Some(Instant::now());
-        let set: JwkSet = async {
-            self.client
-                .get(&self.url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await
-        }
-        .await
-        .map_err(|e: reqwest::Error| Error::Unavailable(format!("cannot fetch JWKS from {}: {e}", self.url)))?;
-        let set = Arc::new(set);
-        tracing::info!(url = %self.url, keys = set.keys.len(), "jwks:fetched");
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((set.clone(), Instant::now()));
-        Ok(set)
-    }
-}
-
-/// The key a token may be checked with: same `kid` (or the only candidate when the token names none),
-/// a signing key, of the family the algorithm needs, and of the same `alg` when the JWK names one.
-fn select(set: &JwkSet, alg: Algorithm, kid: Option<&str>) -> Option<Jwk> {
-    let candidates: Vec<&Jwk> = set
-        .keys
-        .iter()
-        .filter(|jwk| !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)))
-        .filter(|jwk| family_matches(jwk, alg))
-        .filter(|jwk| {
-            jwk.common
-                .key_algorithm
-                .is_none_or(|named| format!("{named:?}") == format!("{alg:?}"))
-        })
-        .collect();
-    match kid {
-        Some(kid) => candidates
-            .into_iter()
-            .find(|jwk| jwk.common.key_id.as_deref() == Some(kid))
-            .cloned(),
-        None if candidates.len() == 1 => candidates.first().map(|jwk| (*jwk).clone()),
-        None => None,
-    }
-}
-
-fn family_matches(jwk: &Jwk, alg: Algorithm) -> bool {
-    match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => ec.curve == EllipticCurve::P256,
-        (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA) => true,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
 
     const SECRET: &[u8] = b"an HS256 test secret that is long enough";
 
     fn verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
-        JwtVerifier::new(JwtSettings {
+        let settings = JwtSettings {
             hs256_secret: Some(herald_contract::Secret::new(SECRET.to_vec())),
             jwks_url: None,
             issuer: issuer.map(str::to_owned),
@@ -271,7 +166,8 @@ mod tests {
             roles_claim: "roles".into(),
             leeway_secs: 5,
             jwks_min_refetch: JWKS_MIN_REFETCH,
-        })
+        };
+        JwtVerifier::new(settings, Arc::new(crate::adapters::clock::SystemClock))
     }
 
     fn now() -> i64 {
@@ -332,6 +228,25 @@ mod tests {
             v.verify(&base(serde_json::json!({"sub": ""}))).await,
             Err(Error::JwtInvalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_sub_that_is_not_a_valid_user_id() {
+        let v = verifier(None, None);
+        for sub in [
+            json!(""),
+            json!("x".repeat(256)),
+            json!("alice\nINFO forged log line"),
+            json!("alice\r"),
+            json!("bob\u{202e}nimda"),
+            json!(42),
+        ] {
+            let token = hs256(json!({"sub": sub, "exp": now() + 60}));
+            match v.verify(&token).await {
+                Err(Error::JwtInvalid(message)) => assert!(message.contains("`sub`"), "{message}"),
+                other => panic!("{sub} accepted or wrongly refused: {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
