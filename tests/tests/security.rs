@@ -216,3 +216,83 @@ async fn websocket_ping_frames_count_toward_the_message_rate() {
     let (code, _) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
     assert_eq!(code, 4002);
 }
+
+/// Through a trusted proxy (the test itself, at 127.0.0.1) that forwards `forwarded_for`: the error
+/// code of a connect with a token that is never valid, so that only the per-IP limit decides between
+/// `rate_limited` and a token error (and no user's token budget is spent).
+async fn connect_from(gateway: &GatewayProcess, forwarded_for: &str) -> String {
+    let refused = gateway
+        .open_ws_with_headers("not-a-token", &[("x-forwarded-for", forwarded_for)])
+        .await
+        .expect_err("the token is refused");
+    refused.1
+}
+
+fn behind_a_proxy() -> GatewayProcess {
+    embedded(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1")])
+}
+
+/// The default budget: 5 connects per minute per client.
+const CONNECTS_PER_MINUTE: usize = 5;
+
+/// Issue 10 item 6: behind an ingress every client has its own connect budget, including clients
+/// whose proxy writes `ip:port` entries.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_connect_budget() {
+    let gateway = behind_a_proxy();
+    for _ in 0..CONNECTS_PER_MINUTE {
+        assert_ne!(connect_from(&gateway, "203.0.113.1").await, "rate_limited");
+    }
+    assert_eq!(
+        connect_from(&gateway, "203.0.113.1:40000").await,
+        "rate_limited",
+        "same client, with a port"
+    );
+    assert_ne!(
+        connect_from(&gateway, "203.0.113.2").await,
+        "rate_limited",
+        "another client"
+    );
+    assert_ne!(
+        connect_from(&gateway, "198.51.100.9, 203.0.113.3:51000").await,
+        "rate_limited",
+        "the proxy's entry with a port is the client, not skipped for the spoofed one"
+    );
+}
+
+/// Issue 10 item 6: an unreadable entry was skipped, so `X-Forwarded-For: <victim>, garbage` spent the
+/// victim's budget. Now the junk stops the walk at the proxy that passed it on.
+#[tokio::test]
+async fn a_client_cannot_spend_another_clients_budget_with_an_unreadable_entry() {
+    let gateway = behind_a_proxy();
+    let victim = "198.51.100.1";
+    for junk in ["garbage", "unknown", "", "[::1", "198.51.100.1:99999", "x", "y"] {
+        let _ = connect_from(&gateway, &format!("{victim}, {junk}")).await;
+    }
+    assert_eq!(
+        connect_from(&gateway, &format!("{victim}, junk")).await,
+        "rate_limited",
+        "the attempts were counted, against the proxy"
+    );
+    assert_ne!(
+        connect_from(&gateway, victim).await,
+        "rate_limited",
+        "the victim's budget is whole"
+    );
+}
+
+/// Issue 10 item 6: an IPv6 host chooses among 2^64 addresses of its /64, which share one budget.
+#[tokio::test]
+async fn ipv6_clients_of_one_64_share_a_connect_budget() {
+    let gateway = behind_a_proxy();
+    for host in 1..=CONNECTS_PER_MINUTE {
+        let client = format!("[2001:db8:1:2::{host:x}]:443");
+        assert_ne!(connect_from(&gateway, &client).await, "rate_limited", "{client}");
+    }
+    assert_eq!(connect_from(&gateway, "2001:db8:1:2:ffff:1:2:3").await, "rate_limited");
+    assert_ne!(
+        connect_from(&gateway, "2001:db8:1:3::1").await,
+        "rate_limited",
+        "the next /64"
+    );
+}

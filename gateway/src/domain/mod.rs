@@ -3,6 +3,7 @@
 
 pub mod by_user;
 pub mod channel;
+pub mod client_ip;
 pub mod connection;
 pub mod ip_range;
 pub mod notification;
