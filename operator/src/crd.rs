@@ -68,6 +68,14 @@ pub struct NotificationGatewaySpec {
     pub rotation: RotationSpec,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Proxies in front of the gateway (ingress controller, load balancer), as addresses or CIDR
+    /// ranges: their `X-Forwarded-For` names the client of the per-IP connect limit. Without them
+    /// every client behind the ingress shares one budget (`limits.connectsPerMinutePerIp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(p, isIP(p) || isCIDR(p))")
+        .message("each trustedProxies entry is an IP address or a CIDR range (10.0.0.0/8, fd00::/8)"))]
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub heartbeat: HeartbeatSpec,
     /// Days notifications are kept for channels that set no retention.

@@ -200,6 +200,7 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         max_connects_per_minute_per_ip: Some(spec.limits.connects_per_minute_per_ip),
         max_messages_per_second: Some(spec.limits.messages_per_second),
         max_subscription_changes_per_minute: Some(spec.limits.subscription_changes_per_minute),
+        trusted_proxies: (!spec.trusted_proxies.is_empty()).then(|| spec.trusted_proxies.join(",")),
         heartbeat_interval_seconds: Some(u64::from(spec.heartbeat.interval_seconds)),
         heartbeat_timeout_seconds: Some(u64::from(spec.heartbeat.timeout_seconds)),
         retention_days: Some(spec.retention_days),
