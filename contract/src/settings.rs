@@ -177,6 +177,13 @@ pub struct Options {
     /// Comma-separated addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "HERALD_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
+    /// Comma-separated origins (`https://app.example.com`) an absolute `actionUrl` must have; any
+    /// https URL when unset. Relative paths are always allowed.
+    #[arg(long, env = "HERALD_ACTION_URL_ORIGINS", global = true)]
+    pub action_url_origins: Option<String>,
+    /// Comma-separated origins an `icon` URL must have; without any, icons are names only.
+    #[arg(long, env = "HERALD_ICON_URL_ORIGINS", global = true)]
+    pub icon_url_origins: Option<String>,
     /// Role that `adminOnly` channels require.
     #[arg(long, env = "HERALD_ADMIN_ROLE", global = true)]
     pub admin_role: Option<String>,
@@ -246,6 +253,8 @@ impl Options {
             heartbeat_timeout_seconds,
             connection_ttl_seconds,
             trusted_proxies,
+            action_url_origins,
+            icon_url_origins,
             admin_role,
             retention_days,
             channels,

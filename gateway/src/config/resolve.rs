@@ -60,6 +60,7 @@ impl Config {
                         .map_err(|e| invalid(format!("HERALD_TRUSTED_PROXIES: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
+            links: super::links::link_policy(&o)?,
             catalog,
             publishers,
             dev_publisher_key,
@@ -110,6 +111,7 @@ impl Config {
             "ackTimeoutMs": self.delivery.ack_timeout_ms,
             "maxDeliveryAttempts": self.delivery.max_attempts,
             "shutdownGraceMs": self.shutdown_grace_ms,
+            "links": self.links.describe(),
         })
     }
 }

@@ -6,12 +6,14 @@ pub mod channel;
 pub mod client_ip;
 pub mod connection;
 pub mod ip_range;
+pub mod link;
 pub mod notification;
 pub mod preferences;
 pub mod protocol;
 pub mod publish;
 pub mod publisher;
 pub mod rate;
+pub mod text;
 pub mod token;
 pub mod user;
 
