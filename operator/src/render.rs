@@ -201,6 +201,8 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         max_messages_per_second: Some(spec.limits.messages_per_second),
         max_subscription_changes_per_minute: Some(spec.limits.subscription_changes_per_minute),
         trusted_proxies: (!spec.trusted_proxies.is_empty()).then(|| spec.trusted_proxies.join(",")),
+        action_url_origins: spec.links.action_url_origins.as_ref().map(|origins| origins.join(",")),
+        icon_url_origins: (!spec.links.icon_url_origins.is_empty()).then(|| spec.links.icon_url_origins.join(",")),
         heartbeat_interval_seconds: Some(u64::from(spec.heartbeat.interval_seconds)),
         heartbeat_timeout_seconds: Some(u64::from(spec.heartbeat.timeout_seconds)),
         retention_days: Some(spec.retention_days),

@@ -150,6 +150,39 @@ fn trusted_proxies_reach_the_gateway_as_its_own_ranges() {
 }
 
 #[test]
+fn link_origins_reach_the_gateway_as_its_own_policy() {
+    use herald_gateway::domain::link::{LinkPolicy, parse_origins};
+    let mut gw = cluster_gateway();
+    let (config, yaml) = resolved(&gw, &[]);
+    assert_eq!(
+        config.links,
+        LinkPolicy::default(),
+        "unset: any https link, icon names only"
+    );
+    assert!(!yaml.contains("origins"), "{yaml}");
+    gw.spec.links.action_url_origins = Some(vec![
+        "https://app.example.com".into(),
+        "https://app.example.com:8443".into(),
+    ]);
+    gw.spec.links.icon_url_origins = vec!["https://cdn.example.com/".into()];
+    let (config, _) = resolved(&gw, &[]);
+    let expected = LinkPolicy {
+        action_url_origins: Some(
+            parse_origins("https://app.example.com,https://app.example.com:8443").expect("origins"),
+        ),
+        icon_url_origins: parse_origins("https://cdn.example.com").expect("origins"),
+    };
+    assert_eq!(config.links, expected);
+    gw.spec.links.action_url_origins = Some(vec![]);
+    let (config, _) = resolved(&gw, &[]);
+    assert_eq!(
+        config.links.action_url_origins,
+        Some(vec![]),
+        "empty: relative paths only"
+    );
+}
+
+#[test]
 fn the_checksum_follows_the_config_and_only_the_config() {
     let gw = cluster_gateway();
     let (_, first) = config_map(&gw, &[]);
