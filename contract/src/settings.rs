@@ -204,6 +204,13 @@ pub struct Options {
     /// unset. Upgrades without an `Origin` header (clients that are not browsers) are not concerned.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", global = true)]
     pub allowed_origins: Option<String>,
+    /// Comma-separated origins (`https://app.example.com`) an absolute `actionUrl` must have; any
+    /// https URL when unset. Relative paths are always allowed.
+    #[arg(long, env = "HERALD_ACTION_URL_ORIGINS", global = true)]
+    pub action_url_origins: Option<String>,
+    /// Comma-separated origins an `icon` URL must have; without any, icons are names only.
+    #[arg(long, env = "HERALD_ICON_URL_ORIGINS", global = true)]
+    pub icon_url_origins: Option<String>,
     /// Role that `adminOnly` channels require.
     #[arg(long, env = "HERALD_ADMIN_ROLE", global = true)]
     pub admin_role: Option<String>,
@@ -282,6 +289,8 @@ impl Options {
             max_session_seconds,
             trusted_proxies,
             allowed_origins,
+            action_url_origins,
+            icon_url_origins,
             admin_role,
             retention_days,
             channels,

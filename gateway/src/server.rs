@@ -177,6 +177,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         bus: bus.clone(),
         catalog,
         publishers: config.publishers.clone(),
+        links: config.links.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
         tasks: lifecycle.tasks.clone(),

@@ -68,6 +68,17 @@ pub struct NotificationGatewaySpec {
     pub rotation: RotationSpec,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Proxies in front of the gateway (ingress controller, load balancer), as addresses or CIDR
+    /// ranges: their `X-Forwarded-For` names the client of the per-IP connect limit. Without them
+    /// every client behind the ingress shares one budget (`limits.connectsPerMinutePerIp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(p, isIP(p) || isCIDR(p))")
+        .message("each trustedProxies entry is an IP address or a CIDR range (10.0.0.0/8, fd00::/8)"))]
+    pub trusted_proxies: Vec<String>,
+    /// Where notification links may point and icons may come from.
+    #[serde(default)]
+    pub links: LinksSpec,
     #[serde(default)]
     pub heartbeat: HeartbeatSpec,
     /// Days notifications are kept for channels that set no retention.
@@ -250,6 +261,27 @@ fn default_messages_per_second() -> u32 {
 fn default_subscription_changes_per_minute() -> u32 {
     defaults::MAX_SUBSCRIPTION_CHANGES_PER_MINUTE
 }
+
+/// Origins (`https://app.example.com`, `https://app.example.com:8443`) of notification links and
+/// icons; docs/security.md, "Notification content".
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinksSpec {
+    /// Origins an absolute `actionUrl` must have. Unset: any https URL; empty: relative paths only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = Rule::new(ORIGINS_RULE).message(ORIGINS_MESSAGE))]
+    pub action_url_origins: Option<Vec<String>>,
+    /// Origins an `icon` URL must have; without any, icons are names only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = Rule::new(ORIGINS_RULE).message(ORIGINS_MESSAGE))]
+    pub icon_url_origins: Vec<String>,
+}
+
+/// The common shape of an origin; the gateway checks the rest (its parser is the browsers').
+const ORIGINS_RULE: &str = "self.all(o, o.matches('^https://[a-zA-Z0-9.-]+(:[0-9]{1,5})?/?$'))";
+const ORIGINS_MESSAGE: &str = "each origin is https://host or https://host:port, without a path";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -250,11 +250,30 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("not both"), "{err}");
+    // CEL on trustedProxies: addresses and CIDR ranges only.
+    let mut named_proxy = gateway_json("bad", 1);
+    named_proxy["spec"]["trustedProxies"] = json!(["10.0.0.0/8", "ingress.example"]);
+    let err = create_raw::<NotificationGateway>(&client, &ns, named_proxy)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("trustedProxies"), "{err}");
+    // CEL on link origins: https origins without a path.
+    let mut path = gateway_json("bad", 1);
+    path["spec"]["links"] = json!({"iconUrlOrigins": ["https://cdn.example.com/icons"]});
+    let err = create_raw::<NotificationGateway>(&client, &ns, path)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("without a path"), "{err}");
     let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
     // A valid pair is accepted, with defaults filled by the apiserver.
-    let created = create(&gateways, gateway_json("good", 2)).await.expect("valid gateway");
+    let mut good = gateway_json("good", 2);
+    good["spec"]["trustedProxies"] = json!(["10.0.0.0/8", "fd00::/8", "192.0.2.10"]);
+    good["spec"]["links"] =
+        json!({"actionUrlOrigins": ["https://app.example.com"], "iconUrlOrigins": ["https://cdn.example.com:8443/"]});
+    let created = create(&gateways, good).await.expect("valid gateway");
     assert_eq!(created.spec.token_ttl_seconds, 60);
     assert_eq!(created.spec.limits.connections_per_user, 5);
+    assert_eq!(created.spec.trusted_proxies.len(), 3);
 }
 
 #[tokio::test]

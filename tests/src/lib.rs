@@ -148,10 +148,28 @@ impl GatewayProcess {
     /// Opens a WebSocket with `token` and reads its `connected` message; a refusal gives the HTTP status
     /// and error code instead.
     pub async fn open_ws(&self, token: &str) -> Result<(Ws, Value), (u16, String)> {
+        self.open_ws_with_headers(token, &[]).await
+    }
+
+    /// [`GatewayProcess::open_ws`] with extra request headers (`X-Forwarded-For`, as a proxy sends).
+    pub async fn open_ws_with_headers(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Ws, Value), (u16, String)> {
         use tokio_tungstenite::tungstenite::Error;
-        match tokio_tungstenite::connect_async_with_config(format!("ws://{}/ws?token={token}", self.addr), None, true)
-            .await
-        {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = format!("ws://{}/ws?token={token}", self.addr)
+            .into_client_request()
+            .expect("a valid request");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((mut ws, _)) => {
                 let connected = recv_json(&mut ws).await;
                 assert_eq!(connected["type"], "connected");

@@ -702,3 +702,176 @@ impl SilentIssuer {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Through a trusted proxy (the test itself, at 127.0.0.1) that forwards `forwarded_for`: the error
+/// code of a connect with a token that is never valid, so that only the per-IP limit decides between
+/// `rate_limited` and a token error (and no user's token budget is spent).
+async fn connect_from(gateway: &GatewayProcess, forwarded_for: &str) -> String {
+    let refused = gateway
+        .open_ws_with_headers("not-a-token", &[("x-forwarded-for", forwarded_for)])
+        .await
+        .expect_err("the token is refused");
+    refused.1
+}
+
+fn behind_a_proxy() -> GatewayProcess {
+    embedded(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1")])
+}
+
+/// The default budget: 5 connects per minute per client.
+const CONNECTS_PER_MINUTE: usize = 5;
+
+/// Issue 10 item 6: behind an ingress every client has its own connect budget, including clients
+/// whose proxy writes `ip:port` entries.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_connect_budget() {
+    let gateway = behind_a_proxy();
+    for _ in 0..CONNECTS_PER_MINUTE {
+        assert_ne!(connect_from(&gateway, "203.0.113.1").await, "rate_limited");
+    }
+    assert_eq!(
+        connect_from(&gateway, "203.0.113.1:40000").await,
+        "rate_limited",
+        "same client, with a port"
+    );
+    assert_ne!(
+        connect_from(&gateway, "203.0.113.2").await,
+        "rate_limited",
+        "another client"
+    );
+    assert_ne!(
+        connect_from(&gateway, "198.51.100.9, 203.0.113.3:51000").await,
+        "rate_limited",
+        "the proxy's entry with a port is the client, not skipped for the spoofed one"
+    );
+}
+
+/// Issue 10 item 6: an unreadable entry was skipped, so `X-Forwarded-For: <victim>, garbage` spent the
+/// victim's budget. Now the junk stops the walk at the proxy that passed it on.
+#[tokio::test]
+async fn a_client_cannot_spend_another_clients_budget_with_an_unreadable_entry() {
+    let gateway = behind_a_proxy();
+    let victim = "198.51.100.1";
+    for junk in ["garbage", "unknown", "", "[::1", "198.51.100.1:99999", "x", "y"] {
+        let _ = connect_from(&gateway, &format!("{victim}, {junk}")).await;
+    }
+    assert_eq!(
+        connect_from(&gateway, &format!("{victim}, junk")).await,
+        "rate_limited",
+        "the attempts were counted, against the proxy"
+    );
+    assert_ne!(
+        connect_from(&gateway, victim).await,
+        "rate_limited",
+        "the victim's budget is whole"
+    );
+}
+
+/// Issue 10 item 6: an IPv6 host chooses among 2^64 addresses of its /64, which share one budget.
+#[tokio::test]
+async fn ipv6_clients_of_one_64_share_a_connect_budget() {
+    let gateway = behind_a_proxy();
+    for host in 1..=CONNECTS_PER_MINUTE {
+        let client = format!("[2001:db8:1:2::{host:x}]:443");
+        assert_ne!(connect_from(&gateway, &client).await, "rate_limited", "{client}");
+    }
+    assert_eq!(connect_from(&gateway, "2001:db8:1:2:ffff:1:2:3").await, "rate_limited");
+    assert_ne!(
+        connect_from(&gateway, "2001:db8:1:3::1").await,
+        "rate_limited",
+        "the next /64"
+    );
+}
+
+/// A gateway whose links may go to the app and whose icons may come from its CDN.
+fn with_link_origins() -> GatewayProcess {
+    embedded(&[
+        ("HERALD_ACTION_URL_ORIGINS", "https://app.example.com"),
+        ("HERALD_ICON_URL_ORIGINS", "https://cdn.example.com"),
+    ])
+}
+
+/// `POST /api/publish` of `notification` to `user`: the status and the body.
+async fn publish(gateway: &GatewayProcess, user: &str, notification: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(gateway.url("/api/publish"))
+        .bearer_auth(PUBLISHER_KEY)
+        .json(&json!({"userIds": [user], "notification": notification}))
+        .send()
+        .await
+        .expect("POST /api/publish");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+/// Issue 10 item 7: HTML-free rendering needs text that shows what it says and links that go where
+/// the deployment allows. Each forbidden thing is refused (400) with its field named.
+#[tokio::test]
+async fn notification_content_that_could_mislead_or_lead_elsewhere_is_refused_by_field() {
+    let gateway = with_link_origins();
+    let cases = [
+        ("title", json!("invoice\u{202E}fdp.exe")),
+        ("title", json!("ad\u{200B}min")),
+        ("title", json!("two\nlines")),
+        ("title", json!("a\u{2028}b")),
+        ("body", json!("a\u{2029}b")),
+        ("body", json!("isolate \u{2067}x\u{2069}")),
+        ("body", json!("\u{FEFF}bom")),
+        ("body", json!("bell\u{7}")),
+        ("actionUrl", json!("https://evil.example/login")),
+        ("actionUrl", json!("https://app.example.com.evil.example/")),
+        ("actionUrl", json!("javascript:alert(1)")),
+        ("actionUrl", json!("https://user:pw@app.example.com/")),
+        ("actionUrl", json!("//evil.example/x")),
+        ("icon", json!("<img src=x onerror=alert(1)>")),
+        ("icon", json!("https://evil.example/i.png")),
+        ("icon", json!("https://app.example.com/i.png")),
+    ];
+    for (field, value) in cases {
+        let mut notification = json!({"type": "new_like", "title": "t"});
+        notification[field] = value.clone();
+        let (status, body) = publish(&gateway, "erin", notification).await;
+        assert_eq!(status, 400, "{field} = {value}: {body}");
+        assert_eq!(body["error"]["code"], "validation_failed");
+        let fields = body["error"]["fields"].as_object().expect("fields");
+        assert_eq!(
+            fields.keys().collect::<Vec<_>>(),
+            [&format!("notification.{field}")],
+            "{value}: {body}"
+        );
+    }
+}
+
+/// Issue 10 item 7: what is allowed is stored and delivered exactly as sent: HTML-looking text is text,
+/// scripts of any direction and emoji sequences keep their marks and joiners.
+#[tokio::test]
+async fn allowed_content_reaches_the_client_unchanged() {
+    let gateway = with_link_origins();
+    let mut ws = open(&gateway, "frank").await;
+    let sent = json!({
+        "type": "new_comment",
+        "title": "<b>Bob</b> & \"Ann\" said: a < b \u{200F}تم 👩\u{200D}💻",
+        "body": "line 1\n\tline 2 <script>alert(1)</script>\nمی\u{200C}خواهم",
+        "icon": "https://cdn.example.com/icons/comment.png",
+        "actionUrl": "https://app.example.com/mocs/42?tab=comments#c7",
+        "data": {"html": "<img src=x onerror=alert(1)>"},
+    });
+    let (status, body) = publish(&gateway, "frank", sent.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let payload = next_notification(&mut ws).await["payload"].clone();
+    for field in ["type", "title", "body", "icon", "actionUrl", "data"] {
+        assert_eq!(payload[field], sent[field], "{field}");
+    }
+    let (status, body) = publish(
+        &gateway,
+        "frank",
+        json!({"type": "new_like", "title": "t", "icon": "upload-complete", "actionUrl": "/mocs/42"}),
+    )
+    .await;
+    assert_eq!(status, 202, "names and relative paths: {body}");
+    let payload = next_notification(&mut ws).await["payload"].clone();
+    assert_eq!(
+        (&payload["icon"], &payload["actionUrl"]),
+        (&json!("upload-complete"), &json!("/mocs/42"))
+    );
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tracing::instrument;
 
 use crate::domain::UnixMs;
+use crate::domain::client_ip::limit_key;
 use crate::domain::connection::{ConnectionRecord, sanitize_user_agent};
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::error::{Error, Result};
@@ -107,7 +108,7 @@ impl ConnectionService {
     async fn try_connect(&self, request: &ConnectRequest<'_>) -> Result<ConnectionRecord> {
         self.tokens.ensure_websocket_enabled()?;
         let limit = RateLimit::per_minute(self.settings.connects_per_minute_per_ip);
-        let key = format!("connect:ip:{}", request.client_ip);
+        let key = format!("connect:ip:{}", limit_key(request.client_ip));
         if let RateDecision::Limited { retry_after_ms } = self.limiter.check(&key, limit, self.clock.now_ms()).await? {
             return Err(Error::RateLimited { retry_after_ms });
         }

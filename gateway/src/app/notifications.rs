@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::UnixMs;
 use crate::domain::channel::ChannelCatalog;
+use crate::domain::link::LinkPolicy;
 use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType};
 use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
 use crate::domain::publisher::{Publisher, Publishers};
@@ -81,6 +82,8 @@ pub struct NotificationService {
     pub bus: Arc<dyn EventBus>,
     pub catalog: Arc<ChannelCatalog>,
     pub publishers: Publishers,
+    /// The origins `actionUrl` and `icon` may point to.
+    pub links: LinkPolicy,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The replica's tracked tasks: a drain waits for fan-outs still putting events on the bus.
@@ -115,7 +118,7 @@ impl NotificationService {
         idempotency_key: Option<&str>,
     ) -> Result<PublishReceipt> {
         let now = self.clock.now_ms();
-        let request = PublishRequest::parse(body, now).map_err(Error::Validation)?;
+        let request = PublishRequest::parse(body, now, &self.links).map_err(Error::Validation)?;
         let content = &request.content;
         if !publisher.may_publish(content.kind) {
             return Err(Error::TypeNotAllowed {

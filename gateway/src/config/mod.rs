@@ -4,7 +4,8 @@
 //! The settings themselves (the flag, variable and YAML key of each) are `herald_contract::Options`,
 //! shared with the operator that renders the file; their defaults are `herald_contract::defaults`.
 //! This module turns them into a [`Config`]: `resolve` (precedence, defaults, validation), `store`
-//! (where state is kept: all `migrate` needs), `keys` (signing keys and the keys file's reloader).
+//! (where state is kept: all `migrate` needs), `keys` (signing keys and the keys file's reloader),
+//! `links` (the origins notification links may point to).
 //! docs/configuration.md lists every setting.
 
 use std::net::SocketAddr;
@@ -18,11 +19,13 @@ use crate::app::delivery::DeliverySettings;
 use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
 use crate::domain::channel::ChannelCatalog;
 use crate::domain::ip_range::IpRange;
+use crate::domain::link::LinkPolicy;
 use crate::domain::publisher::Publishers;
 use crate::domain::token::SigningKeys;
 use crate::listener::ListenerLimits;
 
 mod keys;
+mod links;
 mod resolve;
 mod store;
 
@@ -94,6 +97,8 @@ pub struct Config {
     pub listener: ListenerLimits,
     pub trusted_proxies: Vec<IpRange>,
     pub allowed_origins: crate::domain::origin::AllowedOrigins,
+    /// Origins of `actionUrl` and `icon` URLs (`config/links.rs`).
+    pub links: LinkPolicy,
     pub catalog: ChannelCatalog,
     pub publishers: Publishers,
     /// In dev mode without configured publishers: the key generated for this run.

@@ -74,6 +74,7 @@ impl Config {
                 o.allowed_origins.as_deref().unwrap_or_default(),
             )
             .map_err(|e| invalid(format!("HERALD_ALLOWED_ORIGINS: {e}")))?,
+            links: super::links::link_policy(&o)?,
             catalog,
             publishers,
             dev_publisher_key,
@@ -128,6 +129,7 @@ impl Config {
             "ackTimeoutMs": self.delivery.ack_timeout_ms,
             "maxDeliveryAttempts": self.delivery.max_attempts,
             "shutdownGraceMs": self.shutdown_grace_ms,
+            "links": self.links.describe(),
         })
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod by_user;
 pub mod channel;
+pub mod client_ip;
 pub mod connection;
 pub mod ip_range;
+pub mod link;
 pub mod notification;
 pub mod origin;
 pub mod preferences;
@@ -12,6 +14,7 @@ pub mod protocol;
 pub mod publish;
 pub mod publisher;
 pub mod rate;
+pub mod text;
 pub mod token;
 pub mod user;
 

@@ -1,5 +1,7 @@
 //! Notifications (plan section 6): the 14 types, the stored record, the wire payload, and the
-//! validation and sanitization of what a publisher sends (AC15), all before anything is stored.
+//! validation of what a publisher sends (AC15), all before anything is stored. What text, links and
+//! icons may hold is decided in `text` and `link`; content is stored as sent or refused, never
+//! rewritten.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::UnixMs;
+use super::link::{LinkPolicy, check_action_url, check_icon};
+use super::text::{Lines, check_plain_text};
 
 /// The plan's 14 types, shared with the operator (its `NotificationChannel` lists them).
 pub use herald_contract::NotificationType;
@@ -16,10 +20,8 @@ pub use herald_contract::NotificationType;
 pub const MAX_TITLE_CHARS: usize = 255;
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 pub const MAX_DATA_BYTES: usize = 16 * 1024;
-pub const MAX_ICON_CHARS: usize = 255;
-pub const MAX_ACTION_URL_CHARS: usize = 2_048;
 
-/// What a publisher asks to send, validated and sanitized.
+/// What a publisher asks to send, validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotificationContent {
     pub kind: NotificationType,
@@ -106,8 +108,9 @@ pub struct NotificationPayload {
 }
 
 /// Validates a publisher's `notification` object. Every problem is reported, keyed by field path
-/// (`notification.title`), and nothing is accepted that the client could render unsafely.
-pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, FieldErrors> {
+/// (`notification.title`), and nothing is accepted that the client could render unsafely, provided
+/// it renders text as text (docs/security.md).
+pub fn parse_content(value: &Value, now: UnixMs, links: &LinkPolicy) -> Result<NotificationContent, FieldErrors> {
     let mut errors = FieldErrors::new();
     let Some(object) = value.as_object() else {
         errors.insert("notification".into(), "must be an object".into());
@@ -145,8 +148,8 @@ pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, 
                 errors.insert(field("title"), "must not be empty".into());
             } else if title.chars().count() > MAX_TITLE_CHARS {
                 errors.insert(field("title"), format!("at most {MAX_TITLE_CHARS} characters"));
-            } else if has_control(title, false) {
-                errors.insert(field("title"), "must not contain control characters".into());
+            } else if let Err(reason) = check_plain_text(title, Lines::One) {
+                errors.insert(field("title"), reason);
             }
             title.to_owned()
         }
@@ -158,24 +161,18 @@ pub fn parse_content(value: &Value, now: UnixMs) -> Result<NotificationContent, 
     let body = optional_string(object, "body", &mut errors).inspect(|body| {
         if body.len() > MAX_BODY_BYTES {
             errors.insert(field("body"), format!("at most {MAX_BODY_BYTES} bytes"));
-        } else if has_control(body, true) {
-            errors.insert(
-                field("body"),
-                "must not contain control characters other than newline and tab".into(),
-            );
+        } else if let Err(reason) = check_plain_text(body, Lines::Many) {
+            errors.insert(field("body"), reason);
         }
     });
     let icon = optional_string(object, "icon", &mut errors).inspect(|icon| {
-        if icon.chars().count() > MAX_ICON_CHARS || has_control(icon, false) {
-            errors.insert(
-                field("icon"),
-                format!("at most {MAX_ICON_CHARS} characters, no control characters"),
-            );
+        if let Err(reason) = check_icon(icon, links) {
+            errors.insert(field("icon"), reason);
         }
     });
     let action_url = optional_string(object, "actionUrl", &mut errors).inspect(|url| {
-        if let Err(reason) = check_action_url(url) {
-            errors.insert(field("actionUrl"), reason.into());
+        if let Err(reason) = check_action_url(url, links) {
+            errors.insert(field("actionUrl"), reason);
         }
     });
     let data = match object.get("data") {
@@ -233,36 +230,8 @@ fn optional_string(object: &Map<String, Value>, name: &str, errors: &mut FieldEr
     }
 }
 
-fn has_control(text: &str, allow_newlines: bool) -> bool {
-    text.chars()
-        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\t')))
-}
-
 fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
-}
-
-/// A deep link is a relative path (`/mocs/42`) or an `https://` URL; nothing a browser would run.
-pub fn check_action_url(url: &str) -> Result<(), &'static str> {
-    if url.chars().count() > MAX_ACTION_URL_CHARS {
-        return Err("too long");
-    }
-    if has_control(url, false) || url.chars().any(char::is_whitespace) || url.contains('\\') {
-        return Err("must not contain whitespace, control characters or backslashes");
-    }
-    if let Some(rest) = url.strip_prefix("https://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        return if host.is_empty() || host.contains('@') {
-            Err("https URL needs a host and no credentials")
-        } else {
-            Ok(())
-        };
-    }
-    // `//evil.example` is protocol-relative: a different origin, not a path.
-    if url.starts_with('/') && !url.starts_with("//") {
-        return Ok(());
-    }
-    Err("must be a relative path starting with `/` or an https:// URL")
 }
 
 #[cfg(test)]
@@ -286,6 +255,7 @@ mod tests {
             &json!({"type": "new_like", "title": "  Someone liked your MOC ", "body": "line 1\nline 2",
                     "icon": "heart", "actionUrl": "/mocs/42", "data": {"mocId": 42}, "expiresAt": 2_000}),
             1_000,
+            &LinkPolicy::default(),
         )
         .expect("valid");
         assert_eq!(content.kind, NotificationType::NewLike);
@@ -296,12 +266,22 @@ mod tests {
     #[test]
     fn every_invalid_field_is_reported_at_once() {
         let errors = parse_content(
-            &json!({"type": "launch_rockets", "title": "x".repeat(256), "body": "a\u{7}b",
+            &json!({"type": "launch_rockets", "title": "x".repeat(256), "body": "a\u{7}b", "icon": "<svg/>",
                     "actionUrl": "javascript:alert(1)", "data": [1], "expiresAt": 5, "colour": "red"}),
             1_000,
+            &LinkPolicy::default(),
         )
         .expect_err("invalid");
-        for key in ["type", "title", "body", "actionUrl", "data", "expiresAt", "colour"] {
+        for key in [
+            "type",
+            "title",
+            "body",
+            "icon",
+            "actionUrl",
+            "data",
+            "expiresAt",
+            "colour",
+        ] {
             assert!(
                 errors.contains_key(&format!("notification.{key}")),
                 "{key} missing from {errors:?}"
@@ -313,38 +293,18 @@ mod tests {
     fn sizes_are_bounded() {
         let big_body = json!({"type": "new_like", "title": "t", "body": "b".repeat(MAX_BODY_BYTES + 1)});
         assert!(
-            parse_content(&big_body, 0)
+            parse_content(&big_body, 0, &LinkPolicy::default())
                 .expect_err("body")
                 .contains_key("notification.body")
         );
         let big_data = json!({"type": "new_like", "title": "t", "data": {"k": "v".repeat(MAX_DATA_BYTES)}});
         assert!(
-            parse_content(&big_data, 0)
+            parse_content(&big_data, 0, &LinkPolicy::default())
                 .expect_err("data")
                 .contains_key("notification.data")
         );
-        let missing = parse_content(&json!({}), 0).expect_err("missing");
+        let missing = parse_content(&json!({}), 0, &LinkPolicy::default()).expect_err("missing");
         assert!(missing.contains_key("notification.type") && missing.contains_key("notification.title"));
-    }
-
-    #[test]
-    fn action_urls_are_relative_paths_or_https_only() {
-        for ok in ["/mocs/42", "/a?b=c#d", "https://example.com/x"] {
-            assert!(check_action_url(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "javascript:alert(1)",
-            "http://example.com",
-            "//evil.example/x",
-            "mocs/42",
-            "https://",
-            "/a b",
-            "https://user:pw@example.com",
-            "data:text/html,x",
-            "/\\evil",
-        ] {
-            assert!(check_action_url(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

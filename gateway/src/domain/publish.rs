@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::UnixMs;
+use super::link::LinkPolicy;
 use super::notification::{FieldErrors, NotificationContent, parse_content};
 use super::preferences::SkipReason;
 use super::user::validate_user_id;
@@ -37,8 +38,9 @@ pub struct PublishRequest {
 }
 
 impl PublishRequest {
-    /// Validates a publish body; every problem is reported, keyed by field path.
-    pub fn parse(body: PublishBody, now: UnixMs) -> Result<Self, FieldErrors> {
+    /// Validates a publish body; every problem is reported, keyed by field path. `links` are the
+    /// origins links and icons may point to.
+    pub fn parse(body: PublishBody, now: UnixMs, links: &LinkPolicy) -> Result<Self, FieldErrors> {
         let mut errors: FieldErrors = body
             .unknown
             .into_keys()
@@ -68,7 +70,7 @@ impl PublishRequest {
                 errors.insert("userIds".into(), format!("an array of 1 to {MAX_RECIPIENTS} user ids"));
             }
         }
-        let content = match parse_content(body.notification.as_ref().unwrap_or(&Value::Null), now) {
+        let content = match parse_content(body.notification.as_ref().unwrap_or(&Value::Null), now, links) {
             Ok(content) => Some(content),
             Err(content_errors) => {
                 errors.extend(content_errors);
@@ -131,6 +133,7 @@ mod tests {
         let request = PublishRequest::parse(
             body(json!({"userIds": ["bob", "alice", "bob"], "notification": {"type": "new_like", "title": "t"}})),
             0,
+            &LinkPolicy::default(),
         )
         .expect("valid");
         assert_eq!(request.user_ids, ["bob", "alice"]);
@@ -141,6 +144,7 @@ mod tests {
         let errors = PublishRequest::parse(
             body(json!({"userIds": ["ok", "", 7], "notification": {"type": "nope", "title": ""}, "extra": 1})),
             0,
+            &LinkPolicy::default(),
         )
         .expect_err("invalid");
         for key in [
@@ -152,7 +156,8 @@ mod tests {
         ] {
             assert!(errors.contains_key(key), "{key} missing from {errors:?}");
         }
-        let errors = PublishRequest::parse(body(json!({"userIds": null})), 0).expect_err("invalid");
+        let errors =
+            PublishRequest::parse(body(json!({"userIds": null})), 0, &LinkPolicy::default()).expect_err("invalid");
         assert!(
             errors.contains_key("userIds") && errors.contains_key("notification"),
             "{errors:?}"
@@ -161,6 +166,7 @@ mod tests {
         let errors = PublishRequest::parse(
             body(json!({"userIds": too_many, "notification": {"type": "new_like", "title": "t"}})),
             0,
+            &LinkPolicy::default(),
         )
         .expect_err("too many");
         assert!(errors.contains_key("userIds"));
@@ -174,6 +180,7 @@ mod tests {
                         "notification": {"type": "new_like", "title": "t"}}),
             ),
             0,
+            &LinkPolicy::default(),
         )
         .expect_err("invalid");
         assert_eq!(
@@ -185,7 +192,11 @@ mod tests {
 
     #[test]
     fn the_fingerprint_depends_on_what_would_be_stored_only() {
-        let fingerprint = |value: Value| PublishRequest::parse(body(value), 0).expect("valid").fingerprint();
+        let fingerprint = |value: Value| {
+            PublishRequest::parse(body(value), 0, &LinkPolicy::default())
+                .expect("valid")
+                .fingerprint()
+        };
         let first = fingerprint(
             json!({"userIds": ["a", "b"], "notification": {"type": "new_like", "title": "t", "data": {"x": 1, "y": 2}}}),
         );

@@ -1,59 +1,52 @@
-//! The client's IP address for per-IP limits. Behind a load balancer or ingress every connection
-//! comes from the proxy, so the address in `X-Forwarded-For` is used, but only when the peer is a
-//! configured trusted proxy: anyone else could write any address there.
+//! The client's IP address for per-IP limits: the `X-Forwarded-For` entries of every such header, in
+//! order, handed to the rule in `domain::client_ip` (which entries are believed, and why).
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 
+use crate::domain::client_ip;
 use crate::domain::ip_range::IpRange;
 
-/// The right-most address of `X-Forwarded-For` that is not a trusted proxy, when `peer` is one;
-/// otherwise `peer` itself.
+/// The client of a request from `peer`; see [`client_ip::client_ip`].
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|part| part.trim().parse().ok())
+        // A value that is not visible ASCII is one unreadable entry: skipping it would step past it.
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
         .collect();
-    forwarded.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
+    client_ip::client_ip(peer, entries.into_iter(), trusted)
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
     }
 
-    fn headers(xff: &str) -> HeaderMap {
+    #[test]
+    fn several_headers_are_one_list_in_order() {
+        let trusted = ["127.0.0.1".parse().expect("range")];
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", xff.parse().expect("header"));
-        headers
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7:4000"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
     }
 
     #[test]
-    fn forwarded_for_is_used_only_from_trusted_proxies() {
-        let trusted = ["10.0.0.0/8".parse().expect("range")];
-        let spoofed = headers("1.1.1.1, 203.0.113.7, 10.0.0.9");
-        assert_eq!(client_ip(ip("10.0.0.5"), &spoofed, &trusted), ip("203.0.113.7"));
-        assert_eq!(
-            client_ip(ip("198.51.100.1"), &spoofed, &trusted),
-            ip("198.51.100.1"),
-            "untrusted peer"
+    fn an_unreadable_header_value_is_not_skipped() {
+        let trusted = ["127.0.0.1".parse().expect("range")];
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes"),
         );
-        assert_eq!(client_ip(ip("10.0.0.5"), &HeaderMap::new(), &trusted), ip("10.0.0.5"));
-        assert_eq!(
-            client_ip(ip("10.0.0.5"), &spoofed, &[]),
-            ip("10.0.0.5"),
-            "nothing trusted by default"
-        );
+        assert_eq!(client_ip(ip("127.0.0.1"), &headers, &trusted), ip("127.0.0.1"));
     }
 }

@@ -100,28 +100,86 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     );
 }
 
-#[test]
-fn the_rendered_config_is_one_the_gateway_accepts() {
+/// The gateway's configuration from the rendered ConfigMap of `gw`, with what the Deployment passes
+/// through Secret-backed environment variables; the rendered `gateway.yaml` too.
+fn resolved(gw: &NotificationGateway, channels: &[&NotificationChannel]) -> (herald_gateway::config::Config, String) {
     use herald_gateway::config::{Config, Options};
-    let gw = cluster_gateway();
-    let social = channel("social", vec![NotificationType::NewLike, NotificationType::NewComment]);
-    let ops = channel("ops", vec![NotificationType::MaintenanceScheduled]);
-    let (config_map, _) = config_map(&gw, &[&social, &ops]);
-    let yaml = &config_map.data.as_ref().expect("data")["gateway.yaml"];
-    let mut options = Options::from_yaml(yaml).expect("the gateway parses every key");
-    // What the Deployment passes through Secret-backed environment variables.
+    let (config_map, _) = config_map(gw, channels);
+    let yaml = config_map.data.as_ref().expect("data")["gateway.yaml"].clone();
+    let mut options = Options::from_yaml(&yaml).expect("the gateway parses every key");
     options.database_url = Some("postgres://herald@db/herald".into());
     options.redis_url = Some("redis://cache:6379".into());
     options.jwt_hs256_secret = Some("an-hs256-secret-that-is-long-enough-0123".into());
     options.signing_keys_file = None;
     options.token_secret = Some("a-token-secret-that-is-long-enough-0123456".into());
     let config = Config::resolve(options).expect("the gateway starts with this configuration");
+    (config, yaml)
+}
+
+#[test]
+fn the_rendered_config_is_one_the_gateway_accepts() {
+    let gw = cluster_gateway();
+    let social = channel("social", vec![NotificationType::NewLike, NotificationType::NewComment]);
+    let ops = channel("ops", vec![NotificationType::MaintenanceScheduled]);
+    let (config, yaml) = resolved(&gw, &[&social, &ops]);
     let names: Vec<&str> = config.catalog.channels().iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["ops", "social"]);
     assert!(config.catalog.get("ops").expect("ops").admin_only);
     assert_eq!(config.connections.max_per_user, 5);
     assert_eq!(config.listen.port(), GATEWAY_PORT as u16);
     assert!(!yaml.contains("an-hs256-secret"), "no secret in the ConfigMap");
+}
+
+#[test]
+fn trusted_proxies_reach_the_gateway_as_its_own_ranges() {
+    let mut gw = cluster_gateway();
+    let (config, yaml) = resolved(&gw, &[]);
+    assert!(config.trusted_proxies.is_empty());
+    assert!(!yaml.contains("trusted_proxies"), "unset stays unset: {yaml}");
+    gw.spec.trusted_proxies = vec!["10.0.0.0/8".into(), "fd00::/8".into(), "192.0.2.10".into()];
+    let (config, yaml) = resolved(&gw, &[]);
+    assert!(
+        yaml.contains("trusted_proxies: 10.0.0.0/8,fd00::/8,192.0.2.10"),
+        "{yaml}"
+    );
+    let expected: Vec<herald_gateway::domain::ip_range::IpRange> = ["10.0.0.0/8", "fd00::/8", "192.0.2.10"]
+        .iter()
+        .map(|range| range.parse().expect("range"))
+        .collect();
+    assert_eq!(config.trusted_proxies, expected);
+}
+
+#[test]
+fn link_origins_reach_the_gateway_as_its_own_policy() {
+    use herald_gateway::domain::link::{LinkPolicy, parse_origins};
+    let mut gw = cluster_gateway();
+    let (config, yaml) = resolved(&gw, &[]);
+    assert_eq!(
+        config.links,
+        LinkPolicy::default(),
+        "unset: any https link, icon names only"
+    );
+    assert!(!yaml.contains("origins"), "{yaml}");
+    gw.spec.links.action_url_origins = Some(vec![
+        "https://app.example.com".into(),
+        "https://app.example.com:8443".into(),
+    ]);
+    gw.spec.links.icon_url_origins = vec!["https://cdn.example.com/".into()];
+    let (config, _) = resolved(&gw, &[]);
+    let expected = LinkPolicy {
+        action_url_origins: Some(
+            parse_origins("https://app.example.com,https://app.example.com:8443").expect("origins"),
+        ),
+        icon_url_origins: parse_origins("https://cdn.example.com").expect("origins"),
+    };
+    assert_eq!(config.links, expected);
+    gw.spec.links.action_url_origins = Some(vec![]);
+    let (config, _) = resolved(&gw, &[]);
+    assert_eq!(
+        config.links.action_url_origins,
+        Some(vec![]),
+        "empty: relative paths only"
+    );
 }
 
 #[test]

@@ -68,6 +68,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         bus: bus.clone(),
         catalog,
         publishers,
+        links: Default::default(),
         clock: clock.clone(),
         metrics: Arc::default(),
         tasks: tokio_util::task::TaskTracker::new(),
