@@ -3,8 +3,8 @@
 //! `PublishRequest::parse`), and the idempotency fingerprint of what was accepted.
 //!
 //! Asserts, for any input:
-//! - nothing panics, and a refused body is a 400 (never a 413 or a 500: the input is far below the
-//!   body limit);
+//! - nothing panics, and a refused body is a 400 (never a 408, 413 or 500: the body is all there
+//!   and far below the size limit);
 //! - an accepted request respects every documented limit (docs/protocol.md, AC15): 1-1000 distinct
 //!   recipients of 1-255 bytes without control characters, in the body's order; a known type; a
 //!   trimmed title of 1-255 characters without control characters; a body of at most 4 KiB without

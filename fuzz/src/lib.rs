@@ -60,12 +60,13 @@ pub fn jwt_verifier() -> &'static Arc<JwtVerifier> {
 
 /// Runs a future of the code under test to completion. The paths fuzzed never wait on I/O, but a
 /// real runtime keeps a target honest if one ever does (it would hang and be reported as a timeout,
-/// not silently skipped).
+/// not silently skipped). Timers are on: `JsonBody` reads a body under the listener's deadline.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .expect("current-thread runtime")
         })
