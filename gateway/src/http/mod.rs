@@ -18,6 +18,8 @@ mod publish;
 mod tokens;
 
 pub use error::ApiError;
+/// Public for the fuzz targets (`fuzz/`), which read publish bodies exactly as the handler does.
+pub use json::JsonBody;
 
 /// Every HTTP route, without state: the server adds the WebSocket route, the fallback and the state
 /// (so `ws/`, which uses this module's error type, is not imported back from here).
