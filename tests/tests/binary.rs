@@ -68,13 +68,17 @@ async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     assert_eq!(recv_json(&mut ws).await["type"], "pong");
     // The banner also prints a dev publisher key: publish with it and receive the notification live.
     let line = gateway.wait_for_line(|l| l.contains("publish: curl"));
+    assert!(
+        line.contains(&gateway.internal_url("/api/publish")),
+        "the hint publishes on the internal listener: {line}"
+    );
     let key = line
         .split("Bearer ")
         .nth(1)
         .and_then(|rest| rest.split('\'').next())
         .expect("publisher key");
     let published = reqwest::Client::new()
-        .post(gateway.url("/api/publish"))
+        .post(gateway.internal_url("/api/publish"))
         .bearer_auth(key)
         .json(&serde_json::json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hello"}}))
         .send()
