@@ -484,21 +484,3 @@ pub fn hs256_jwt(secret: &str, sub: &str, valid_for_secs: i64, roles: &[&str]) -
     )
     .expect("HS256 signing cannot fail")
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_listening_line_gives_both_addresses_in_either_log_format() {
-        let public = SocketAddr::from(([127, 0, 0, 1], 41_000));
-        let internal = SocketAddr::from(([127, 0, 0, 1], 41_001));
-        let human = "2026-01-01T00:00:00Z  INFO gateway:listening address=http://127.0.0.1:41000 \
-                     internal=http://127.0.0.1:41001 store=sqlite dev=false";
-        assert_eq!(listening_addresses(human), Some((public, Some(internal))));
-        let json = r#"{"level":"INFO","message":"gateway:listening","address":"http://127.0.0.1:41000","internal":"http://127.0.0.1:41001"}"#;
-        assert_eq!(listening_addresses(json), Some((public, Some(internal))));
-        let peer = "INFO gateway:listening address=http://127.0.0.1:41000";
-        assert_eq!(listening_addresses(peer), Some((public, None)));
-    }
-}

@@ -53,6 +53,11 @@ fn payload_kid(token: &str) -> String {
 #[tokio::test]
 async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     let gateway = GatewayProcess::start(&["--dev"], &[]);
+    let listening = gateway.wait_for_line(|l| l.contains("gateway:listening"));
+    assert!(
+        listening.contains(&format!("internal=http://{}", gateway.internal_addr)),
+        "{listening}"
+    );
     gateway.wait_for_line(|l| l.contains("/dev/jwt"));
     let minted: Value = reqwest::Client::new()
         .post(gateway.url("/dev/jwt?sub=alice"))
@@ -147,6 +152,10 @@ async fn json_logs_carry_the_plan_events() {
     let mut env = production_env();
     env.push(("HERALD_LOG_FORMAT", "json"));
     let gateway = GatewayProcess::start(&[], &env);
+    let listening: Value =
+        serde_json::from_str(&gateway.wait_for_line(|l| l.contains("gateway:listening"))).expect("JSON log line");
+    assert_eq!(listening["address"], format!("http://{}", gateway.addr));
+    assert_eq!(listening["internal"], format!("http://{}", gateway.internal_addr));
     let issued = token(&gateway, &user_jwt("alice")).await;
     let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
     ws.close(None).await.expect("close");
