@@ -60,7 +60,7 @@ async fn throughput(
     concurrency: usize,
 ) -> anyhow::Result<f64> {
     let client = reqwest::Client::new();
-    let url = target.url("/api/publish");
+    let url = target.internal_url("/api/publish");
     let started = Instant::now();
     let results: Vec<anyhow::Result<usize>> = futures_util::stream::iter(0..requests)
         .map(|i| {
@@ -132,7 +132,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         .map(|ws| tokio::spawn(read_latencies(ws, latencies.clone(), deadline, total)))
         .collect();
 
-    let url = publisher_side.url("/api/publish");
+    let url = publisher_side.internal_url("/api/publish");
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / plan.rate.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -8,6 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 pub const PORT: u16 = 8080;
 /// Loopback only by default: exposing the gateway is a decision (`HERALD_LISTEN=0.0.0.0:8080`).
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT));
+/// The port of the internal listener (`/api/publish`, `/metrics`), in a container and by default.
+pub const INTERNAL_PORT: u16 = 9090;
+/// Loopback only by default, like [`LISTEN`]: publishers and Prometheus reach it through a Service
+/// that is not the public one (`HERALD_INTERNAL_LISTEN=0.0.0.0:9090` in a container).
+pub const INTERNAL_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, INTERNAL_PORT));
 /// Directory of the embedded default's SQLite file.
 pub const DATA_DIR: &str = ".herald-data";
 /// Prefix of every Redis key and channel.

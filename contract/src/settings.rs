@@ -86,9 +86,13 @@ pub struct Options {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on.
+    /// Address of the public listener: WebSocket, tokens, a user's notifications.
     #[arg(long, env = "HERALD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// Address of the internal listener: `/api/publish` and `/metrics`, for publishers and
+    /// Prometheus only (the public listener answers 404 for both).
+    #[arg(long, env = "HERALD_INTERNAL_LISTEN", global = true)]
+    pub internal_listen: Option<SocketAddr>,
     /// Directory of the embedded default's SQLite file.
     #[arg(long, env = env::DATA_DIR, global = true)]
     pub data_dir: Option<PathBuf>,
@@ -253,6 +257,7 @@ impl Options {
         }
         merge!(
             listen,
+            internal_listen,
             data_dir,
             database_url,
             redis_url,
@@ -390,9 +395,12 @@ mod tests {
             listen: Some("127.0.0.1:9100".parse().expect("addr")),
             ..Options::default()
         };
-        let file = Options::from_yaml("listen: 127.0.0.1:9000\nmax_connections_per_user: 3\n").expect("yaml");
+        let file =
+            Options::from_yaml("listen: 127.0.0.1:9000\ninternal_listen: 0.0.0.0:9091\nmax_connections_per_user: 3\n")
+                .expect("yaml");
         let merged = flags.or(file);
         assert_eq!(merged.listen.map(|a| a.port()), Some(9100));
+        assert_eq!(merged.internal_listen, Some("0.0.0.0:9091".parse().expect("addr")));
         assert_eq!(merged.max_connections_per_user, Some(3));
     }
 }

@@ -22,6 +22,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use herald_fuzz::{NOW, block_on};
+use herald_gateway::domain::link::LinkPolicy;
 use herald_gateway::domain::notification::{
     MAX_ACTION_URL_CHARS, MAX_BODY_BYTES, MAX_DATA_BYTES, MAX_ICON_CHARS, MAX_TITLE_CHARS, NotificationType,
 };
@@ -46,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let Ok(request) = PublishRequest::parse(body, NOW) else {
+    let Ok(request) = PublishRequest::parse(body, NOW, &LinkPolicy::default()) else {
         return;
     };
     assert_eq!(request.fingerprint().len(), 64, "a SHA-256 in hex");

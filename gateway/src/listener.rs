@@ -1,6 +1,6 @@
-//! The TCP side of a replica: accepts connections and serves HTTP/1.1 on them within bounds. Every
-//! connection counts against a per-replica cap (past it, new ones are closed before anything is
-//! read), request headers and an idle keep-alive connection's next request must arrive within the
+//! The TCP side of a replica: accepts connections and serves HTTP/1.1 on them within bounds (the
+//! public and the internal listener alike, each with its own cap). Every connection counts against
+//! its listener's cap (past it, new ones are closed before anything is read), request headers and an idle keep-alive connection's next request must arrive within the
 //! HTTP timeout (slow-header attacks and idle sockets are cut off), and request bodies get the same
 //! deadline (see `http::json`). WebSocket upgrades keep their connection's place under the cap
 //! until the socket closes.
@@ -20,10 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
-/// What one replica's listener allows.
+/// What each of a replica's listeners allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
-    /// TCP connections held at once (HTTP and WebSocket).
+    /// TCP connections held at once (HTTP and WebSocket), per listener.
     pub max_connections: usize,
     /// For request headers, an idle keep-alive connection's next request, and request bodies.
     pub http_timeout: Duration,

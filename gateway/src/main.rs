@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use herald_gateway::adapters::clock::SystemClock;
 use herald_gateway::config::{Cli, Command, Config, Options, StoreConfig};
@@ -76,12 +75,16 @@ async fn migrate(options: Options) -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(config.log_format);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let listeners = server::Listeners::bind(&config).await?;
+    let (addr, internal) = listeners.local_addrs()?;
     let gateway = server::build(&config, Arc::new(SystemClock)).await?;
-    tracing::info!(address = %format!("http://{addr}"), store = %config.store.describe(), dev = config.dev, "gateway:listening");
+    tracing::info!(
+        address = %format!("http://{addr}"),
+        internal = %format!("http://{internal}"),
+        store = %config.store.describe(),
+        dev = config.dev,
+        "gateway:listening"
+    );
     if config.dev {
         tracing::warn!("dev mode: generated secrets, POST /dev/jwt enabled; never use in production");
         tracing::info!(
@@ -89,14 +92,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              curl -s -X POST -H \"Authorization: Bearer $JWT\" http://{addr}/ws/token"
         );
         if let Some(key) = &config.dev_publisher_key {
+            // Publishing is on the internal listener only.
             tracing::info!(
                 "publish: curl -s -X POST -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
                  -d '{{\"userIds\":[\"alice\"],\"notification\":{{\"type\":\"new_like\",\"title\":\"Hello\"}}}}' \
-                 http://{addr}/api/publish",
+                 http://{internal}/api/publish",
                 key.expose()
             );
         }
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    server::serve(listener, gateway, config.listener, server::shutdown_signal(), grace).await
+    server::serve(listeners, gateway, config.listener, server::shutdown_signal(), grace).await
 }

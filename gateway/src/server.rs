@@ -1,5 +1,6 @@
 //! Composition and serving: builds the adapters a configuration asks for, hands them to the services,
-//! serves HTTP and WebSocket, and drains on shutdown within the grace period.
+//! serves HTTP and WebSocket on the public listener and publishing and metrics on the internal one,
+//! and drains both on shutdown within the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -261,34 +262,91 @@ fn spawn_purger(gateway: &Arc<Gateway>) {
     });
 }
 
-/// The HTTP API and the WebSocket endpoint over one gateway.
-pub fn router(gateway: Arc<Gateway>) -> axum::Router {
-    crate::http::routes(gateway.dev.is_some())
+/// The public listener's router: the WebSocket endpoint and the HTTP API for users. Anything else,
+/// `/api/publish` and `/metrics` included, is 404 here.
+pub fn public_router(gateway: Arc<Gateway>) -> axum::Router {
+    crate::http::public_routes(gateway.dev.is_some())
         .route("/ws", axum::routing::get(crate::ws::upgrade))
         .fallback(crate::http::error::not_found)
         .with_state(gateway)
 }
 
-/// Serves until `shutdown` resolves, then drains: readiness false, sessions told to go away, in-flight
-/// requests finished; returns when everything finished or after `grace`, whichever comes first.
+/// The internal listener's router: publishing, metrics and health.
+pub fn internal_router(gateway: Arc<Gateway>) -> axum::Router {
+    crate::http::internal_routes()
+        .fallback(crate::http::error::not_found)
+        .with_state(gateway)
+}
+
+/// A replica's two bound sockets: the public one (clients) and the internal one (publishers and
+/// Prometheus).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and `config.internal_listen` (port 0 picks a free port).
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        };
+        Ok(Self {
+            public: bind(config.listen).await?,
+            internal: bind(config.internal_listen).await?,
+        })
+    }
+
+    /// The bound addresses, public then internal (the actual ports when port 0 was asked for).
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.public.local_addr()?, self.internal.local_addr()?))
+    }
+}
+
+/// Serves both listeners until `shutdown` resolves, then drains: readiness false, sessions told to go
+/// away, both listeners stop accepting and finish their requests in flight; returns when everything
+/// finished or after `grace`, whichever comes first.
+///
+/// Each listener has its own connection cap of `limits.max_connections`: a flood of public
+/// connections at the cap must not lock publishers and Prometheus out (nor a runaway publisher the
+/// clients), and the internal port is reachable only from inside the cluster.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     gateway: Arc<Gateway>,
     limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let lifecycle = gateway.lifecycle.clone();
-    let drain = lifecycle.clone();
     let refused = gateway.metrics.connections_over_capacity.clone();
-    let server = crate::listener::serve(listener, router(gateway), limits, refused, async move {
+    // Not `lifecycle.shutdown`: a drain begun by other means (tests) must not close the listeners.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let public = crate::listener::serve(
+        listeners.public,
+        public_router(gateway.clone()),
+        limits,
+        refused.clone(),
+        stop.clone().cancelled_owned(),
+    );
+    let internal = crate::listener::serve(
+        listeners.internal,
+        internal_router(gateway),
+        limits,
+        refused,
+        stop.clone().cancelled_owned(),
+    );
+    let drain = lifecycle.clone();
+    let signal = async move {
         shutdown.await;
         tracing::info!("gateway:draining");
         drain.begin_drain();
-    });
+        stop.cancel();
+    };
     let tasks = lifecycle.tasks.clone();
     let drained = async move {
-        server.await;
+        tokio::join!(public, internal, signal);
         tasks.close();
         tasks.wait().await;
         anyhow::Ok(())
@@ -307,30 +365,32 @@ pub async fn serve(
 
 /// A gateway serving in the background: for tests and embedding.
 pub struct RunningGateway {
+    /// The public listener's address.
     pub addr: SocketAddr,
+    /// The internal listener's address (`/api/publish`, `/metrics`).
+    pub internal_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningGateway {
-    /// Binds `config.listen` (port 0 picks a free port), builds and serves.
+    /// Binds `config.listen` and `config.internal_listen` (port 0 picks a free port), builds and
+    /// serves.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         Self::start_with_clock(config, Arc::new(SystemClock)).await
     }
 
     /// As [`RunningGateway::start`], with time read from `clock`.
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let addr = listener.local_addr()?;
+        let listeners = Listeners::bind(&config).await?;
+        let (addr, internal_addr) = listeners.local_addrs()?;
         let gateway = build(&config, clock).await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let signal = stop.clone();
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         let task = tokio::spawn(serve(
-            listener,
+            listeners,
             gateway.clone(),
             config.listener,
             async move { signal.cancelled().await },
@@ -338,6 +398,7 @@ impl RunningGateway {
         ));
         Ok(Self {
             addr,
+            internal_addr,
             gateway,
             stop,
             task,

@@ -200,7 +200,7 @@ async fn idempotent_publish_over_http() {
     let body = json!({"userIds": ["alice", "alice", "bob"], "notification": {"type": "new_like", "title": "t"}});
     let send = || {
         gw.http
-            .post(gw.url("/api/publish"))
+            .post(gw.internal_url("/api/publish"))
             .bearer_auth(PUBLISHER_KEY)
             .header("Idempotency-Key", "like-123")
             .json(&body)
@@ -223,7 +223,7 @@ async fn idempotent_publish_over_http() {
     );
     let changed = gw
         .http
-        .post(gw.url("/api/publish"))
+        .post(gw.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .header("Idempotency-Key", "like-123")
         .json(&json!({"userIds": ["carol"], "notification": {"type": "new_like", "title": "t"}}))
@@ -273,7 +273,7 @@ async fn publish_refuses_bad_keys_types_and_payloads() {
     }
     let not_json = gw
         .http
-        .post(gw.url("/api/publish"))
+        .post(gw.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .body("{")
         .send()
@@ -583,7 +583,7 @@ async fn metrics_count_connections_publishes_and_deliveries() {
     recv_type(&mut ws, "notification").await;
     let text = gw
         .http
-        .get(gw.url("/metrics"))
+        .get(gw.internal_url("/metrics"))
         .send()
         .await
         .expect("metrics")

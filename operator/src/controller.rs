@@ -294,6 +294,7 @@ async fn apply_children(
     let active_key_id = ensure_signing_keys(ctx, gateway, namespace).await?;
     let deployment = apply::<Deployment>(client, namespace, &children.deployment).await?;
     apply::<Service>(client, namespace, &children.service).await?;
+    apply::<Service>(client, namespace, &children.internal_service).await?;
     match &children.pod_disruption_budget {
         Some(pdb) => {
             apply::<PodDisruptionBudget>(client, namespace, pdb).await?;

@@ -27,8 +27,11 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{NotificationChannel, NotificationGateway, SecretKeyRef, ServiceType};
 
-/// The port the gateway container listens on.
+/// The port the gateway container listens on for clients (WebSocket, tokens, a user's notifications).
 pub const GATEWAY_PORT: i32 = defaults::PORT as i32;
+/// The port of the gateway's internal listener (`/api/publish`, `/metrics`): only the internal Service
+/// points at it.
+pub const GATEWAY_INTERNAL_PORT: i32 = defaults::INTERNAL_PORT as i32;
 /// Where the config and the signing keys are mounted in the gateway container.
 pub const CONFIG_DIR: &str = "/etc/herald/config";
 pub const KEYS_DIR: &str = "/etc/herald/keys";
@@ -41,6 +44,8 @@ pub const CHECKSUM_ANNOTATION: &str = "herald.dev/config-checksum";
 /// Names of a gateway's children, derived from the gateway's name.
 pub struct Names {
     pub gateway: String,
+    /// The ClusterIP Service of the internal port, for publishers and Prometheus.
+    pub internal_service: String,
     pub config: String,
     pub signing_keys: String,
     pub rotation: String,
@@ -50,6 +55,7 @@ impl Names {
     pub fn of(gateway: &NotificationGateway) -> Self {
         let name = gateway.name_any();
         Self {
+            internal_service: format!("{name}-internal"),
             config: format!("{name}-config"),
             signing_keys: format!("{name}-signing-keys"),
             rotation: format!("{name}-key-rotation"),
@@ -101,7 +107,10 @@ fn meta(gateway: &NotificationGateway, name: &str) -> ObjectMeta {
 pub struct Children {
     pub config_map: ConfigMap,
     pub deployment: Deployment,
+    /// The public Service: the `http` port only.
     pub service: Service,
+    /// `<gw>-internal`: the `internal` port (`/api/publish`, `/metrics`), ClusterIP only.
+    pub internal_service: Service,
     /// Only with more than one replica; otherwise the reconcile removes this gateway's own.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     pub service_account: ServiceAccount,
@@ -134,6 +143,7 @@ impl Children {
             config_map,
             deployment: deployment(gateway, &checksum),
             service: service(gateway),
+            internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
             service_account,
             role,
@@ -149,6 +159,7 @@ impl Children {
             config_map,
             deployment,
             service,
+            internal_service,
             pod_disruption_budget,
             service_account,
             role,
@@ -159,6 +170,7 @@ impl Children {
             ChildRef::of(config_map),
             ChildRef::of(deployment),
             ChildRef::of(service),
+            ChildRef::of(internal_service),
         ];
         refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
         refs.extend([
@@ -192,6 +204,7 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         .collect();
     Options {
         listen: Some(SocketAddr::from(([0, 0, 0, 0], defaults::PORT))),
+        internal_listen: Some(SocketAddr::from(([0, 0, 0, 0], defaults::INTERNAL_PORT))),
         log_format: Some(LogFormat::Json),
         signing_keys_file: Some(PathBuf::from(format!("{KEYS_DIR}/keys.json"))),
         token_ttl_seconds: Some(u64::from(spec.token_ttl_seconds)),
@@ -367,12 +380,20 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
         image_pull_policy: spec.image_pull_policy.clone(),
         args: Some(vec!["serve".into()]),
         env: Some(env.clone()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: GATEWAY_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: GATEWAY_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("internal".into()),
+                container_port: GATEWAY_INTERNAL_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         resources: spec.resources.clone(),
@@ -469,21 +490,42 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
     }
 }
 
+/// The public Service (`spec.service`): the clients' port only. The internal port is not on it, so
+/// exposing this Service (LoadBalancer, NodePort, an Ingress) never exposes publishing or metrics.
 pub fn service(gateway: &NotificationGateway) -> Service {
     let service_type = match gateway.spec.service.service_type {
         ServiceType::ClusterIP => "ClusterIP",
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
+    pod_service(
+        gateway,
+        &gateway.name_any(),
+        service_type,
+        "http",
+        gateway.spec.service.port,
+    )
+}
+
+/// The internal Service `<gw>-internal`: always ClusterIP, on the internal port, for the services that
+/// publish and for Prometheus. docs/security.md ("Exposure") recommends a NetworkPolicy that admits
+/// only those to the port.
+pub fn internal_service(gateway: &NotificationGateway) -> Service {
+    let name = Names::of(gateway).internal_service;
+    pod_service(gateway, &name, "ClusterIP", "internal", GATEWAY_INTERNAL_PORT)
+}
+
+/// A Service of the gateway's pods exposing the one named container port `target` as `port`.
+fn pod_service(gateway: &NotificationGateway, name: &str, service_type: &str, target: &str, port: i32) -> Service {
     Service {
-        metadata: meta(gateway, &gateway.name_any()),
+        metadata: meta(gateway, name),
         spec: Some(CoreServiceSpec {
             type_: Some(service_type.into()),
             selector: Some(selector(gateway)),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: gateway.spec.service.port,
-                target_port: Some(IntOrString::String("http".into())),
+                name: Some(target.into()),
+                port,
+                target_port: Some(IntOrString::String(target.into())),
                 protocol: Some("TCP".into()),
                 ..ServicePort::default()
             }]),

@@ -299,6 +299,7 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
     let config = config_maps.get("alerts-config").await.expect("ConfigMap");
     let deployment = deployments.get("alerts").await.expect("Deployment");
     let service = services.get("alerts").await.expect("Service");
+    let internal = services.get("alerts-internal").await.expect("internal Service");
     let secret = secrets.get("alerts-signing-keys").await.expect("signing-key Secret");
     let pdb = pdbs.get("alerts").await.expect("PDB with 2 replicas");
     let cron = cron_jobs.get("alerts-key-rotation").await.expect("CronJob");
@@ -307,6 +308,7 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
         &config.metadata,
         &deployment.metadata,
         &service.metadata,
+        &internal.metadata,
         &secret.metadata,
         &pdb.metadata,
         &cron.metadata,
@@ -314,6 +316,18 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
     ] {
         assert!(owned_by_gateway(meta), "{:?} is owned by the gateway", meta.name);
     }
+    // Publishing and metrics are on the internal Service only.
+    let ports = |service: &Service| -> Vec<(Option<String>, i32)> {
+        let spec = service.spec.clone().expect("spec");
+        spec.ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name, p.port))
+            .collect()
+    };
+    assert_eq!(ports(&service), [(Some("http".to_owned()), 80)]);
+    assert_eq!(ports(&internal), [(Some("internal".to_owned()), 9090)]);
+    assert_eq!(internal.spec.clone().expect("spec").type_.as_deref(), Some("ClusterIP"));
     let status = gateways
         .get_status("alerts")
         .await
@@ -329,6 +343,7 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
         config.resource_version().unwrap_or_default(),
         deployment.resource_version().unwrap_or_default(),
         service.resource_version().unwrap_or_default(),
+        internal.resource_version().unwrap_or_default(),
         secret.resource_version().unwrap_or_default(),
         gateways
             .get("alerts")
@@ -353,6 +368,12 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
             .unwrap_or_default(),
         services
             .get("alerts")
+            .await
+            .expect("svc")
+            .resource_version()
+            .unwrap_or_default(),
+        services
+            .get("alerts-internal")
             .await
             .expect("svc")
             .resource_version()

@@ -171,7 +171,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
         "the CR's channel reached the gateway"
     );
     let published = http
-        .post(gateway_process.url("/api/publish"))
+        .post(gateway_process.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .json(&json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "from the contract test"}}))
         .send()

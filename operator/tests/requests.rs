@@ -67,6 +67,7 @@ async fn apiserver(mut handle: Handle) {
         "/api/v1/namespaces/apps/configmaps/alerts-config",
         "/apis/apps/v1/namespaces/apps/deployments/alerts",
         "/api/v1/namespaces/apps/services/alerts",
+        "/api/v1/namespaces/apps/services/alerts-internal",
         "/api/v1/namespaces/apps/serviceaccounts/alerts-key-rotation",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/alerts-key-rotation",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/alerts-key-rotation",

@@ -80,7 +80,7 @@ pub async fn connect(replica: &GatewayProcess, token: &str) -> Result<Ws, (u16, 
 
 pub async fn publish(replica: &GatewayProcess, users: &[&str], title: &str) -> reqwest::Response {
     reqwest::Client::new()
-        .post(replica.url("/api/publish"))
+        .post(replica.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .json(&json!({"userIds": users, "notification": {"type": "new_comment", "title": title}}))
         .send()

@@ -85,29 +85,44 @@ struct Output {
 pub struct GatewayProcess {
     child: Child,
     output: Arc<Output>,
+    /// The public listener.
     pub addr: SocketAddr,
+    /// The internal listener (`/api/publish`, `/metrics`); the public one for servers that have no
+    /// internal listener (benchmark peers).
+    pub internal_addr: SocketAddr,
     _dir: TempDir,
 }
 
 impl GatewayProcess {
-    /// Starts the binary with `args` and `env` on a free port, with its own data directory, and waits
-    /// until it says where it listens.
+    /// Starts the binary with `args` and `env` on free ports (public and internal), with its own data
+    /// directory, and waits until it says where it listens.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_binary(&gateway_binary(), args, env)
+        let process = Self::start_binary(&gateway_binary(), args, env);
+        let line = process.wait_for_line(|l| l.contains("gateway:listening"));
+        assert!(
+            listening_addresses(&line).is_some_and(|(_, internal)| internal.is_some()),
+            "the gateway names its internal listener: `{line}`"
+        );
+        process
     }
 
     /// Like [`GatewayProcess::start`] for another server binary that prints the same
-    /// `gateway:listening address=http://…` line (benchmarks start their peers this way).
+    /// `gateway:listening address=http://…` line (benchmarks start their peers this way); without an
+    /// `internal=http://…` field, everything is on the one address.
     pub fn start_binary(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let (child, output, dir, _readers) = spawn(binary, args, env);
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut process = GatewayProcess {
             child,
             output,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: unbound,
+            internal_addr: unbound,
             _dir: dir,
         };
         let line = process.wait_for_line(|l| l.contains("gateway:listening"));
-        process.addr = listening_address(&line).unwrap_or_else(|| panic!("no address in `{line}`"));
+        let (addr, internal) = listening_addresses(&line).unwrap_or_else(|| panic!("no address in `{line}`"));
+        process.addr = addr;
+        process.internal_addr = internal.unwrap_or(addr);
         process
     }
 
@@ -115,8 +130,14 @@ impl GatewayProcess {
         self.child.id()
     }
 
+    /// A URL on the public listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the internal listener, where `/api/publish` and `/metrics` are.
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.internal_addr)
     }
 
     /// A connection token for the holder of the user JWT `jwt` (`POST /ws/token` must answer 200).
@@ -250,6 +271,7 @@ fn spawn(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Spawn
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HERALD_LISTEN", "127.0.0.1:0")
+        .env("HERALD_INTERNAL_LISTEN", "127.0.0.1:0")
         .env("HERALD_DATA_DIR", &dir.0)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -299,12 +321,19 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
     (status, text)
 }
 
-fn listening_address(line: &str) -> Option<SocketAddr> {
+/// The public address of a `gateway:listening` line (human or JSON), and the internal one if it
+/// names one.
+fn listening_addresses(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     if let Ok(json) = serde_json::from_str::<Value>(line) {
-        return json["address"].as_str()?.strip_prefix("http://")?.parse().ok();
+        let field = |name: &str| json[name].as_str()?.strip_prefix("http://")?.parse().ok();
+        return Some((field("address")?, field("internal")));
     }
-    let start = line.find("address=http://")? + "address=http://".len();
-    line[start..].split_whitespace().next()?.parse().ok()
+    let field = |name: &str| -> Option<SocketAddr> {
+        let prefix = format!("{name}=http://");
+        let start = line.find(&prefix)? + prefix.len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    Some((field("address")?, field("internal")))
 }
 
 pub fn signal(pid: u32, name: &str) {

@@ -55,6 +55,11 @@ fn payload_kid(token: &str) -> String {
 #[tokio::test]
 async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     let gateway = GatewayProcess::start(&["--dev"], &[]);
+    let listening = gateway.wait_for_line(|l| l.contains("gateway:listening"));
+    assert!(
+        listening.contains(&format!("internal=http://{}", gateway.internal_addr)),
+        "{listening}"
+    );
     gateway.wait_for_line(|l| l.contains("/dev/jwt"));
     let issued = token(&gateway, &gateway.dev_jwt("alice").await).await;
     let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
@@ -62,13 +67,17 @@ async fn dev_mode_starts_on_the_embedded_default_and_serves_the_whole_path() {
     assert_eq!(recv_json(&mut ws).await["type"], "pong");
     // The banner also prints a dev publisher key: publish with it and receive the notification live.
     let line = gateway.wait_for_line(|l| l.contains("publish: curl"));
+    assert!(
+        line.contains(&gateway.internal_url("/api/publish")),
+        "the hint publishes on the internal listener: {line}"
+    );
     let key = line
         .split("Bearer ")
         .nth(1)
         .and_then(|rest| rest.split('\'').next())
         .expect("publisher key");
     let published = reqwest::Client::new()
-        .post(gateway.url("/api/publish"))
+        .post(gateway.internal_url("/api/publish"))
         .bearer_auth(key)
         .json(&serde_json::json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hello"}}))
         .send()
@@ -144,6 +153,10 @@ async fn json_logs_carry_the_plan_events() {
     let mut env = production_env();
     env.push(("HERALD_LOG_FORMAT", "json"));
     let gateway = GatewayProcess::start(&[], &env);
+    let listening: Value =
+        serde_json::from_str(&gateway.wait_for_line(|l| l.contains("gateway:listening"))).expect("JSON log line");
+    assert_eq!(listening["address"], format!("http://{}", gateway.addr));
+    assert_eq!(listening["internal"], format!("http://{}", gateway.internal_addr));
     let issued = token(&gateway, &user_jwt("alice")).await;
     let mut ws = connect(&gateway, issued["token"].as_str().expect("token")).await;
     ws.close(None).await.expect("close");

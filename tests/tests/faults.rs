@@ -100,7 +100,7 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
         .await
         .expect("connects");
     let client = reqwest::Client::new();
-    let url = replica.url("/api/publish");
+    let url = replica.internal_url("/api/publish");
 
     let mut accepted = BTreeSet::new();
     let mut refused = 0;
@@ -204,7 +204,7 @@ async fn publish_to(
     let mut created = Vec::new();
     for chunk in users.chunks(1_000) {
         let response = client
-            .post(gateway.url("/api/publish"))
+            .post(gateway.internal_url("/api/publish"))
             .bearer_auth(EMBEDDED_PUBLISHER_KEY)
             .json(&json!({"userIds": chunk, "notification": {"type": "new_comment", "title": title}}))
             .send()

@@ -39,7 +39,7 @@ async fn publish_many(gateway: &GatewayProcess, user: &str, count: usize) {
     futures_util::stream::iter(0..count)
         .map(|i| {
             let request = client
-                .post(gateway.url("/api/publish"))
+                .post(gateway.internal_url("/api/publish"))
                 .bearer_auth(PUBLISHER_KEY)
                 .json(&json!({"userIds": [user], "notification": {"type": "new_like", "title": format!("like {i}")}}));
             async move { request.send().await.expect("POST /api/publish").status() }
@@ -183,7 +183,7 @@ async fn re_acknowledging_is_rate_limited_and_writes_nothing() {
     }
     let (code, reason) = herald_e2e::await_close(&mut ws).await.expect("a close frame");
     assert_eq!((code, reason.as_str()), (4002, "too many messages per second"));
-    let metrics = reqwest::get(gateway.url("/metrics"))
+    let metrics = reqwest::get(gateway.internal_url("/metrics"))
         .await
         .expect("metrics")
         .text()
@@ -234,6 +234,13 @@ async fn tcp(gateway: &GatewayProcess) -> tokio::net::TcpStream {
     tokio::net::TcpStream::connect(gateway.addr).await.expect("tcp connect")
 }
 
+/// A connection to the internal listener, where `/api/publish` is.
+async fn internal_tcp(gateway: &GatewayProcess) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(gateway.internal_addr)
+        .await
+        .expect("tcp connect")
+}
+
 /// Issue item 3: half-sent requests and idle sockets were held forever (200 stayed open past 70 s).
 #[tokio::test]
 async fn slow_headers_and_idle_sockets_are_cut_off_by_the_http_timeout() {
@@ -272,7 +279,7 @@ async fn the_publisher_key_is_checked_before_the_body_which_has_a_deadline() {
         )
     };
     // A wrong key with a body announced but never sent: refused at once, nothing read.
-    let mut wrong = tcp(&gateway).await;
+    let mut wrong = internal_tcp(&gateway).await;
     wrong
         .write_all(head("not-a-publisher-key").as_bytes())
         .await
@@ -281,7 +288,7 @@ async fn the_publisher_key_is_checked_before_the_body_which_has_a_deadline() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("invalid_publisher_key"), "{answer}");
     // The right key with a body that trickles: 408 after the timeout.
-    let mut trickle = tcp(&gateway).await;
+    let mut trickle = internal_tcp(&gateway).await;
     trickle.write_all(head(PUBLISHER_KEY).as_bytes()).await.expect("head");
     trickle.write_all(b"{\"userIds\": [").await.expect("a little body");
     let answer = read_until_closed(&mut trickle).await;
@@ -624,7 +631,7 @@ async fn a_sub_or_recipient_that_could_forge_log_lines_is_refused() {
     );
     // The publish API's recipients follow the same rule.
     let response = reqwest::Client::new()
-        .post(gateway.url("/api/publish"))
+        .post(gateway.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .json(&json!({"userIds": ["alice\nINFO forged-log-line"], "notification": {"type": "new_like", "title": "t"}}))
         .send()
@@ -794,7 +801,7 @@ fn with_link_origins() -> GatewayProcess {
 /// `POST /api/publish` of `notification` to `user`: the status and the body.
 async fn publish(gateway: &GatewayProcess, user: &str, notification: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(gateway.url("/api/publish"))
+        .post(gateway.internal_url("/api/publish"))
         .bearer_auth(PUBLISHER_KEY)
         .json(&json!({"userIds": [user], "notification": notification}))
         .send()
@@ -874,4 +881,54 @@ async fn allowed_content_reaches_the_client_unchanged() {
         (&payload["icon"], &payload["actionUrl"]),
         (&json!("upload-complete"), &json!("/mocs/42"))
     );
+}
+
+/// Issue item 8: `/metrics` and `/api/publish` shared the public listener, so anyone who could open
+/// a WebSocket could read the replica's traffic figures and try publisher keys. Now they are served
+/// on the internal listener only, and the public one answers 404 for both.
+#[tokio::test]
+async fn publishing_and_metrics_are_on_the_internal_listener_only() {
+    let gateway = embedded(&[]);
+    assert_ne!(gateway.addr, gateway.internal_addr);
+    let client = reqwest::Client::new();
+    let publish = |url: String| {
+        client
+            .post(url)
+            .bearer_auth(PUBLISHER_KEY)
+            .json(&json!({"userIds": ["ivy"], "notification": {"type": "new_like", "title": "hello"}}))
+            .send()
+    };
+    let error_code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON error");
+        (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+    };
+
+    // The public port: neither route exists, whatever the key.
+    let public_publish = publish(gateway.url("/api/publish")).await.expect("POST");
+    assert_eq!(error_code(public_publish).await, (404, "not_found".to_owned()));
+    let public_metrics = client.get(gateway.url("/metrics")).send().await.expect("GET");
+    assert_eq!(error_code(public_metrics).await, (404, "not_found".to_owned()));
+
+    // The internal port: both work, and what was published there reaches a client of the public one.
+    let mut ws = open(&gateway, "ivy").await;
+    let accepted = publish(gateway.internal_url("/api/publish")).await.expect("POST");
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(next_notification(&mut ws).await["payload"]["title"], "hello");
+    let metrics = client.get(gateway.internal_url("/metrics")).send().await.expect("GET");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("herald_notifications_published_total"), "{text}");
+
+    // Health is on both, for probes; the user API is not on the internal port.
+    for url in [gateway.url("/healthz"), gateway.internal_url("/healthz")] {
+        assert_eq!(client.get(url).send().await.expect("GET").status(), 200);
+    }
+    let internal_token = client
+        .post(gateway.internal_url("/ws/token"))
+        .bearer_auth(herald_e2e::hs256_jwt(JWT_SECRET, "ivy", 600, &[]))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(internal_token.status(), 404);
 }

@@ -131,7 +131,7 @@ impl Target for Herald {
         });
         let response = self
             .http
-            .post(self.publisher.url("/api/publish"))
+            .post(self.publisher.internal_url("/api/publish"))
             .bearer_auth(PUBLISHER_KEY)
             .json(&body)
             .send()

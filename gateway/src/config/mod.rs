@@ -82,7 +82,10 @@ pub enum Command {
 /// [`Secret`] or a type that redacts itself (signing keys, the store's URLs).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The public listener: WebSocket, tokens, a user's notifications.
     pub listen: SocketAddr,
+    /// The internal listener: `/api/publish` and `/metrics` (docs/architecture.md, "Two listeners").
+    pub internal_listen: SocketAddr,
     pub store: StoreConfig,
     pub dev: bool,
     pub log_format: LogFormat,

@@ -2,6 +2,7 @@
 //! take, with the defaults of `herald_contract::defaults` (through each settings type's `Default`).
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_contract::{Options, PublisherEntry, Secret, defaults};
@@ -46,8 +47,10 @@ impl Config {
             dev,
         )?;
         let session = session_settings(&o)?;
+        let (listen, internal_listen) = listeners(&o)?;
         Ok(Config {
-            listen: o.listen.unwrap_or(defaults::LISTEN),
+            listen,
+            internal_listen,
             store,
             dev,
             log_format,
@@ -93,6 +96,7 @@ impl Config {
             .collect();
         serde_json::json!({
             "listen": self.listen.to_string(),
+            "internalListen": self.internal_listen.to_string(),
             "store": self.store.describe(),
             "dev": self.dev,
             "userJwt": {
@@ -339,6 +343,21 @@ fn session_settings(o: &Options) -> Result<SessionSettings, ConfigError> {
     })
 }
 
+/// The public and the internal address. One address for both would put `/api/publish` and
+/// `/metrics` back on the public port (or fail to bind), so that is refused with the reason.
+fn listeners(o: &Options) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+    let public = o.listen.unwrap_or(defaults::LISTEN);
+    let internal = o.internal_listen.unwrap_or(defaults::INTERNAL_LISTEN);
+    let overlap = public.ip() == internal.ip() || public.ip().is_unspecified() || internal.ip().is_unspecified();
+    if public.port() != 0 && public.port() == internal.port() && overlap {
+        return Err(invalid(format!(
+            "HERALD_INTERNAL_LISTEN ({internal}) must not be the address of HERALD_LISTEN ({public}): \
+             the internal listener serves /api/publish and /metrics, which must stay off the public port"
+        )));
+    }
+    Ok((public, internal))
+}
+
 fn listener_limits(o: &Options) -> Result<ListenerLimits, ConfigError> {
     let defaults = ListenerLimits::default();
     Ok(ListenerLimits {
@@ -495,8 +514,6 @@ fn random_secret() -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::super::test_options as options;
     use super::*;
 
@@ -552,6 +569,7 @@ mod tests {
         assert!(config.dev_jwt_secret.is_some());
         assert!(config.dev_publisher_key.is_some());
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.internal_listen, SocketAddr::from(([127, 0, 0, 1], 9090)));
         assert_eq!(config.tokens, TokenSettings::default());
         assert_eq!(config.connections, ConnectionSettings::default());
         assert_eq!(config.session, SessionSettings::default());
@@ -625,6 +643,25 @@ mod tests {
         let config = Config::resolve(merged).expect("valid");
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.connections.max_per_user, 3);
+    }
+
+    #[test]
+    fn the_internal_listener_may_not_share_the_public_address() {
+        let with = |listen: &str, internal: &str| Options {
+            dev: Some(true),
+            listen: Some(listen.parse().expect("addr")),
+            internal_listen: Some(internal.parse().expect("addr")),
+            ..options()
+        };
+        let err = refusal(with("0.0.0.0:8080", "0.0.0.0:8080"));
+        assert!(err.contains("HERALD_INTERNAL_LISTEN"), "{err}");
+        assert!(
+            refusal(with("0.0.0.0:8080", "127.0.0.1:8080")).contains("HERALD_INTERNAL_LISTEN"),
+            "the wildcard covers loopback too"
+        );
+        let config = Config::resolve(with("0.0.0.0:8080", "0.0.0.0:9090")).expect("two ports");
+        assert_eq!(config.internal_listen.port(), 9090);
+        Config::resolve(with("127.0.0.1:0", "127.0.0.1:0")).expect("port 0 twice: two free ports");
     }
 
     #[test]

@@ -21,15 +21,13 @@ pub use error::ApiError;
 /// Public for the fuzz targets (`fuzz/`), which read publish bodies exactly as the handler does.
 pub use json::JsonBody;
 
-/// Every HTTP route, without state: the server adds the WebSocket route, the fallback and the state
-/// (so `ws/`, which uses this module's error type, is not imported back from here).
-pub fn routes(dev_mode: bool) -> Router<Arc<Gateway>> {
-    let router = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+/// The public listener's HTTP routes, without state: what browsers and apps call. The server adds the
+/// WebSocket route, the fallback and the state (so `ws/`, which uses this module's error type, is not
+/// imported back from here). `/api/publish` and `/metrics` are not here: they answer 404 on the
+/// public port and live on the internal listener ([`internal_routes`]).
+pub fn public_routes(dev_mode: bool) -> Router<Arc<Gateway>> {
+    let router = health_routes()
         .route("/ws/token", post(tokens::issue).delete(tokens::revoke_all))
-        .route("/api/publish", post(publish::publish))
         .route("/notifications", get(notifications::history))
         .route("/notifications/read-all", post(notifications::mark_all_read))
         .route(
@@ -43,4 +41,20 @@ pub fn routes(dev_mode: bool) -> Router<Arc<Gateway>> {
     } else {
         router
     }
+}
+
+/// The internal listener's routes: publishing (other services) and metrics (Prometheus). A publisher
+/// key is still required to publish; the port keeps the route and the metrics out of the public's
+/// reach on top of that (a leaked key, key-guessing, what the metrics reveal about traffic).
+pub fn internal_routes() -> Router<Arc<Gateway>> {
+    health_routes()
+        .route("/metrics", get(health::metrics))
+        .route("/api/publish", post(publish::publish))
+}
+
+/// On both listeners, so that a probe or a check can use either port.
+fn health_routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
 }

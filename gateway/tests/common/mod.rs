@@ -22,6 +22,8 @@ pub const PUBLISHER_KEY: &str = "integration-test-publisher-key-0123456789";
 pub struct TestGateway {
     pub running: RunningGateway,
     pub addr: SocketAddr,
+    /// The internal listener (`/api/publish`, `/metrics`).
+    pub internal_addr: SocketAddr,
     pub http: reqwest::Client,
     pub database_url: String,
     _dir: TempDir,
@@ -31,6 +33,7 @@ pub struct TestGateway {
 pub fn options(dir: &TempDir) -> Options {
     Options {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        internal_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         database_url: Some(format!("sqlite://{}", dir.0.join("herald.db").display()).into()),
         jwt_hs256_secret: Some(JWT_SECRET.into()),
         jwt_issuer: Some(herald_e2e::JWT_ISSUER.into()),
@@ -81,9 +84,11 @@ async fn launch(dir: TempDir, config: Config, clock: Arc<dyn Clock>) -> TestGate
         .await
         .expect("gateway starts");
     let addr = running.addr;
+    let internal_addr = running.internal_addr;
     TestGateway {
         running,
         addr,
+        internal_addr,
         http: reqwest::Client::new(),
         database_url,
         _dir: dir,
@@ -103,6 +108,11 @@ pub fn user_jwt_with_roles(sub: &str, exp_in_secs: i64, roles: &[&str]) -> Strin
 impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the internal listener, where `/api/publish` and `/metrics` are.
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.internal_addr)
     }
 
     pub async fn post_token(&self, jwt: Option<&str>) -> reqwest::Response {
@@ -128,7 +138,7 @@ impl TestGateway {
 
     /// `POST /api/publish` with `key` as the bearer, or no Authorization at all.
     pub async fn publish_as(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
-        let mut request = self.http.post(self.url("/api/publish")).json(body);
+        let mut request = self.http.post(self.internal_url("/api/publish")).json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }

@@ -52,6 +52,7 @@ fn every_child_is_owned_by_the_gateway() {
     assert_owned(&config.metadata);
     assert_owned(&deployment(&gw, &checksum).metadata);
     assert_owned(&service(&gw).metadata);
+    assert_owned(&internal_service(&gw).metadata);
     assert_owned(&pod_disruption_budget(&gw).expect("pdb").metadata);
     assert_owned(&initial_signing_keys(&gw, "k1", "c2VjcmV0", "2026-01-01T00:00:00Z").metadata);
     let (account, role, binding) = rotation_rbac(&gw);
@@ -75,6 +76,7 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
             ("ConfigMap", "alerts-config"),
             ("Deployment", "alerts"),
             ("Service", "alerts"),
+            ("Service", "alerts-internal"),
         ];
         if with_pdb {
             children.push(("PodDisruptionBudget", "alerts"));
@@ -93,7 +95,7 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     assert_eq!(listed(&cluster_gateway()), expected(true));
     let single = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://i/j"}}));
     assert_eq!(listed(&single), expected(false));
-    let role = &Children::render(&single, &[], "operator:1").refs()[4].resource;
+    let role = &Children::render(&single, &[], "operator:1").refs()[5].resource;
     assert_eq!(
         (role.group.as_str(), role.plural.as_str()),
         ("rbac.authorization.k8s.io", "roles")
@@ -127,6 +129,11 @@ fn the_rendered_config_is_one_the_gateway_accepts() {
     assert!(config.catalog.get("ops").expect("ops").admin_only);
     assert_eq!(config.connections.max_per_user, 5);
     assert_eq!(config.listen.port(), GATEWAY_PORT as u16);
+    assert_eq!(config.internal_listen.port(), GATEWAY_INTERNAL_PORT as u16);
+    assert!(
+        config.listen.ip().is_unspecified() && config.internal_listen.ip().is_unspecified(),
+        "both reachable from other pods"
+    );
     assert!(!yaml.contains("an-hs256-secret"), "no secret in the ConfigMap");
 }
 
@@ -280,6 +287,60 @@ fn the_issuer_and_audience_waiver_is_rendered_for_the_gateway() {
     assert!(config.is_ok(), "{config:?}");
     let (_, config) = resolve(json!({"jwksUrl": "https://i/j", "issuer": "https://i/"}));
     assert!(config.is_err(), "the gateway itself refuses it too");
+}
+
+#[test]
+fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in_the_cluster() {
+    let mut gw = cluster_gateway();
+    gw.spec.service.service_type = ServiceType::LoadBalancer;
+    let ports = |service: &Service| -> Vec<(String, i32, IntOrString)> {
+        service
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.ports.clone())
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.expect("name"), p.port, p.target_port.expect("target")))
+            .collect()
+    };
+    let public = service(&gw);
+    assert_eq!(
+        ports(&public),
+        [("http".to_owned(), 80, IntOrString::String("http".into()))],
+        "publishing and metrics are not on the public Service"
+    );
+    assert_eq!(
+        public.spec.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("LoadBalancer")
+    );
+    let internal = internal_service(&gw);
+    assert_eq!(internal.metadata.name.as_deref(), Some("alerts-internal"));
+    assert_eq!(
+        internal.spec.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("ClusterIP"),
+        "whatever type the public Service has"
+    );
+    assert_eq!(
+        ports(&internal),
+        [("internal".to_owned(), 9090, IntOrString::String("internal".into()))]
+    );
+    assert_eq!(
+        internal.spec.as_ref().and_then(|s| s.selector.clone()),
+        public.spec.as_ref().and_then(|s| s.selector.clone()),
+        "the same pods"
+    );
+    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    let container_ports: Vec<(Option<String>, i32)> = pod.containers[0]
+        .ports
+        .clone()
+        .expect("ports")
+        .into_iter()
+        .map(|p| (p.name, p.container_port))
+        .collect();
+    assert_eq!(
+        container_ports,
+        [(Some("http".to_owned()), 8080), (Some("internal".to_owned()), 9090)]
+    );
 }
 
 #[test]
