@@ -22,10 +22,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use herald_fuzz::{NOW, block_on};
-use herald_gateway::domain::link::LinkPolicy;
-use herald_gateway::domain::notification::{
-    MAX_ACTION_URL_CHARS, MAX_BODY_BYTES, MAX_DATA_BYTES, MAX_ICON_CHARS, MAX_TITLE_CHARS, NotificationType,
-};
+use herald_gateway::domain::link::{LinkPolicy, MAX_ACTION_URL_CHARS, MAX_ICON_CHARS};
+use herald_gateway::domain::notification::{MAX_BODY_BYTES, MAX_DATA_BYTES, MAX_TITLE_CHARS, NotificationType};
 use herald_gateway::domain::publish::{MAX_RECIPIENTS, PublishBody, PublishRequest};
 use herald_gateway::http::JsonBody;
 use libfuzzer_sys::fuzz_target;

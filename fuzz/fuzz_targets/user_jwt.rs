@@ -4,8 +4,10 @@
 //! Asserts, for any input:
 //! - the bytes as a bearer token never make the verifier panic, and a token it accepts is signed
 //!   (HMAC-SHA256 over `header.payload` under the secret, checked independently), names the
-//!   configured issuer and audience, and its `sub` is the accepted user's id, 1-255 bytes;
-//! - claims built from the input, signed with the secret, verify as their `sub` with their roles;
+//!   configured issuer and audience, and its `sub` is the accepted user's id, which follows the
+//!   user-id rule (1-255 bytes, no control, separator or bidirectional character);
+//! - claims built from the input, signed with the secret, verify as their `sub` with their roles
+//!   when the `sub` follows that rule, and are refused when it does not;
 //! - a single-byte change of such a token never verifies as anyone.
 
 #![no_main]
@@ -47,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(audience_ok, "accepted a foreign audience: {claims}");
         assert_eq!(claims["sub"], user.id.as_str(), "the user is not the token's subject");
         assert!(
-            !user.id.is_empty() && user.id.len() <= 255,
-            "a subject out of bounds: {:?}",
+            acceptable_user_id(&user.id),
+            "a subject the user-id rule refuses: {:?}",
             user.id
         );
     }
@@ -71,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     )
     .expect("JSON claims encode");
     let verdict = block_on(verifier.verify(&token));
-    if case.sub.is_empty() || case.sub.len() > 255 {
+    if !acceptable_user_id(&case.sub) {
         assert!(verdict.is_err(), "accepted the subject {:?}", case.sub);
     } else {
         let user = verdict.expect("a token signed with the secret verifies");
@@ -99,4 +101,14 @@ fn payload(token: &str) -> Option<Value> {
     let (_signature, payload) = (parts.next()?, parts.next()?);
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The user-id rule of docs/security.md, written again here rather than borrowed from the code under
+/// test: 1-255 bytes, no control character, no line or paragraph separator, no bidirectional
+/// embedding, override or isolate.
+fn acceptable_user_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && !id.chars().any(|c| {
+            c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
 }

@@ -46,15 +46,18 @@ pub fn signing_keys() -> &'static SigningKeys {
 pub fn jwt_verifier() -> &'static Arc<JwtVerifier> {
     static VERIFIER: OnceLock<Arc<JwtVerifier>> = OnceLock::new();
     VERIFIER.get_or_init(|| {
-        Arc::new(JwtVerifier::new(JwtSettings {
-            hs256_secret: Some(herald_contract::Secret::new(JWT_SECRET.to_vec())),
-            jwks_url: None,
-            issuer: Some(JWT_ISSUER.into()),
-            audience: Some(JWT_AUDIENCE.into()),
-            roles_claim: JWT_ROLES_CLAIM.into(),
-            leeway_secs: JWT_LEEWAY_SECS,
-            jwks_min_refetch: JWKS_MIN_REFETCH,
-        }))
+        Arc::new(JwtVerifier::new(
+            JwtSettings {
+                hs256_secret: Some(herald_contract::Secret::new(JWT_SECRET.to_vec())),
+                jwks_url: None,
+                issuer: Some(JWT_ISSUER.into()),
+                audience: Some(JWT_AUDIENCE.into()),
+                roles_claim: JWT_ROLES_CLAIM.into(),
+                leeway_secs: JWT_LEEWAY_SECS,
+                jwks_min_refetch: JWKS_MIN_REFETCH,
+            },
+            Arc::new(herald_gateway::adapters::clock::SystemClock),
+        ))
     })
 }
 
