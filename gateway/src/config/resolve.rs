@@ -14,7 +14,7 @@ use crate::app::{ConnectionSettings, SessionSettings, TokenSettings};
 use crate::domain::channel::ChannelCatalog;
 use crate::domain::notification::NotificationType;
 use crate::domain::publisher::{MIN_KEY_CHARS, Publisher, Publishers};
-use crate::domain::token::{MIN_SECRET_BYTES, SigningKey, SigningKeys};
+use crate::domain::token::{MAX_TOKEN_CHARS, MIN_SECRET_BYTES, SigningKey, SigningKeys};
 use crate::listener::ListenerLimits;
 
 use super::keys::{KeySource, inline_keys, read_keys_file};
@@ -46,6 +46,7 @@ impl Config {
             &catalog,
             dev,
         )?;
+        fits_in_a_token(&catalog, &signing_keys)?;
         let session = session_settings(&o)?;
         let (listen, internal_listen) = listeners(&o)?;
         Ok(Config {
@@ -505,6 +506,34 @@ fn publisher_rate(name: &str, value: Option<u32>) -> Result<u32, ConfigError> {
     Ok(rate)
 }
 
+/// Refuses a channel set whose connection tokens could outgrow what the verifier accepts: the token of
+/// a user allowed every channel, with the longest user id (each byte escaped in JSON) and the longest
+/// key id, must stay within [`MAX_TOKEN_CHARS`], or such a user would be issued tokens that are then
+/// refused at every connect.
+fn fits_in_a_token(catalog: &ChannelCatalog, keys: &SigningKeys) -> Result<(), ConfigError> {
+    let worst = crate::domain::token::ConnectionClaims {
+        kid: keys
+            .keys()
+            .iter()
+            .map(|k| k.kid())
+            .max_by_key(|kid| kid.len())
+            .unwrap_or_default()
+            .to_owned(),
+        user_id: "\"".repeat(crate::domain::user::MAX_USER_ID_BYTES),
+        issued_at: i64::MAX,
+        expires_at: i64::MAX,
+        token_id: uuid::Uuid::max(),
+        allowed_channels: Some(catalog.channels().iter().map(|c| c.name.clone()).collect()),
+    };
+    let len = worst.signed_len();
+    if len > MAX_TOKEN_CHARS {
+        return Err(invalid(format!(
+            "channels: the connection token of a user allowed every channel would be {len} characters, over the {MAX_TOKEN_CHARS} a token may have; configure fewer channels or shorter names"
+        )));
+    }
+    Ok(())
+}
+
 fn random_secret() -> Vec<u8> {
     use rand::RngCore;
     let mut secret = vec![0u8; 32];
@@ -543,6 +572,35 @@ mod tests {
             ..production()
         });
         assert!(err.contains("WEBSOCKET_TOKEN_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_channel_set_too_large_for_a_connection_token_is_refused() {
+        use herald_contract::ChannelEntry;
+        let channel = |name: String, types: Vec<String>| ChannelEntry {
+            name,
+            description: None,
+            types,
+            admin_only: false,
+            required_role: None,
+            default_subscribed: true,
+            retention_days: None,
+        };
+        let all_types: Vec<String> = NotificationType::ALL.iter().map(|t| t.as_str().to_owned()).collect();
+        let with = |extra: usize| Options {
+            channels: Some(
+                std::iter::once(channel("everything".into(), all_types.clone()))
+                    .chain((0..extra).map(|i| channel(format!("{i:0>60}"), Vec::new())))
+                    .collect(),
+            ),
+            ..production()
+        };
+        Config::resolve(with(10)).expect("ten more channels fit");
+        let err = refusal(with(60));
+        assert!(
+            err.contains("connection token of a user allowed every channel"),
+            "{err}"
+        );
     }
 
     #[test]

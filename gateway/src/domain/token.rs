@@ -33,6 +33,15 @@ pub struct ConnectionClaims {
     pub allowed_channels: Option<Vec<String>>,
 }
 
+impl ConnectionClaims {
+    /// The length of the token carrying these claims: the JSON payload in base64url, a dot, and an
+    /// HMAC-SHA256 in base64url (43 characters). [`SigningKeys::sign`] produces exactly this.
+    pub fn signed_len(&self) -> usize {
+        let payload = serde_json::to_vec(self).map_or(0, |json| json.len());
+        (payload * 4).div_ceil(3) + 1 + 43
+    }
+}
+
 /// Why a presented token is refused. The order of checks is the order of the variants' use in
 /// [`SigningKeys::verify`]; the service adds revocation and single use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,6 +242,20 @@ mod tests {
             expires_at: now + 60_000,
             token_id: uuid::Uuid::new_v4(),
             allowed_channels: None,
+        }
+    }
+
+    #[test]
+    fn signed_len_is_the_length_of_the_signed_token() {
+        let keys = SigningKeys::new(vec![key("k1", "0123456789abcdef", 0)]).expect("set");
+        for channels in [None, Some(vec!["social".to_owned(), "uploads".to_owned()])] {
+            for user in ["a", "ab", "abc", "\"quoted\" and \\", "é ü"] {
+                let mut c = claims(5_000);
+                c.user_id = user.to_owned();
+                c.allowed_channels = channels.clone();
+                let (token, signed) = keys.sign(c, 5_000).expect("sign");
+                assert_eq!(signed.signed_len(), token.len(), "{user:?}");
+            }
         }
     }
 
