@@ -1,7 +1,7 @@
 //! Cluster mode with real processes: several `herald-gateway` replicas sharing one PostgreSQL and one
 //! Redis behave as one service (issue "Production backends").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -84,14 +84,23 @@ async fn redis_restart_loses_no_notification() {
     };
     let publisher_side = cluster.replica(&[]);
     let client_side = cluster.replica(&[]);
-    let mut ws = connect(&client_side, &token(&client_side, "alice").await)
-        .await
-        .expect("connects");
+    // M users, each connected to the other replica; every publish goes to all of them.
+    const USERS: usize = 10;
+    let users: Vec<String> = (0..USERS).map(|i| format!("user-{i}")).collect();
+    let mut sockets = Vec::new();
+    for user in &users {
+        sockets.push(
+            connect(&client_side, &token(&client_side, user).await)
+                .await
+                .expect("connects"),
+        );
+    }
 
     // The publisher keeps publishing, one every 25 ms, while Redis goes away and comes back.
     const TOTAL: usize = 60;
+    let recipients: Vec<&str> = users.iter().map(String::as_str).collect();
     let publisher = async {
-        let mut created = BTreeSet::new();
+        let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for i in 0..TOTAL {
             if i == 20 {
                 redis.kill();
@@ -99,19 +108,25 @@ async fn redis_restart_loses_no_notification() {
             if i == 40 {
                 redis.restart();
             }
-            let response = publish(&publisher_side, &["alice"], &format!("n{i}")).await;
+            let response = publish(&publisher_side, &recipients, &format!("n{i}")).await;
             assert_eq!(response.status(), 202, "publishing answers while Redis is down");
             let answer: Value = response.json().await.expect("json");
-            created.insert(answer["created"][0]["id"].as_str().expect("id").to_owned());
+            for entry in answer["created"].as_array().expect("created") {
+                let user = entry["userId"].as_str().expect("userId").to_owned();
+                created
+                    .entry(user)
+                    .or_default()
+                    .insert(entry["id"].as_str().expect("id").to_owned());
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         created
     };
-    let receiver = async {
+    let receivers = futures_util::future::join_all(users.iter().zip(sockets.iter_mut()).map(|(user, ws)| async move {
         let mut received = BTreeSet::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while received.len() < TOTAL && Instant::now() < deadline {
-            let message = next_notification(&mut ws).await;
+            let message = next_notification(ws).await;
             let id = message["payload"]["id"].as_str().expect("id").to_owned();
             if received.insert(id.clone()) {
                 ws.send(client_message("notification:ack", json!({"notificationId": id})))
@@ -119,13 +134,15 @@ async fn redis_restart_loses_no_notification() {
                     .expect("ack");
             }
         }
-        received
-    };
-    let (created, received) = tokio::join!(publisher, receiver);
-    assert_eq!(created.len(), TOTAL);
+        (user.clone(), received)
+    }));
+    let (created, received) = tokio::join!(publisher, receivers);
+    let received: BTreeMap<String, BTreeSet<String>> = received.into_iter().collect();
+    assert_eq!(created.len(), USERS);
+    assert!(created.values().all(|ids| ids.len() == TOTAL));
     assert_eq!(
         received, created,
-        "every notification arrives after recovery (deduplicated by id)"
+        "every notification reaches every recipient after recovery (deduplicated by id)"
     );
 }
 
