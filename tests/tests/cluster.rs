@@ -151,27 +151,81 @@ async fn a_replica_killed_while_delivering_loses_nothing_unacknowledged() {
     let Some(cluster) = Cluster::new(None) else { return };
     let mut doomed = cluster.replica(&[]);
     let survivor = cluster.replica(&[]);
-    let mut ws = connect(&doomed, &token(&survivor, "alice").await)
-        .await
-        .expect("connects");
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let answer: Value = publish(&survivor, &["alice"], &format!("n{i}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        ids.push(answer["created"][0]["id"].clone());
+    // M users on the doomed replica; N notifications to all of them, published on the survivor,
+    // some before the kill and the rest while the users are reconnecting.
+    const USERS: usize = 10;
+    const TOTAL: usize = 40;
+    const BEFORE_KILL: usize = 15;
+    let users: Vec<String> = (0..USERS).map(|i| format!("killed-{i}")).collect();
+    let recipients: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut sockets = Vec::new();
+    for user in &users {
+        sockets.push(connect(&doomed, &token(&survivor, user).await).await.expect("connects"));
     }
-    // Delivery has begun on the doomed replica (nothing is acknowledged), then it dies.
-    assert_eq!(next_notification(&mut ws).await["payload"]["id"], ids[0]);
+    let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut publish_round = |answer: Value| {
+        for entry in answer["created"].as_array().expect("created") {
+            let user = entry["userId"].as_str().expect("userId").to_owned();
+            created
+                .entry(user)
+                .or_default()
+                .insert(entry["id"].as_str().expect("id").to_owned());
+        }
+    };
+    for i in 0..BEFORE_KILL {
+        publish_round(
+            publish(&survivor, &recipients, &format!("n{i}"))
+                .await
+                .json()
+                .await
+                .expect("json"),
+        );
+    }
+    // Delivery has begun on the doomed replica (each user acknowledges its first one), then it dies.
+    let mut received: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (user, ws) in users.iter().zip(sockets.iter_mut()) {
+        let id = next_notification(ws).await["payload"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        ws.send(client_message("notification:ack", json!({"notificationId": id})))
+            .await
+            .expect("ack");
+        received.entry(user.clone()).or_default().insert(id);
+    }
     herald_e2e::signal(doomed.pid(), "KILL");
     doomed.wait_exit(Duration::from_secs(10));
-    // The client reconnects to the other replica and receives every unacknowledged notification, in order.
-    let mut again = connect(&survivor, &token(&survivor, "alice").await)
-        .await
-        .expect("reconnects");
-    for id in &ids {
-        assert_eq!(&next_notification(&mut again).await["payload"]["id"], id);
+    drop(sockets);
+    for i in BEFORE_KILL..TOTAL {
+        publish_round(
+            publish(&survivor, &recipients, &format!("n{i}"))
+                .await
+                .json()
+                .await
+                .expect("json"),
+        );
     }
+    // Every client reconnects to the other replica and gets everything it had not acknowledged.
+    for user in &users {
+        let mut again = connect(&survivor, &token(&survivor, user).await)
+            .await
+            .expect("reconnects");
+        let expected = &created[user];
+        let seen = received.entry(user.clone()).or_default();
+        let mut last_seq = 0;
+        while !expected.is_subset(seen) {
+            let message = next_notification(&mut again).await;
+            let seq = message["payload"]["seq"].as_i64().expect("seq");
+            assert!(seq > last_seq, "replayed in order: {seq} after {last_seq}");
+            last_seq = seq;
+            let id = message["payload"]["id"].as_str().expect("id").to_owned();
+            again
+                .send(client_message("notification:ack", json!({"notificationId": id})))
+                .await
+                .expect("ack");
+            seen.insert(id);
+        }
+    }
+    assert_eq!(created.len(), USERS);
+    assert!(created.values().all(|ids| ids.len() == TOTAL));
 }
