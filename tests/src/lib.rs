@@ -592,3 +592,18 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+/// The `(userId, id)` pairs of a `POST /api/publish` answer's `created` list.
+pub fn created_ids(answer: &Value) -> Vec<(String, String)> {
+    answer["created"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|c| {
+            (
+                c["userId"].as_str().expect("userId").to_owned(),
+                c["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -111,12 +111,8 @@ async fn redis_restart_loses_no_notification() {
             let response = publish(&publisher_side, &recipients, &format!("n{i}")).await;
             assert_eq!(response.status(), 202, "publishing answers while Redis is down");
             let answer: Value = response.json().await.expect("json");
-            for entry in answer["created"].as_array().expect("created") {
-                let user = entry["userId"].as_str().expect("userId").to_owned();
-                created
-                    .entry(user)
-                    .or_default()
-                    .insert(entry["id"].as_str().expect("id").to_owned());
+            for (user, id) in herald_e2e::created_ids(&answer) {
+                created.entry(user).or_default().insert(id);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -164,12 +160,8 @@ async fn a_replica_killed_while_delivering_loses_nothing_unacknowledged() {
     }
     let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut publish_round = |answer: Value| {
-        for entry in answer["created"].as_array().expect("created") {
-            let user = entry["userId"].as_str().expect("userId").to_owned();
-            created
-                .entry(user)
-                .or_default()
-                .insert(entry["id"].as_str().expect("id").to_owned());
+        for (user, id) in herald_e2e::created_ids(&answer) {
+            created.entry(user).or_default().insert(id);
         }
     };
     for i in 0..BEFORE_KILL {

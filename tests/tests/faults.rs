@@ -212,12 +212,7 @@ async fn publish_to(
             .expect("publish");
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.expect("json");
-        created.extend(body["created"].as_array().expect("created").iter().map(|c| {
-            (
-                c["userId"].as_str().expect("userId").to_owned(),
-                c["id"].as_str().expect("id").to_owned(),
-            )
-        }));
+        created.extend(herald_e2e::created_ids(&body));
     }
     created
 }

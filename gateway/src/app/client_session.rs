@@ -175,23 +175,19 @@ impl ClientSession {
         // An ack of what the server sent and awaits is bounded by what it sends (a window at a
         // time), so it is exempt from the rate and costs no store access. Any other ack (a
         // duplicate, someone else's, an unknown id) counts against the rate like every message.
-        let is_ack = match &parsed {
+        let acked = match &parsed {
             Ok(envelope) => match envelope.message {
-                ClientMessage::Ack { notification_id } => {
-                    if self
-                        .gateway
-                        .notifications
-                        .acknowledge_awaited(&self.user_id, notification_id)
-                        .await
-                    {
-                        return Answer::Nothing;
-                    }
-                    true
-                }
-                _ => false,
+                ClientMessage::Ack { notification_id } => Some(notification_id),
+                _ => None,
             },
-            Err(_) => false,
+            Err(_) => None,
         };
+        if let Some(id) = acked {
+            if self.gateway.notifications.acknowledge_awaited(&self.user_id, id).await {
+                return Answer::Nothing;
+            }
+        }
+        let is_ack = acked.is_some();
         if !self.messages.check(now).is_allowed() {
             return Self::too_many_messages();
         }
