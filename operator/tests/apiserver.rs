@@ -56,7 +56,7 @@ async fn install_crds(client: &Client) {
 
 /// A fresh namespace holding the Secrets `gateway_json` names (`db`, `cache`), opted in for Herald.
 async fn namespace(client: &Client) -> String {
-    let name = format!("t-{}", &uuid_like());
+    let name = herald_e2e::unique_name("t");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
     namespaces
@@ -87,12 +87,6 @@ async fn create_secret(client: &Client, ns: &str, name: &str, opted_in: bool) {
 
 /// What the test Secrets hold: it must never show up in a status or an event.
 const SECRET_VALUE: &str = "an-hs256-secret-that-must-never-leak-0123";
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
-}
 
 fn context(client: &Client) -> Arc<Context> {
     Arc::new(Context::new(

@@ -16,6 +16,11 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::json;
 
+/// Held by each test for its whole run. A cluster-wide operator (the leader test's) reconciles every
+/// namespace, so one running beside the namespace-scoped test would reconcile the gateway that test
+/// proves is left alone.
+static ONE_OPERATOR_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running operator and the lines it has logged so far (JSON, one event a line).
 struct Operator {
     child: Child,
@@ -130,9 +135,10 @@ async fn create_gateway(client: &Client, namespace: &str, name: &str) {
 
 #[tokio::test]
 async fn an_operator_watching_one_namespace_reconciles_there_and_nowhere_else() {
+    let _alone = ONE_OPERATOR_AT_A_TIME.lock().await;
     let Some(client) = client().await else { return };
-    let watched = format!("opw-{}", std::process::id());
-    let other = format!("opo-{}", std::process::id());
+    let watched = herald_e2e::unique_name("opw");
+    let other = herald_e2e::unique_name("opo");
     create_namespace(&client, &watched).await;
     create_namespace(&client, &other).await;
     let port = herald_e2e::free_port();
@@ -171,8 +177,9 @@ async fn an_operator_watching_one_namespace_reconciles_there_and_nowhere_else() 
 
 #[tokio::test]
 async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_exits_when_it_loses_the_lease() {
+    let _alone = ONE_OPERATOR_AT_A_TIME.lock().await;
     let Some(client) = client().await else { return };
-    let namespace = format!("op-{}", std::process::id());
+    let namespace = herald_e2e::unique_name("op");
     create_namespace(&client, &namespace).await;
 
     let port = herald_e2e::free_port();

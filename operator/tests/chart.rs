@@ -295,8 +295,8 @@ async fn every_rendered_manifest_passes_a_server_side_dry_run() {
     let Some((client, bin)) = apiserver_and_helm().await else {
         return;
     };
-    let namespace = format!("chart-{}", std::process::id());
-    let watched = format!("chart-w-{}", std::process::id());
+    let namespace = herald_e2e::unique_name("chart");
+    let watched = herald_e2e::unique_name("chart-w");
     create_namespace(&client, &namespace).await;
     create_namespace(&client, &watched).await;
     let watching = format!("watchNamespaces={{{watched}}}");
@@ -478,7 +478,7 @@ async fn the_cluster_wide_rbac_is_enough_to_reconcile_and_to_lead_and_no_more() 
     let Some((admin, bin)) = apiserver_and_helm().await else {
         return;
     };
-    let namespace = format!("rbac-{}", std::process::id());
+    let namespace = herald_e2e::unique_name("rbac");
     create_namespace(&admin, &namespace).await;
     let (operator, user) = install_operator_rbac(&admin, &bin, &namespace, &[]).await;
     reconcile_as(&operator, &admin, &namespace).await;
@@ -520,9 +520,9 @@ async fn with_watched_namespaces_the_operator_can_not_touch_any_other_namespace(
     let Some((admin, bin)) = apiserver_and_helm().await else {
         return;
     };
-    let release_namespace = format!("nsrbac-{}", std::process::id());
-    let watched = format!("nsrbac-w-{}", std::process::id());
-    let other = format!("nsrbac-o-{}", std::process::id());
+    let release_namespace = herald_e2e::unique_name("nsrbac");
+    let watched = herald_e2e::unique_name("nsrbac-w");
+    let other = herald_e2e::unique_name("nsrbac-o");
     for namespace in [&release_namespace, &watched, &other] {
         create_namespace(&admin, namespace).await;
     }

@@ -69,6 +69,16 @@ impl Drop for TempDir {
     }
 }
 
+/// A name no earlier run used either, for objects that outlive a run (the test apiserver keeps its
+/// namespaces: it runs no namespace controller). Process ids repeat, so they alone are not enough.
+pub fn unique_name(prefix: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!("{prefix}-{}-{now}-{}", std::process::id(), unique())
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
