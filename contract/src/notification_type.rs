@@ -8,6 +8,10 @@ macro_rules! notification_types {
         /// A notification type of the plan (`NotificationTypeSchema`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // Every name is its variant in snake_case. utoipa reads this, not the per-variant renames
+        // (a macro's literal is opaque to it); the per-variant ones stay the source for serde.
+        #[serde(rename_all = "snake_case")]
         pub enum NotificationType { $(#[serde(rename = $name)] $variant),* }
 
         impl NotificationType {

@@ -18,6 +18,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(cli.options).await,
+        Command::Openapi => {
+            print!("{}", herald_gateway::api::render(false));
+            ExitCode::SUCCESS
+        }
         Command::CheckConfig => match load(cli.options) {
             Ok(config) => {
                 println!(

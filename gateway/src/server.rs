@@ -265,16 +265,22 @@ fn spawn_purger(gateway: &Arc<Gateway>) {
 /// The public listener's router: the WebSocket endpoint and the HTTP API for users. Anything else,
 /// `/api/publish` and `/metrics` included, is 404 here.
 pub fn public_router(gateway: Arc<Gateway>) -> axum::Router {
-    crate::http::public_routes(gateway.dev.is_some())
-        .route("/ws", axum::routing::get(crate::ws::upgrade))
-        .fallback(crate::http::error::not_found)
-        .with_state(gateway)
+    let (routes, _document) = crate::api::public_api(gateway.dev.is_some()).split_for_parts();
+    finish(routes, gateway)
 }
 
 /// The internal listener's router: publishing, metrics and health.
 pub fn internal_router(gateway: Arc<Gateway>) -> axum::Router {
-    crate::http::internal_routes()
+    let (routes, _document) = crate::api::internal_api().split_for_parts();
+    finish(routes, gateway)
+}
+
+/// What both listeners answer outside their routes: a JSON 404 for an unknown path, a JSON 405 (with
+/// `Allow`) for a known path and another method.
+fn finish(routes: axum::Router<Arc<Gateway>>, gateway: Arc<Gateway>) -> axum::Router {
+    routes
         .fallback(crate::http::error::not_found)
+        .method_not_allowed_fallback(crate::http::error::method_not_allowed)
         .with_state(gateway)
 }
 

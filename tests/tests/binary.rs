@@ -296,3 +296,92 @@ async fn check_config_prints_the_effective_configuration_without_secrets() {
     assert_eq!(config["maxConnectionsPerUser"], 5);
     assert_eq!(config["tokenTtlMs"], 60_000);
 }
+
+/// The OpenAPI document as committed (docs/openapi.json).
+const COMMITTED_OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+#[tokio::test]
+async fn the_openapi_document_is_served_on_both_listeners_and_printed_as_committed() {
+    let gateway = GatewayProcess::start(&[], &production_env());
+    let http = reqwest::Client::new();
+    for url in [gateway.url("/openapi.json"), gateway.internal_url("/openapi.json")] {
+        let response = http.get(&url).send().await.expect("GET /openapi.json");
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{url}");
+        assert_eq!(response.text().await.expect("body"), COMMITTED_OPENAPI, "{url}");
+    }
+    let (status, printed) = run_to_exit(&["openapi"], &[]);
+    assert!(status.success(), "{printed}");
+    assert_eq!(printed.trim_end(), COMMITTED_OPENAPI.trim_end());
+
+    // Dev mode serves its extra route, and documents it.
+    let dev = GatewayProcess::start(&["--dev"], &[]);
+    let document: Value = http
+        .get(dev.url("/openapi.json"))
+        .send()
+        .await
+        .expect("GET /openapi.json")
+        .json()
+        .await
+        .expect("json");
+    assert!(document["paths"]["/dev/jwt"]["post"].is_object());
+    assert!(serde_json::from_str::<Value>(COMMITTED_OPENAPI).expect("json")["paths"]["/dev/jwt"].is_null());
+}
+
+#[tokio::test]
+async fn refusals_from_the_router_and_the_extractors_are_json_errors_too() {
+    let gateway = GatewayProcess::start(&["--dev"], &[]);
+    let http = reqwest::Client::new();
+    let code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let body: Value = response.json().await.expect("a JSON body");
+        (
+            status,
+            body["error"]["code"].as_str().expect("error.code").to_owned(),
+            allow,
+        )
+    };
+    // A known path with another method: 405 with `Allow`.
+    let (status, error, allow) = code(http.put(gateway.url("/healthz")).send().await.expect("PUT")).await;
+    assert_eq!((status, error.as_str()), (405, "method_not_allowed"));
+    assert!(allow.is_some_and(|a| a.contains("GET")));
+    // A query string axum cannot read (a repeated field): 400 like every validation failure.
+    let jwt: Value = http
+        .post(gateway.url("/dev/jwt?sub=alice"))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    let jwt = jwt["jwt"].as_str().expect("jwt");
+    let repeated = http
+        .get(gateway.url("/notifications?unread=true&unread=false"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(code(repeated).await.0, 400);
+    let (status, error, _) = code(
+        http.get(gateway.url("/ws?token=a&token=b"))
+            .send()
+            .await
+            .expect("GET /ws"),
+    )
+    .await;
+    assert_eq!((status, error.as_str()), (400, "validation_failed"));
+    // An id that is not UTF-8 once percent-decoded.
+    let (status, error, _) = code(
+        http.post(gateway.url("/notifications/%FF/read"))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .expect("POST"),
+    )
+    .await;
+    assert_eq!((status, error.as_str()), (400, "validation_failed"));
+}

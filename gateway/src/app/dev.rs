@@ -14,10 +14,11 @@ pub struct DevTokens {
 }
 
 /// A minted user JWT and when it expires.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DevJwt {
     pub jwt: String,
+    #[schema(value_type = i64, format = Int64)]
     pub expires_at: UnixMs,
 }
 

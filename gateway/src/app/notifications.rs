@@ -36,19 +36,29 @@ const MAX_PAGE: u32 = 100;
 
 /// Query parameters of `GET /notifications`, as received. They stay strings so that every bad one is
 /// reported at once (400 `validation_failed` with `fields`) rather than by the query extractor.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Documented with their real types; every bad value is a 400 `validation_failed`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only unread notifications.
+    #[param(value_type = Option<bool>)]
     pub unread: Option<String>,
+    /// Only notifications of this type.
     #[serde(rename = "type")]
+    #[param(rename = "type", value_type = Option<NotificationType>)]
     pub kind: Option<String>,
+    /// Only notifications of this channel.
     pub channel: Option<String>,
 }
 
 /// A page of `GET /notifications`: newest first, with the cursor of the next page (`null` on the
 /// last) and the user's unread count.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage {
     pub items: Vec<HistoryItem>,
@@ -57,11 +67,12 @@ pub struct HistoryPage {
 }
 
 /// One history item: the notification payload plus when it was read (`null` while unread).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryItem {
     #[serde(flatten)]
     pub notification: NotificationPayload,
+    #[schema(value_type = Option<i64>, format = Int64)]
     pub read_at: Option<UnixMs>,
 }
 

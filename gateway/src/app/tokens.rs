@@ -39,11 +39,12 @@ impl Default for TokenSettings {
     }
 }
 
-/// What `POST /ws/token` answers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What `POST /ws/token` answers: a connection token for `GET /ws`, single use, short-lived.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedToken {
     pub token: String,
+    #[schema(value_type = i64, format = Int64)]
     pub expires_at: UnixMs,
     pub token_id: String,
 }

@@ -76,6 +76,8 @@ pub enum Command {
     CheckConfig,
     /// Apply the database migrations and exit (needs only the database settings).
     Migrate,
+    /// Print the OpenAPI 3.1 document of every route (docs/openapi.json) and exit.
+    Openapi,
 }
 
 /// The resolved configuration a gateway serves with. `Debug` prints no secret: every secret is a

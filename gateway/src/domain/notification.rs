@@ -85,7 +85,7 @@ impl Notification {
 }
 
 /// The plan's `NotificationPayloadSchema`, plus `channel` and `seq`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationPayload {
     pub id: Uuid,
@@ -99,9 +99,12 @@ pub struct NotificationPayload {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Map<String, Value>>,
+    #[schema(value_type = i64, format = Int64)]
     pub created_at: UnixMs,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, format = Int64)]
     pub expires_at: Option<UnixMs>,
     pub channel: String,
     pub seq: i64,

@@ -70,7 +70,7 @@ impl Default for Preferences {
 }
 
 /// Why a recipient gets no in-app notification (the publish answer's `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     InAppDisabled,
@@ -141,7 +141,7 @@ impl Preferences {
 }
 
 /// A user's effective preferences, as `GET` and `PATCH /notifications/preferences` answer them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreferencesView {
     pub in_app_enabled: bool,
@@ -152,7 +152,7 @@ pub struct PreferencesView {
 }
 
 /// The switches of one type or channel with defaults filled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSwitches {
     pub in_app: bool,

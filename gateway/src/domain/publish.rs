@@ -99,20 +99,20 @@ impl PublishRequest {
 
 /// The answer to a publish (202): who got a notification and who was skipped, and why. Stored with
 /// an `Idempotency-Key` and answered again, unchanged, to a retry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublishReceipt {
     pub created: Vec<CreatedNotification>,
     pub skipped: Vec<SkippedRecipient>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedNotification {
     pub user_id: String,
     pub id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SkippedRecipient {
     pub user_id: String,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::app::Gateway;
@@ -11,16 +11,27 @@ use crate::app::dev::DevJwt;
 use crate::domain::user::validate_user_id;
 
 use super::ApiError;
+use super::error::ErrorBody;
+use super::params::QueryParams;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MintQuery {
+    /// The user id (`sub`); `dev-user` when absent.
     sub: Option<String>,
+    /// Comma-separated roles.
     roles: Option<String>,
 }
 
+/// Mints a user JWT the gateway accepts (only with `--dev`; the route does not exist otherwise).
+#[utoipa::path(post, path = "/dev/jwt", operation_id = "mintDevJwt", tag = "public", params(MintQuery),
+    responses(
+        (status = 200, description = "A JWT, valid for an hour", body = DevJwt),
+        (status = 400, description = "A `sub` no JWT may carry", body = ErrorBody),
+    ))]
 pub async fn mint_jwt(
     State(gateway): State<Arc<Gateway>>,
-    Query(query): Query<MintQuery>,
+    QueryParams(query): QueryParams<MintQuery>,
 ) -> Result<Json<DevJwt>, ApiError> {
     let dev = gateway
         .dev

@@ -71,13 +71,35 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The body of every refusal (4xx, 5xx) on every route.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable (`validation_failed`, `rate_limited`, ...).
+    pub code: &'static str,
+    /// For people; may change.
+    pub message: String,
+    /// Of a `validation_failed`: each field path (`notification.title`, `userIds[2]`) and what is
+    /// wrong with it, every problem at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub fields: Option<crate::domain::notification::FieldErrors>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::json!({"code": self.code, "message": self.message});
-        if let Some(fields) = self.fields {
-            error["fields"] = serde_json::json!(fields);
-        }
-        let body = serde_json::json!({ "error": error });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                fields: self.fields,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
@@ -95,4 +117,13 @@ impl IntoResponse for ApiError {
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// axum keeps the `Allow` header it computed for the path.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

@@ -13,9 +13,28 @@ use crate::domain::publisher::Publisher;
 use crate::error::Error;
 
 use super::ApiError;
+use super::error::ErrorBody;
 use super::json::JsonBody;
+use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest, Unavailable};
 
-/// Answers 202 once the notifications are committed; delivery happens after the answer.
+/// Publishes one notification to each recipient (internal listener only). Answers once the
+/// notifications are committed; delivery happens after the answer.
+#[utoipa::path(post, path = "/api/publish", operation_id = "publishNotifications", tag = "internal", security(("publisherKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A retry with the same key (within 24 hours) answers the first receipt; with another body, 422")),
+    request_body = PublishBody,
+    responses(
+        (status = 202, description = "Committed: who got a notification and who was skipped", body = PublishReceipt),
+        (status = 400, response = InvalidRequest),
+        (status = 401, description = "No valid publisher key", body = ErrorBody),
+        (status = 403, description = "A type or channel this publisher may not use", body = ErrorBody),
+        (status = 408, response = BodyTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 422, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
+        (status = 429, description = "Over the publisher's notifications per second; see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, response = Unavailable),
+    ))]
 pub async fn publish(
     State(gateway): State<Arc<Gateway>>,
     // Extracted before the body: a caller without a valid key is refused before a byte of its body

@@ -1,9 +1,7 @@
 //! WebSocket transport: the pre-upgrade checks (`GET /ws`) and the per-connection session loop.
 
 mod session;
-mod upgrade;
-
-pub use upgrade::upgrade;
+pub mod upgrade;
 
 /// The subprotocol a client offers (`Sec-WebSocket-Protocol: herald.v1, token.<token>`) and the server
 /// selects in its answer.

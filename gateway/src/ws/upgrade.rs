@@ -6,25 +6,41 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::{ConnectRequest, Gateway};
 use crate::http::ApiError;
 use crate::http::client_ip::client_ip;
+use crate::http::params::QueryParams;
 
 use super::{SUBPROTOCOL, TOKEN_PROTOCOL_PREFIX, session};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UpgradeQuery {
+    /// A connection token from `POST /ws/token`. Better sent as the subprotocol
+    /// `token.<token>` beside `herald.v1`, which keeps it out of URLs and access logs.
     token: Option<String>,
 }
 
+/// Opens the notification WebSocket (subprotocol `herald.v1`; messages in docs/protocol.md). Every
+/// check happens before the upgrade: a refused client gets a status and a JSON error.
+#[utoipa::path(get, path = "/ws", operation_id = "openWebSocket", tag = "public", params(UpgradeQuery),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "A malformed query string (a repeated `token`)", body = crate::http::error::ErrorBody),
+        (status = 401, description = "A missing, invalid, used or expired connection token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "The page's origin may not connect here (`HERALD_ALLOWED_ORIGINS`)", body = crate::http::error::ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade request", body = crate::http::error::ErrorBody),
+        (status = 429, description = "Too many connections for this user", body = crate::http::error::ErrorBody),
+        (status = 503, description = "WebSocket delivery is switched off, the replica is draining, or a dependency is unavailable", body = crate::http::error::ErrorBody),
+    ))]
 pub async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<UpgradeQuery>,
+    QueryParams(query): QueryParams<UpgradeQuery>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
