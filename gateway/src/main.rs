@@ -91,6 +91,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if config.dev {
         tracing::warn!("dev mode: generated secrets, POST /dev/jwt enabled; never use in production");
+        tracing::info!("demo: open http://{addr}/ in a browser (?user=bob for another user)");
         tracing::info!(
             "try it: JWT=$(curl -s -X POST 'http://{addr}/dev/jwt?sub=alice' | jq -r .jwt); \
              curl -s -X POST -H \"Authorization: Bearer $JWT\" http://{addr}/ws/token"

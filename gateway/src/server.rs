@@ -192,6 +192,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
             config.jwt.issuer.clone(),
             config.jwt.audience.clone(),
         )
+        .with_publisher_key(config.dev_publisher_key.as_ref().map(|key| key.expose().to_owned()))
     });
     let gateway = Arc::new(Gateway {
         tokens,

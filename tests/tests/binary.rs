@@ -385,3 +385,58 @@ async fn refusals_from_the_router_and_the_extractors_are_json_errors_too() {
     .await;
     assert_eq!((status, error.as_str()), (400, "validation_failed"));
 }
+
+#[tokio::test]
+async fn dev_mode_serves_the_demo_and_publishes_as_the_dev_publisher_and_production_does_neither() {
+    let dev = GatewayProcess::start(&["--dev"], &[]);
+    let http = reqwest::Client::new();
+    let page = http.get(dev.url("/")).send().await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
+    assert!(page.text().await.expect("body").contains("/demo/app.js"));
+    for (path, content_type) in [
+        ("/demo/app.js", "text/javascript; charset=utf-8"),
+        ("/demo/styles.css", "text/css; charset=utf-8"),
+    ] {
+        let asset = http.get(dev.url(path)).send().await.expect("GET");
+        assert_eq!(asset.status(), 200, "{path}");
+        assert_eq!(asset.headers()["content-type"], content_type, "{path}");
+    }
+    let published = http
+        .post(dev.url("/dev/publish"))
+        .json(&serde_json::json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hi"}}))
+        .send()
+        .await
+        .expect("POST /dev/publish");
+    assert_eq!(published.status(), 202);
+    let receipt: Value = published.json().await.expect("json");
+    assert_eq!(receipt["created"][0]["userId"], "alice");
+    let refused = http
+        .post(dev.url("/dev/publish"))
+        .json(&serde_json::json!({"userIds": [], "notification": {}}))
+        .send()
+        .await
+        .expect("POST /dev/publish");
+    assert_eq!(refused.status(), 400, "the same validation as /api/publish");
+
+    let production = GatewayProcess::start(&[], &production_env());
+    for path in ["/", "/demo/app.js"] {
+        let response = http.get(production.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let response = http
+        .post(production.url("/dev/publish"))
+        .json(&serde_json::json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hi"}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 404);
+}

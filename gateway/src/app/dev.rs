@@ -1,5 +1,6 @@
 //! Dev mode only: mints HS256 user JWTs with the gateway's own dev secret, so that a newcomer can try
-//! the gateway with curl and no identity provider. Never constructed outside dev mode.
+//! the gateway with curl and no identity provider, and holds the dev publisher's key, so that the
+//! demo page can publish a test notification. Never constructed outside dev mode.
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 
@@ -11,6 +12,8 @@ pub struct DevTokens {
     roles_claim: String,
     issuer: Option<String>,
     audience: Option<String>,
+    /// The generated dev publisher's key; `None` when publishers were configured.
+    publisher_key: Option<String>,
 }
 
 /// A minted user JWT and when it expires.
@@ -32,7 +35,18 @@ impl DevTokens {
             roles_claim: roles_claim.to_owned(),
             issuer,
             audience,
+            publisher_key: None,
         }
+    }
+
+    /// With the dev publisher's key, which `POST /dev/publish` publishes with.
+    pub fn with_publisher_key(mut self, key: Option<String>) -> Self {
+        self.publisher_key = key;
+        self
+    }
+
+    pub fn publisher_key(&self) -> Option<&str> {
+        self.publisher_key.as_deref()
     }
 
     pub fn mint(&self, sub: &str, roles: &[String], now: UnixMs) -> Result<DevJwt> {

@@ -1,4 +1,5 @@
-//! `POST /dev/jwt?sub=alice&roles=admin,ops`: dev mode only (the route does not exist otherwise).
+//! Dev mode only (the routes do not exist otherwise): `POST /dev/jwt?sub=alice&roles=admin,ops` mints
+//! a user JWT; `POST /dev/publish` publishes as the dev publisher, for the demo page's test form.
 
 use std::sync::Arc;
 
@@ -10,9 +11,13 @@ use crate::app::Gateway;
 use crate::app::dev::DevJwt;
 use crate::domain::user::validate_user_id;
 
+use crate::domain::publish::{PublishBody, PublishReceipt};
+
 use super::ApiError;
 use super::error::ErrorBody;
+use super::json::JsonBody;
 use super::params::QueryParams;
+use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -54,4 +59,36 @@ pub async fn mint_jwt(
         .map(str::to_owned)
         .collect();
     Ok(Json(dev.mint(&sub, &roles, gateway.clock.now_ms())?))
+}
+
+/// Publishes as the generated dev publisher, from the public listener: what the demo page's "send a
+/// test notification" form calls (a browser cannot reach the internal listener). Same body, rules and
+/// answer as `POST /api/publish`.
+#[utoipa::path(post, path = "/dev/publish", operation_id = "devPublish", tag = "public",
+    request_body = PublishBody,
+    responses(
+        (status = 202, description = "Committed", body = PublishReceipt),
+        (status = 400, response = InvalidRequest),
+        (status = 404, description = "Publishers are configured, so there is no dev publisher", body = ErrorBody),
+        (status = 408, response = BodyTimeout),
+        (status = 413, response = BodyTooLarge),
+    ))]
+pub async fn publish_test(
+    State(gateway): State<Arc<Gateway>>,
+    JsonBody(body): JsonBody<PublishBody>,
+) -> Result<(StatusCode, Json<PublishReceipt>), ApiError> {
+    let key = gateway
+        .dev
+        .as_ref()
+        .and_then(|dev| dev.publisher_key())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_dev_publisher",
+                "publishers are configured, so there is no dev publisher: publish on the internal listener",
+            )
+        })?;
+    let publisher = gateway.notifications.authenticate(key)?;
+    let receipt = gateway.notifications.publish(&publisher, body, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
 }

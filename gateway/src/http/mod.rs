@@ -9,6 +9,7 @@ use crate::app::Gateway;
 
 mod auth;
 pub mod client_ip;
+mod demo;
 mod dev;
 pub mod error;
 mod health;
@@ -41,7 +42,12 @@ pub fn public_routes(dev_mode: bool) -> OpenApiRouter<Arc<Gateway>> {
         .routes(routes!(notifications::delete))
         .routes(routes!(notifications::mark_read));
     if dev_mode {
-        router.routes(routes!(dev::mint_jwt))
+        router
+            .routes(routes!(dev::mint_jwt))
+            .routes(routes!(dev::publish_test))
+            .routes(routes!(demo::index))
+            .routes(routes!(demo::app))
+            .routes(routes!(demo::styles))
     } else {
         router
     }

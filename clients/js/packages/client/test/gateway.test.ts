@@ -7,12 +7,14 @@ import { after, before, describe, it } from "node:test";
 import WebSocket from "ws";
 
 import { HeraldApi, HeraldApiError, HeraldClient, type Notification, type WebSocketConstructor } from "../src/index.js";
-import { Gateway, userJwt } from "./gateway.js";
+import type { GatewayProcess } from "@herald/testing";
 
-let gateway: Gateway;
+import { publish, startGateway, userJwt } from "./gateway.js";
+
+let gateway: GatewayProcess;
 
 before(async () => {
-  gateway = await Gateway.start();
+  gateway = await startGateway();
 });
 after(async () => {
   await gateway?.dispose();
@@ -65,7 +67,7 @@ describe("against a real gateway", () => {
     assert.equal(client.connection?.userId, user);
     const ids: string[] = [];
     for (const n of [1, 2, 3]) {
-      ids.push(...(await gateway.publish([user], { type: "new_like", title: `<b>Like ${n}</b>` })));
+      ids.push(...(await publish(gateway, [user], { type: "new_like", title: `<b>Like ${n}</b>` })));
     }
     await when(client, "three notifications", () => received.length === 3);
     assert.deepEqual(received.map((n) => n.id), ids);
@@ -103,7 +105,7 @@ describe("against a real gateway", () => {
     const { user, client, received } = session();
     client.connect();
     await opened(client);
-    const first = await gateway.publish([user], { type: "new_comment", title: "before" });
+    const first = await publish(gateway, [user], { type: "new_comment", title: "before" });
     await when(client, "the first", () => received.length === 1);
 
     const states: string[] = [];
@@ -112,13 +114,13 @@ describe("against a real gateway", () => {
     await when(client, "reconnecting", () => states.includes("reconnecting"));
     await gateway.restart();
     await opened(client);
-    const second = await gateway.publish([user], { type: "new_comment", title: "after" });
+    const second = await publish(gateway, [user], { type: "new_comment", title: "after" });
     await when(client, "the second", () => received.length === 2);
 
     client.close();
     const offline = [
-      ...(await gateway.publish([user], { type: "new_comment", title: "offline 1" })),
-      ...(await gateway.publish([user], { type: "new_comment", title: "offline 2" })),
+      ...(await publish(gateway, [user], { type: "new_comment", title: "offline 1" })),
+      ...(await publish(gateway, [user], { type: "new_comment", title: "offline 2" })),
     ];
     client.connect();
     await when(client, "the replay", () => received.length === 4);
