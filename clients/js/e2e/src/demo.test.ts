@@ -51,7 +51,7 @@ const connected = (page: Page) => page.locator('.herald-status[data-state="open"
 const bell = (page: Page) => page.getByRole("button", { name: /^Notifications, \d+ unread$/ });
 const toast = (page: Page, title: string) =>
   page.getByRole("region", { name: "New notifications" }).getByRole("status").filter({ hasText: title });
-const items = (page: Page) => page.getByRole("region", { name: "Notifications" }).locator(".herald-item");
+const items = (page: Page) => page.getByRole("region", { name: "Notifications", exact: true }).locator(".herald-item");
 
 async function unreadIs(page: Page, count: number): Promise<void> {
   await page.getByRole("button", { name: `Notifications, ${count} unread` }).waitFor({ timeout: 15_000 });
@@ -108,6 +108,28 @@ describe("the demo in Chromium", () => {
     await page.waitForFunction(() => document.querySelectorAll(".herald-item").length === 11);
     assert.equal(await page.getByRole("button", { name: "Load more" }).count(), 0, "no more pages");
     assert.equal(await items(page).last().locator(".herald-item-title").textContent(), "Comment 1");
+    await page.context().close();
+  });
+
+  it("works from the keyboard alone: the bell opens and closes the center, its buttons act", async () => {
+    const user = newUser();
+    await gateway.publish(user, { type: "new_like", title: "Keyboard like" });
+    const { page } = await openDemo(user);
+    await unreadIs(page, 1);
+    // From the top of the page, Tab reaches the bell before anything else.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("aria-label")), "Notifications, 1 unread");
+    assert.equal(await bell(page).getAttribute("aria-expanded"), "true");
+    await page.keyboard.press("Enter");
+    assert.equal(await bell(page).getAttribute("aria-expanded"), "false");
+    assert.equal(await page.getByRole("region", { name: "Notifications", exact: true }).count(), 0);
+    await page.keyboard.press("Enter");
+    await page.getByRole("region", { name: "Notifications", exact: true }).waitFor();
+    // Onwards to "Mark all read", then Space presses it.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Mark all read");
+    await page.keyboard.press("Space");
+    await unreadIs(page, 0);
     await page.context().close();
   });
 
