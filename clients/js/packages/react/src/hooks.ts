@@ -16,6 +16,17 @@ import type {
 } from "@herald/client";
 
 import { useHerald } from "./context.js";
+import {
+  DEFAULT_MAX_ITEMS,
+  EMPTY_LIST,
+  type ListState,
+  hasMore,
+  moreFrom,
+  withLive,
+  withPage,
+  withRead,
+  without,
+} from "./list.js";
 
 type ClientEvent = Parameters<HeraldClient["on"]>[0];
 
@@ -79,23 +90,19 @@ export interface NotificationsView {
   remove: (id: string) => Promise<void>;
 }
 
-/** Adds `incoming` to `items`: one entry per id, newest (highest `seq`) first. */
-function merge(items: HistoryItem[], incoming: HistoryItem[]): HistoryItem[] {
-  const byId = new Map(items.map((item) => [item.id, item]));
-  for (const item of incoming) if (!byId.has(item.id)) byId.set(item.id, item);
-  return [...byId.values()].sort((a, b) => b.seq - a.seq);
-}
-
 /** The user's notifications (the plan's `useNotifications`): the first page of the history, then
- * `loadMore`; live ones are added as they arrive; read, read-all and delete update the list. */
-export function useNotifications(options: { pageSize?: number } = {}): NotificationsView {
+ * `loadMore`; live ones are added as they arrive (at most `maxItems` kept, see list.ts); read,
+ * read-all and delete update the list. */
+export function useNotifications(options: { pageSize?: number; maxItems?: number } = {}): NotificationsView {
   const { api } = useHerald();
   const pageSize = options.pageSize ?? 20;
-  const [items, setItems] = useState<HistoryItem[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
+  const maxItems = options.maxItems ?? DEFAULT_MAX_ITEMS;
+  const [list, setList] = useState<ListState>(EMPTY_LIST);
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<Error | undefined>();
   const mounted = useRef(true);
+  const latest = useRef(list);
+  latest.current = list;
 
   const run = useCallback(async (work: () => Promise<void>) => {
     setError(undefined);
@@ -112,11 +119,7 @@ export function useNotifications(options: { pageSize?: number } = {}): Notificat
         setLoading(true);
         try {
           const page = await api.history({ limit: pageSize });
-          if (!mounted.current) return;
-          // Live notifications that arrived while the page loaded (a replay on connect can be older
-          // than the page's oldest item) stay: the list is the union.
-          setItems((current) => merge(page.items, current));
-          setCursor(page.nextCursor);
+          if (mounted.current) setList((current) => withPage(current, page, true));
         } finally {
           if (mounted.current) setLoading(false);
         }
@@ -133,32 +136,41 @@ export function useNotifications(options: { pageSize?: number } = {}): Notificat
   }, [refresh]);
 
   useNotificationListener((notification) => {
-    setItems((current) => merge(current, [{ ...notification, readAt: null }]));
+    setList((current) => withLive(current, notification, maxItems));
   });
 
   const loadMore = useCallback(
     () =>
       run(async () => {
-        if (cursor === null) return;
+        if (!hasMore(latest.current)) return;
         setLoading(true);
         try {
-          const page = await api.history({ limit: pageSize, cursor });
-          if (!mounted.current) return;
-          setItems((current) => merge(current, page.items));
-          setCursor(page.nextCursor);
+          // After a trim the history starts over; pages whose items are all listed already are
+          // skipped, so that one "load more" shows something new (at most the pages the list holds).
+          let state = latest.current;
+          let first = state.trimmed;
+          for (let pages = 0; pages <= Math.ceil(maxItems / pageSize) + 1; pages++) {
+            const cursor = moreFrom(state);
+            const page = await api.history(cursor === undefined ? { limit: pageSize } : { limit: pageSize, cursor });
+            const next = withPage(state, page, first);
+            const added = next.items.length > state.items.length;
+            state = next;
+            first = false;
+            if (added || page.nextCursor === null) break;
+          }
+          if (mounted.current) setList(state);
         } finally {
           if (mounted.current) setLoading(false);
         }
       }),
-    [api, cursor, pageSize, run],
+    [api, maxItems, pageSize, run],
   );
 
   const markRead = useCallback(
     (id: string) =>
       run(async () => {
         await api.markRead(id);
-        const now = Date.now();
-        setItems((current) => current.map((i) => (i.id === id && i.readAt === null ? { ...i, readAt: now } : i)));
+        setList((current) => withRead(current, id, Date.now()));
       }),
     [api, run],
   );
@@ -167,8 +179,7 @@ export function useNotifications(options: { pageSize?: number } = {}): Notificat
     () =>
       run(async () => {
         await api.markAllRead();
-        const now = Date.now();
-        setItems((current) => current.map((i) => (i.readAt === null ? { ...i, readAt: now } : i)));
+        setList((current) => withRead(current, undefined, Date.now()));
       }),
     [api, run],
   );
@@ -177,12 +188,22 @@ export function useNotifications(options: { pageSize?: number } = {}): Notificat
     (id: string) =>
       run(async () => {
         await api.delete(id);
-        setItems((current) => current.filter((i) => i.id !== id));
+        setList((current) => without(current, id));
       }),
     [api, run],
   );
 
-  return { items, loading, error, hasMore: cursor !== null, loadMore, refresh, markRead, markAllRead, remove };
+  return {
+    items: list.items,
+    loading,
+    error,
+    hasMore: hasMore(list),
+    loadMore,
+    refresh,
+    markRead,
+    markAllRead,
+    remove,
+  };
 }
 
 export interface PreferencesView {
