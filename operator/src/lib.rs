@@ -10,4 +10,5 @@ pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod rotation;
 pub mod status;
