@@ -125,34 +125,29 @@ pub fn rotate(
     match active(&keys, now).map(|key| key.not_before) {
         // Nothing signs (a new gateway, or every key is still pending): a key that signs at once.
         None if !pending => {
-            let (kid, secret) = new_key();
-            steps.push(Step::Added {
-                kid: kid.clone(),
-                not_before: now,
-            });
-            keys.push(Key {
-                kid,
-                secret,
-                not_before: now,
-            });
+            add(&mut keys, &mut steps, new_key(), now);
         }
         Some(since) if !pending && (force || after(since, policy.interval) <= now) => {
-            let (kid, secret) = new_key();
-            let not_before = after(now, policy.propagation);
-            steps.push(Step::Added {
-                kid: kid.clone(),
-                not_before,
-            });
-            keys.push(Key {
-                kid,
-                secret,
-                not_before,
-            });
+            add(&mut keys, &mut steps, new_key(), after(now, policy.propagation));
         }
         _ => {}
     }
     retire(&mut keys, now, policy, &mut steps);
     (keys, steps)
+}
+
+/// Adds a key (id and secret from `made`) that signs from `not_before`.
+fn add(keys: &mut Vec<Key>, steps: &mut Vec<Step>, made: (String, String), not_before: Timestamp) {
+    let (kid, secret) = made;
+    steps.push(Step::Added {
+        kid: kid.clone(),
+        not_before,
+    });
+    keys.push(Key {
+        kid,
+        secret,
+        not_before,
+    });
 }
 
 /// Removes the keys no valid token can need: every key older than the active one, once the active
@@ -202,16 +197,7 @@ pub fn revoke(
         match promoted {
             Some(key) => key.not_before = now,
             None => {
-                let (kid, secret) = new_key();
-                steps.push(Step::Added {
-                    kid: kid.clone(),
-                    not_before: now,
-                });
-                keys.push(Key {
-                    kid,
-                    secret,
-                    not_before: now,
-                });
+                add(&mut keys, &mut steps, new_key(), now);
             }
         }
     }
