@@ -83,7 +83,8 @@ impl Error {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::JwtExpired => "jwt_expired",
             Error::JwtInvalid(_) => "jwt_invalid",
-            Error::Token(TokenRejection::Invalid(_)) => "token_invalid",
+            // An unknown key is not told apart to clients: it is the answer a forger gets too.
+            Error::Token(TokenRejection::Invalid(_) | TokenRejection::UnknownKey) => "token_invalid",
             Error::Token(TokenRejection::Expired) => "token_expired",
             Error::Token(TokenRejection::Revoked) => "token_revoked",
             Error::Token(TokenRejection::Used) => "token_used",

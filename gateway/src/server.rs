@@ -132,7 +132,18 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
 
     let metrics = Arc::new(Metrics::default());
     let lifecycle = Lifecycle::default();
-    let keys = Arc::new(SigningKeyRing::new(config.signing_keys.clone()));
+    let mut ring = SigningKeyRing::new(config.signing_keys.clone());
+    if let KeySource::File(path) = &config.key_source {
+        let path = path.clone();
+        ring = ring.with_loader(Box::new(move || match config::read_keys_file(&path) {
+            Ok(keys) => Some(keys),
+            Err(err) => {
+                tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force");
+                None
+            }
+        }));
+    }
+    let keys = Arc::new(ring);
     let tokens = Arc::new(TokenService::new(
         keys.clone(),
         ledger,

@@ -99,6 +99,9 @@ impl ConnectionService {
             }
             Err(err) => {
                 self.metrics.connections_rejected.inc();
+                if let Error::Token(rejection) = err {
+                    self.metrics.count_token_rejection(rejection);
+                }
                 tracing::info!(ip = %request.client_ip, code = err.code(), reason = %err, "websocket:rejected");
             }
         }

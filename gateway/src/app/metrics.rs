@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::domain::token::TokenRejection;
+
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
@@ -57,11 +59,19 @@ struct AckLabels {
     outcome: AckOutcome,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenRejectionLabels {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// One counter per [`AckOutcome`] (in declaration order), taken from their family once: an ack
     /// is counted without the family's lookup.
     acks: [Counter; 4],
+    /// Connection tokens refused at connect, by [`TokenRejection::reason`]: an `unknown_key` rate
+    /// during a rotation means the key set reached this replica too late.
+    token_rejections: Family<TokenRejectionLabels, Counter>,
     connections_active: Gauge,
     pub connections_opened: Counter,
     pub connections_rejected: Counter,
@@ -81,6 +91,7 @@ impl Default for Metrics {
         let mut metrics = Self {
             registry: Registry::default(),
             acks: Default::default(),
+            token_rejections: Family::default(),
             connections_active: Gauge::default(),
             connections_opened: Counter::default(),
             connections_rejected: Counter::default(),
@@ -149,6 +160,11 @@ impl Default for Metrics {
             acks,
         );
         metrics.registry.register(
+            "herald_connection_tokens_rejected",
+            "Connection tokens refused at connect, by reason",
+            metrics.token_rejections.clone(),
+        );
+        metrics.registry.register(
             "herald_connections_active",
             "WebSocket connections held by this replica",
             metrics.connections_active.clone(),
@@ -165,6 +181,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn count_ack(&self, outcome: AckOutcome) {
         self.acks[outcome as usize].inc();
+    }
+
+    pub fn count_token_rejection(&self, rejection: &TokenRejection) {
+        self.token_rejections
+            .get_or_create(&TokenRejectionLabels {
+                reason: rejection.reason(),
+            })
+            .inc();
     }
 
     /// Acknowledgements counted with `outcome` so far.

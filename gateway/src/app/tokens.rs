@@ -162,7 +162,7 @@ impl TokenService {
         if raw.is_empty() {
             return Err(TokenRejection::Invalid("missing").into());
         }
-        let claims = self.keys.current().verify(raw, self.clock.now_ms())?;
+        let claims = self.keys.verify(raw, self.clock.now_ms())?;
         if let Some(revoked) = self.ledger.revoked_before(&claims.user_id).await? {
             if claims.issued_at <= revoked {
                 return Err(TokenRejection::Revoked.into());

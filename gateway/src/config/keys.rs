@@ -89,22 +89,27 @@ fn parse_rfc3339(text: &str) -> Result<UnixMs, time::error::Parse> {
     Ok((at.unix_timestamp_nanos() / 1_000_000) as UnixMs)
 }
 
-/// Re-reads the keys file every `every` when its modification time changed, until `shutdown`; a bad
-/// file is logged and the keys in force are kept.
+/// Re-reads the keys file every `every` when its content changed, until `shutdown`; a bad file is
+/// logged and the keys in force are kept. Content, not modification time: kubelet swaps a mounted
+/// Secret by repointing a `..data` symlink, and the new file can carry the old one's mtime.
 pub async fn watch_keys_file(path: PathBuf, ring: Arc<SigningKeyRing>, every: Duration, shutdown: CancellationToken) {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+    let content = |path: &Path| std::fs::read(path).ok();
+    // Nothing seen yet: the first tick reads the file, so a change between the first read (at
+    // start-up) and this task's start is not missed.
+    let mut seen = None;
     let mut ticks = tokio::time::interval(every);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {
-                let now = modified(&path);
+                let now = content(&path);
                 if now == seen {
                     continue;
                 }
                 seen = now;
                 match read_keys_file(&path) {
+                    // The first read, or a rewrite with the same keys: nothing to do.
+                    Ok(set) if *ring.current() == set => {}
                     Ok(set) => {
                         let kids: Vec<&str> = set.keys().iter().map(|k| k.kid()).collect();
                         tracing::info!(?kids, "signing-keys:reloaded");

@@ -48,12 +48,28 @@ impl ConnectionClaims {
 pub enum TokenRejection {
     #[error("token is invalid: {0}")]
     Invalid(&'static str),
+    /// Signed with a key this replica does not hold (yet: a key set being rolled out, or never).
+    #[error("token is invalid: unknown key id")]
+    UnknownKey,
     #[error("token has expired")]
     Expired,
     #[error("token was revoked")]
     Revoked,
     #[error("token was already used")]
     Used,
+}
+
+impl TokenRejection {
+    /// The `reason` label of `herald_connection_tokens_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenRejection::Invalid(_) => "invalid",
+            TokenRejection::UnknownKey => "unknown_key",
+            TokenRejection::Expired => "expired",
+            TokenRejection::Revoked => "revoked",
+            TokenRejection::Used => "used",
+        }
+    }
 }
 
 /// Why a signing key cannot be used.
@@ -71,8 +87,9 @@ pub enum KeyError {
     Empty,
 }
 
-/// One HMAC key of the set.
-#[derive(Clone)]
+/// One HMAC key of the set. Equality compares secrets too (to tell a reloaded set from the one in
+/// force), never a presented token: that is `verify`'s constant-time MAC check.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SigningKey {
     kid: String,
     secret: Vec<u8>,
@@ -156,7 +173,7 @@ fn check_strength(kid: &str, secret: &[u8]) -> Result<(), KeyError> {
 }
 
 /// The key set in force.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeys {
     keys: Vec<SigningKey>,
 }
@@ -215,7 +232,7 @@ impl SigningKeys {
             .keys
             .iter()
             .find(|k| k.kid == claims.kid)
-            .ok_or(TokenRejection::Invalid("unknown key id"))?;
+            .ok_or(TokenRejection::UnknownKey)?;
         key.mac(payload_b64.as_bytes())
             .verify_slice(&signature)
             .map_err(|_| TokenRejection::Invalid("bad signature"))?;
@@ -288,7 +305,7 @@ mod tests {
             Err(TokenRejection::Invalid("bad signature"))
         );
         let other = SigningKeys::new(vec![key("k2", "0123456789abcdef", 0)]).expect("set");
-        assert_eq!(other.verify(&token, 1), Err(TokenRejection::Invalid("unknown key id")));
+        assert_eq!(other.verify(&token, 1), Err(TokenRejection::UnknownKey));
     }
 
     #[test]
