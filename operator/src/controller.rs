@@ -160,6 +160,10 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         .namespace()
         .ok_or_else(|| Error::Invalid("NotificationGateway without a namespace".into()))?;
     if gateway.spec.paused {
+        let next = status::paused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, &now());
+        if gateway.status.as_ref() != Some(&next) {
+            patch_status(&ctx.client, gateway.as_ref(), &next).await?;
+        }
         return Ok(Action::await_change());
     }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
@@ -176,6 +180,21 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         set_channel_status(&ctx, channel, Some(refusal)).await?;
     }
 
+    let rollout = status::Rollout {
+        generation: deployment.metadata.generation,
+        observed_generation: deployment.status.as_ref().and_then(|s| s.observed_generation),
+        deadline_exceeded: deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions.iter().any(|c| {
+                    c.type_ == "Progressing"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                })
+            }),
+    };
     let replicas = deployment.status.unwrap_or_default();
     let observed = GatewayObservation {
         generation: gateway.metadata.generation,
@@ -184,6 +203,7 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         updated_replicas: replicas.updated_replicas.unwrap_or(0),
         refused_channels: verdicts.refused.len(),
         active_key_id,
+        rollout,
     };
     let next = status::gateway_status(gateway.status.as_ref(), observed, &now());
     if gateway.status.as_ref() != Some(&next) {

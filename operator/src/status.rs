@@ -29,6 +29,30 @@ pub struct GatewayObservation {
     pub refused_channels: usize,
     /// The signing key currently in use.
     pub active_key_id: Option<String>,
+    /// Where the Deployment's rollout stands.
+    pub rollout: Rollout,
+}
+
+/// What the Deployment says of its rollout. Replica counts describe the generation the Deployment
+/// controller last observed: until it has observed the one just applied, they say nothing about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// The Deployment's `metadata.generation` (of the spec just applied).
+    pub generation: Option<i64>,
+    /// The Deployment's `status.observedGeneration`.
+    pub observed_generation: Option<i64>,
+    /// The Deployment's `Progressing` condition is `False` with reason `ProgressDeadlineExceeded`.
+    pub deadline_exceeded: bool,
+}
+
+impl Rollout {
+    /// The Deployment controller has seen the spec just applied.
+    fn observed(&self) -> bool {
+        match (self.generation, self.observed_generation) {
+            (Some(generation), Some(observed)) => observed >= generation,
+            _ => false,
+        }
+    }
 }
 
 /// The gateway's next status: `Ready`, `Progressing` and `Degraded` conditions, the ready replicas and
@@ -45,18 +69,55 @@ pub fn gateway_status(
         updated_replicas: updated,
         refused_channels: refused,
         active_key_id,
+        rollout,
     } = observed;
     let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
-    let is_ready = ready >= desired;
-    let progressing = updated < desired || ready < desired;
-    let degraded = refused > 0;
+    // Until the Deployment controller has observed the spec just applied, its counts are of the
+    // previous one: not ready (so `kubectl wait --for=condition=Ready` waits), still progressing.
+    let (ready_state, ready_reason, ready_message) = if !rollout.observed() {
+        (
+            false,
+            "RolloutPending",
+            format!(
+                "the Deployment has not observed generation {} yet",
+                rollout.generation.unwrap_or_default()
+            ),
+        )
+    } else if ready >= desired && updated >= desired {
+        (true, "ReplicasReady", format!("{ready} of {desired} replicas ready"))
+    } else {
+        // Ready means the spec asked for is what serves: old replicas still up do not count.
+        (
+            false,
+            "ReplicasNotReady",
+            format!("{ready} of {desired} replicas ready, {updated} updated"),
+        )
+    };
+    let (progressing, progressing_reason, progressing_message) = if rollout.deadline_exceeded {
+        (
+            false,
+            "ProgressDeadlineExceeded",
+            "the rollout did not progress within the Deployment's deadline".to_owned(),
+        )
+    } else if !rollout.observed() || updated < desired || ready < desired {
+        (true, "RollingOut", format!("{updated} of {desired} replicas updated"))
+    } else {
+        (false, "Complete", format!("{updated} of {desired} replicas updated"))
+    };
+    let (degraded, degraded_reason, degraded_message) = if rollout.deadline_exceeded {
+        (true, "ProgressDeadlineExceeded", progressing_message.clone())
+    } else if refused > 0 {
+        (true, "ChannelsRefused", format!("{refused} channel(s) refused"))
+    } else {
+        (false, "AllChannelsAccepted", format!("{refused} channel(s) refused"))
+    };
     let conditions = vec![
         condition(
             previous_conditions,
             "Ready",
-            is_ready,
-            if is_ready { "ReplicasReady" } else { "ReplicasNotReady" },
-            format!("{ready} of {desired} replicas ready"),
+            ready_state,
+            ready_reason,
+            ready_message,
             generation,
             now,
         ),
@@ -64,8 +125,8 @@ pub fn gateway_status(
             previous_conditions,
             "Progressing",
             progressing,
-            if progressing { "RollingOut" } else { "Complete" },
-            format!("{updated} of {desired} replicas updated"),
+            progressing_reason,
+            progressing_message,
             generation,
             now,
         ),
@@ -73,12 +134,8 @@ pub fn gateway_status(
             previous_conditions,
             "Degraded",
             degraded,
-            if degraded {
-                "ChannelsRefused"
-            } else {
-                "AllChannelsAccepted"
-            },
-            format!("{refused} channel(s) refused"),
+            degraded_reason,
+            degraded_message,
             generation,
             now,
         ),
@@ -89,6 +146,35 @@ pub fn gateway_status(
         ready_replicas: Some(ready),
         active_key_id,
         last_rotation: previous.and_then(|p| p.last_rotation.clone()),
+    }
+}
+
+/// The status of a paused gateway (`spec.paused`): `Progressing` is `False` with reason `Paused`;
+/// `Ready` and `Degraded` keep what they said, since nothing is applied meanwhile.
+pub fn paused_gateway_status(
+    previous: Option<&NotificationGatewayStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) -> NotificationGatewayStatus {
+    let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
+    let mut conditions: Vec<Condition> = previous_conditions
+        .iter()
+        .filter(|c| c.type_ != "Progressing")
+        .cloned()
+        .collect();
+    conditions.push(condition(
+        previous_conditions,
+        "Progressing",
+        false,
+        "Paused",
+        "spec.paused is true: changes are not applied until it is false".to_owned(),
+        generation,
+        now,
+    ));
+    NotificationGatewayStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous.cloned().unwrap_or_default()
     }
 }
 
@@ -192,7 +278,51 @@ mod tests {
             updated_replicas: updated,
             refused_channels: refused,
             active_key_id: Some("k1".into()),
+            rollout: Rollout {
+                generation: Some(7),
+                observed_generation: Some(7),
+                deadline_exceeded: false,
+            },
         }
+    }
+
+    #[test]
+    fn until_the_deployment_observes_the_new_spec_the_gateway_is_not_ready() {
+        let mut observation = observed(2, 2, 0);
+        observation.rollout.generation = Some(8);
+        let status = gateway_status(None, observation, &at(100));
+        assert_eq!(state(&status, "Ready"), ("False", "RolloutPending"));
+        assert_eq!(
+            find(&status, "Ready").message,
+            "the Deployment has not observed generation 8 yet"
+        );
+        assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
+        let mut unknown = observed(2, 2, 0);
+        unknown.rollout.observed_generation = None;
+        assert_eq!(
+            state(&gateway_status(None, unknown, &at(100)), "Ready"),
+            ("False", "RolloutPending")
+        );
+    }
+
+    #[test]
+    fn a_rollout_past_its_deadline_is_degraded_and_no_longer_progressing() {
+        let mut observation = observed(1, 1, 2);
+        observation.rollout.deadline_exceeded = true;
+        let status = gateway_status(None, observation, &at(100));
+        assert_eq!(state(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(state(&status, "Progressing"), ("False", "ProgressDeadlineExceeded"));
+        assert_eq!(state(&status, "Degraded"), ("True", "ProgressDeadlineExceeded"));
+    }
+
+    #[test]
+    fn a_paused_gateway_says_so_and_keeps_its_other_conditions() {
+        let ready = gateway_status(None, observed(2, 2, 0), &at(100));
+        let paused = paused_gateway_status(Some(&ready), Some(4), &at(200));
+        assert_eq!(state(&paused, "Progressing"), ("False", "Paused"));
+        assert_eq!(state(&paused, "Ready"), ("True", "ReplicasReady"));
+        assert_eq!(paused.observed_generation, Some(4));
+        assert_eq!(paused.active_key_id.as_deref(), Some("k1"));
     }
 
     fn find<'a>(status: &'a NotificationGatewayStatus, kind: &str) -> &'a Condition {
@@ -225,8 +355,10 @@ mod tests {
         let status = gateway_status(None, observed(1, 2, 0), &at(100));
         assert_eq!(state(&status, "Ready"), ("False", "ReplicasNotReady"));
         assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
+        // Two ready, one of them still the old spec: not Ready until the new one is what serves.
         let status = gateway_status(None, observed(2, 1, 0), &at(100));
-        assert_eq!(state(&status, "Ready"), ("True", "ReplicasReady"));
+        assert_eq!(state(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(find(&status, "Ready").message, "2 of 2 replicas ready, 1 updated");
         assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
         assert_eq!(find(&status, "Progressing").message, "1 of 2 replicas updated");
     }

@@ -626,7 +626,7 @@ async fn a_gateway_whose_image_is_not_allowed_gets_no_deployment_and_says_why() 
     );
     assert_eq!(
         ready(&gateways, "miner").await.1,
-        "ReplicasNotReady",
+        "RolloutPending",
         "no pods here, but not refused"
     );
     change_and_reconcile(&client, &ns, "miner", image("evil.example/herald-gateway:0.1.0")).await;
@@ -689,7 +689,7 @@ async fn a_gateway_naming_a_secret_that_has_not_opted_in_gets_no_deployment_unti
             })
     };
     assert!(reads_jwt(&deployment));
-    assert_eq!(ready(&gateways, "alerts").await.1, "ReplicasNotReady");
+    assert_eq!(ready(&gateways, "alerts").await.1, "RolloutPending");
 
     // Pointed at another Secret that has not opted in (or a missing one), the Deployment stays.
     create_secret(&client, &ns, "payments", false).await;
@@ -811,7 +811,7 @@ async fn a_gateway_named_after_objects_it_does_not_own_takes_none_of_them_over_u
         (owner.kind.as_str(), owner.name.as_str()),
         ("NotificationGateway", "shop")
     );
-    assert_eq!(ready(&gateways, "shop").await.1, "ReplicasNotReady");
+    assert_eq!(ready(&gateways, "shop").await.1, "RolloutPending");
     let pdb_after = pdbs.get("shop").await.expect("the foreign PDB is not deleted");
     assert_eq!(pdb_after.resource_version(), pdb.resource_version());
 
@@ -825,7 +825,7 @@ async fn a_gateway_named_after_objects_it_does_not_own_takes_none_of_them_over_u
     .await;
     let config = config_maps.get("shop-config").await.expect("cm").data.expect("data");
     assert!(config["gateway.yaml"].contains("max_connections_per_user: 2"));
-    assert_eq!(ready(&gateways, "shop").await.1, "ReplicasNotReady");
+    assert_eq!(ready(&gateways, "shop").await.1, "RolloutPending");
 }
 
 #[tokio::test]
@@ -890,4 +890,84 @@ async fn objects_left_by_a_deleted_gateway_of_the_same_name_are_not_adopted() {
         .expect("collected");
     reconcile(&client, &ns, "shop").await;
     assert!(exists::<Deployment>(&client, &ns, "shop").await);
+}
+
+/// Plays the Deployment controller (the test apiserver runs none): it has observed the Deployment's
+/// current generation, and `replicas` are updated and ready.
+async fn roll_out(client: &Client, ns: &str, name: &str, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let generation = deployments.get(name).await.expect("Deployment").metadata.generation;
+    let status = json!({"status": {"observedGeneration": generation, "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}});
+    deployments
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("Deployment status");
+}
+
+/// `(status, reason)` of the gateway's condition `kind`.
+async fn condition_of(client: &Client, ns: &str, name: &str, kind: &str) -> (String, String) {
+    let gateway = Api::<NotificationGateway>::namespaced(client.clone(), ns)
+        .get_status(name)
+        .await
+        .expect("gateway");
+    let status = gateway.status.expect("status");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind}: {:?}", status.conditions));
+    (condition.status.clone(), condition.reason.clone())
+}
+
+#[tokio::test]
+async fn ready_waits_for_the_deployment_to_roll_out_each_spec_change_and_a_paused_gateway_says_so() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("shop", 2)).await.expect("gateway");
+    reconcile(&client, &ns, "shop").await;
+    let ready = |expected: (&str, &str)| (expected.0.to_owned(), expected.1.to_owned());
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Ready").await,
+        ready(("False", "RolloutPending"))
+    );
+    roll_out(&client, &ns, "shop", 2).await;
+    reconcile(&client, &ns, "shop").await;
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Ready").await,
+        ready(("True", "ReplicasReady"))
+    );
+
+    // A spec change: what `kubectl wait --for=condition=Ready` reads is False until the Deployment
+    // has rolled the change out, though its old replicas are all still ready.
+    change_and_reconcile(&client, &ns, "shop", json!({"spec": {"replicas": 3}})).await;
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Ready").await,
+        ready(("False", "RolloutPending"))
+    );
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Progressing").await,
+        ready(("True", "RollingOut"))
+    );
+    roll_out(&client, &ns, "shop", 3).await;
+    reconcile(&client, &ns, "shop").await;
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Ready").await,
+        ready(("True", "ReplicasReady"))
+    );
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Progressing").await,
+        ready(("False", "Complete"))
+    );
+
+    change_and_reconcile(&client, &ns, "shop", json!({"spec": {"paused": true}})).await;
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Progressing").await,
+        ready(("False", "Paused"))
+    );
+    assert_eq!(
+        condition_of(&client, &ns, "shop", "Ready").await,
+        ready(("True", "ReplicasReady"))
+    );
 }
