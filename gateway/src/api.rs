@@ -84,8 +84,8 @@ pub fn internal_api() -> OpenApiRouter<Arc<Gateway>> {
     crate::http::internal_routes().routes(routes!(openapi_json))
 }
 
-/// Every route of both listeners. `dev_mode` adds `/dev/jwt`; the committed document has no dev
-/// routes.
+/// Every route of both listeners. `dev_mode` adds `/dev/jwt`, `/dev/publish` and the demo (`/`,
+/// `/demo/app.js`, `/demo/styles.css`); the committed document has no dev routes.
 pub fn document(dev_mode: bool) -> OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(public_api(dev_mode).into_openapi());

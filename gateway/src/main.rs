@@ -97,7 +97,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              curl -s -X POST -H \"Authorization: Bearer $JWT\" http://{addr}/ws/token"
         );
         if let Some(key) = &config.dev_publisher_key {
-            // Publishing is on the internal listener only.
+            // Services publish on the internal listener (the demo page uses dev mode's /dev/publish).
             tracing::info!(
                 "publish: curl -s -X POST -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
                  -d '{{\"userIds\":[\"alice\"],\"notification\":{{\"type\":\"new_like\",\"title\":\"Hello\"}}}}' \

@@ -201,6 +201,7 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         desired_replicas: gateway.spec.replicas,
         ready_replicas: replicas.ready_replicas.unwrap_or(0),
         updated_replicas: replicas.updated_replicas.unwrap_or(0),
+        total_replicas: replicas.replicas.unwrap_or(0),
         refused_channels: verdicts.refused.len(),
         active_key_id,
         rollout,

@@ -25,6 +25,8 @@ pub struct GatewayObservation {
     pub ready_replicas: i32,
     /// The Deployment's `status.updatedReplicas`.
     pub updated_replicas: i32,
+    /// The Deployment's `status.replicas`: pods of every spec, old ones still running included.
+    pub total_replicas: i32,
     /// Channels of this gateway that were refused.
     pub refused_channels: usize,
     /// The signing key currently in use.
@@ -67,6 +69,7 @@ pub fn gateway_status(
         desired_replicas: desired,
         ready_replicas: ready,
         updated_replicas: updated,
+        total_replicas: total,
         refused_channels: refused,
         active_key_id,
         rollout,
@@ -83,7 +86,9 @@ pub fn gateway_status(
                 rollout.generation.unwrap_or_default()
             ),
         )
-    } else if ready >= desired && updated >= desired {
+    } else if ready >= desired && updated >= desired && total <= updated {
+        // No pod of an older spec is left: the ready ones are the spec asked for (with a surge, an
+        // old ready pod and a new unready one would otherwise count as "all ready").
         (true, "ReplicasReady", format!("{ready} of {desired} replicas ready"))
     } else {
         // Ready means the spec asked for is what serves: old replicas still up do not count.
@@ -99,7 +104,7 @@ pub fn gateway_status(
             "ProgressDeadlineExceeded",
             "the rollout did not progress within the Deployment's deadline".to_owned(),
         )
-    } else if !rollout.observed() || updated < desired || ready < desired {
+    } else if !rollout.observed() || updated < desired || ready < desired || total > updated {
         (true, "RollingOut", format!("{updated} of {desired} replicas updated"))
     } else {
         (false, "Complete", format!("{updated} of {desired} replicas updated"))
@@ -150,7 +155,9 @@ pub fn gateway_status(
 }
 
 /// The status of a paused gateway (`spec.paused`): `Progressing` is `False` with reason `Paused`;
-/// `Ready` and `Degraded` keep what they said, since nothing is applied meanwhile.
+/// `Ready` and `Degraded` keep what they said, and `observedGeneration` stays the last one applied:
+/// tools that read "observed generation is current and Ready" as "this spec is live" must not think
+/// a change made while paused is.
 pub fn paused_gateway_status(
     previous: Option<&NotificationGatewayStatus>,
     generation: Option<i64>,
@@ -172,7 +179,6 @@ pub fn paused_gateway_status(
         now,
     ));
     NotificationGatewayStatus {
-        observed_generation: generation,
         conditions,
         ..previous.cloned().unwrap_or_default()
     }
@@ -276,6 +282,7 @@ mod tests {
             desired_replicas: 2,
             ready_replicas: ready,
             updated_replicas: updated,
+            total_replicas: updated.max(ready),
             refused_channels: refused,
             active_key_id: Some("k1".into()),
             rollout: Rollout {
@@ -306,6 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn an_old_pod_still_running_beside_the_new_ones_keeps_the_gateway_not_ready() {
+        // maxSurge 1: one old ready pod, two new ones of which one is ready.
+        let mut observation = observed(2, 2, 0);
+        observation.total_replicas = 3;
+        let status = gateway_status(None, observation, &at(100));
+        assert_eq!(state(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(state(&status, "Progressing"), ("True", "RollingOut"));
+    }
+
+    #[test]
     fn a_rollout_past_its_deadline_is_degraded_and_no_longer_progressing() {
         let mut observation = observed(1, 1, 2);
         observation.rollout.deadline_exceeded = true;
@@ -321,7 +338,11 @@ mod tests {
         let paused = paused_gateway_status(Some(&ready), Some(4), &at(200));
         assert_eq!(state(&paused, "Progressing"), ("False", "Paused"));
         assert_eq!(state(&paused, "Ready"), ("True", "ReplicasReady"));
-        assert_eq!(paused.observed_generation, Some(4));
+        assert_eq!(
+            paused.observed_generation,
+            Some(3),
+            "the spec last applied, not the paused one"
+        );
         assert_eq!(paused.active_key_id.as_deref(), Some("k1"));
     }
 

@@ -426,6 +426,15 @@ async fn dev_mode_serves_the_demo_and_publishes_as_the_dev_publisher_and_product
         .await
         .expect("POST /dev/publish");
     assert_eq!(refused.status(), 400, "the same validation as /api/publish");
+    // What a page of another site could send without a preflight is refused.
+    let plain = http
+        .post(dev.url("/dev/publish"))
+        .header("content-type", "text/plain")
+        .body(r#"{"userIds": ["alice"], "notification": {"type": "new_like", "title": "Hi"}}"#)
+        .send()
+        .await
+        .expect("POST /dev/publish");
+    assert_eq!(plain.status(), 415);
 
     let production = GatewayProcess::start(&[], &production_env());
     for path in ["/", "/demo/app.js"] {

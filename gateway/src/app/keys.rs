@@ -55,6 +55,17 @@ impl SigningKeyRing {
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
     }
 
+    /// Replaces the keys only if `read_against` is still the set in force: a reader that read the
+    /// file before another reader's newer read must not put its older set back. `false` when it did not.
+    pub fn replace_if_current(&self, read_against: &Arc<SigningKeys>, keys: SigningKeys) -> bool {
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, read_against) {
+            return false;
+        }
+        *current = Arc::new(keys);
+        true
+    }
+
     /// Verifies with the keys in force; a token naming a key they lack makes the ring read its keys
     /// again (rate-limited) and try once more.
     pub fn verify(&self, token: &str, now: UnixMs) -> Result<ConnectionClaims, TokenRejection> {
@@ -77,11 +88,13 @@ impl SigningKeyRing {
             }
             *last = Some(Instant::now());
         }
+        let before = self.current();
         match loader() {
             Some(keys) => {
                 let kids: Vec<&str> = keys.keys().iter().map(|k| k.kid()).collect();
                 tracing::info!(?kids, "signing-keys:reloaded (a token named an unknown key)");
-                self.replace(keys);
+                // If the watcher installed a set meanwhile, it read the file at least as late.
+                self.replace_if_current(&before, keys);
                 true
             }
             None => false,

@@ -107,13 +107,19 @@ pub async fn watch_keys_file(path: PathBuf, ring: Arc<SigningKeyRing>, every: Du
                     continue;
                 }
                 seen = now;
+                let before = ring.current();
                 match read_keys_file(&path) {
                     // The first read, or a rewrite with the same keys: nothing to do.
-                    Ok(set) if *ring.current() == set => {}
+                    Ok(set) if *before == set => {}
+                    // Installed unless a reload for an unknown key put a set in meanwhile (read no
+                    // earlier than this one); the next tick reads the file again either way.
                     Ok(set) => {
-                        let kids: Vec<&str> = set.keys().iter().map(|k| k.kid()).collect();
-                        tracing::info!(?kids, "signing-keys:reloaded");
-                        ring.replace(set);
+                        let kids: Vec<String> = set.keys().iter().map(|k| k.kid().to_owned()).collect();
+                        if ring.replace_if_current(&before, set) {
+                            tracing::info!(?kids, "signing-keys:reloaded");
+                        } else {
+                            seen = None;
+                        }
                     }
                     Err(err) => tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force"),
                 }

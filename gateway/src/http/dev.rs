@@ -17,7 +17,7 @@ use super::ApiError;
 use super::error::ErrorBody;
 use super::json::JsonBody;
 use super::params::QueryParams;
-use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest};
+use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest, Unavailable};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -63,20 +63,40 @@ pub async fn mint_jwt(
 
 /// Publishes as the generated dev publisher, from the public listener: what the demo page's "send a
 /// test notification" form calls (a browser cannot reach the internal listener). Same body, rules and
-/// answer as `POST /api/publish`.
+/// answer as `POST /api/publish`, and `Content-Type: application/json` is required: a page of another
+/// site can send a form or `text/plain` POST without asking, but not a JSON one (the preflight is
+/// never answered), so no other site can publish through a developer's browser.
 #[utoipa::path(post, path = "/dev/publish", operation_id = "devPublish", tag = "public",
-    request_body = PublishBody,
+    request_body(content = PublishBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Committed", body = PublishReceipt),
         (status = 400, response = InvalidRequest),
+        (status = 403, description = "A type or channel the dev publisher may not use", body = ErrorBody),
         (status = 404, description = "Publishers are configured, so there is no dev publisher", body = ErrorBody),
         (status = 408, response = BodyTimeout),
         (status = 413, response = BodyTooLarge),
+        (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
+        (status = 429, description = "Over the publisher's notifications per second; see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn publish_test(
     State(gateway): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<(StatusCode, Json<PublishReceipt>), ApiError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
     let key = gateway
         .dev
         .as_ref()

@@ -59,7 +59,11 @@ fn notification_content() -> Object {
         )
         .property(
             "icon",
-            string("An https URL on an allowed icon origin (`HERALD_ICON_URL_ORIGINS`)."),
+            string(
+                "A name of the client's icon set (`[a-z0-9][a-z0-9_-]{0,63}`, e.g. `bell`), or an https URL on an \
+                 allowed icon origin (`HERALD_ICON_URL_ORIGINS`).",
+            )
+            .max_length(Some(255)),
         )
         .property(
             "actionUrl",

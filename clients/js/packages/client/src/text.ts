@@ -5,7 +5,9 @@
 
 /** `url` if it is safe as a link target (a same-site path or an https URL), else `undefined`. */
 export function safeHref(url: string | undefined): string | undefined {
-  if (!url) return undefined;
+  // Browsers drop tabs and line breaks inside URLs (`/\t/evil.example` is `//evil.example`): any
+  // control character makes the link unsafe.
+  if (!url || /[\u0000-\u001f\u007f]/.test(url)) return undefined;
   if (url.startsWith("/") && !url.startsWith("//") && !url.includes("\\")) return url;
   try {
     return new URL(url).protocol === "https:" ? url : undefined;

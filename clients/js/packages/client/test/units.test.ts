@@ -40,7 +40,7 @@ describe("safeHref", () => {
   it("allows same-site paths and https only", () => {
     assert.equal(safeHref("/mocs/42"), "/mocs/42");
     assert.equal(safeHref("https://shop.example/x"), "https://shop.example/x");
-    for (const bad of ["javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,x", "http://a.example", "//evil.example", "/\\evil.example", "mocs/42", ""]) {
+    for (const bad of ["javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,x", "http://a.example", "//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/evil.example", "mocs/42", ""]) {
       assert.equal(safeHref(bad), undefined, bad);
     }
     assert.equal(safeHref(undefined), undefined);

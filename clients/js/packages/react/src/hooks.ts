@@ -147,18 +147,22 @@ export function useNotifications(options: { pageSize?: number; maxItems?: number
         try {
           // After a trim the history starts over; pages whose items are all listed already are
           // skipped, so that one "load more" shows something new (at most the pages the list holds).
-          let state = latest.current;
-          let first = state.trimmed;
+          // Each page is applied to the list as it is then (live notifications, reads and deletes
+          // that happened during the request stay), never to a copy taken before the requests.
+          let first = latest.current.trimmed;
           for (let pages = 0; pages <= Math.ceil(maxItems / pageSize) + 1; pages++) {
-            const cursor = moreFrom(state);
+            const before = latest.current;
+            const cursor = first ? undefined : moreFrom(before);
             const page = await api.history(cursor === undefined ? { limit: pageSize } : { limit: pageSize, cursor });
-            const next = withPage(state, page, first);
-            const added = next.items.length > state.items.length;
-            state = next;
+            if (!mounted.current) return;
+            const isFirst = first;
+            const known = new Set(latest.current.items.map((item) => item.id));
+            const added = page.items.some((item) => !known.has(item.id));
+            setList((current) => withPage(current, page, isFirst));
+            latest.current = withPage(latest.current, page, isFirst);
             first = false;
             if (added || page.nextCursor === null) break;
           }
-          if (mounted.current) setList(state);
         } finally {
           if (mounted.current) setLoading(false);
         }
