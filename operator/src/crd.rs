@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
     shortname = "ngw",
     category = "herald",
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
-    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Ready Replicas","type":"integer","priority":1,"jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Active Key","type":"string","jsonPath":".status.activeKeyId"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.spec.replicas <= 1 || (has(self.spec.postgres) && has(self.spec.redis))")
@@ -350,6 +352,7 @@ pub struct NotificationGatewayStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing`, `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
@@ -420,6 +423,7 @@ pub struct NotificationChannelStatus {
     pub observed_generation: Option<i64>,
     /// `Accepted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
@@ -448,11 +452,24 @@ mod tests {
         assert_eq!(gateway["spec"]["names"]["shortNames"], serde_json::json!(["ngw"]));
         assert_eq!(gateway["spec"]["names"]["categories"], serde_json::json!(["herald"]));
         assert!(version["subresources"]["status"].is_object());
-        assert!(
-            version["additionalPrinterColumns"]
-                .as_array()
-                .is_some_and(|c| c.len() == 4)
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Replicas", "Ready", "Reason", "Ready Replicas", "Active Key", "Age"]
         );
+        assert_eq!(
+            version["additionalPrinterColumns"][1]["jsonPath"],
+            ".status.conditions[?(@.type==\"Ready\")].status"
+        );
+        // Conditions are a map keyed by type (server-side apply merges them by type).
+        let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
         let text = gateway.to_string();
         assert!(text.contains("self.spec.replicas <= 1"), "cross-field CEL rule present");
         let channel = serde_json::to_value(NotificationChannel::crd()).expect("json");
