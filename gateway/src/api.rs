@@ -38,6 +38,8 @@ use crate::app::Gateway;
         crate::http::responses::BodyTimeout,
         crate::http::responses::BodyTooLarge,
         crate::http::responses::Unavailable,
+        crate::http::responses::PublisherForbidden,
+        crate::http::responses::PublisherRateLimited,
     )),
     modifiers(&Credentials),
 )]

@@ -17,7 +17,9 @@ use super::ApiError;
 use super::error::ErrorBody;
 use super::json::JsonBody;
 use super::params::QueryParams;
-use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest, Unavailable};
+use super::responses::{
+    BodyTimeout, BodyTooLarge, InvalidRequest, PublisherForbidden, PublisherRateLimited, Unavailable,
+};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -71,13 +73,12 @@ pub async fn mint_jwt(
     responses(
         (status = 202, description = "Committed", body = PublishReceipt),
         (status = 400, response = InvalidRequest),
-        (status = 403, description = "A type or channel the dev publisher may not use", body = ErrorBody),
+        (status = 403, response = PublisherForbidden),
         (status = 404, description = "Publishers are configured, so there is no dev publisher", body = ErrorBody),
         (status = 408, response = BodyTimeout),
         (status = 413, response = BodyTooLarge),
         (status = 415, description = "The body is not declared `application/json`", body = ErrorBody),
-        (status = 429, description = "Over the publisher's notifications per second; see `Retry-After`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 429, response = PublisherRateLimited),
         (status = 503, response = Unavailable),
     ))]
 pub async fn publish_test(

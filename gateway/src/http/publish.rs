@@ -15,7 +15,9 @@ use crate::error::Error;
 use super::ApiError;
 use super::error::ErrorBody;
 use super::json::JsonBody;
-use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest, Unavailable};
+use super::responses::{
+    BodyTimeout, BodyTooLarge, InvalidRequest, PublisherForbidden, PublisherRateLimited, Unavailable,
+};
 
 /// Publishes one notification to each recipient (internal listener only). Answers once the
 /// notifications are committed; delivery happens after the answer.
@@ -27,12 +29,11 @@ use super::responses::{BodyTimeout, BodyTooLarge, InvalidRequest, Unavailable};
         (status = 202, description = "Committed: who got a notification and who was skipped", body = PublishReceipt),
         (status = 400, response = InvalidRequest),
         (status = 401, description = "No valid publisher key", body = ErrorBody),
-        (status = 403, description = "A type or channel this publisher may not use", body = ErrorBody),
+        (status = 403, response = PublisherForbidden),
         (status = 408, response = BodyTimeout),
         (status = 413, response = BodyTooLarge),
         (status = 422, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
-        (status = 429, description = "Over the publisher's notifications per second; see `Retry-After`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 429, response = PublisherRateLimited),
         (status = 503, response = Unavailable),
     ))]
 pub async fn publish(

@@ -24,6 +24,15 @@ pub struct BodyTimeout(pub ErrorBody);
 #[derive(utoipa::ToResponse)]
 pub struct BodyTooLarge(pub ErrorBody);
 
+/// A type or channel this publisher may not use.
+#[derive(utoipa::ToResponse)]
+pub struct PublisherForbidden(pub ErrorBody);
+
+/// Over the publisher's notifications per second on this replica; see `Retry-After`.
+#[derive(utoipa::ToResponse)]
+#[response(headers(("Retry-After" = u32, description = "Seconds to wait")))]
+pub struct PublisherRateLimited(pub ErrorBody);
+
 /// A dependency (the database, Redis, the issuer's keys) is unavailable; nothing was done.
 #[derive(utoipa::ToResponse)]
 #[response(headers(("Retry-After" = u32, description = "Seconds to wait, when known")))]
