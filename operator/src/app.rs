@@ -37,9 +37,6 @@ pub struct Settings {
     /// Address of `/metrics` and `/healthz`.
     #[arg(long, env = "HERALD_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Image of the key-rotation CronJob (this operator's image).
-    #[arg(long, env = "HERALD_OPERATOR_IMAGE", default_value = concat!("ghcr.io/herald-dev/herald-operator:", env!("CARGO_PKG_VERSION")))]
-    pub operator_image: String,
     /// Namespace of the leader-election Lease: the operator's own (the downward API sets it).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -103,7 +100,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ..Context::new(
             client.clone(),
             settings.pod_name.clone(),
-            settings.operator_image,
             ImagePolicy::new(settings.allowed_images),
         )
     });

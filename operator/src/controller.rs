@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -26,9 +25,12 @@ use crate::admission::ownership::{self, Control, Found};
 use crate::admission::{self, ImagePolicy};
 use crate::channels;
 use crate::crd::{NotificationChannel, NotificationGateway};
+use crate::keys;
 use crate::metrics::Metrics;
-use crate::render::{self, Children, Names};
-use crate::status::{self, GatewayObservation, Refusal};
+use crate::render::Children;
+use crate::rotation::{self, Step};
+use crate::signing;
+use crate::status::{self, GatewayObservation, KeysObservation, Refusal};
 
 /// Field manager of every server-side apply.
 pub const MANAGER: &str = "herald-operator";
@@ -37,6 +39,8 @@ pub const MANAGER: &str = "herald-operator";
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("signing keys: {0}")]
+    Signing(#[from] signing::SigningError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -47,15 +51,13 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Image of the key-rotation CronJob (the operator's own image).
-    pub operator_image: String,
     /// The images gateways may run.
     pub images: ImagePolicy,
 }
 
 impl Context {
     /// A context whose events are reported as `instance` of the operator (the pod's name).
-    pub fn new(client: Client, instance: Option<String>, operator_image: String, images: ImagePolicy) -> Self {
+    pub fn new(client: Client, instance: Option<String>, images: ImagePolicy) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance,
@@ -64,7 +66,6 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: Arc::default(),
-            operator_image,
             images,
         }
     }
@@ -104,53 +105,44 @@ async fn publish(ctx: &Context, object: &impl Resource<DynamicType = ()>, warnin
     }
 }
 
-/// The signing-key Secret is created once with a strong random key and never overwritten.
-async fn ensure_signing_keys(ctx: &Context, gateway: &NotificationGateway, namespace: &str) -> Result<Option<String>> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = Names::of(gateway).signing_keys;
-    if let Some(existing) = api.get_opt(&name).await? {
-        return Ok(active_key_id(&existing));
+/// Keeps the gateway's signing keys (`signing::keep`) and records each step as an event. Returns
+/// what status shows of them, and when they next need a look.
+async fn keep_signing_keys(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    now: Timestamp,
+) -> Result<(KeysObservation, Option<Timestamp>)> {
+    let outcome = signing::keep(&ctx.client, gateway, now).await?;
+    for step in &outcome.steps {
+        let (reason, note) = match step {
+            Step::Added { kid, not_before } if *not_before <= now => {
+                ("KeyAdded", format!("added signing key {kid}, signing at once"))
+            }
+            Step::Added { kid, not_before } => (
+                "KeyAdded",
+                format!("added signing key {kid}, signing from {}", keys::rfc3339(*not_before)),
+            ),
+            Step::Retired { kid } => (
+                "KeyRetired",
+                format!("retired signing key {kid}: no valid token can name it any more"),
+            ),
+            Step::Revoked { kid } => (
+                "KeyRevoked",
+                format!("revoked signing key {kid} on request: tokens it signed are refused"),
+            ),
+        };
+        publish(ctx, gateway, false, reason, note).await;
+        tracing::info!(gateway = %gateway.name_any(), reason, "keys:changed");
     }
-    let secret = crate::keys::random_secret_base64();
-    let kid = crate::keys::new_kid();
-    let created = render::initial_signing_keys(
-        gateway,
-        &kid,
-        &secret,
-        &crate::keys::rfc3339(k8s_openapi::jiff::Timestamp::now()),
-    );
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..PostParams::default()
-            },
-            &created,
-        )
-        .await
-    {
-        Ok(_) => {
-            publish(
-                ctx,
-                gateway,
-                false,
-                "SigningKeyCreated",
-                format!("created Secret {name} with key {kid}"),
-            )
-            .await;
-            Ok(Some(kid))
-        }
-        // Created concurrently (another reconcile or a restore): keep theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            Ok(api.get_opt(&name).await?.and_then(|s| active_key_id(&s)))
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-fn active_key_id(secret: &Secret) -> Option<String> {
-    let raw = secret.data.as_ref()?.get("keys.json")?;
-    crate::keys::active_kid(&raw.0, k8s_openapi::jiff::Timestamp::now())
+    let policy = signing::policy(gateway)?;
+    let observed = KeysObservation {
+        active_key_id: rotation::active(&outcome.keys, now).map(|key| key.kid.clone()),
+        keys: outcome.key_statuses(now),
+        rotated: outcome.rotated(),
+        next_rotation: rotation::next_rotation(&outcome.keys, now, &policy).map(Time),
+        request_handled: outcome.request_handled.clone(),
+    };
+    Ok((observed, rotation::next_change(&outcome.keys, now, &policy)))
 }
 
 pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
@@ -168,11 +160,12 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
-    let children = Children::render(&gateway, &verdicts.accepted, &ctx.operator_image);
+    let children = Children::render(&gateway, &verdicts.accepted);
     if let Some(refusal) = admit(&ctx, &gateway, &namespace, &children).await? {
         return refuse(&ctx, &gateway, &refusal).await;
     }
-    let (deployment, active_key_id) = apply_children(&ctx, &gateway, &namespace, children).await?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let (deployment, (keys, next_key_change)) = apply_children(&ctx, &gateway, &namespace, children, now).await?;
     for channel in &verdicts.accepted {
         set_channel_status(&ctx, channel, None).await?;
     }
@@ -203,10 +196,10 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         updated_replicas: replicas.updated_replicas.unwrap_or(0),
         total_replicas: replicas.replicas.unwrap_or(0),
         refused_channels: verdicts.refused.len(),
-        active_key_id,
+        keys,
         rollout,
     };
-    let next = status::gateway_status(gateway.status.as_ref(), observed, &now());
+    let next = status::gateway_status(gateway.status.as_ref(), observed, &Time(now));
     if gateway.status.as_ref() != Some(&next) {
         patch_status(&ctx.client, gateway.as_ref(), &next).await?;
         let generation = gateway.metadata.generation;
@@ -223,7 +216,17 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     }
     ctx.metrics.observe(started.elapsed());
     ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(next_look(now, next_key_change)))
+}
+
+/// A reconciled gateway is looked at again when its keys next change (a pending key starts
+/// signing, an old one may go, a rotation is due), and at least every five minutes.
+fn next_look(now: Timestamp, next_key_change: Option<Timestamp>) -> Duration {
+    const AT_LEAST: Duration = Duration::from_secs(300);
+    next_key_change
+        .and_then(|at| Duration::try_from(now.duration_until(at)).ok())
+        // A second late, so that the change has happened when the reconcile runs.
+        .map_or(AT_LEAST, |until| (until + Duration::from_secs(1)).min(AT_LEAST))
 }
 
 /// Why this gateway may not be rendered, if it may not: its image is not allowed, a Secret its pods
@@ -302,17 +305,19 @@ async fn channels_of(
         .collect())
 }
 
-/// Applies every child of an admitted gateway, and creates its signing keys once. Returns the
-/// applied Deployment (for its replica counts) and the active key id.
+/// Applies every child of an admitted gateway, and keeps its signing keys. Returns the applied
+/// Deployment (for its replica counts) and what became of the keys.
 async fn apply_children(
     ctx: &Context,
     gateway: &NotificationGateway,
     namespace: &str,
     children: Children,
-) -> Result<(Deployment, Option<String>)> {
+    now: Timestamp,
+) -> Result<(Deployment, (KeysObservation, Option<Timestamp>))> {
     let client = &ctx.client;
     apply::<ConfigMap>(client, namespace, &children.config_map).await?;
-    let active_key_id = ensure_signing_keys(ctx, gateway, namespace).await?;
+    // Before the Deployment: its pods mount the Secret.
+    let keys = keep_signing_keys(ctx, gateway, now).await?;
     let deployment = apply::<Deployment>(client, namespace, &children.deployment).await?;
     apply::<Service>(client, namespace, &children.service).await?;
     apply::<Service>(client, namespace, &children.internal_service).await?;
@@ -322,11 +327,7 @@ async fn apply_children(
         }
         None => remove_own_pod_disruption_budget(client, gateway, namespace).await?,
     }
-    apply::<ServiceAccount>(client, namespace, &children.service_account).await?;
-    apply::<Role>(client, namespace, &children.role).await?;
-    apply::<RoleBinding>(client, namespace, &children.role_binding).await?;
-    apply::<CronJob>(client, namespace, &children.cron_job).await?;
-    Ok((deployment, active_key_id))
+    Ok((deployment, keys))
 }
 
 /// A gateway scaled to one replica loses its PodDisruptionBudget. Only its own is deleted (the uid

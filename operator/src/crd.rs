@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use herald_contract::defaults;
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -181,34 +181,86 @@ fn default_roles_claim() -> String {
     defaults::JWT_ROLES_CLAIM.to_owned()
 }
 
-/// Signing-key rotation: the CronJob adds a key on `schedule` and drops keys older than the grace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Signing-key rotation, run by the operator itself: every `interval` it adds a key that starts
+/// signing `propagationSeconds` later (once every replica has read it), and it retires the previous
+/// key once the new one has signed for longer than a token lives plus the clock skew plus
+/// `gracePeriodSeconds`. The annotation `herald.dev/rotate-keys` (any new value) rotates at once;
+/// `herald.dev/revoke-keys` (comma-separated key ids) removes leaked keys at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationSpec {
-    /// Cron schedule of the rotation job.
-    #[serde(default = "default_schedule")]
-    pub schedule: String,
-    /// How long a replaced key still verifies tokens.
+    /// How long a key signs before the next one replaces it, as hours, minutes and seconds
+    /// (`720h`, `24h`, `1h30m`), at least one hour and at most one year.
+    #[serde(default = "default_interval")]
+    #[schemars(length(min = 2, max = 16), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('1h') && duration(self) <= duration('8760h')").message("interval is a duration between 1h and 8760h, such as 720h"))]
+    pub interval: String,
+    /// How long a new key waits before it signs: longer than the kubelet takes to refresh a mounted
+    /// Secret in every gateway pod (about a minute, plus its cache TTL).
+    #[serde(default = "default_propagation")]
+    #[schemars(range(min = 30, max = 3600))]
+    pub propagation_seconds: u32,
+    /// How long a replaced key keeps verifying after every token it signed has expired.
     #[serde(default = "default_grace")]
-    #[schemars(range(min = 60))]
+    #[schemars(range(min = 60, max = 604_800))]
     pub grace_period_seconds: u32,
 }
 
 impl Default for RotationSpec {
     fn default() -> Self {
         Self {
-            schedule: default_schedule(),
+            interval: default_interval(),
+            propagation_seconds: default_propagation(),
             grace_period_seconds: default_grace(),
         }
     }
 }
 
-fn default_schedule() -> String {
-    "0 3 * * 0".to_owned()
+fn default_interval() -> String {
+    "720h".to_owned()
+}
+
+fn default_propagation() -> u32 {
+    300
 }
 
 fn default_grace() -> u32 {
-    86_400
+    3_600
+}
+
+impl RotationSpec {
+    /// `interval` as a duration: `<h>h<m>m<s>s`, each part optional (the schema's pattern).
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        parse_duration(&self.interval)
+    }
+}
+
+/// Parses the `720h`, `1h30m`, `90s` form the CRD allows (a subset of Go's durations, which the
+/// apiserver's CEL `duration()` also reads). `None` for anything else or an empty string.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut seconds: u64 = 0;
+    let mut digits = String::new();
+    let mut last_unit = 0;
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let (rank, scale) = match ch {
+            'h' => (1, 3_600),
+            'm' => (2, 60),
+            's' => (3, 1),
+            _ => return None,
+        };
+        if digits.is_empty() || rank <= last_unit {
+            return None;
+        }
+        let value: u64 = digits.parse().ok()?;
+        seconds = seconds.checked_add(value.checked_mul(scale)?)?;
+        digits.clear();
+        last_unit = rank;
+    }
+    (digits.is_empty() && last_unit > 0).then(|| std::time::Duration::from_secs(seconds))
 }
 
 /// The plan's limits (section 11), per gateway.
@@ -356,10 +408,35 @@ pub struct NotificationGatewayStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// The key that signs new connection tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_key_id: Option<String>,
+    /// The signing keys (ids, states and when each signs; never the secrets), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kid"]))]
+    pub keys: Vec<KeyStatus>,
+    /// When the operator last added a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_rotation: Option<String>,
+    pub last_rotation_time: Option<Time>,
+    /// When the operator will next add a key (unless a rotation is requested sooner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The last value of the `herald.dev/rotate-keys` annotation the operator acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request_handled: Option<String>,
+}
+
+/// A signing key as status shows it: never its secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    /// The key id (`kid` of the tokens it signs).
+    pub kid: String,
+    /// `Active` (signs new tokens), `Pending` (verifies; signs from `notBefore`) or `Retiring`
+    /// (replaced; verifies the tokens it signed until it is retired).
+    pub state: String,
+    /// When the key starts (or started) signing.
+    pub not_before: Time,
 }
 
 /// The notification types a channel lists: the gateway's own type, from the crate both share.
@@ -443,6 +520,28 @@ mod tests {
         assert_eq!(spec.heartbeat, HeartbeatSpec::default());
         assert_eq!(spec.service.port, 80);
         assert!(!spec.paused);
+    }
+
+    #[test]
+    fn rotation_intervals_read_hours_minutes_and_seconds_in_order() {
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        assert_eq!(parse_duration("720h"), hours(720));
+        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Some(std::time::Duration::from_secs(90)));
+        for bad in [
+            "",
+            "h",
+            "30",
+            "1m1h",
+            "1h1h",
+            "1d",
+            "-1h",
+            "1.5h",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        assert_eq!(RotationSpec::default().interval(), hours(720));
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod leader;
 pub mod metrics;
 pub mod render;
 pub mod rotation;
+pub mod signing;
 pub mod status;

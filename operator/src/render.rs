@@ -9,20 +9,17 @@ use std::path::PathBuf;
 use herald_contract::{ChannelEntry, LogFormat, Options, defaults, env};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec as CoreServiceSpec, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec as CoreServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ApiResource;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{NotificationChannel, NotificationGateway, SecretKeyRef, ServiceType};
@@ -48,7 +45,6 @@ pub struct Names {
     pub internal_service: String,
     pub config: String,
     pub signing_keys: String,
-    pub rotation: String,
 }
 
 impl Names {
@@ -58,7 +54,6 @@ impl Names {
             internal_service: format!("{name}-internal"),
             config: format!("{name}-config"),
             signing_keys: format!("{name}-signing-keys"),
-            rotation: format!("{name}-key-rotation"),
             gateway: name,
         }
     }
@@ -113,10 +108,6 @@ pub struct Children {
     pub internal_service: Service,
     /// Only with more than one replica; otherwise the reconcile removes this gateway's own.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
-    pub service_account: ServiceAccount,
-    pub role: Role,
-    pub role_binding: RoleBinding,
-    pub cron_job: CronJob,
 }
 
 /// Kind and name of a child, and the API resource it is read by.
@@ -136,19 +127,14 @@ impl ChildRef {
 }
 
 impl Children {
-    pub fn render(gateway: &NotificationGateway, channels: &[&NotificationChannel], operator_image: &str) -> Self {
+    pub fn render(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> Self {
         let (config_map, checksum) = config_map(gateway, channels);
-        let (service_account, role, role_binding) = rotation_rbac(gateway);
         Self {
             config_map,
             deployment: deployment(gateway, &checksum),
             service: service(gateway),
             internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
-            service_account,
-            role,
-            role_binding,
-            cron_job: rotation_cron_job(gateway, operator_image),
         }
     }
 
@@ -161,10 +147,6 @@ impl Children {
             service,
             internal_service,
             pod_disruption_budget,
-            service_account,
-            role,
-            role_binding,
-            cron_job,
         } = self;
         let mut refs = vec![
             ChildRef::of(config_map),
@@ -173,12 +155,6 @@ impl Children {
             ChildRef::of(internal_service),
         ];
         refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
-        refs.extend([
-            ChildRef::of(service_account),
-            ChildRef::of(role),
-            ChildRef::of(role_binding),
-            ChildRef::of(cron_job),
-        ]);
         refs
     }
 }
@@ -255,13 +231,12 @@ pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChanne
     (config_map, checksum)
 }
 
-/// The signing-key Secret as first created: one strong random key. Reconciles never overwrite it
-/// (the rotation job owns its content from then on).
-pub fn initial_signing_keys(gateway: &NotificationGateway, kid: &str, secret_base64: &str, not_before: &str) -> Secret {
-    let keys = json!({"keys": [{"kid": kid, "secret": secret_base64, "notBefore": not_before}]});
+/// The signing-key Secret as first created, holding `keys_json` (the gateway's keys file). It is
+/// never applied: `signing` creates it once and from then on changes it compare-and-swap.
+pub fn signing_keys(gateway: &NotificationGateway, keys_json: &str) -> Secret {
     Secret {
         metadata: meta(gateway, &Names::of(gateway).signing_keys),
-        string_data: Some(BTreeMap::from([("keys.json".to_owned(), keys.to_string())])),
+        string_data: Some(BTreeMap::from([("keys.json".to_owned(), keys_json.to_owned())])),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     }
@@ -549,104 +524,6 @@ pub fn pod_disruption_budget(gateway: &NotificationGateway) -> Option<PodDisrupt
         }),
         ..PodDisruptionBudget::default()
     })
-}
-
-/// The key-rotation job's identity: a ServiceAccount, and a Role that can only get and patch the one
-/// signing-key Secret of this gateway.
-pub fn rotation_rbac(gateway: &NotificationGateway) -> (ServiceAccount, Role, RoleBinding) {
-    let names = Names::of(gateway);
-    let account = ServiceAccount {
-        metadata: meta(gateway, &names.rotation),
-        ..ServiceAccount::default()
-    };
-    let role = Role {
-        metadata: meta(gateway, &names.rotation),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["secrets".into()]),
-            resource_names: Some(vec![names.signing_keys.clone()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]),
-    };
-    let binding = RoleBinding {
-        metadata: meta(gateway, &names.rotation),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: names.rotation.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: names.rotation.clone(),
-            namespace: gateway.namespace(),
-            ..Subject::default()
-        }]),
-    };
-    (account, role, binding)
-}
-
-/// The key-rotation CronJob, running the operator image's rotation command (DESIGN.md: add a key
-/// with a future `notBefore`, drop keys older than the grace period).
-pub fn rotation_cron_job(gateway: &NotificationGateway, operator_image: &str) -> CronJob {
-    let names = Names::of(gateway);
-    let container = Container {
-        name: "rotate".into(),
-        image: Some(operator_image.to_owned()),
-        args: Some(vec![
-            "rotate-keys".into(),
-            format!("--secret={}", names.signing_keys),
-            format!("--grace-seconds={}", gateway.spec.rotation.grace_period_seconds),
-        ]),
-        env: Some(vec![EnvVar {
-            name: "POD_NAMESPACE".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
-                    field_path: "metadata.namespace".into(),
-                    ..Default::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
-        security_context: Some(restricted_security_context()),
-        ..Container::default()
-    };
-    CronJob {
-        metadata: meta(gateway, &names.rotation),
-        spec: Some(CronJobSpec {
-            schedule: gateway.spec.rotation.schedule.clone(),
-            concurrency_policy: Some("Forbid".into()),
-            successful_jobs_history_limit: Some(1),
-            failed_jobs_history_limit: Some(3),
-            job_template: JobTemplateSpec {
-                metadata: None,
-                spec: Some(JobSpec {
-                    backoff_limit: Some(3),
-                    template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels: Some(labels(gateway)),
-                            ..ObjectMeta::default()
-                        }),
-                        spec: Some(PodSpec {
-                            service_account_name: Some(names.rotation.clone()),
-                            restart_policy: Some("OnFailure".into()),
-                            containers: vec![container],
-                            security_context: Some(PodSecurityContext {
-                                run_as_non_root: Some(true),
-                                run_as_user: Some(65_532),
-                                ..PodSecurityContext::default()
-                            }),
-                            ..PodSpec::default()
-                        }),
-                    },
-                    ..JobSpec::default()
-                }),
-            },
-            ..CronJobSpec::default()
-        }),
-        ..CronJob::default()
-    }
 }
 
 #[cfg(test)]

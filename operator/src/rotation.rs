@@ -112,6 +112,20 @@ pub fn next_rotation(keys: &[Key], now: Timestamp, policy: &Policy) -> Option<Ti
     Some(active(keys, now).map_or(now, |key| after(key.not_before, policy.interval)))
 }
 
+/// The next instant after `now` at which a run would change the set or its states: a pending key
+/// starts signing, an old key may be retired, or the next rotation is due. The operator looks again
+/// then (and at least every few minutes anyway).
+pub fn next_change(keys: &[Key], now: Timestamp, policy: &Policy) -> Option<Timestamp> {
+    let pending = keys.iter().map(|key| key.not_before).filter(|at| *at > now);
+    let retirement = active(keys, now).and_then(|signing| {
+        let older = keys.iter().any(|key| key.not_before < signing.not_before);
+        let at = after(signing.not_before, policy.token_ttl + policy.skew + policy.grace);
+        (older && at > now).then_some(at)
+    });
+    let rotation = next_rotation(keys, now, policy).filter(|at| *at > now);
+    pending.chain(retirement).chain(rotation).min()
+}
+
 /// The key set after a rotation run at `now`. `new_key` makes a key (id and secret) when one is
 /// needed; `force` adds one even before the interval has passed (the "rotate now" annotation).
 /// Keys are retired first; a key is added only while the set has room: a key still inside its
@@ -286,6 +300,32 @@ mod tests {
             next_rotation(&keys, at(day + 510), &p),
             Some(after(pending_from, p.interval))
         );
+    }
+
+    #[test]
+    fn the_next_change_is_the_earliest_of_activation_retirement_and_rotation() {
+        let mut new_key = keys_factory();
+        let p = policy();
+        let (keys, _) = rotate(&[], at(0), &p, false, &mut new_key);
+        let day = p.interval.as_secs() as i64;
+        assert_eq!(
+            next_change(&keys, at(5), &p),
+            Some(at(day)),
+            "only the rotation is ahead"
+        );
+        let (keys, _) = rotate(&keys, at(day), &p, false, &mut new_key);
+        assert_eq!(
+            next_change(&keys, at(day), &p),
+            Some(at(day + 120)),
+            "k2 starts signing"
+        );
+        assert_eq!(
+            next_change(&keys, at(day + 120), &p),
+            Some(at(day + 120 + 390)),
+            "k1 may be retired"
+        );
+        let (keys, _) = rotate(&keys, at(day + 510), &p, false, &mut new_key);
+        assert_eq!(next_change(&keys, at(day + 510), &p), Some(at(2 * day + 120)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{NotificationChannelStatus, NotificationGatewayStatus};
+use crate::crd::{KeyStatus, NotificationChannelStatus, NotificationGatewayStatus};
 
 /// Why something the operator was asked for is not served: a refused channel, or a gateway the
 /// operator will not render. The reason is a condition's reason, the message says what to change.
@@ -29,10 +29,25 @@ pub struct GatewayObservation {
     pub total_replicas: i32,
     /// Channels of this gateway that were refused.
     pub refused_channels: usize,
-    /// The signing key currently in use.
-    pub active_key_id: Option<String>,
+    /// What the signing-key run left.
+    pub keys: KeysObservation,
     /// Where the Deployment's rollout stands.
     pub rollout: Rollout,
+}
+
+/// What a run of the signing keys (`signing::keep`) left, for status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeysObservation {
+    /// The key that signs now.
+    pub active_key_id: Option<String>,
+    /// Every key, newest first (never the secrets).
+    pub keys: Vec<KeyStatus>,
+    /// The run added a key.
+    pub rotated: bool,
+    /// When the next key is due.
+    pub next_rotation: Option<Time>,
+    /// The rotation request the run acted on.
+    pub request_handled: Option<String>,
 }
 
 /// What the Deployment says of its rollout. Replica counts describe the generation the Deployment
@@ -58,7 +73,8 @@ impl Rollout {
 }
 
 /// The gateway's next status: `Ready`, `Progressing` and `Degraded` conditions, the ready replicas and
-/// the active key. `lastRotation` is not the reconcile's to set: it is carried over.
+/// the signing keys. `lastRotationTime` is now when this run added a key, else carried over, as is
+/// the rotation request last handled.
 pub fn gateway_status(
     previous: Option<&NotificationGatewayStatus>,
     observed: GatewayObservation,
@@ -71,7 +87,7 @@ pub fn gateway_status(
         updated_replicas: updated,
         total_replicas: total,
         refused_channels: refused,
-        active_key_id,
+        keys,
         rollout,
     } = observed;
     let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
@@ -149,8 +165,17 @@ pub fn gateway_status(
         observed_generation: generation,
         conditions,
         ready_replicas: Some(ready),
-        active_key_id,
-        last_rotation: previous.and_then(|p| p.last_rotation.clone()),
+        active_key_id: keys.active_key_id,
+        keys: keys.keys,
+        last_rotation_time: if keys.rotated {
+            Some(now.clone())
+        } else {
+            previous.and_then(|p| p.last_rotation_time.clone())
+        },
+        next_rotation_time: keys.next_rotation,
+        rotation_request_handled: keys
+            .request_handled
+            .or_else(|| previous.and_then(|p| p.rotation_request_handled.clone())),
     }
 }
 
@@ -284,7 +309,10 @@ mod tests {
             updated_replicas: updated,
             total_replicas: updated.max(ready),
             refused_channels: refused,
-            active_key_id: Some("k1".into()),
+            keys: KeysObservation {
+                active_key_id: Some("k1".into()),
+                ..KeysObservation::default()
+            },
             rollout: Rollout {
                 generation: Some(7),
                 observed_generation: Some(7),
@@ -415,16 +443,26 @@ mod tests {
     }
 
     #[test]
-    fn observed_generation_follows_the_gateway_and_last_rotation_is_carried_over() {
+    fn observed_generation_follows_the_gateway_and_rotation_times_move_only_when_a_key_is_added() {
         let previous = NotificationGatewayStatus {
             observed_generation: Some(2),
-            last_rotation: Some("2026-11-01T00:00:00Z".into()),
+            last_rotation_time: Some(at(50)),
+            rotation_request_handled: Some("r1".into()),
             ..NotificationGatewayStatus::default()
         };
         let status = gateway_status(Some(&previous), observed(2, 2, 0), &at(100));
         assert_eq!(status.observed_generation, Some(3));
         assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
-        assert_eq!(status.last_rotation.as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert_eq!(status.last_rotation_time, Some(at(50)), "carried over");
+        assert_eq!(status.rotation_request_handled.as_deref(), Some("r1"), "carried over");
+        let mut rotated = observed(2, 2, 0);
+        rotated.keys.rotated = true;
+        rotated.keys.request_handled = Some("r2".into());
+        rotated.keys.next_rotation = Some(at(5_000));
+        let status = gateway_status(Some(&previous), rotated, &at(200));
+        assert_eq!(status.last_rotation_time, Some(at(200)));
+        assert_eq!(status.next_rotation_time, Some(at(5_000)));
+        assert_eq!(status.rotation_request_handled.as_deref(), Some("r2"));
     }
 
     #[test]

@@ -10,13 +10,13 @@ use std::time::Duration;
 use herald_operator::admission::{ImagePolicy, SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE};
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
+use herald_operator::{rotation, signing};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, CustomResourceExt, ResourceExt};
@@ -89,12 +89,7 @@ async fn create_secret(client: &Client, ns: &str, name: &str, opted_in: bool) {
 const SECRET_VALUE: &str = "an-hs256-secret-that-must-never-leak-0123";
 
 fn context(client: &Client) -> Arc<Context> {
-    Arc::new(Context::new(
-        client.clone(),
-        None,
-        "herald-operator:test".into(),
-        ImagePolicy::default(),
-    ))
+    Arc::new(Context::new(client.clone(), None, ImagePolicy::default()))
 }
 
 fn gateway_json(name: &str, replicas: i32) -> serde_json::Value {
@@ -187,6 +182,20 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("jwksUrl"), "{err}");
+    // The rotation interval: a duration of hours, minutes and seconds, from 1h to 8760h.
+    for (interval, expected) in [
+        ("30m", "between 1h and 8760h"),
+        ("1d", "should match"),
+        ("9000h", "between 1h and 8760h"),
+    ] {
+        let rotation = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+            "metadata": {"name": "rotation"}, "spec": {"replicas": 1, "rotation": {"interval": interval},
+            "auth": {"jwksUrl": "https://issuer/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}});
+        let err = create_raw::<NotificationGateway>(&client, &ns, rotation)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(expected), "{interval}: {err}");
+    }
     // CEL inside auth: issuer and audience, or the explicit waiver (issue 10: any issuer's JWT for any
     // audience was accepted); a JWKS URL in plain http only on loopback.
     let auth = |auth: serde_json::Value| {
@@ -273,10 +282,7 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
 #[tokio::test]
 async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing() {
     let Some(client) = client().await else { return };
-    let ns = namespace(&client).await;
-    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
-    create(&gateways, gateway_json("alerts", 2)).await.expect("gateway");
-    reconcile(&client, &ns, "alerts").await;
+    let (ns, gateways) = reconciled_gateway(&client, "alerts", 2).await;
 
     let owned_by_gateway = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.owner_references
@@ -288,16 +294,12 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
-    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
-    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
     let config = config_maps.get("alerts-config").await.expect("ConfigMap");
     let deployment = deployments.get("alerts").await.expect("Deployment");
     let service = services.get("alerts").await.expect("Service");
     let internal = services.get("alerts-internal").await.expect("internal Service");
     let secret = secrets.get("alerts-signing-keys").await.expect("signing-key Secret");
     let pdb = pdbs.get("alerts").await.expect("PDB with 2 replicas");
-    let cron = cron_jobs.get("alerts-key-rotation").await.expect("CronJob");
-    let role = roles.get("alerts-key-rotation").await.expect("Role");
     for meta in [
         &config.metadata,
         &deployment.metadata,
@@ -305,8 +307,6 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
         &internal.metadata,
         &secret.metadata,
         &pdb.metadata,
-        &cron.metadata,
-        &role.metadata,
     ] {
         assert!(owned_by_gateway(meta), "{:?} is owned by the gateway", meta.name);
     }
@@ -391,10 +391,7 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
 #[tokio::test]
 async fn a_spec_change_updates_children_and_rolls_the_checksum() {
     let Some(client) = client().await else { return };
-    let ns = namespace(&client).await;
-    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
-    create(&gateways, gateway_json("alerts", 2)).await.expect("gateway");
-    reconcile(&client, &ns, "alerts").await;
+    let (ns, _) = reconciled_gateway(&client, "alerts", 2).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let checksum = |d: &Deployment| {
         d.spec
@@ -554,8 +551,8 @@ async fn ready(gateways: &Api<NotificationGateway>, name: &str) -> (String, Stri
     condition(gateways, name, "Ready").await
 }
 
-/// The Warning events recorded about `name`, as `(reason, note)`.
-async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+/// The events of `event_type` (`Normal`, `Warning`) recorded about `name`, as `(reason, note)`.
+async fn events(client: &Client, ns: &str, name: &str, event_type: &str) -> Vec<(String, String)> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     events
         .list(&Default::default())
@@ -563,10 +560,15 @@ async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)
         .expect("events")
         .items
         .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.type_.as_deref() == Some(event_type))
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
+}
+
+/// The Warning events recorded about `name`, as `(reason, note)`.
+async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    events(client, ns, name, "Warning").await
 }
 
 /// Asserts that the gateway `name` is refused for `reason` the way every refusal is reported (`Ready`
@@ -970,4 +972,184 @@ async fn ready_waits_for_the_deployment_to_roll_out_each_spec_change_and_a_pause
         condition_of(&client, &ns, "shop", "Ready").await,
         ready(("True", "ReplicasReady"))
     );
+}
+
+/// A fresh namespace with the gateway `name` (`gateway_json`) created and reconciled once.
+async fn reconciled_gateway(client: &Client, name: &str, replicas: i32) -> (String, Api<NotificationGateway>) {
+    let ns = namespace(client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json(name, replicas)).await.expect("gateway");
+    reconcile(client, &ns, name).await;
+    (ns, gateways)
+}
+
+/// The status of the gateway `name`, which must have one.
+async fn status_of(gateways: &Api<NotificationGateway>, name: &str) -> herald_operator::crd::NotificationGatewayStatus {
+    gateways
+        .get_status(name)
+        .await
+        .expect("gateway")
+        .status
+        .expect("a status")
+}
+
+/// The key set in the gateway's signing-key Secret, and the Secret's resourceVersion.
+async fn signing_keys(client: &Client, ns: &str, gateway: &str) -> (Vec<rotation::Key>, String) {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{gateway}-signing-keys"))
+        .await
+        .expect("signing-key Secret");
+    (
+        signing::read(&secret).expect("a key set"),
+        secret.resource_version().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn keys_rotate_and_are_revoked_on_request_and_status_shows_them_without_their_secrets() {
+    let Some(client) = client().await else { return };
+    let (ns, gateways) = reconciled_gateway(&client, "alerts", 2).await;
+    let (first, _) = signing_keys(&client, &ns, "alerts").await;
+    assert_eq!(first.len(), 1, "one key, signing at once");
+    let status = status_of(&gateways, "alerts").await;
+    assert_eq!(status.active_key_id.as_deref(), Some(first[0].kid.as_str()));
+    assert_eq!(status.keys.len(), 1);
+    assert_eq!(status.keys[0].state, "Active");
+    let created = status.last_rotation_time.clone().expect("lastRotationTime").0;
+    let next = status.next_rotation_time.clone().expect("nextRotationTime").0;
+    assert_eq!(
+        next.duration_since(first[0].not_before).as_secs(),
+        720 * 3600,
+        "the default interval"
+    );
+    assert!(created >= first[0].not_before);
+
+    // "Rotate now": a pending key that signs after the propagation delay (300 s by default).
+    change_and_reconcile(
+        &client,
+        &ns,
+        "alerts",
+        json!({"metadata": {"annotations": {(signing::ROTATE_ANNOTATION): "r1"}}}),
+    )
+    .await;
+    let (rotated, version) = signing_keys(&client, &ns, "alerts").await;
+    assert_eq!(rotated.len(), 2);
+    let pending = rotated.iter().find(|k| k.kid != first[0].kid).expect("new key").clone();
+    let ahead = pending.not_before.duration_since(Timestamp::now()).as_secs_f64();
+    assert!((280.0..=300.0).contains(&ahead), "about 300 s ahead: {ahead}");
+    let status = status_of(&gateways, "alerts").await;
+    let states: Vec<_> = status.keys.iter().map(|k| (k.kid.clone(), k.state.clone())).collect();
+    assert_eq!(
+        states,
+        [
+            (pending.kid.clone(), "Pending".to_owned()),
+            (first[0].kid.clone(), "Active".to_owned())
+        ]
+    );
+    assert_eq!(status.rotation_request_handled.as_deref(), Some("r1"));
+    let added = events(&client, &ns, "alerts", "Normal").await;
+    assert!(
+        added
+            .iter()
+            .any(|(reason, note)| reason == "KeyAdded" && note.contains(&pending.kid)),
+        "{added:?}"
+    );
+    // The annotation stays (GitOps keeps it): handled once, later reconciles write nothing.
+    reconcile(&client, &ns, "alerts").await;
+    assert_eq!(
+        signing_keys(&client, &ns, "alerts").await.1,
+        version,
+        "the Secret is not written again"
+    );
+
+    // Revoking the signing key: gone at once, the pending key signs now.
+    change_and_reconcile(
+        &client,
+        &ns,
+        "alerts",
+        json!({"metadata": {"annotations": {(signing::REVOKE_ANNOTATION): first[0].kid}}}),
+    )
+    .await;
+    let (after_revoke, _) = signing_keys(&client, &ns, "alerts").await;
+    assert_eq!(
+        after_revoke.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        [pending.kid.as_str()]
+    );
+    assert!(after_revoke[0].not_before <= Timestamp::now());
+    let status = status_of(&gateways, "alerts").await;
+    assert_eq!(status.active_key_id.as_deref(), Some(pending.kid.as_str()));
+    assert!(
+        events(&client, &ns, "alerts", "Normal")
+            .await
+            .iter()
+            .any(|(reason, note)| reason == "KeyRevoked" && note.contains(&first[0].kid))
+    );
+
+    // No secret in status or events.
+    let status_json = serde_json::to_string(&status).expect("json");
+    let notes = format!("{:?}", events(&client, &ns, "alerts", "Normal").await);
+    for key in first.iter().chain(&rotated) {
+        assert!(
+            !status_json.contains(&key.secret) && !notes.contains(&key.secret),
+            "a secret leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_key_runs_lose_no_key() {
+    let Some(client) = client().await else { return };
+    let (ns, gateways) = reconciled_gateway(&client, "alerts", 2).await;
+    let (first, _) = signing_keys(&client, &ns, "alerts").await;
+    // Eight operators at once revoke the signing key: each that writes adds a replacement that
+    // signs at once. Without compare-and-swap the last writer would drop the others' keys, whose
+    // tokens would then be refused; with it, the losers re-read, find the key gone, and add nothing.
+    let mut gateway = gateways.get("alerts").await.expect("gateway");
+    gateway
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(signing::REVOKE_ANNOTATION.to_owned(), first[0].kid.clone());
+    let runs = (0..8).map(|_| {
+        let (client, gateway) = (client.clone(), gateway.clone());
+        tokio::spawn(async move { signing::keep(&client, &gateway, Timestamp::now()).await })
+    });
+    let mut added = Vec::new();
+    for run in runs {
+        let outcome = run.await.expect("task").expect("every run ends well");
+        added.extend(outcome.steps.into_iter().filter_map(|step| match step {
+            rotation::Step::Added { kid, .. } => Some(kid),
+            _ => None,
+        }));
+    }
+    let (keys, _) = signing_keys(&client, &ns, "alerts").await;
+    assert_eq!(added.len(), 1, "one run replaced the key: {added:?}");
+    assert_eq!(
+        keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
+        added,
+        "and its key is the one kept"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_key_set_is_left_alone_and_reported() {
+    let Some(client) = client().await else { return };
+    let (ns, gateways) = reconciled_gateway(&client, "alerts", 2).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let broken = json!({"stringData": {"keys.json": "{\"keys\": \"hunter2\"}"}});
+    let written = secrets
+        .patch("alerts-signing-keys", &PatchParams::default(), &Patch::Merge(&broken))
+        .await
+        .expect("break the key set");
+    let gateway = gateways.get("alerts").await.expect("gateway");
+    let err = controller::reconcile_gateway(Arc::new(gateway), context(&client))
+        .await
+        .expect_err("the keys cannot be kept");
+    let message = err.to_string();
+    assert!(
+        message.contains("alerts-signing-keys") && !message.contains("hunter2"),
+        "{message}"
+    );
+    let after = secrets.get("alerts-signing-keys").await.expect("secret");
+    assert_eq!(after.resource_version(), written.resource_version(), "not overwritten");
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use herald_operator::admission::{ImagePolicy, SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE};
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
+use herald_operator::signing;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -132,8 +133,9 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
             "{owned}"
         );
     }
-    for applied in ["serviceaccounts", "cronjobs", "roles", "rolebindings"] {
-        assert_eq!(verbs_on(rules, applied), ["create", "get", "patch"], "{applied}");
+    // The operator rotates keys itself: no rotation job, so no right to make identities or roles.
+    for absent in ["serviceaccounts", "cronjobs", "jobs", "roles", "rolebindings"] {
+        assert!(verbs_on(rules, absent).is_empty(), "{absent}");
     }
     assert_eq!(
         verbs_on(rules, "poddisruptionbudgets"),
@@ -383,7 +385,7 @@ async fn install_operator_rbac(admin: &Client, bin: &str, namespace: &str, extra
 }
 
 /// A gateway in `namespace` with opted-in Secrets and a channel, reconciled as `operator`: every
-/// call of a whole reconcile (children, signing keys, the rotation job's Role, statuses, events).
+/// call of a whole reconcile (children, signing keys and a requested rotation, statuses, events).
 async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
     for name in ["db", "cache"] {
@@ -414,19 +416,20 @@ async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
         .await
         .expect("channel");
 
-    let context = Arc::new(Context::new(
-        operator.clone(),
-        None,
-        "herald-operator:test".into(),
-        ImagePolicy::default(),
-    ));
-    let gateway = Api::<NotificationGateway>::namespaced(operator.clone(), namespace)
-        .get("rbac")
-        .await
-        .expect("read as operator");
-    controller::reconcile_gateway(Arc::new(gateway), context.clone())
-        .await
-        .expect("the chart's RBAC allows a whole reconcile");
+    let context = Arc::new(Context::new(operator.clone(), None, ImagePolicy::default()));
+    let reconcile = |why: &'static str| {
+        let (operator, context) = (operator.clone(), context.clone());
+        async move {
+            let gateway = Api::<NotificationGateway>::namespaced(operator, namespace)
+                .get("rbac")
+                .await
+                .expect("read as operator");
+            controller::reconcile_gateway(Arc::new(gateway), context)
+                .await
+                .expect(why);
+        }
+    };
+    reconcile("the chart's RBAC allows a whole reconcile").await;
     assert!(
         Api::<Deployment>::namespaced(admin.clone(), namespace)
             .get_opt("rbac")
@@ -434,6 +437,23 @@ async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
             .expect("get")
             .is_some(),
         "the gateway was rendered, not refused"
+    );
+    // A requested rotation: the operator patches the signing-key Secret (compare-and-swap).
+    let gateways = Api::<NotificationGateway>::namespaced(admin.clone(), namespace);
+    let annotate = json!({"metadata": {"annotations": {(signing::ROTATE_ANNOTATION): "1"}}});
+    gateways
+        .patch("rbac", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    reconcile("the chart's RBAC allows a rotation").await;
+    let keys = Api::<Secret>::namespaced(admin.clone(), namespace)
+        .get("rbac-signing-keys")
+        .await
+        .expect("signing keys");
+    assert_eq!(
+        signing::read(&keys).expect("key set").len(),
+        2,
+        "a pending key was added"
     );
     let channel = Api::<NotificationChannel>::namespaced(operator.clone(), namespace)
         .get("social")

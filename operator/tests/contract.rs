@@ -122,6 +122,20 @@ fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// The signing-key Secret as the operator first creates it: one key, signing at once.
+fn first_signing_keys(gateway: &NotificationGateway) -> k8s_openapi::api::core::v1::Secret {
+    let policy = herald_operator::signing::policy(gateway).expect("policy");
+    let mut new_key = || {
+        (
+            herald_operator::keys::new_kid(),
+            herald_operator::keys::random_secret_base64(),
+        )
+    };
+    let (keys, _) =
+        herald_operator::rotation::rotate(&[], k8s_openapi::jiff::Timestamp::now(), &policy, false, &mut new_key);
+    render::signing_keys(gateway, &herald_operator::keys::to_json(&keys))
+}
+
 fn user_jwt(sub: &str) -> String {
     herald_e2e::hs256_jwt(JWT_SECRET, sub, 300, &[])
 }
@@ -136,12 +150,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     };
     let (gateway, channel) = sample("db", "cache");
     let (config, checksum) = render::config_map(&gateway, &[&channel]);
-    let keys = render::initial_signing_keys(
-        &gateway,
-        &herald_operator::keys::new_kid(),
-        &herald_operator::keys::random_secret_base64(),
-        "2026-01-01T00:00:00Z",
-    );
+    let keys = first_signing_keys(&gateway);
     let deployment = render::deployment(&gateway, &checksum);
     let pod = deployment.spec.expect("spec").template.spec.expect("pod");
     let secrets: HashMap<(&str, &str), String> = HashMap::from([
@@ -205,12 +214,7 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
     gateway.metadata.namespace = Some("default".into());
     gateway.metadata.uid = Some("0b1e0e0e-0000-4000-8000-00000000e3bd".into());
     let (config, checksum) = render::config_map(&gateway, &[]);
-    let keys = render::initial_signing_keys(
-        &gateway,
-        &herald_operator::keys::new_kid(),
-        &herald_operator::keys::random_secret_base64(),
-        "2026-01-01T00:00:00Z",
-    );
+    let keys = first_signing_keys(&gateway);
     let pod = render::deployment(&gateway, &checksum)
         .spec
         .expect("spec")

@@ -68,10 +68,6 @@ async fn apiserver(mut handle: Handle) {
         "/apis/apps/v1/namespaces/apps/deployments/alerts",
         "/api/v1/namespaces/apps/services/alerts",
         "/api/v1/namespaces/apps/services/alerts-internal",
-        "/api/v1/namespaces/apps/serviceaccounts/alerts-key-rotation",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/alerts-key-rotation",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/alerts-key-rotation",
-        "/apis/batch/v1/namespaces/apps/cronjobs/alerts-key-rotation",
     ] {
         let (request, send) = handle.next_request().await.expect("a metadata GET");
         assert_eq!(request.method(), http::Method::GET);
@@ -110,12 +106,7 @@ async fn a_reconcile_lists_channels_reads_metadata_then_applies_the_config_map()
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "apps");
     let server = tokio::spawn(apiserver(handle));
-    let context = Arc::new(Context::new(
-        client,
-        None,
-        "herald-operator:test".into(),
-        ImagePolicy::default(),
-    ));
+    let context = Arc::new(Context::new(client, None, ImagePolicy::default()));
     let outcome = controller::reconcile_gateway(Arc::new(gateway()), context).await;
     assert!(matches!(outcome, Err(controller::Error::Kube(_))), "{outcome:?}");
     server.await.expect("every expected request arrived in order");

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use herald_e2e::{GatewayProcess, JWT_ISSUER_AND_AUDIENCE, TempDir};
-use herald_operator::keys::{random_secret_base64, rfc3339};
-use herald_operator::rotation::{Key, Policy, Step, active, revoke, rotate};
+use herald_operator::keys::{random_secret_base64, to_json};
+use herald_operator::rotation::{Policy, Step, active, revoke, rotate};
 use k8s_openapi::jiff::Timestamp;
 
 const JWT_SECRET: &str = "rotation-test-user-jwt-secret-0123456789-abcdef";
@@ -51,14 +51,6 @@ impl MountedSecret {
             let _ = std::fs::remove_dir_all(self.dir.join(format!("..{}", self.updates - 1)));
         }
     }
-}
-
-fn keys_json(keys: &[Key]) -> String {
-    let entries: Vec<_> = keys
-        .iter()
-        .map(|key| serde_json::json!({"kid": key.kid, "secret": key.secret, "notBefore": rfc3339(key.not_before)}))
-        .collect();
-    serde_json::json!({ "keys": entries }).to_string()
 }
 
 fn start_gateway(keys_file: &Path) -> GatewayProcess {
@@ -100,8 +92,8 @@ async fn tokens_of_one_gateway_always_connect_to_another_through_three_rotations
     };
     let (mut keys, _) = rotate(&[], now(), &policy, false, &mut new_key);
     let dir = TempDir::new();
-    let mut mount_a = MountedSecret::new(dir.path("a"), &keys_json(&keys));
-    let mut mount_b = MountedSecret::new(dir.path("b"), &keys_json(&keys));
+    let mut mount_a = MountedSecret::new(dir.path("a"), &to_json(&keys));
+    let mut mount_b = MountedSecret::new(dir.path("b"), &to_json(&keys));
     let issuer = Arc::new(start_gateway(&mount_a.keys_file()));
     let verifier = Arc::new(start_gateway(&mount_b.keys_file()));
 
@@ -139,9 +131,9 @@ async fn tokens_of_one_gateway_always_connect_to_another_through_three_rotations
             added += steps.iter().filter(|s| matches!(s, Step::Added { .. })).count();
             retired += steps.iter().filter(|s| matches!(s, Step::Retired { .. })).count();
             keys = next;
-            mount_a.update(&keys_json(&keys));
+            mount_a.update(&to_json(&keys));
             tokio::time::sleep(Duration::from_millis(500)).await;
-            mount_b.update(&keys_json(&keys));
+            mount_b.update(&to_json(&keys));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -157,8 +149,8 @@ async fn tokens_of_one_gateway_always_connect_to_another_through_three_rotations
     let leaked = active(&keys, now()).expect("a key signs").kid.clone();
     let (revoked, _) = revoke(&keys, &leaked, now(), &mut new_key);
     let successor = active(&revoked, now()).expect("another key signs").kid.clone();
-    mount_a.update(&keys_json(&revoked));
-    mount_b.update(&keys_json(&revoked));
+    mount_a.update(&to_json(&revoked));
+    mount_b.update(&to_json(&revoked));
     verifier.wait_for_line(|l| l.contains("signing-keys:reloaded") && l.contains(&successor) && !l.contains(&leaked));
     let Err((status, body)) = verifier.open_ws(&leaked_token).await else {
         panic!("a token of the revoked key connected");

@@ -57,23 +57,14 @@ one's metadata, by name, so that it never overwrites an object the gateway does 
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # No list or watch: Secrets are read one by one, by name (the metadata of those a gateway names, the
-# signing keys). patch is never used by the operator itself: Kubernetes lets it create the rotation
-# job's Role (get and patch on the one signing-key Secret) only if it holds those verbs.
+# signing keys). create and patch: the operator creates each gateway's signing-key Secret and rotates
+# its keys itself (a merge patch carrying the resourceVersion read: compare-and-swap).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: [""]
-  resources: ["serviceaccounts"]
   verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
-- apiGroups: ["batch"]
-  resources: ["cronjobs"]
-  verbs: ["get", "create", "patch"]
-- apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

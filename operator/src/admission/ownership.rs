@@ -224,14 +224,14 @@ mod tests {
         let foreign = ObjectMeta::default();
         let found = [
             found("Deployment", "alerts", Some(&leftover)),
-            found("Role", "alerts-key-rotation", Some(&foreign)),
+            found("ConfigMap", "alerts-config", Some(&foreign)),
         ];
         let refusal = judge_children(&gateway(), &found).expect_err("refused");
         assert_eq!(refusal.reason, NAME_CONFLICT);
         assert!(
             refusal
                 .message
-                .starts_with("Role `alerts-key-rotation` already exists in namespace `apps` and is not controlled")
+                .starts_with("ConfigMap `alerts-config` already exists in namespace `apps` and is not controlled")
                 && refusal
                     .message
                     .contains("delete it, or adopt it by making this gateway")

@@ -1,5 +1,6 @@
 use super::*;
 use crate::crd::{GatewayRef, NotificationChannelSpec, NotificationGatewaySpec, NotificationType};
+use serde_json::json;
 
 fn gateway(spec: serde_json::Value) -> NotificationGateway {
     let spec: NotificationGatewaySpec = serde_json::from_value(spec).expect("spec");
@@ -54,18 +55,13 @@ fn every_child_is_owned_by_the_gateway() {
     assert_owned(&service(&gw).metadata);
     assert_owned(&internal_service(&gw).metadata);
     assert_owned(&pod_disruption_budget(&gw).expect("pdb").metadata);
-    assert_owned(&initial_signing_keys(&gw, "k1", "c2VjcmV0", "2026-01-01T00:00:00Z").metadata);
-    let (account, role, binding) = rotation_rbac(&gw);
-    assert_owned(&account.metadata);
-    assert_owned(&role.metadata);
-    assert_owned(&binding.metadata);
-    assert_owned(&rotation_cron_job(&gw, "operator:1").metadata);
+    assert_owned(&signing_keys(&gw, r#"{"keys":[]}"#).metadata);
 }
 
 #[test]
 fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     let listed = |gw: &NotificationGateway| -> Vec<(String, String)> {
-        Children::render(gw, &[], "operator:1")
+        Children::render(gw, &[])
             .refs()
             .into_iter()
             .map(|child| (child.resource.kind, child.name))
@@ -81,12 +77,6 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
         if with_pdb {
             children.push(("PodDisruptionBudget", "alerts"));
         }
-        children.extend([
-            ("ServiceAccount", "alerts-key-rotation"),
-            ("Role", "alerts-key-rotation"),
-            ("RoleBinding", "alerts-key-rotation"),
-            ("CronJob", "alerts-key-rotation"),
-        ]);
         children
             .into_iter()
             .map(|(k, n)| (k.to_owned(), n.to_owned()))
@@ -95,10 +85,10 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     assert_eq!(listed(&cluster_gateway()), expected(true));
     let single = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://i/j"}}));
     assert_eq!(listed(&single), expected(false));
-    let role = &Children::render(&single, &[], "operator:1").refs()[5].resource;
+    let pdb = &Children::render(&cluster_gateway(), &[]).refs()[4].resource;
     assert_eq!(
-        (role.group.as_str(), role.plural.as_str()),
-        ("rbac.authorization.k8s.io", "roles")
+        (pdb.group.as_str(), pdb.plural.as_str()),
+        ("policy", "poddisruptionbudgets")
     );
 }
 
@@ -352,23 +342,4 @@ fn a_single_embedded_replica_has_no_pdb_and_no_migrations() {
     let env = pod.containers[0].env.clone().expect("env");
     assert!(env.iter().any(|v| v.name == "HERALD_DATA_DIR"));
     assert!(!env.iter().any(|v| v.name == "DATABASE_URL"));
-}
-
-#[test]
-fn the_rotation_job_can_touch_only_its_own_secret() {
-    let gw = cluster_gateway();
-    let (_, role, binding) = rotation_rbac(&gw);
-    let rules = role.rules.expect("rules");
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].resources.as_deref(), Some(&["secrets".to_owned()][..]));
-    assert_eq!(
-        rules[0].resource_names.as_deref(),
-        Some(&["alerts-signing-keys".to_owned()][..])
-    );
-    assert_eq!(rules[0].verbs, ["get", "patch"]);
-    assert_eq!(binding.subjects.expect("subjects")[0].name, "alerts-key-rotation");
-    let job = rotation_cron_job(&gw, "operator:1").spec.expect("spec");
-    assert_eq!(job.schedule, "0 3 * * 0");
-    let pod = job.job_template.spec.expect("job").template.spec.expect("pod");
-    assert_eq!(pod.service_account_name.as_deref(), Some("alerts-key-rotation"));
 }
