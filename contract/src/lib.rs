@@ -13,4 +13,4 @@ pub mod settings;
 
 pub use notification_type::NotificationType;
 pub use secret::Secret;
-pub use settings::{ChannelEntry, LogFormat, Options, PublisherEntry, env};
+pub use settings::{ChannelEntry, LogFormat, Options, PublisherEntry, channels_checksum, env};

@@ -57,6 +57,15 @@ fn yes() -> bool {
     true
 }
 
+/// The identity of a channel set as the operator renders it and a gateway serves it: SHA-256 (hex)
+/// of the entries' JSON, in their order. The operator compares what each gateway replica reports
+/// (`GET /channels`) with what it wrote to the ConfigMap to tell when a channel is served.
+pub fn channels_checksum(entries: &[ChannelEntry]) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(entries).unwrap_or_default();
+    Sha256::digest(json).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A publisher as written in the YAML file: never the key itself, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

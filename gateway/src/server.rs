@@ -22,6 +22,7 @@ use crate::adapters::redis::{Redis, RedisConnectionRegistry, RedisEventBus, Redi
 use crate::adapters::sqlite::{
     self, SqliteHealth, SqliteNotificationStore, SqlitePreferenceStore, SqliteSubscriptionStore,
 };
+use crate::app::catalog::LiveCatalog;
 use crate::app::delivery::DeliveryService;
 use crate::app::dev::DevTokens;
 use crate::app::keys::SigningKeyRing;
@@ -128,7 +129,10 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         bus,
         health,
     } = backends(&config.store).await?;
-    let catalog = Arc::new(config.catalog.clone());
+    let catalog = Arc::new(LiveCatalog::new(
+        config.catalog.clone(),
+        config.channels_checksum.clone(),
+    ));
 
     let metrics = Arc::new(Metrics::default());
     let lifecycle = Lifecycle::default();
@@ -187,7 +191,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         preferences: preferences.clone(),
         delivery: delivery.clone(),
         bus: bus.clone(),
-        catalog,
+        catalog: catalog.clone(),
         publishers: config.publishers.clone(),
         links: config.links.clone(),
         clock: clock.clone(),
@@ -196,6 +200,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         acks_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::app::notifications::ACKS_IN_FLIGHT)),
         publisher_budgets: std::sync::Mutex::default(),
     });
+    let catalog_handle = catalog;
     let dev = config.dev_jwt_secret.as_ref().map(|secret| {
         DevTokens::new(
             secret.expose(),
@@ -213,6 +218,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         preferences,
         notifications,
         delivery: delivery.clone(),
+        catalog: catalog_handle,
         metrics,
         users: Arc::new(JwtVerifier::new(config.jwt.clone(), clock.clone())),
         health,
@@ -238,6 +244,20 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     tokio::spawn(delivery.clone().run_retries(shutdown.clone()));
     gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));
     spawn_purger(&gateway);
+    if let Some(source) = &config.channel_source {
+        tokio::spawn(config::watch_channels(
+            source.clone(),
+            gateway.catalog.clone(),
+            keys.clone(),
+            gateway.metrics.clone(),
+            {
+                let (sessions, jitter_ms) = (gateway.sessions.clone(), settings.reconnect_jitter_ms);
+                Box::new(move |_: &[String]| sessions.renew_all("channel access changed", jitter_ms))
+            },
+            config::RELOAD_INTERVAL,
+            gateway.lifecycle.shutdown.clone(),
+        ));
+    }
     if let KeySource::File(path) = &config.key_source {
         tokio::spawn(config::watch_keys_file(
             path.clone(),

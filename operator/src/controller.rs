@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -27,10 +28,11 @@ use crate::channels;
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::render::Children;
+use crate::programmed;
+use crate::render::{self, Children, Names};
 use crate::rotation::{self, Step};
 use crate::signing;
-use crate::status::{self, GatewayObservation, KeysObservation, Refusal};
+use crate::status::{self, ChannelOutcome, GatewayObservation, KeysObservation, Refusal};
 
 /// Field manager of every server-side apply.
 pub const MANAGER: &str = "herald-operator";
@@ -53,6 +55,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The images gateways may run.
     pub images: ImagePolicy,
+    /// Asks gateway replicas which channels they serve (`programmed`).
+    pub http: reqwest::Client,
 }
 
 impl Context {
@@ -67,6 +71,7 @@ impl Context {
             client,
             metrics: Arc::default(),
             images,
+            http: reqwest::Client::new(),
         }
     }
 }
@@ -165,12 +170,27 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         return refuse(&ctx, &gateway, &refusal).await;
     }
     let now = k8s_openapi::jiff::Timestamp::now();
+    let channels_checksum = children
+        .config_map
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(render::CHANNELS_CHECKSUM_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
     let (deployment, (keys, next_key_change)) = apply_children(&ctx, &gateway, &namespace, children, now).await?;
-    for channel in &verdicts.accepted {
-        set_channel_status(&ctx, channel, None).await?;
+    let served = if verdicts.accepted.is_empty() {
+        None
+    } else {
+        Some(programmed(&ctx, &gateway, &namespace, &channels_checksum).await?)
+    };
+    if let Some(verdict) = &served {
+        for channel in &verdicts.accepted {
+            set_channel_status(&ctx, channel, ChannelOutcome::Accepted(verdict)).await?;
+        }
     }
     for (channel, refusal) in &verdicts.refused {
-        set_channel_status(&ctx, channel, Some(refusal)).await?;
+        set_channel_status(&ctx, channel, ChannelOutcome::Refused(refusal)).await?;
     }
 
     let rollout = status::Rollout {
@@ -216,7 +236,34 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     }
     ctx.metrics.observe(started.elapsed());
     ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
-    Ok(Action::requeue(next_look(now, next_key_change)))
+    let look = next_look(now, next_key_change);
+    // Until every replica serves the channels, look again soon: kubelet's refresh is not watched.
+    let look = if served.is_some_and(|v| !v.programmed) {
+        look.min(PROGRAMMED_RECHECK)
+    } else {
+        look
+    };
+    Ok(Action::requeue(look))
+}
+
+/// How often a gateway whose replicas do not all serve its channels yet is looked at.
+pub const PROGRAMMED_RECHECK: Duration = Duration::from_secs(10);
+
+/// Whether the gateway's ready replicas serve the channel set `checksum` (`programmed`).
+async fn programmed(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+    checksum: &str,
+) -> Result<programmed::Verdict> {
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
+    let service = Names::of(gateway).internal_service;
+    let listed = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await?;
+    let replicas = programmed::ready_endpoints(&listed.items, "internal");
+    let reports = programmed::probe(&ctx.http, &replicas).await;
+    Ok(programmed::verdict(checksum, &reports))
 }
 
 /// A reconciled gateway is looked at again when its keys next change (a pending key starts
@@ -379,14 +426,14 @@ where
     Ok(())
 }
 
-/// Records a channel's verdict (`Accepted`), writing only when it changed.
-async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, refusal: Option<&Refusal>) -> Result<()> {
-    let next = status::channel_status(channel.status.as_ref(), channel.metadata.generation, refusal, &now());
+/// Records a channel's verdict (`Accepted`, `Programmed`), writing only when it changed.
+async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, outcome: ChannelOutcome<'_>) -> Result<()> {
+    let next = status::channel_status(channel.status.as_ref(), channel.metadata.generation, outcome, &now());
     if channel.status.as_ref() == Some(&next) {
         return Ok(());
     }
     patch_status(&ctx.client, channel, &next).await?;
-    if let Some(refusal) = refusal {
+    if let ChannelOutcome::Refused(refusal) = outcome {
         publish(ctx, channel, true, refusal.reason, refusal.message.clone()).await;
     }
     Ok(())
@@ -406,7 +453,7 @@ pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Conte
                 channel.spec.gateway_ref.name
             ),
         };
-        set_channel_status(&ctx, &channel, Some(&refusal)).await?;
+        set_channel_status(&ctx, &channel, ChannelOutcome::Refused(&refusal)).await?;
     }
     Ok(Action::await_change())
 }

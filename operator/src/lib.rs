@@ -9,6 +9,7 @@ pub mod crd;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
+pub mod programmed;
 pub mod render;
 pub mod rotation;
 pub mod signing;

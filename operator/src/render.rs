@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use herald_contract::{ChannelEntry, LogFormat, Options, defaults, env};
+use herald_contract::{ChannelEntry, LogFormat, Options, channels_checksum, defaults, env};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -34,9 +34,12 @@ pub const CONFIG_DIR: &str = "/etc/herald/config";
 pub const KEYS_DIR: &str = "/etc/herald/keys";
 /// The gateway drains for this long on SIGTERM; the pod's termination grace is longer.
 pub const DRAIN_SECONDS: i64 = defaults::SHUTDOWN_GRACE_SECONDS as i64;
-/// Annotation on the pod template carrying the hash of the rendered config: a config change changes
-/// the template, which rolls the pods.
+/// Annotation on the pod template carrying the hash of the rendered config, channels left out: a
+/// change of any other setting changes the template, which rolls the pods.
 pub const CHECKSUM_ANNOTATION: &str = "herald.dev/config-checksum";
+/// Annotation on the ConfigMap: the checksum of its channel set, as gateways report it on
+/// `GET /channels` once they serve it (`herald_contract::channels_checksum`).
+pub const CHANNELS_CHECKSUM_ANNOTATION: &str = "herald.dev/channels-checksum";
 
 /// Names of a gateway's children, derived from the gateway's name.
 pub struct Names {
@@ -216,19 +219,37 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
     }
 }
 
-/// The ConfigMap holding `gateway.yaml`, and the checksum that rolls the pods when it changes.
+/// The ConfigMap holding `gateway.yaml`, and the checksum that rolls the pods when a setting other
+/// than the channels changes. Channels are left out of it: gateways reload them from the mounted
+/// file without a restart, so a channel edit drops no connection. The ConfigMap carries the
+/// channels' own checksum ([`CHANNELS_CHECKSUM_ANNOTATION`]), which gateways report once they serve
+/// that set.
 pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> (ConfigMap, String) {
-    let yaml = gateway_options(gateway, channels).to_yaml();
-    let checksum: String = Sha256::digest(yaml.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let options = gateway_options(gateway, channels);
+    let yaml = options.to_yaml();
+    let restart_checksum = sha256_hex(
+        Options {
+            channels: None,
+            ..options.clone()
+        }
+        .to_yaml()
+        .as_bytes(),
+    );
+    let mut metadata = meta(gateway, &Names::of(gateway).config);
+    metadata.annotations = Some(BTreeMap::from([(
+        CHANNELS_CHECKSUM_ANNOTATION.to_owned(),
+        channels_checksum(options.channels.as_deref().unwrap_or_default()),
+    )]));
     let config_map = ConfigMap {
-        metadata: meta(gateway, &Names::of(gateway).config),
+        metadata,
         data: Some(BTreeMap::from([("gateway.yaml".to_owned(), yaml)])),
         ..ConfigMap::default()
     };
-    (config_map, checksum)
+    (config_map, restart_checksum)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The signing-key Secret as first created, holding `keys_json` (the gateway's keys file). It is

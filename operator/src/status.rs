@@ -5,6 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{KeyStatus, NotificationChannelStatus, NotificationGatewayStatus};
+use crate::programmed::Verdict;
 
 /// Why something the operator was asked for is not served: a refused channel, or a gateway the
 /// operator will not render. The reason is a condition's reason, the message says what to change.
@@ -240,28 +241,41 @@ pub fn refused_gateway_status(
     }
 }
 
-/// A channel's next status: `Accepted`, or not with the refusal's reason and message.
+/// What became of a channel: refused, or accepted and (or not yet) served by its gateway's replicas.
+#[derive(Debug, Clone, Copy)]
+pub enum ChannelOutcome<'a> {
+    Refused(&'a Refusal),
+    Accepted(&'a Verdict),
+}
+
+/// A channel's next status: `Accepted` (or not, with the refusal's reason and message) and
+/// `Programmed` (every ready replica of its gateway serves it; a refused channel is not).
 pub fn channel_status(
     previous: Option<&NotificationChannelStatus>,
     generation: Option<i64>,
-    refusal: Option<&Refusal>,
+    outcome: ChannelOutcome<'_>,
     now: &Time,
 ) -> NotificationChannelStatus {
-    let (reason, message) = match refusal {
-        None => ("Accepted", "served by its gateway".to_owned()),
-        Some(refusal) => (refusal.reason, refusal.message.clone()),
+    let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
+    let (accepted, programmed) = match outcome {
+        ChannelOutcome::Refused(refusal) => (
+            (false, refusal.reason, refusal.message.clone()),
+            (false, refusal.reason, format!("not accepted: {}", refusal.message)),
+        ),
+        ChannelOutcome::Accepted(verdict) => (
+            (true, "Accepted", "accepted by its gateway".to_owned()),
+            (verdict.programmed, verdict.reason, verdict.message.clone()),
+        ),
     };
+    let conditions = [("Accepted", accepted), ("Programmed", programmed)]
+        .into_iter()
+        .map(|(kind, (status, reason, message))| {
+            condition(previous_conditions, kind, status, reason, message, generation, now)
+        })
+        .collect();
     NotificationChannelStatus {
         observed_generation: generation,
-        conditions: vec![condition(
-            previous.map_or(&[][..], |p| &p.conditions),
-            "Accepted",
-            refusal.is_none(),
-            reason,
-            message,
-            generation,
-            now,
-        )],
+        conditions,
     }
 }
 
@@ -495,7 +509,14 @@ mod tests {
 
     #[test]
     fn a_channel_is_accepted_or_refused_with_the_refusals_reason() {
-        let accepted = channel_status(None, Some(1), None, &at(100));
+        let live = Verdict {
+            programmed: true,
+            reason: "Programmed",
+            message: "served by 2 of 2 ready replicas".into(),
+        };
+        let accepted = channel_status(None, Some(1), ChannelOutcome::Accepted(&live), &at(100));
+        assert_eq!(accepted.conditions[1].type_, "Programmed");
+        assert_eq!(accepted.conditions[1].status, "True");
         assert_eq!(accepted.observed_generation, Some(1));
         let condition = &accepted.conditions[0];
         assert_eq!(
@@ -511,7 +532,15 @@ mod tests {
             reason: "TypeConflict",
             message: "new_like (claimed by older)".into(),
         };
-        let refused = channel_status(Some(&accepted), Some(2), Some(&refusal), &at(200));
+        let refused = channel_status(Some(&accepted), Some(2), ChannelOutcome::Refused(&refusal), &at(200));
+        assert_eq!(
+            (
+                refused.conditions[1].status.as_str(),
+                refused.conditions[1].reason.as_str()
+            ),
+            ("False", "TypeConflict"),
+            "a refused channel is not programmed"
+        );
         let condition = &refused.conditions[0];
         assert_eq!(
             (condition.status.as_str(), condition.reason.as_str()),
@@ -520,7 +549,7 @@ mod tests {
         assert_eq!(condition.message, "new_like (claimed by older)");
         assert_eq!(condition.last_transition_time, at(200));
         assert_eq!(
-            channel_status(Some(&refused), Some(2), Some(&refusal), &at(300)),
+            channel_status(Some(&refused), Some(2), ChannelOutcome::Refused(&refusal), &at(300)),
             refused,
             "still refused: nothing changes"
         );

@@ -481,6 +481,22 @@ async fn channel_conflicts_are_refused_and_deleting_a_channel_updates_the_config
         accepted(&channels.get("orphan").await.expect("c")),
         Some(("False".into(), "GatewayNotFound".into()))
     );
+    // Accepted is not live: no replica is ready here (no kubelet), so none serves the channels yet.
+    let programmed = |c: &NotificationChannel| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Programmed"))
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        programmed(&channels.get("social").await.expect("c")),
+        Some(("False".into(), "NoReadyReplicas".into()))
+    );
+    assert_eq!(
+        programmed(&channels.get("likes").await.expect("c")),
+        Some(("False".into(), "TypeConflict".into())),
+        "a refused channel is not programmed"
+    );
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let yaml = config_maps.get("alerts-config").await.expect("cm").data.expect("data")["gateway.yaml"].clone();
     assert!(
@@ -488,11 +504,19 @@ async fn channel_conflicts_are_refused_and_deleting_a_channel_updates_the_config
         "{yaml}"
     );
 
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let template = |d: Deployment| d.spec.expect("spec").template;
+    let before = template(deployments.get("alerts").await.expect("deployment"));
     channels
         .delete("uploads", &DeleteParams::default())
         .await
         .expect("delete");
     reconcile(&client, &ns, "alerts").await;
+    assert_eq!(
+        template(deployments.get("alerts").await.expect("deployment")),
+        before,
+        "a channel edit does not roll the pods: gateways reload their channels"
+    );
     let yaml = config_maps.get("alerts-config").await.expect("cm").data.expect("data")["gateway.yaml"].clone();
     assert!(!yaml.contains("name: uploads"), "a deleted channel leaves the config");
     let (degraded, _, _) = condition(&gateways, "alerts", "Degraded").await;

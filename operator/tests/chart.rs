@@ -142,6 +142,11 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
         ["create", "delete", "get", "patch"]
     );
     assert_eq!(verbs_on(rules, "notificationgateways/finalizers"), ["update"]);
+    assert_eq!(
+        verbs_on(rules, "endpointslices"),
+        ["list"],
+        "which pods to ask for Programmed"
+    );
     assert!(
         verbs_on(rules, "leases").is_empty(),
         "the Lease is granted in one namespace only"

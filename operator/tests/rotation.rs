@@ -5,12 +5,12 @@
 //! take tokens from one gateway and connect with them to the other, continuously, through three
 //! rotations: not one is refused. Then a revoked key's token is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use herald_e2e::{GatewayProcess, JWT_ISSUER_AND_AUDIENCE, TempDir};
+use herald_e2e::{GatewayProcess, JWT_ISSUER_AND_AUDIENCE, KubeletMount, TempDir};
 use herald_operator::keys::{random_secret_base64, to_json};
 use herald_operator::rotation::{Policy, Step, active, revoke, rotate};
 use k8s_openapi::jiff::Timestamp;
@@ -18,40 +18,6 @@ use k8s_openapi::jiff::Timestamp;
 const JWT_SECRET: &str = "rotation-test-user-jwt-secret-0123456789-abcdef";
 /// Tokens live 3 s here (60 s by default), so that three rotations fit in seconds.
 const TOKEN_TTL_SECONDS: u64 = 3;
-
-/// A directory as kubelet maintains a mounted Secret: every update is a new `..<n>` directory,
-/// published by renaming a fresh symlink over `..data` (atomic), the old directory then removed.
-struct MountedSecret {
-    dir: PathBuf,
-    updates: usize,
-}
-
-impl MountedSecret {
-    fn new(dir: PathBuf, keys_json: &str) -> Self {
-        std::fs::create_dir_all(&dir).expect("dir");
-        let mut mounted = Self { dir, updates: 0 };
-        mounted.update(keys_json);
-        std::os::unix::fs::symlink("..data/keys.json", mounted.dir.join("keys.json")).expect("keys.json link");
-        mounted
-    }
-
-    fn keys_file(&self) -> PathBuf {
-        self.dir.join("keys.json")
-    }
-
-    fn update(&mut self, keys_json: &str) {
-        self.updates += 1;
-        let version = format!("..{}", self.updates);
-        std::fs::create_dir(self.dir.join(&version)).expect("version dir");
-        std::fs::write(self.dir.join(&version).join("keys.json"), keys_json).expect("write keys");
-        let link = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&version, &link).expect("new link");
-        std::fs::rename(&link, self.dir.join("..data")).expect("swap ..data");
-        if self.updates > 1 {
-            let _ = std::fs::remove_dir_all(self.dir.join(format!("..{}", self.updates - 1)));
-        }
-    }
-}
 
 fn start_gateway(keys_file: &Path) -> GatewayProcess {
     let keys_file = keys_file.to_string_lossy().into_owned();
@@ -92,10 +58,10 @@ async fn tokens_of_one_gateway_always_connect_to_another_through_three_rotations
     };
     let (mut keys, _) = rotate(&[], now(), &policy, false, &mut new_key);
     let dir = TempDir::new();
-    let mut mount_a = MountedSecret::new(dir.path("a"), &to_json(&keys));
-    let mut mount_b = MountedSecret::new(dir.path("b"), &to_json(&keys));
-    let issuer = Arc::new(start_gateway(&mount_a.keys_file()));
-    let verifier = Arc::new(start_gateway(&mount_b.keys_file()));
+    let mut mount_a = KubeletMount::new(dir.path("a"), "keys.json", &to_json(&keys));
+    let mut mount_b = KubeletMount::new(dir.path("b"), "keys.json", &to_json(&keys));
+    let issuer = Arc::new(start_gateway(&mount_a.file()));
+    let verifier = Arc::new(start_gateway(&mount_b.file()));
 
     // Clients: a token from the issuer, a connection to the verifier, again and again.
     let stop = Arc::new(AtomicBool::new(false));

@@ -92,6 +92,47 @@ struct Output {
 }
 
 /// A running gateway process; killed when dropped.
+/// A directory as kubelet maintains a mounted ConfigMap or Secret holding one file: the file is a
+/// symlink `name -> ..data/name`; every update is a new `..<n>` directory, published by renaming a
+/// fresh symlink over `..data` (atomic), the previous directory then removed.
+pub struct KubeletMount {
+    dir: PathBuf,
+    name: String,
+    updates: usize,
+}
+
+impl KubeletMount {
+    pub fn new(dir: PathBuf, name: &str, content: &str) -> Self {
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        let mut mount = Self {
+            dir,
+            name: name.to_owned(),
+            updates: 0,
+        };
+        mount.update(content);
+        std::os::unix::fs::symlink(format!("..data/{name}"), mount.dir.join(name)).expect("file link");
+        mount
+    }
+
+    /// The path the container reads.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    pub fn update(&mut self, content: &str) {
+        self.updates += 1;
+        let version = format!("..{}", self.updates);
+        std::fs::create_dir(self.dir.join(&version)).expect("version dir");
+        std::fs::write(self.dir.join(&version).join(&self.name), content).expect("write");
+        let link = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &link).expect("new link");
+        std::fs::rename(&link, self.dir.join("..data")).expect("swap ..data");
+        if self.updates > 1 {
+            let _ = std::fs::remove_dir_all(self.dir.join(format!("..{}", self.updates - 1)));
+        }
+    }
+}
+
 pub struct GatewayProcess {
     child: Child,
     output: Arc<Output>,
@@ -148,6 +189,34 @@ impl GatewayProcess {
     /// A URL on the internal listener, where `/api/publish` and `/metrics` are.
     pub fn internal_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.internal_addr)
+    }
+
+    /// The value of the series `series` (name and labels as exported, e.g.
+    /// `herald_acks_total{outcome="acked"}`) in `/metrics`, if exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(self.internal_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Waits (at most [`WAIT`]) until `series` reaches at least `at_least`, and returns its value.
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64) -> f64 {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(value) = self.metric(series).await.filter(|v| *v >= at_least) {
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} never reached {at_least}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A connection token for the holder of the user JWT `jwt` (`POST /ws/token` must answer 200).

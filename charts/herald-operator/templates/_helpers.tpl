@@ -62,6 +62,11 @@ one's metadata, by name, so that it never overwrites an object the gateway does 
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
+# A channel is Programmed once every ready replica serves it: the operator lists the EndpointSlices of
+# <gw>-internal (the ready pods' addresses) and asks each pod, on its internal port, which channels it serves.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]

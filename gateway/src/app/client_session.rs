@@ -120,12 +120,13 @@ impl ClientSession {
         let gateway = &self.gateway;
         let (connection_id, user_id) = (&*self.connection_id, &*self.user_id);
         let settings = gateway.session_settings;
+        let catalog = gateway.catalog.current();
         let subscriptions: Vec<String> = gateway
             .subscriptions
             .effective(user_id)
             .await?
             .into_iter()
-            .filter(|channel| self.allowed_channels.contains(channel))
+            .filter(|channel| catalog.admits(&self.allowed_channels, channel))
             .collect();
         let connected = ServerMessage::Connected(ConnectedPayload {
             connection_id: connection_id.to_owned(),
@@ -134,7 +135,7 @@ impl ClientSession {
             heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
             unread_count: gateway.notifications.unread_count(user_id).await?,
             subscriptions,
-            allowed_channels: self.allowed_channels.to_vec(),
+            allowed_channels: catalog.admitted(&self.allowed_channels),
         });
         gateway
             .sessions

@@ -19,8 +19,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
-use crate::domain::channel::ChannelCatalog;
 use crate::domain::notification::Notification;
 use crate::domain::protocol::{ServerEnvelope, ServerMessage, close_code};
 use crate::error::Result;
@@ -82,7 +82,7 @@ pub struct DeliveryService {
     store: Arc<dyn NotificationStore>,
     subscriptions: Arc<SubscriptionService>,
     sessions: Arc<LocalSessions>,
-    catalog: Arc<ChannelCatalog>,
+    catalog: Arc<LiveCatalog>,
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
@@ -97,7 +97,7 @@ impl DeliveryService {
         store: Arc<dyn NotificationStore>,
         subscriptions: Arc<SubscriptionService>,
         sessions: Arc<LocalSessions>,
-        catalog: Arc<ChannelCatalog>,
+        catalog: Arc<LiveCatalog>,
         clock: Arc<dyn Clock>,
         settings: DeliverySettings,
         metrics: Arc<Metrics>,
@@ -124,17 +124,19 @@ impl DeliveryService {
     }
 
     fn created_since(&self, now: UnixMs) -> UnixMs {
-        now - self.catalog.max_retention_ms()
+        now - self.catalog.current().max_retention_ms()
     }
 
     /// Whether `n` goes to this connection now: unexpired, unacknowledged, within its channel's
-    /// retention, in a channel the user is subscribed to and the connection's token allows.
+    /// retention, in a channel the user is subscribed to and the connection may receive (its token
+    /// allows it, or it is open to every user).
     fn eligible(&self, state: &SessionState, n: &Notification, subscribed: &[String], now: UnixMs) -> bool {
+        let catalog = self.catalog.current();
         !n.is_expired(now)
             && n.delivered_at.is_none()
-            && n.created_at >= now - self.catalog.retention_ms(&n.channel)
+            && n.created_at >= now - catalog.retention_ms(&n.channel)
             && subscribed.contains(&n.channel)
-            && state.allowed.contains(&n.channel)
+            && catalog.admits(&state.allowed, &n.channel)
     }
 
     fn send(&self, state: &mut SessionState, n: &Notification, now: UnixMs) -> bool {

@@ -60,6 +60,11 @@ struct AckLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenRejectionLabels {
     reason: &'static str,
 }
@@ -72,6 +77,8 @@ pub struct Metrics {
     /// Connection tokens refused at connect, by [`TokenRejection::reason`]: an `unknown_key` rate
     /// during a rotation means the key set reached this replica too late.
     token_rejections: Family<TokenRejectionLabels, Counter>,
+    /// Channel reloads from the settings file, by `result` (`ok`, `failed`).
+    channel_reloads: Family<ReloadLabels, Counter>,
     connections_active: Gauge,
     pub connections_opened: Counter,
     pub connections_rejected: Counter,
@@ -92,6 +99,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             acks: Default::default(),
             token_rejections: Family::default(),
+            channel_reloads: Family::default(),
             connections_active: Gauge::default(),
             connections_opened: Counter::default(),
             connections_rejected: Counter::default(),
@@ -165,6 +173,11 @@ impl Default for Metrics {
             metrics.token_rejections.clone(),
         );
         metrics.registry.register(
+            "herald_channel_reloads",
+            "Channel sets read again from the settings file, by result (failed: the channels in force stay)",
+            metrics.channel_reloads.clone(),
+        );
+        metrics.registry.register(
             "herald_connections_active",
             "WebSocket connections held by this replica",
             metrics.connections_active.clone(),
@@ -187,6 +200,14 @@ impl Metrics {
         self.token_rejections
             .get_or_create(&TokenRejectionLabels {
                 reason: rejection.reason(),
+            })
+            .inc();
+    }
+
+    pub fn channel_reload(&self, ok: bool) {
+        self.channel_reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "failed" },
             })
             .inc();
     }

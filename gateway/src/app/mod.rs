@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ports::{Clock, HealthProbe, UserVerifier};
 
+pub mod catalog;
 pub mod client_session;
 pub mod connections;
 pub mod delivery;
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub preferences: Arc<preferences::PreferenceService>,
     pub notifications: Arc<notifications::NotificationService>,
     pub delivery: Arc<delivery::DeliveryService>,
+    /// The channels in force (reloaded from the settings file).
+    pub catalog: Arc<catalog::LiveCatalog>,
     pub metrics: Arc<metrics::Metrics>,
     pub users: Arc<dyn UserVerifier>,
     pub health: Vec<Arc<dyn HealthProbe>>,

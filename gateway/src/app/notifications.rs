@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
-use crate::domain::channel::ChannelCatalog;
 use crate::domain::link::LinkPolicy;
 use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType};
 use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
@@ -91,7 +91,7 @@ pub struct NotificationService {
     pub preferences: Arc<PreferenceService>,
     pub delivery: Arc<DeliveryService>,
     pub bus: Arc<dyn EventBus>,
-    pub catalog: Arc<ChannelCatalog>,
+    pub catalog: Arc<LiveCatalog>,
     pub publishers: Publishers,
     /// The origins `actionUrl` and `icon` may point to.
     pub links: LinkPolicy,
@@ -137,8 +137,8 @@ impl NotificationService {
                 kind: content.kind.to_string(),
             });
         }
-        let channel = self
-            .catalog
+        let catalog = self.catalog.current();
+        let channel = catalog
             .channel_of(content.kind)
             .ok_or_else(|| Error::invalid("notification.type", format!("`{}` belongs to no channel", content.kind)))?;
         if !publisher.may_publish_to(&channel.name) {
@@ -405,7 +405,7 @@ impl NotificationService {
             })
         });
         if let Some(channel) = &params.channel {
-            if self.catalog.get(channel).is_none() {
+            if self.catalog.current().get(channel).is_none() {
                 errors.insert("channel".into(), "unknown channel".into());
             }
         }
@@ -453,6 +453,7 @@ impl NotificationService {
     pub async fn purge(&self) -> Result<u64> {
         let retention: Vec<(String, i64)> = self
             .catalog
+            .current()
             .channels()
             .iter()
             .map(|c| (c.name.clone(), c.retention_ms))
@@ -462,7 +463,7 @@ impl NotificationService {
             .purge(
                 self.clock.now_ms(),
                 &retention,
-                self.catalog.max_retention_ms(),
+                self.catalog.current().max_retention_ms(),
                 IDEMPOTENCY_TTL_MS,
             )
             .await?;

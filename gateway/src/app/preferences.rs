@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::channel::ChannelCatalog;
+use crate::app::catalog::LiveCatalog;
 use crate::domain::preferences::{Preferences, PreferencesPatchBody, PreferencesView, parse_patch};
 use crate::error::{Error, Result};
 use crate::ports::PreferenceStore;
 
 pub struct PreferenceService {
     store: Arc<dyn PreferenceStore>,
-    catalog: Arc<ChannelCatalog>,
+    catalog: Arc<LiveCatalog>,
 }
 
 impl PreferenceService {
-    pub fn new(store: Arc<dyn PreferenceStore>, catalog: Arc<ChannelCatalog>) -> Self {
+    pub fn new(store: Arc<dyn PreferenceStore>, catalog: Arc<LiveCatalog>) -> Self {
         Self { store, catalog }
     }
 
@@ -24,17 +24,17 @@ impl PreferenceService {
 
     /// Effective preferences, defaults filled, as the HTTP API answers them.
     pub async fn effective(&self, user_id: &str) -> Result<PreferencesView> {
-        Ok(self.get(user_id).await?.effective(&self.catalog))
+        Ok(self.get(user_id).await?.effective(&self.catalog.current()))
     }
 
     /// Applies a partial update and answers the effective result.
     pub async fn patch(&self, user_id: &str, body: PreferencesPatchBody) -> Result<PreferencesView> {
-        let patch = parse_patch(body, &self.catalog).map_err(Error::Validation)?;
+        let patch = parse_patch(body, &self.catalog.current()).map_err(Error::Validation)?;
         let mut preferences = self.get(user_id).await?;
         preferences.apply(patch);
         self.store.put(user_id, &preferences).await?;
         tracing::info!(user_id, in_app = preferences.in_app_enabled, "preferences:updated");
-        Ok(preferences.effective(&self.catalog))
+        Ok(preferences.effective(&self.catalog.current()))
     }
 
     /// The preferences of many users at once (defaults for those who never saved any).

@@ -263,6 +263,18 @@ impl LocalSessions {
         });
     }
 
+    /// Tells every session to reconnect (with a fresh token) within `jitter_ms`, for `why`; unlike
+    /// [`LocalSessions::go_away`], sessions opened afterwards stay.
+    pub fn renew_all(&self, why: &str, jitter_ms: u64) {
+        for entry in self.lock().values() {
+            let delay = rand::thread_rng().gen_range(0..=jitter_ms);
+            entry.outbound.close(CloseRequest::new(
+                close_code::GOING_AWAY,
+                format!("{why}: reconnect in {delay} ms"),
+            ));
+        }
+    }
+
     /// Closes every session of `user_id` here with `request`.
     pub fn close_user(&self, user_id: &str, request: &CloseRequest) {
         self.lock()

@@ -9,15 +9,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
-use crate::domain::channel::{ChannelCatalog, ChannelLists};
+use crate::domain::channel::ChannelLists;
 use crate::error::{Error, Result};
 use crate::ports::{BusEvent, Clock, ConnectionRegistry, EventBus, SubscriptionStore};
 
 pub struct SubscriptionService {
     store: Arc<dyn SubscriptionStore>,
     registry: Arc<dyn ConnectionRegistry>,
-    catalog: Arc<ChannelCatalog>,
+    catalog: Arc<LiveCatalog>,
     clock: Arc<dyn Clock>,
     bus: Arc<dyn EventBus>,
     remembered: Mutex<Remembered>,
@@ -62,7 +63,7 @@ impl SubscriptionService {
     pub fn new(
         store: Arc<dyn SubscriptionStore>,
         registry: Arc<dyn ConnectionRegistry>,
-        catalog: Arc<ChannelCatalog>,
+        catalog: Arc<LiveCatalog>,
         clock: Arc<dyn Clock>,
         bus: Arc<dyn EventBus>,
     ) -> Self {
@@ -160,6 +161,7 @@ impl SubscriptionService {
         let choices = self.store.choices(user_id).await?;
         Ok(self
             .catalog
+            .current()
             .channels()
             .iter()
             .filter(|channel| {
@@ -188,11 +190,12 @@ impl SubscriptionService {
         if channels.is_empty() {
             return Err(Error::BadRequest("`channels` must name at least one channel".into()));
         }
+        let catalog = self.catalog.current();
         for name in channels {
-            if self.catalog.get(name).is_none() {
+            if catalog.get(name).is_none() {
                 return Err(Error::UnknownChannel(name.chars().take(64).collect()));
             }
-            if allowed.is_some_and(|allowed| !allowed.contains(name)) {
+            if allowed.is_some_and(|allowed| !catalog.admits(allowed, name)) {
                 return Err(Error::ForbiddenChannel(name.clone()));
             }
         }
@@ -226,7 +229,7 @@ mod tests {
     use crate::adapters::memory::{MemoryConnectionRegistry, MemorySubscriptionStore};
     use herald_contract::ChannelEntry;
 
-    fn catalog() -> Arc<ChannelCatalog> {
+    fn catalog() -> Arc<LiveCatalog> {
         let spec = |name: &str, types: &[&str], admin_only: bool, default_subscribed: bool| ChannelEntry {
             name: name.into(),
             description: None,
@@ -236,8 +239,8 @@ mod tests {
             default_subscribed,
             retention_days: None,
         };
-        Arc::new(
-            ChannelCatalog::from_entries(
+        LiveCatalog::fixed(
+            crate::domain::channel::ChannelCatalog::from_entries(
                 vec![
                     spec("social", &["new_like"], false, true),
                     spec("uploads", &["upload_complete"], false, false),

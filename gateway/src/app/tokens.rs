@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
+use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
-use crate::domain::channel::ChannelCatalog;
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::domain::token::{ConnectionClaims, TokenRejection};
 use crate::domain::user::AuthenticatedUser;
@@ -54,7 +54,7 @@ pub struct TokenService {
     ledger: Arc<dyn TokenLedger>,
     limiter: Arc<dyn RateLimiter>,
     preferences: Arc<dyn PreferenceStore>,
-    catalog: Arc<ChannelCatalog>,
+    catalog: Arc<LiveCatalog>,
     clock: Arc<dyn Clock>,
     settings: TokenSettings,
     /// Where a revocation is announced, so every replica closes the user's live sessions.
@@ -68,7 +68,7 @@ impl TokenService {
         ledger: Arc<dyn TokenLedger>,
         limiter: Arc<dyn RateLimiter>,
         preferences: Arc<dyn PreferenceStore>,
-        catalog: Arc<ChannelCatalog>,
+        catalog: Arc<LiveCatalog>,
         clock: Arc<dyn Clock>,
         settings: TokenSettings,
         bus: Arc<dyn EventBus>,
@@ -115,7 +115,7 @@ impl TokenService {
             issued_at,
             expires_at: issued_at + self.settings.ttl_ms,
             token_id: uuid::Uuid::new_v4(),
-            allowed_channels: Some(self.catalog.allowed_for(&user.roles)),
+            allowed_channels: Some(self.catalog.current().allowed_for(&user.roles)),
         };
         let (token, claims) = self
             .keys
@@ -218,7 +218,7 @@ pub(crate) mod tests {
             Arc::new(MemoryTokenLedger::default()),
             Arc::new(MemoryRateLimiter::default()),
             preferences.clone(),
-            Arc::new(ChannelCatalog::default_set(7)),
+            LiveCatalog::fixed(crate::domain::channel::ChannelCatalog::default_set(7)),
             clock.clone(),
             TokenSettings::default(),
             Arc::new(crate::adapters::memory::MemoryEventBus::default()),

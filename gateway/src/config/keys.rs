@@ -93,39 +93,28 @@ fn parse_rfc3339(text: &str) -> Result<UnixMs, time::error::Parse> {
 /// logged and the keys in force are kept. Content, not modification time: kubelet swaps a mounted
 /// Secret by repointing a `..data` symlink, and the new file can carry the old one's mtime.
 pub async fn watch_keys_file(path: PathBuf, ring: Arc<SigningKeyRing>, every: Duration, shutdown: CancellationToken) {
-    let content = |path: &Path| std::fs::read(path).ok();
-    // Nothing seen yet: the first tick reads the file, so a change between the first read (at
-    // start-up) and this task's start is not missed.
-    let mut seen = None;
-    let mut ticks = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticks.tick() => {
-                let now = content(&path);
-                if now == seen {
-                    continue;
+    super::watch::on_change(&path.clone(), every, shutdown, || {
+        let before = ring.current();
+        match read_keys_file(&path) {
+            // The first read, or a rewrite with the same keys: nothing to do.
+            Ok(set) if *before == set => true,
+            // Installed unless a reload for an unknown key put a set in meanwhile (read no earlier
+            // than this one); the next tick reads the file again either way.
+            Ok(set) => {
+                let kids: Vec<String> = set.keys().iter().map(|k| k.kid().to_owned()).collect();
+                let installed = ring.replace_if_current(&before, set);
+                if installed {
+                    tracing::info!(?kids, "signing-keys:reloaded");
                 }
-                seen = now;
-                let before = ring.current();
-                match read_keys_file(&path) {
-                    // The first read, or a rewrite with the same keys: nothing to do.
-                    Ok(set) if *before == set => {}
-                    // Installed unless a reload for an unknown key put a set in meanwhile (read no
-                    // earlier than this one); the next tick reads the file again either way.
-                    Ok(set) => {
-                        let kids: Vec<String> = set.keys().iter().map(|k| k.kid().to_owned()).collect();
-                        if ring.replace_if_current(&before, set) {
-                            tracing::info!(?kids, "signing-keys:reloaded");
-                        } else {
-                            seen = None;
-                        }
-                    }
-                    Err(err) => tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force"),
-                }
+                installed
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "signing-keys:reload-failed, keeping the keys in force");
+                true
             }
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -24,11 +24,14 @@ use crate::domain::publisher::Publishers;
 use crate::domain::token::SigningKeys;
 use crate::listener::ListenerLimits;
 
+mod channels;
 mod keys;
 mod links;
 mod resolve;
 mod store;
+mod watch;
 
+pub use channels::{ChannelSource, catalog_of, read_channels, watch_channels};
 pub use keys::{KeySource, RELOAD_INTERVAL, parse_keys, read_keys_file, watch_keys_file};
 pub use store::StoreConfig;
 
@@ -105,6 +108,10 @@ pub struct Config {
     /// Origins of `actionUrl` and `icon` URLs (`config/links.rs`).
     pub links: LinkPolicy,
     pub catalog: ChannelCatalog,
+    /// The checksum of the channel entries `catalog` was built from (`GET /channels`).
+    pub channels_checksum: String,
+    /// Where channels are re-read from while running: the settings file, if there is one.
+    pub channel_source: Option<ChannelSource>,
     pub publishers: Publishers,
     /// In dev mode without configured publishers: the key generated for this run.
     pub dev_publisher_key: Option<Secret>,

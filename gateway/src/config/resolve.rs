@@ -34,11 +34,13 @@ impl Config {
         let (signing_keys, key_source) = signing_keys(&o, dev)?;
         let retention_days = positive("HERALD_RETENTION_DAYS", o.retention_days, defaults::RETENTION_DAYS)?;
         let admin_role = o.admin_role.clone().unwrap_or_else(|| defaults::ADMIN_ROLE.to_owned());
-        let catalog = match o.channels.clone() {
-            Some(entries) if !entries.is_empty() => ChannelCatalog::from_entries(entries, &admin_role, retention_days)
-                .map_err(|e| invalid(format!("channels: {e}")))?,
-            _ => ChannelCatalog::default_set(retention_days),
-        };
+        let (catalog, channels_checksum) =
+            super::channels::catalog_of(o.channels.as_deref(), &admin_role, retention_days, &signing_keys)?;
+        let channel_source = o.config.clone().map(|file| super::channels::ChannelSource {
+            file,
+            admin_role: admin_role.clone(),
+            retention_days,
+        });
         let (publishers, dev_publisher_key) = publishers(
             o.publishers.clone(),
             o.publisher_keys.as_ref(),
@@ -46,7 +48,6 @@ impl Config {
             &catalog,
             dev,
         )?;
-        fits_in_a_token(&catalog, &signing_keys)?;
         let session = session_settings(&o)?;
         let (listen, internal_listen) = listeners(&o)?;
         Ok(Config {
@@ -80,6 +81,8 @@ impl Config {
             .map_err(|e| invalid(format!("HERALD_ALLOWED_ORIGINS: {e}")))?,
             links: super::links::link_policy(&o)?,
             catalog,
+            channels_checksum,
+            channel_source,
             publishers,
             dev_publisher_key,
             delivery: delivery_settings(&o, &session)?,
@@ -510,7 +513,7 @@ fn publisher_rate(name: &str, value: Option<u32>) -> Result<u32, ConfigError> {
 /// a user allowed every channel, with the longest user id (each byte escaped in JSON) and the longest
 /// key id, must stay within [`MAX_TOKEN_CHARS`], or such a user would be issued tokens that are then
 /// refused at every connect.
-fn fits_in_a_token(catalog: &ChannelCatalog, keys: &SigningKeys) -> Result<(), ConfigError> {
+pub(super) fn fits_in_a_token(catalog: &ChannelCatalog, keys: &SigningKeys) -> Result<(), ConfigError> {
     let worst = crate::domain::token::ConnectionClaims {
         kid: keys
             .keys()

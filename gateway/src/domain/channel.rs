@@ -24,6 +24,13 @@ pub struct Channel {
     pub retention_ms: i64,
 }
 
+impl Channel {
+    /// Open to every user: no admin role, no required role.
+    pub fn is_open(&self) -> bool {
+        !self.admin_only && self.required_role.is_none()
+    }
+}
+
 /// The channels in force, indexed by name and by type.
 #[derive(Debug, Clone)]
 pub struct ChannelCatalog {
@@ -168,6 +175,42 @@ impl ChannelCatalog {
             .collect()
     }
 
+    /// Whether a connection whose token allows `allowed` may receive `name` now. A channel open to
+    /// every user (neither `adminOnly` nor `requiredRole`) needs no mention in the token: it may have
+    /// been added after the token was issued (channels reload without a restart). A restricted one
+    /// must be in the token, which was issued from the user's roles.
+    pub fn admits(&self, allowed: &[String], name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|channel| channel.is_open() || allowed.iter().any(|a| a == name))
+    }
+
+    /// The channels of this catalog a connection whose token allows `allowed` may receive.
+    pub fn admitted(&self, allowed: &[String]) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| self.admits(allowed, &c.name))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Channels whose access rule is stricter here than in `before` (a role now required, or a
+    /// different one): tokens issued under `before` may list them for users who may no longer
+    /// receive them, so the connections holding such tokens must fetch new ones.
+    pub fn tightened_since(&self, before: &ChannelCatalog) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|now| match before.get(&now.name) {
+                None => false,
+                Some(then) => {
+                    (now.admin_only && !then.admin_only)
+                        || (now.required_role.is_some() && now.required_role != then.required_role)
+                        || (now.admin_only && self.admin_role != before.admin_role)
+                }
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// The longest retention of any channel: older notifications are never replayed.
     pub fn max_retention_ms(&self) -> i64 {
         self.channels
@@ -244,6 +287,44 @@ mod tests {
         let names: Vec<_> = catalog.channels().iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["uploads", "social", "mocs", "quota", "system"]);
         assert_eq!(catalog.max_retention_ms(), 7 * DAY_MS);
+    }
+
+    #[test]
+    fn open_channels_need_no_mention_in_the_token_restricted_ones_do() {
+        let mut ops = spec("ops", &["maintenance_scheduled"]);
+        ops.admin_only = true;
+        let catalog =
+            ChannelCatalog::from_entries(vec![spec("social", &["new_like"]), ops], "admin", 7).expect("catalog");
+        let token_of_a_user: Vec<String> = vec![];
+        assert!(
+            catalog.admits(&token_of_a_user, "social"),
+            "added after the token was issued"
+        );
+        assert!(!catalog.admits(&token_of_a_user, "ops"));
+        assert!(catalog.admits(&["ops".to_owned()], "ops"));
+        assert!(!catalog.admits(&["gone".to_owned()], "gone"), "not in the catalog");
+        assert_eq!(catalog.admitted(&token_of_a_user), ["social"]);
+    }
+
+    #[test]
+    fn a_channel_that_now_needs_a_role_it_did_not_is_tightened() {
+        let open =
+            ChannelCatalog::from_entries(vec![spec("a", &["new_like"]), spec("b", &["new_follower"])], "admin", 7)
+                .expect("catalog");
+        let mut a = spec("a", &["new_like"]);
+        a.required_role = Some("staff".into());
+        let mut b = spec("b", &["new_follower"]);
+        b.admin_only = true;
+        let strict = ChannelCatalog::from_entries(vec![a.clone(), b], "admin", 7).expect("catalog");
+        assert_eq!(strict.tightened_since(&open), ["a", "b"]);
+        assert!(
+            open.tightened_since(&strict).is_empty(),
+            "loosening needs no new tokens"
+        );
+        assert!(strict.tightened_since(&strict).is_empty());
+        a.required_role = Some("ops".into());
+        let other_role = ChannelCatalog::from_entries(vec![a], "admin", 7).expect("catalog");
+        assert_eq!(other_role.tightened_since(&strict), ["a"], "another role");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 use crate::app::Gateway;
 
 mod auth;
+mod channels;
 pub mod client_ip;
 mod demo;
 mod dev;
@@ -59,6 +60,7 @@ pub fn public_routes(dev_mode: bool) -> OpenApiRouter<Arc<Gateway>> {
 pub fn internal_routes() -> OpenApiRouter<Arc<Gateway>> {
     health_routes()
         .routes(routes!(health::metrics))
+        .routes(routes!(channels::served))
         .routes(routes!(publish::publish))
 }
 

@@ -180,7 +180,7 @@ fn link_origins_reach_the_gateway_as_its_own_policy() {
 }
 
 #[test]
-fn the_checksum_follows_the_config_and_only_the_config() {
+fn the_checksum_follows_the_settings_but_not_the_channels() {
     let gw = cluster_gateway();
     let (_, first) = config_map(&gw, &[]);
     let (_, same) = config_map(&gw, &[]);
@@ -189,11 +189,20 @@ fn the_checksum_follows_the_config_and_only_the_config() {
     changed.spec.limits.connections_per_user = 3;
     assert_ne!(config_map(&changed, &[]).1, first);
     let social = channel("social", vec![NotificationType::NewLike]);
-    assert_ne!(
-        config_map(&gw, &[&social]).1,
-        first,
-        "a channel change rolls the pods too"
+    let (with_social, checksum) = config_map(&gw, &[&social]);
+    assert_eq!(
+        checksum, first,
+        "a channel change does not roll the pods: gateways reload channels"
     );
+    let channels_of = |config: &ConfigMap| {
+        config.metadata.annotations.clone().expect("annotations")[CHANNELS_CHECKSUM_ANNOTATION].clone()
+    };
+    assert_ne!(
+        channels_of(&with_social),
+        channels_of(&config_map(&gw, &[]).0),
+        "but it changes the channels' checksum"
+    );
+    assert_ne!(with_social.data, config_map(&gw, &[]).0.data, "and the file");
     let mut scaled = gw.clone();
     scaled.spec.replicas = 5;
     assert_eq!(config_map(&scaled, &[]).1, first, "scaling does not restart pods");

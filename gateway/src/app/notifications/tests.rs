@@ -34,7 +34,7 @@ struct Fixture {
 
 async fn fixture(settings: DeliverySettings) -> Fixture {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let catalog = Arc::new(ChannelCatalog::default_set(7));
+    let catalog = crate::app::catalog::LiveCatalog::fixed(crate::domain::channel::ChannelCatalog::default_set(7));
     let store = Arc::new(
         SqliteNotificationStore::new(sqlite::connect("sqlite::memory:").await.expect("sqlite")).expect("store"),
     );
@@ -482,7 +482,7 @@ async fn a_subscription_change_on_another_replica_applies_to_pushes_here() {
     let elsewhere = SubscriptionService::new(
         f.subscription_store.clone(),
         Arc::new(MemoryConnectionRegistry::default()),
-        Arc::new(ChannelCatalog::default_set(7)),
+        crate::app::catalog::LiveCatalog::fixed(crate::domain::channel::ChannelCatalog::default_set(7)),
         f.clock.clone(),
         f.bus.clone(),
     );
