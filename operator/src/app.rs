@@ -21,11 +21,12 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::admission::ImagePolicy;
 use crate::admission::image::ImagePattern;
-use crate::controller::{self, Context};
+use crate::controller::{self, Context, MANAGER};
 use crate::crd::DEFAULT_GATEWAY_REPOSITORY;
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::leader::LeaderElection;
 use crate::metrics::{self, Metrics};
+use crate::render::MANAGED_BY;
 
 /// Name of the leader-election Lease, in the operator's namespace.
 const LEASE: &str = "herald-operator";
@@ -141,10 +142,13 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
     let gateways: Api<NotificationGateway> = scope.api(client);
     let channels: Api<NotificationChannel> = scope.api(client);
+    // Only the operator's own children are watched (and cached): not every ConfigMap, Deployment
+    // and Service of the cluster.
+    let owned = || watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let gateway_controller = Controller::new(gateways, watcher::Config::default())
-        .owns(scope.api::<ConfigMap>(client), watcher::Config::default())
-        .owns(scope.api::<Deployment>(client), watcher::Config::default())
-        .owns(scope.api::<Service>(client), watcher::Config::default())
+        .owns(scope.api::<ConfigMap>(client), owned())
+        .owns(scope.api::<Deployment>(client), owned())
+        .owns(scope.api::<Service>(client), owned())
         // A channel change re-reconciles the gateway it names.
         .watches(
             channels.clone(),

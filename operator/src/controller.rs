@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -211,10 +211,11 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     let replicas = deployment.status.unwrap_or_default();
     let observed = GatewayObservation {
         generation: gateway.metadata.generation,
-        desired_replicas: gateway.spec.replicas,
+        desired_replicas: gateway.spec.desired_replicas(),
         ready_replicas: replicas.ready_replicas.unwrap_or(0),
         updated_replicas: replicas.updated_replicas.unwrap_or(0),
         total_replicas: replicas.replicas.unwrap_or(0),
+        selector: render::selector_string(&gateway),
         refused_channels: verdicts.refused.len(),
         keys,
         rollout,
@@ -363,8 +364,11 @@ async fn apply_children(
 ) -> Result<(Deployment, (KeysObservation, Option<Timestamp>))> {
     let client = &ctx.client;
     apply::<ConfigMap>(client, namespace, &children.config_map).await?;
-    // Before the Deployment: its pods mount the Secret.
+    // Before the Deployment: its pods mount the Secret and the claim.
     let keys = keep_signing_keys(ctx, gateway, now).await?;
+    if let Some(claim) = &children.data_claim {
+        apply::<PersistentVolumeClaim>(client, namespace, claim).await?;
+    }
     let deployment = apply::<Deployment>(client, namespace, &children.deployment).await?;
     apply::<Service>(client, namespace, &children.service).await?;
     apply::<Service>(client, namespace, &children.internal_service).await?;

@@ -21,23 +21,25 @@ use serde::{Deserialize, Serialize};
     status = "NotificationGatewayStatus",
     shortname = "ngw",
     category = "herald",
-    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Ready Replicas","type":"integer","priority":1,"jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Active Key","type":"string","jsonPath":".status.activeKeyId"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.spec.replicas <= 1 || (has(self.spec.postgres) && has(self.spec.redis))")
-        .message("more than one replica needs spec.postgres and spec.redis (cluster mode)"),
+    validation = Rule::new("!has(self.spec.replicas) || self.spec.replicas <= 1 || (has(self.spec.postgres) && has(self.spec.redis))")
+        .message("more than one replica needs spec.postgres and spec.redis (cluster mode): an embedded gateway keeps its data in one SQLite file and runs one replica"),
     validation = Rule::new("has(self.spec.postgres) == has(self.spec.redis)")
         .message("spec.postgres and spec.redis go together: cluster mode needs both"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationGatewaySpec {
-    /// Gateway replicas.
-    #[serde(default = "default_replicas")]
+    /// Gateway replicas. Unset: 2 in cluster mode (spec.postgres and spec.redis), 1 embedded. An
+    /// embedded gateway (SQLite on a PersistentVolumeClaim) runs at most one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
     /// The herald-gateway container image; the operator renders only images its allow-list allows.
     #[serde(default = "default_image")]
     pub image: String,
@@ -89,13 +91,25 @@ pub struct NotificationGatewaySpec {
     pub retention_days: u32,
     #[serde(default)]
     pub service: ServiceSpec,
+    /// The embedded gateway's volume (a PersistentVolumeClaim `<gw>-data` holding its SQLite file);
+    /// unused in cluster mode.
+    #[serde(default)]
+    pub storage: StorageSpec,
     /// Stops reconciling this gateway (children are left as they are).
     #[serde(default)]
     pub paused: bool,
 }
 
-fn default_replicas() -> i32 {
-    2
+impl NotificationGatewaySpec {
+    /// Cluster mode: PostgreSQL and Redis (the CRD requires both or neither).
+    pub fn is_cluster(&self) -> bool {
+        self.postgres.is_some() && self.redis.is_some()
+    }
+
+    /// `replicas`, or its default for the mode: 2 in cluster mode, 1 embedded.
+    pub fn desired_replicas(&self) -> i32 {
+        self.replicas.unwrap_or(if self.is_cluster() { 2 } else { 1 })
+    }
 }
 
 /// Repository of the default gateway image; also the operator's default image allow-list.
@@ -263,6 +277,37 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     (digits.is_empty() && last_unit > 0).then(|| std::time::Duration::from_secs(seconds))
 }
 
+/// The PersistentVolumeClaim of an embedded gateway. Its size may grow (if the storage class allows
+/// expansion) but never shrink; its class is fixed once created.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, as a Kubernetes quantity (`1Gi`, `500Mi`).
+    #[serde(default = "default_storage_size")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+    )]
+    pub size: String,
+    /// StorageClass of the claim; unset: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_owned()
+}
+
 /// The plan's limits (section 11), per gateway.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -408,6 +453,12 @@ pub struct NotificationGatewayStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Replicas of the gateway's Deployment (every spec), for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// The label selector of the gateway's pods, for the scale subresource (HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// The key that signs new connection tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_key_id: Option<String>,
@@ -514,7 +565,16 @@ mod tests {
     fn defaults_fill_a_minimal_gateway() {
         let spec: NotificationGatewaySpec =
             serde_json::from_value(serde_json::json!({"auth": {"jwksUrl": "https://issuer/jwks"}})).expect("minimal");
-        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.replicas, None);
+        assert_eq!(spec.desired_replicas(), 1, "embedded: one replica");
+        let cluster: NotificationGatewaySpec = serde_json::from_value(serde_json::json!({
+            "auth": {"jwksUrl": "https://issuer/jwks"},
+            "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+            "redis": {"urlSecretRef": {"name": "cache", "key": "url"}},
+        }))
+        .expect("cluster");
+        assert_eq!(cluster.desired_replicas(), 2, "cluster mode: two");
+        assert_eq!(spec.storage.size, "1Gi");
         assert_eq!(spec.token_ttl_seconds, 60);
         assert_eq!(spec.limits, LimitsSpec::default());
         assert_eq!(spec.heartbeat, HeartbeatSpec::default());
@@ -571,6 +631,10 @@ mod tests {
         assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
         let text = gateway.to_string();
         assert!(text.contains("self.spec.replicas <= 1"), "cross-field CEL rule present");
+        assert_eq!(
+            version["subresources"]["scale"]["labelSelectorPath"], ".status.selector",
+            "kubectl scale and an HPA work"
+        );
         let channel = serde_json::to_value(NotificationChannel::crd()).expect("json");
         assert_eq!(channel["spec"]["names"]["shortNames"], serde_json::json!(["nch"]));
         assert!(channel.to_string().contains("x-kubernetes-list-type"));

@@ -11,11 +11,13 @@ use herald_contract::{ChannelEntry, LogFormat, Options, channels_checksum, defau
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec as CoreServiceSpec,
-    Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec as CoreServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ApiResource;
@@ -48,6 +50,8 @@ pub struct Names {
     pub internal_service: String,
     pub config: String,
     pub signing_keys: String,
+    /// The embedded gateway's PersistentVolumeClaim.
+    pub data: String,
 }
 
 impl Names {
@@ -57,22 +61,40 @@ impl Names {
             internal_service: format!("{name}-internal"),
             config: format!("{name}-config"),
             signing_keys: format!("{name}-signing-keys"),
+            data: format!("{name}-data"),
             gateway: name,
         }
     }
 }
 
-/// Labels every child carries; the selector uses the first two.
+/// The label every child carries, set to the operator's field manager name; the operator's watches
+/// select on it.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// Labels every child carries: the selector's, and `managed-by`.
 pub fn labels(gateway: &NotificationGateway) -> BTreeMap<String, String> {
+    let mut labels = selector(gateway);
+    labels.insert(MANAGED_BY.to_owned(), crate::controller::MANAGER.to_owned());
+    labels
+}
+
+/// The gateway's pods, for its Deployment, Services and PodDisruptionBudget: named explicitly and
+/// never changed (a Deployment's selector is immutable), and never matched by anything else the
+/// operator renders (no other child is a pod template).
+pub fn selector(gateway: &NotificationGateway) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "herald-gateway".to_owned()),
         ("app.kubernetes.io/instance".to_owned(), gateway.name_any()),
-        ("app.kubernetes.io/managed-by".to_owned(), "herald-operator".to_owned()),
     ])
 }
 
-fn selector(gateway: &NotificationGateway) -> BTreeMap<String, String> {
-    labels(gateway).into_iter().take(2).collect()
+/// The pods' selector as a string (`status.selector`, read by the scale subresource and HPAs).
+pub fn selector_string(gateway: &NotificationGateway) -> String {
+    selector(gateway)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn owner(gateway: &NotificationGateway) -> OwnerReference {
@@ -111,6 +133,8 @@ pub struct Children {
     pub internal_service: Service,
     /// Only with more than one replica; otherwise the reconcile removes this gateway's own.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// Only embedded: the volume of the SQLite file, so that it outlives pods.
+    pub data_claim: Option<PersistentVolumeClaim>,
 }
 
 /// Kind and name of a child, and the API resource it is read by.
@@ -138,6 +162,7 @@ impl Children {
             service: service(gateway),
             internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
+            data_claim: data_claim(gateway),
         }
     }
 
@@ -150,6 +175,7 @@ impl Children {
             service,
             internal_service,
             pod_disruption_budget,
+            data_claim,
         } = self;
         let mut refs = vec![
             ChildRef::of(config_map),
@@ -158,6 +184,7 @@ impl Children {
             ChildRef::of(internal_service),
         ];
         refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
+        refs.extend(data_claim.iter().map(ChildRef::of));
         refs
     }
 }
@@ -293,7 +320,7 @@ pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     if let Some(postgres) = &spec.postgres {
         env.push(secret_env(env::DATABASE_URL, &postgres.url_secret_ref));
     } else {
-        // The embedded default keeps its SQLite file on the pod's scratch volume.
+        // The embedded default keeps its SQLite file on its claim (`data_claim`).
         env.push(plain_env(env::DATA_DIR, "/var/lib/herald"));
     }
     if let Some(redis) = &spec.redis {
@@ -340,8 +367,10 @@ fn restricted_security_context() -> SecurityContext {
 }
 
 /// The Deployment: probes, non-root and read-only root filesystem, migrations in an init container
-/// (cluster mode), a rolling update that never goes below the desired count, and a termination grace
-/// longer than the gateway's drain.
+/// (cluster mode), a termination grace longer than the gateway's drain. Cluster mode rolls updates
+/// without going below the desired count; an embedded gateway is recreated (the old pod stops before
+/// the new one starts), so that two pods never hold one SQLite file and a ReadWriteOnce volume is
+/// free for the new pod.
 pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deployment {
     let spec = &gateway.spec;
     let names = Names::of(gateway);
@@ -413,17 +442,24 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
     Deployment {
         metadata: meta(gateway, &names.gateway),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(spec.desired_replicas()),
             selector: LabelSelector {
                 match_labels: Some(selector(gateway)),
                 ..LabelSelector::default()
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
+            strategy: Some(if spec.is_cluster() {
+                DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_unavailable: Some(IntOrString::Int(0)),
+                        max_surge: Some(IntOrString::Int(1)),
+                    }),
+                }
+            } else {
+                DeploymentStrategy {
+                    type_: Some("Recreate".into()),
+                    rolling_update: None,
+                }
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -466,11 +502,7 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
                             }),
                             ..Volume::default()
                         },
-                        Volume {
-                            name: "data".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
+                        data_volume(gateway),
                         Volume {
                             name: "tmp".into(),
                             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -531,9 +563,51 @@ fn pod_service(gateway: &NotificationGateway, name: &str, service_type: &str, ta
     }
 }
 
+/// The `data` volume: the embedded gateway's claim, scratch space in cluster mode (unused there).
+fn data_volume(gateway: &NotificationGateway) -> Volume {
+    if gateway.spec.is_cluster() {
+        return Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        };
+    }
+    Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: Names::of(gateway).data,
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// An embedded gateway's claim `<gw>-data` (ReadWriteOnce, `spec.storage`): its notifications,
+/// preferences and subscriptions survive pod restarts and config changes. Owned by the gateway, so
+/// deleting the gateway deletes it (and the data) too.
+pub fn data_claim(gateway: &NotificationGateway) -> Option<PersistentVolumeClaim> {
+    if gateway.spec.is_cluster() {
+        return None;
+    }
+    let storage = &gateway.spec.storage;
+    Some(PersistentVolumeClaim {
+        metadata: meta(gateway, &Names::of(gateway).data),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(storage.size.clone()))])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    })
+}
+
 /// Only with more than one replica: one pod may be disrupted at a time.
 pub fn pod_disruption_budget(gateway: &NotificationGateway) -> Option<PodDisruptionBudget> {
-    (gateway.spec.replicas > 1).then(|| PodDisruptionBudget {
+    (gateway.spec.desired_replicas() > 1).then(|| PodDisruptionBudget {
         metadata: meta(gateway, &gateway.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),

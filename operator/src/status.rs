@@ -28,6 +28,8 @@ pub struct GatewayObservation {
     pub updated_replicas: i32,
     /// The Deployment's `status.replicas`: pods of every spec, old ones still running included.
     pub total_replicas: i32,
+    /// The pods' label selector (`status.selector`, for the scale subresource).
+    pub selector: String,
     /// Channels of this gateway that were refused.
     pub refused_channels: usize,
     /// What the signing-key run left.
@@ -87,6 +89,7 @@ pub fn gateway_status(
         ready_replicas: ready,
         updated_replicas: updated,
         total_replicas: total,
+        selector,
         refused_channels: refused,
         keys,
         rollout,
@@ -166,6 +169,8 @@ pub fn gateway_status(
         observed_generation: generation,
         conditions,
         ready_replicas: Some(ready),
+        replicas: Some(total),
+        selector: Some(selector),
         active_key_id: keys.active_key_id,
         keys: keys.keys,
         last_rotation_time: if keys.rotated {
@@ -322,6 +327,7 @@ mod tests {
             ready_replicas: ready,
             updated_replicas: updated,
             total_replicas: updated.max(ready),
+            selector: "app=x".into(),
             refused_channels: refused,
             keys: KeysObservation {
                 active_key_id: Some("k1".into()),

@@ -12,7 +12,7 @@ use herald_operator::controller::{self, Context};
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
 use herald_operator::{rotation, signing};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -1176,4 +1176,66 @@ async fn an_unreadable_key_set_is_left_alone_and_reported() {
     );
     let after = secrets.get("alerts-signing-keys").await.expect("secret");
     assert_eq!(after.resource_version(), written.resource_version(), "not overwritten");
+}
+
+#[tokio::test]
+async fn an_embedded_gateway_runs_one_replica_on_a_claim_and_kubectl_scale_works_in_cluster_mode() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    // Embedded, `replicas` omitted: accepted (no default of 2 to trip the CEL rule), one replica.
+    let embedded = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+        "metadata": {"name": "solo"}, "spec": {"auth": {"jwksUrl": "https://issuer/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}});
+    create_raw::<NotificationGateway>(&client, &ns, embedded)
+        .await
+        .expect("an embedded gateway without replicas");
+    reconcile(&client, &ns, "solo").await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("solo")
+        .await
+        .expect("deployment");
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.strategy.and_then(|s| s.type_).as_deref(), Some("Recreate"));
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .get("solo-data")
+        .await
+        .expect("claim");
+    assert!(
+        claim
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "NotificationGateway" && o.name == "solo")
+    );
+    let status = status_of(&gateways, "solo").await;
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/instance=solo,app.kubernetes.io/name=herald-gateway")
+    );
+
+    // The scale subresource: `kubectl scale` (and an HPA) set spec.replicas through it.
+    let scale = |replicas: i32| json!({"spec": {"replicas": replicas}});
+    let err = gateways
+        .patch_scale("solo", &PatchParams::default(), &Patch::Merge(&scale(2)))
+        .await
+        .expect_err("an embedded gateway cannot scale out");
+    assert!(err.to_string().contains("cluster mode"), "{err}");
+    create(&gateways, gateway_json("fleet", 2))
+        .await
+        .expect("cluster gateway");
+    let scaled = gateways
+        .patch_scale("fleet", &PatchParams::default(), &Patch::Merge(&scale(4)))
+        .await
+        .expect("scale");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(4));
+    reconcile(&client, &ns, "fleet").await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("fleet")
+        .await
+        .expect("deployment");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(4));
+    assert!(
+        !exists::<PersistentVolumeClaim>(&client, &ns, "fleet-data").await,
+        "cluster mode keeps no data in pods"
+    );
 }

@@ -61,13 +61,15 @@ async fn apiserver(mut handle: Handle) {
     );
 
     // Admission, before anything is written: the Secrets the pods would read, then every child the
-    // reconcile would write (one replica: no PodDisruptionBudget), each looked at as metadata only.
+    // reconcile would write (embedded, one replica: no PodDisruptionBudget, a claim for its data), each
+    // looked at as metadata only.
     for path in [
         "/api/v1/namespaces/apps/secrets/alerts-signing-keys",
         "/api/v1/namespaces/apps/configmaps/alerts-config",
         "/apis/apps/v1/namespaces/apps/deployments/alerts",
         "/api/v1/namespaces/apps/services/alerts",
         "/api/v1/namespaces/apps/services/alerts-internal",
+        "/api/v1/namespaces/apps/persistentvolumeclaims/alerts-data",
     ] {
         let (request, send) = handle.next_request().await.expect("a metadata GET");
         assert_eq!(request.method(), http::Method::GET);

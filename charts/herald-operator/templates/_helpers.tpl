@@ -67,6 +67,11 @@ one's metadata, by name, so that it never overwrites an object the gateway does 
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list"]
+# An embedded gateway's SQLite lives on a claim the operator creates (never deleted by it: the
+# garbage collector removes it with the gateway).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]

@@ -76,6 +76,8 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
         ];
         if with_pdb {
             children.push(("PodDisruptionBudget", "alerts"));
+        } else {
+            children.push(("PersistentVolumeClaim", "alerts-data"));
         }
         children
             .into_iter()
@@ -204,7 +206,7 @@ fn the_checksum_follows_the_settings_but_not_the_channels() {
     );
     assert_ne!(with_social.data, config_map(&gw, &[]).0.data, "and the file");
     let mut scaled = gw.clone();
-    scaled.spec.replicas = 5;
+    scaled.spec.replicas = Some(5);
     assert_eq!(config_map(&scaled, &[]).1, first, "scaling does not restart pods");
     let template = deployment(&gw, &first).spec.expect("spec").template;
     assert_eq!(
@@ -328,6 +330,21 @@ fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in
         public.spec.as_ref().and_then(|s| s.selector.clone()),
         "the same pods"
     );
+    // The selector is named, not derived: the gateway's name and instance, nothing else.
+    let expected = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "herald-gateway".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), "alerts".to_owned()),
+    ]);
+    assert_eq!(
+        public.spec.as_ref().and_then(|s| s.selector.clone()),
+        Some(expected.clone())
+    );
+    let selector = deployment(&gw, "abc").spec.expect("spec").selector;
+    assert_eq!(selector.match_labels, Some(expected));
+    assert_eq!(
+        selector_string(&gw),
+        "app.kubernetes.io/instance=alerts,app.kubernetes.io/name=herald-gateway"
+    );
     let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
     let container_ports: Vec<(Option<String>, i32)> = pod.containers[0]
         .ports
@@ -340,6 +357,42 @@ fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in
         container_ports,
         [(Some("http".to_owned()), 8080), (Some("internal".to_owned()), 9090)]
     );
+}
+
+#[test]
+fn an_embedded_gateway_keeps_its_data_on_a_claim_and_is_recreated_not_rolled() {
+    let gw = gateway(
+        json!({"auth": {"jwksUrl": "https://issuer.example/jwks"}, "storage": {"size": "5Gi", "storageClassName": "fast"}}),
+    );
+    let spec = deployment(&gw, "abc").spec.expect("spec");
+    assert_eq!(spec.replicas, Some(1), "embedded without replicas: one");
+    assert_eq!(spec.strategy.expect("strategy").type_.as_deref(), Some("Recreate"));
+    let pod = spec.template.spec.expect("pod");
+    let data = pod
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find(|v| v.name == "data")
+        .expect("data volume");
+    assert_eq!(data.persistent_volume_claim.expect("a claim").claim_name, "alerts-data");
+    let claim = data_claim(&gw).expect("claim");
+    assert_owned(&claim.metadata);
+    let claim = claim.spec.expect("spec");
+    assert_eq!(claim.access_modes, Some(vec!["ReadWriteOnce".to_owned()]));
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        claim.resources.expect("resources").requests.expect("requests")["storage"].0,
+        "5Gi"
+    );
+    // Cluster mode: no claim, a rolling update that never goes below the desired count.
+    let cluster = cluster_gateway();
+    assert!(data_claim(&cluster).is_none());
+    let strategy = deployment(&cluster, "abc")
+        .spec
+        .expect("spec")
+        .strategy
+        .expect("strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
 }
 
 #[test]
