@@ -160,13 +160,34 @@ async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
             },
         )
         .shutdown_on_signal()
-        .run(controller::reconcile_gateway, controller::error_policy, ctx.clone())
+        .run(
+            controller::reconcile_gateway,
+            controller::gateway_error_policy,
+            ctx.clone(),
+        )
         .for_each(|outcome| async move {
             if let Err(err) = outcome {
                 tracing::debug!(error = %err, "gateway reconcile");
             }
         });
-    let channel_controller = Controller::new(channels, watcher::Config::default())
+    // A gateway deleted (or created) re-reconciles the channels naming it: channels of a deleted
+    // gateway stop claiming `Accepted`. The channels come from the controller's own cache.
+    let channel_controller = Controller::new(channels, watcher::Config::default());
+    let cached = channel_controller.store();
+    let channel_controller = channel_controller
+        .watches(
+            scope.api::<NotificationGateway>(client),
+            watcher::Config::default(),
+            move |gateway: NotificationGateway| {
+                let (name, namespace) = (gateway.name_any(), gateway.namespace());
+                cached
+                    .state()
+                    .into_iter()
+                    .filter(|channel| channel.spec.gateway_ref.name == name && channel.namespace() == namespace)
+                    .map(|channel| ObjectRef::from_obj(channel.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(controller::reconcile_channel, controller::error_policy, ctx)
         .for_each(|outcome| async move {

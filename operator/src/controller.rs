@@ -462,6 +462,46 @@ pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Conte
     Ok(Action::await_change())
 }
 
+impl Error {
+    /// The reason a failed reconcile reports in status: what kind of failure, so that an RBAC denial,
+    /// an object the apiserver refuses and unreadable keys read differently.
+    pub fn reason(&self) -> &'static str {
+        let api = |err: &kube::Error| match err {
+            kube::Error::Api(status) if status.code == 403 => "Forbidden",
+            kube::Error::Api(status) if status.code == 422 || status.code == 400 => "Rejected",
+            kube::Error::Api(status) if status.code == 409 => "Conflict",
+            _ => "APIError",
+        };
+        match self {
+            Self::Kube(err) | Self::Signing(signing::SigningError::Kube(err)) => api(err),
+            Self::Signing(signing::SigningError::Unreadable { .. }) => "SigningKeysUnreadable",
+            Self::Signing(signing::SigningError::Contended(_)) => "SigningKeysContended",
+            Self::Signing(signing::SigningError::Policy(_)) | Self::Invalid(_) => "Invalid",
+        }
+    }
+}
+
+/// A gateway's failed reconcile: [`error_policy`], and the failure in its status (`Ready` false,
+/// `Degraded` true, both with the failure's reason and message), so that `kubectl get ngw` and
+/// `kubectl wait` show it, not only an event.
+pub fn gateway_error_policy(gateway: Arc<NotificationGateway>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failure = Refusal {
+        reason: error.reason(),
+        message: format!("reconcile failed (retried with backoff): {error}"),
+    };
+    let status_ctx = ctx.clone();
+    let failed = gateway.clone();
+    tokio::spawn(async move {
+        let next = status::failed_gateway_status(failed.status.as_ref(), failed.metadata.generation, &failure, &now());
+        if failed.status.as_ref() != Some(&next) {
+            if let Err(err) = patch_status(&status_ctx.client, failed.as_ref(), &next).await {
+                tracing::warn!(error = %err, "the failure could not be written to status");
+            }
+        }
+    });
+    error_policy(gateway, error, ctx)
+}
+
 /// Errors requeue with a backoff that grows with the failures of the same object, and are recorded as
 /// a Warning event on the object.
 pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action

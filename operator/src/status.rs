@@ -253,6 +253,39 @@ pub enum ChannelOutcome<'a> {
     Accepted(&'a Verdict),
 }
 
+/// The status of a gateway whose reconcile failed: `Ready` false and `Degraded` true with the
+/// failure's reason and message; `Progressing` and everything else as they were (the children keep
+/// what was last applied, and the reconcile is retried).
+pub fn failed_gateway_status(
+    previous: Option<&NotificationGatewayStatus>,
+    generation: Option<i64>,
+    failure: &Refusal,
+    now: &Time,
+) -> NotificationGatewayStatus {
+    let previous_conditions = previous.map_or(&[][..], |p| &p.conditions);
+    let mut conditions: Vec<Condition> = previous_conditions
+        .iter()
+        .filter(|c| c.type_ != "Ready" && c.type_ != "Degraded")
+        .cloned()
+        .collect();
+    for (kind, status) in [("Ready", false), ("Degraded", true)] {
+        conditions.push(condition(
+            previous_conditions,
+            kind,
+            status,
+            failure.reason,
+            failure.message.clone(),
+            generation,
+            now,
+        ));
+    }
+    conditions.sort_by_key(|c| ["Ready", "Progressing", "Degraded"].iter().position(|k| *k == c.type_));
+    NotificationGatewayStatus {
+        conditions,
+        ..previous.cloned().unwrap_or_default()
+    }
+}
+
 /// A channel's next status: `Accepted` (or not, with the refusal's reason and message) and
 /// `Programmed` (every ready replica of its gateway serves it; a refused channel is not).
 pub fn channel_status(
@@ -483,6 +516,36 @@ mod tests {
         assert_eq!(status.last_rotation_time, Some(at(200)));
         assert_eq!(status.next_rotation_time, Some(at(5_000)));
         assert_eq!(status.rotation_request_handled.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_not_ready_and_degraded_with_its_reason_keeping_the_rest() {
+        let ready = gateway_status(None, observed(2, 2, 0), &at(100));
+        let failure = Refusal {
+            reason: "Forbidden",
+            message: "reconcile failed (retried with backoff): persistentvolumeclaims is forbidden".into(),
+        };
+        let failed = failed_gateway_status(Some(&ready), Some(4), &failure, &at(200));
+        let kinds: Vec<_> = failed
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Ready", "False", "Forbidden"),
+                ("Progressing", "False", "Complete"),
+                ("Degraded", "True", "Forbidden")
+            ]
+        );
+        assert_eq!(failed.ready_replicas, ready.ready_replicas);
+        assert_eq!(failed.active_key_id, ready.active_key_id);
+        assert_eq!(
+            failed_gateway_status(Some(&failed), Some(4), &failure, &at(300)),
+            failed,
+            "the same failure again writes nothing"
+        );
     }
 
     #[test]

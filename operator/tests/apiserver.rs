@@ -1176,6 +1176,52 @@ async fn an_unreadable_key_set_is_left_alone_and_reported() {
     );
     let after = secrets.get("alerts-signing-keys").await.expect("secret");
     assert_eq!(after.resource_version(), written.resource_version(), "not overwritten");
+
+    // The failure reaches status, not only an event: what `kubectl get ngw` and `kubectl wait` read.
+    let gateway = gateways.get("alerts").await.expect("gateway");
+    controller::gateway_error_policy(Arc::new(gateway), &err, context(&client));
+    let deadline = tokio::time::Instant::now() + herald_e2e::WAIT;
+    let (_, reason, message) = loop {
+        let ready = condition(&gateways, "alerts", "Ready").await;
+        if ready.1 == "SigningKeysUnreadable" || tokio::time::Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reason, "SigningKeysUnreadable");
+    assert!(
+        message.contains("alerts-signing-keys") && !message.contains("hunter2"),
+        "{message}"
+    );
+    let (degraded, degraded_reason, _) = condition(&gateways, "alerts", "Degraded").await;
+    assert_eq!(
+        (degraded.as_str(), degraded_reason.as_str()),
+        ("True", "SigningKeysUnreadable")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_reported_as_secret_not_found_until_it_exists() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let mut gateway = gateway_json("alerts", 2);
+    gateway["spec"]["publisherKeysSecretRef"] = json!({"name": "publishers", "key": "keys"});
+    create(&gateways, gateway).await.expect("gateway");
+    reconcile(&client, &ns, "alerts").await;
+    let message = refused(&client, &ns, "alerts", "SecretNotFound").await;
+    assert!(
+        message.contains("Secret `publishers` (spec.publisherKeysSecretRef) does not exist"),
+        "{message}"
+    );
+    assert!(
+        !exists::<Deployment>(&client, &ns, "alerts").await,
+        "nothing runs without its Secret"
+    );
+    create_secret(&client, &ns, "publishers", true).await;
+    reconcile(&client, &ns, "alerts").await;
+    assert!(exists::<Deployment>(&client, &ns, "alerts").await);
+    assert_ne!(ready(&gateways, "alerts").await.1, "SecretNotFound");
 }
 
 #[tokio::test]

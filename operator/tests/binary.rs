@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_operator::crd::NotificationGateway;
+use herald_operator::crd::{NotificationChannel, NotificationGateway};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
@@ -281,6 +281,40 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
                 .iter()
                 .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("watched"))
         })
+    })
+    .await;
+
+    // A channel of the gateway is accepted; once the gateway is deleted, it says so (the channel
+    // controller watches gateways too).
+    let channels: Api<NotificationChannel> = Api::namespaced(client.clone(), &namespace);
+    let channel: NotificationChannel = serde_json::from_value(json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationChannel", "metadata": {"name": "social"},
+        "spec": {"gatewayRef": {"name": "watched"}, "types": ["new_like"]}
+    }))
+    .expect("channel");
+    channels
+        .create(&PostParams::default(), &channel)
+        .await
+        .expect("channel");
+    let accepted = || async {
+        channels
+            .get_status("social")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Accepted"))
+            .map(|c| (c.status, c.reason))
+    };
+    eventually("the channel accepted", || async {
+        accepted().await == Some(("True".into(), "Accepted".into()))
+    })
+    .await;
+    gateways
+        .delete("watched", &Default::default())
+        .await
+        .expect("delete the gateway");
+    eventually("the channel no longer accepted", || async {
+        accepted().await == Some(("False".into(), "GatewayNotFound".into()))
     })
     .await;
 
