@@ -165,10 +165,12 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
-    let children = Children::render(&gateway, &verdicts.accepted);
-    if let Some(refusal) = admit(&ctx, &gateway, &namespace, &children).await? {
-        return refuse(&ctx, &gateway, &refusal).await;
-    }
+    let mut children = Children::render(&gateway, &verdicts.accepted);
+    let secret_versions = match admit(&ctx, &gateway, &namespace, &children).await? {
+        Ok(versions) => versions,
+        Err(refusal) => return refuse(&ctx, &gateway, &refusal).await,
+    };
+    render::stamp_secret_versions(&mut children.deployment, &secret_versions);
     let now = k8s_openapi::jiff::Timestamp::now();
     let channels_checksum = children
         .config_map
@@ -280,22 +282,29 @@ fn next_look(now: Timestamp, next_key_change: Option<Timestamp>) -> Duration {
 /// Why this gateway may not be rendered, if it may not: its image is not allowed, a Secret its pods
 /// would read has not opted in, or one of its `children` would overwrite an object the gateway does
 /// not control. Only metadata is read (one GET per Secret and per child), never Secrets' data.
+/// Admitted: the `resourceVersion` of each Secret the pods read from their environment (by
+/// name), which `render::stamp_secret_versions` puts on the pod template. Refused: why.
 async fn admit(
     ctx: &Context,
     gateway: &NotificationGateway,
     namespace: &str,
     children: &Children,
-) -> Result<Option<Refusal>> {
+) -> Result<Result<Vec<(String, String)>, Refusal>> {
     let mut refusals: Vec<Refusal> = ctx.images.judge(&gateway.spec.image).err().into_iter().collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut versions = Vec::new();
     for secret in admission::secret_uses(gateway) {
         let metadata = secrets.get_metadata_opt(&secret.name).await?;
         if let Err(refusal) = admission::judge_secret(gateway, &secret, metadata.as_ref().map(|m| &m.metadata)) {
             refusals.push(refusal);
         }
+        // The signing keys are left out: they rotate in place, read again by running pods.
+        if let (true, Some(metadata)) = (secret.must_exist, &metadata) {
+            versions.push((secret.name.clone(), metadata.resource_version().unwrap_or_default()));
+        }
     }
     refusals.extend(name_conflicts(ctx, gateway, namespace, children).await?);
-    Ok(admission::combine(refusals))
+    Ok(admission::combine(refusals).map_or(Ok(versions), Err))
 }
 
 /// Whether a child would overwrite an object the gateway does not control: each child's metadata is

@@ -39,6 +39,10 @@ pub const DRAIN_SECONDS: i64 = defaults::SHUTDOWN_GRACE_SECONDS as i64;
 /// Annotation on the pod template carrying the hash of the rendered config, channels left out: a
 /// change of any other setting changes the template, which rolls the pods.
 pub const CHECKSUM_ANNOTATION: &str = "herald.dev/config-checksum";
+/// Annotation on the pod template: a hash of the names and `resourceVersion`s of the Secrets the pods
+/// read through their environment, so that a changed credential (a rotated database password) rolls
+/// the pods, which read environment variables only at start. Only metadata is read for it.
+pub const SECRETS_CHECKSUM_ANNOTATION: &str = "herald.dev/secrets-checksum";
 /// Annotation on the ConfigMap: the checksum of its channel set, as gateways report it on
 /// `GET /channels` once they serve it (`herald_contract::channels_checksum`).
 pub const CHANNELS_CHECKSUM_ANNOTATION: &str = "herald.dev/channels-checksum";
@@ -273,6 +277,27 @@ pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChanne
         ..ConfigMap::default()
     };
     (config_map, restart_checksum)
+}
+
+/// Puts the hash of `versions` (Secret name and `resourceVersion`) on the Deployment's pod template
+/// ([`SECRETS_CHECKSUM_ANNOTATION`]).
+pub fn stamp_secret_versions(deployment: &mut Deployment, versions: &[(String, String)]) {
+    let mut versions = versions.to_vec();
+    versions.sort();
+    let text: String = versions
+        .iter()
+        .map(|(name, version)| format!("{name}@{version}\n"))
+        .collect();
+    let template = deployment
+        .spec
+        .get_or_insert_with(Default::default)
+        .template
+        .metadata
+        .get_or_insert_with(Default::default);
+    template
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SECRETS_CHECKSUM_ANNOTATION.to_owned(), sha256_hex(text.as_bytes()));
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

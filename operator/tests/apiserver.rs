@@ -1285,3 +1285,51 @@ async fn an_embedded_gateway_runs_one_replica_on_a_claim_and_kubectl_scale_works
         "cluster mode keeps no data in pods"
     );
 }
+
+#[tokio::test]
+async fn a_changed_credential_rolls_the_pods_and_a_key_rotation_does_not() {
+    let Some(client) = client().await else { return };
+    let (ns, _) = reconciled_gateway(&client, "alerts", 2).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let template = || async {
+        deployments
+            .get("alerts")
+            .await
+            .expect("deployment")
+            .spec
+            .expect("spec")
+            .template
+    };
+    let first = template().await;
+    let stamp = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .expect("annotations")["herald.dev/secrets-checksum"]
+            .clone()
+    };
+    // A rotation changes the signing-key Secret only: pods read it again in place.
+    change_and_reconcile(
+        &client,
+        &ns,
+        "alerts",
+        json!({"metadata": {"annotations": {(signing::ROTATE_ANNOTATION): "now"}}}),
+    )
+    .await;
+    assert_eq!(template().await, first, "a key rotation rolls nothing");
+    // The database password changes: the pods read it from their environment at start only.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let new_url = json!({"stringData": {"url": "postgres://herald:a-new-password@db/herald"}});
+    secrets
+        .patch("db", &PatchParams::default(), &Patch::Merge(&new_url))
+        .await
+        .expect("new password");
+    reconcile(&client, &ns, "alerts").await;
+    let rolled = template().await;
+    assert_ne!(stamp(&rolled), stamp(&first), "a changed credential rolls the pods");
+    let secret_json = serde_json::to_string(&rolled).expect("json");
+    assert!(
+        !secret_json.contains("a-new-password"),
+        "only versions are hashed, never values"
+    );
+}
