@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     group = "herald.dev",
     version = "v1alpha1",
     kind = "NotificationGateway",
+    doc = "A Herald gateway: replicas of herald-gateway serving WebSocket notifications, embedded (SQLite on a volume, one replica) or in cluster mode (PostgreSQL and Redis), with the signing keys the operator rotates.",
     namespaced,
     status = "NotificationGatewayStatus",
     shortname = "ngw",
@@ -43,14 +44,19 @@ pub struct NotificationGatewaySpec {
     /// The herald-gateway container image; the operator renders only images its allow-list allows.
     #[serde(default = "default_image")]
     pub image: String,
+    /// The gateway container's pull policy (`Always`, `IfNotPresent`, `Never`); Kubernetes' default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// CPU and memory requests and limits of the gateway container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node labels the gateway pods must be scheduled on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the gateway pods tolerate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Scheduling affinity of the gateway pods (spread replicas across nodes or zones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// PostgreSQL (cluster mode): the connection URL, read from a Secret.
@@ -68,8 +74,10 @@ pub struct NotificationGatewaySpec {
     #[serde(default = "default_token_ttl")]
     #[schemars(range(min = 1, max = 600))]
     pub token_ttl_seconds: u32,
+    /// Signing-key rotation of connection tokens, run by the operator.
     #[serde(default)]
     pub rotation: RotationSpec,
+    /// Per-user, per-IP and per-connection limits.
     #[serde(default)]
     pub limits: LimitsSpec,
     /// Proxies in front of the gateway (ingress controller, load balancer), as addresses or CIDR
@@ -83,12 +91,14 @@ pub struct NotificationGatewaySpec {
     /// Where notification links may point and icons may come from.
     #[serde(default)]
     pub links: LinksSpec,
+    /// WebSocket heartbeats: how often clients ping and how long silence is tolerated.
     #[serde(default)]
     pub heartbeat: HeartbeatSpec,
     /// Days notifications are kept for channels that set no retention.
     #[serde(default = "default_retention_days")]
     #[schemars(range(min = 1, max = 3650))]
     pub retention_days: u32,
+    /// The public Service (WebSocket, tokens, a user's notifications).
     #[serde(default)]
     pub service: ServiceSpec,
     /// The embedded gateway's volume (a PersistentVolumeClaim `<gw>-data` holding its SQLite file);
@@ -132,8 +142,10 @@ fn default_retention_days() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// The Secret's name (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The key within the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
@@ -312,18 +324,23 @@ fn default_storage_size() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsSpec {
+    /// WebSocket connections one user may hold at once, across replicas.
     #[serde(default = "default_connections_per_user")]
     #[schemars(range(min = 1, max = 1000))]
     pub connections_per_user: u32,
+    /// Connection tokens one user may obtain per minute.
     #[serde(default = "default_tokens_per_minute")]
     #[schemars(range(min = 1, max = 10000))]
     pub tokens_per_minute: u32,
+    /// WebSocket connects per minute from one client address (see trustedProxies).
     #[serde(default = "default_connects_per_minute_per_ip")]
     #[schemars(range(min = 1, max = 100000))]
     pub connects_per_minute_per_ip: u32,
+    /// Messages one connection may send per second.
     #[serde(default = "default_messages_per_second")]
     #[schemars(range(min = 1, max = 10000))]
     pub messages_per_second: u32,
+    /// Subscribe and unsubscribe requests one connection may make per minute.
     #[serde(default = "default_subscription_changes_per_minute")]
     #[schemars(range(min = 1, max = 10000))]
     pub subscription_changes_per_minute: u32,
@@ -386,9 +403,11 @@ const ORIGINS_MESSAGE: &str = "each origin is https://host or https://host:port,
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.timeoutSeconds >= self.intervalSeconds").message("timeoutSeconds must be at least intervalSeconds"))]
 pub struct HeartbeatSpec {
+    /// Seconds between a client's pings (sent to clients as heartbeatIntervalMs).
     #[serde(default = "default_heartbeat_interval")]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: u32,
+    /// Seconds of silence after which a connection is closed (at least intervalSeconds).
     #[serde(default = "default_heartbeat_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: u32,
@@ -422,8 +441,10 @@ pub enum ServiceType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
+    /// ClusterIP, NodePort or LoadBalancer.
     #[serde(default, rename = "type")]
     pub service_type: ServiceType,
+    /// The Service port (to the pods' port 8080).
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -442,15 +463,18 @@ fn default_port() -> i32 {
     80
 }
 
+/// What the operator observed of the gateway: conditions, replicas and signing keys.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationGatewayStatus {
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing`, `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Ready pods of the gateway's current spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// Replicas of the gateway's Deployment (every spec), for the scale subresource.
@@ -499,6 +523,7 @@ pub use herald_contract::NotificationType;
     group = "herald.dev",
     version = "v1alpha1",
     kind = "NotificationChannel",
+    doc = "A channel of a NotificationGateway: a named set of notification types users subscribe to, reloaded by running gateways without a restart.",
     namespaced,
     status = "NotificationChannelStatus",
     shortname = "nch",
@@ -514,6 +539,7 @@ pub use herald_contract::NotificationType;
 pub struct NotificationChannelSpec {
     /// The NotificationGateway (same namespace) that serves this channel.
     pub gateway_ref: GatewayRef,
+    /// What the channel carries, shown to users choosing their subscriptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The notification types of this channel; a type belongs to at most one channel of a gateway.
@@ -540,13 +566,16 @@ fn yes() -> bool {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct GatewayRef {
+    /// The NotificationGateway's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
+/// Whether the channel is accepted by its gateway and served by every ready replica.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationChannelStatus {
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Accepted`.
@@ -602,6 +631,43 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
         assert_eq!(RotationSpec::default().interval(), hours(720));
+    }
+
+    /// Every field a user may read with `kubectl explain` says what it is: each property of the
+    /// schema, at any depth, has a description (array items and map values are described by their
+    /// field), and the kinds themselves have their own, not kube's "Auto-generated derived type".
+    #[test]
+    fn every_field_of_both_crds_has_a_description() {
+        fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(properties) = node["properties"].as_object() {
+                for (name, property) in properties {
+                    let here = format!("{path}.{name}");
+                    if property["description"].as_str().is_none_or(str::is_empty) {
+                        missing.push(here.clone());
+                    }
+                    walk(property, &here, missing);
+                }
+            }
+            for nested in ["items", "additionalProperties"] {
+                if node[nested].is_object() {
+                    walk(&node[nested], &format!("{path}[]"), missing);
+                }
+            }
+        }
+        for crd in [NotificationGateway::crd(), NotificationChannel::crd()] {
+            let crd = serde_json::to_value(crd).expect("json");
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let root = schema["description"].as_str().unwrap_or_default();
+            assert!(!root.is_empty() && !root.contains("Auto-generated"), "{root}");
+            let mut missing = Vec::new();
+            walk(schema, "", &mut missing);
+            missing.retain(|path| !matches!(path.as_str(), ".apiVersion" | ".kind" | ".metadata"));
+            assert!(
+                missing.is_empty(),
+                "{}: no description on {missing:#?}",
+                crd["metadata"]["name"]
+            );
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn helm(helm: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// `helm template` of the chart as release `release` in `namespace`, with `extra` arguments, as
-/// objects (`--include-crds` among `extra` adds the CRDs).
+/// objects (the CRDs among them: they are templates).
 fn render(bin: &str, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["template", release, CHART, "--namespace", namespace];
     args.extend_from_slice(extra);
@@ -297,6 +297,39 @@ async fn apply(admin: &Client, namespace: &str, object: &Value, dry_run: bool) -
         .map(|_| ())
 }
 
+/// The CRDs are chart templates (so `helm upgrade` upgrades them), identical to what the types
+/// render, kept on uninstall unless told otherwise, and absent when the chart is told to leave them.
+#[test]
+fn the_chart_templates_the_crds_and_keeps_them_on_uninstall() {
+    let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
+        return;
+    };
+    let rendered = render_with(&bin, &[]);
+    let crds = of_kind(&rendered, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 2);
+    for crd in &crds {
+        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+        let name = crd["metadata"]["name"].as_str().expect("name");
+        let typed = [NotificationGateway::crd(), NotificationChannel::crd()]
+            .into_iter()
+            .find(|c| c.name_any() == name)
+            .expect("a CRD of the types");
+        assert_eq!(
+            crd["spec"],
+            serde_json::to_value(&typed).expect("json")["spec"],
+            "{name} is the types' CRD"
+        );
+    }
+    let unkept = render_with(&bin, &["crds.keep=false"]);
+    assert!(
+        of_kind(&unkept, "CustomResourceDefinition")
+            .iter()
+            .all(|c| c["metadata"]["annotations"].is_null())
+    );
+    assert!(of_kind(&render_with(&bin, &["crds.enabled=false"]), "CustomResourceDefinition").is_empty());
+}
+
 #[tokio::test]
 async fn every_rendered_manifest_passes_a_server_side_dry_run() {
     let Some((client, bin)) = apiserver_and_helm().await else {
@@ -337,7 +370,7 @@ async fn every_rendered_manifest_passes_a_server_side_dry_run() {
             ],
         ),
     ] {
-        let objects = render(&bin, "herald", &namespace, &["--include-crds", "--set", values]);
+        let objects = render(&bin, "herald", &namespace, &["--set", values]);
         let mut kinds = Vec::new();
         for object in &objects {
             apply(&client, &namespace, object, true)
