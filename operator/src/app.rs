@@ -24,14 +24,12 @@ use crate::admission::image::ImagePattern;
 use crate::controller::{self, Context, MANAGER};
 use crate::crd::DEFAULT_GATEWAY_REPOSITORY;
 use crate::crd::{NotificationChannel, NotificationGateway};
-use crate::leader::LeaderElection;
+use crate::leader::{LeaderElection, Timing};
 use crate::metrics::{self, Metrics};
 use crate::render::MANAGED_BY;
 
 /// Name of the leader-election Lease, in the operator's namespace.
 const LEASE: &str = "herald-operator";
-/// A leader that has not renewed the Lease for this long may be replaced.
-const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -54,6 +52,29 @@ pub struct Settings {
     /// namespace. The chart grants the operator rights in these namespaces only.
     #[arg(long, env = "HERALD_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// Leader election: how long the Lease must stay unrenewed before another replica takes it.
+    #[arg(long, env = "HERALD_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Leader election: how long the leader keeps reconciling without a successful renewal (less
+    /// than the lease duration).
+    #[arg(long, env = "HERALD_OPERATOR_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    pub renew_deadline_seconds: u64,
+    /// Leader election: how often the leader renews and followers look (less than the deadline).
+    #[arg(long, env = "HERALD_OPERATOR_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub retry_period_seconds: u64,
+}
+
+impl Settings {
+    /// The election's timing, refused unless the leader stops before a follower may take over.
+    pub fn timing(&self) -> anyhow::Result<Timing> {
+        let s = Duration::from_secs;
+        Timing::new(
+            s(self.lease_duration_seconds),
+            s(self.renew_deadline_seconds),
+            s(self.retry_period_seconds),
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Where the controllers look: every namespace, or one of the watched ones.
@@ -91,9 +112,11 @@ impl Scope {
     }
 }
 
-/// Runs the operator until SIGTERM/SIGINT (`Ok`) or until it stops leading (`Err`: the process should
-/// exit, so that Kubernetes restarts it as a follower rather than it stopping controllers mid-flight).
+/// Runs the operator until SIGTERM/SIGINT (`Ok`, the Lease released) or until it stops leading
+/// (`Err`: the controllers are dropped at once, mid-flight, and the process should exit, so that
+/// Kubernetes restarts it as a follower).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let timing = settings.timing()?;
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context {
@@ -115,14 +138,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Api::<Lease>::namespaced(client.clone(), &settings.namespace),
         LEASE,
         &identity,
-        LEASE_DURATION,
+        timing,
     );
-    election.acquire().await?;
+    let renewed = election.acquire().await;
     tracing::info!("operator:started");
     tokio::select! {
-        _ = join_all(scopes.iter().map(|scope| controllers(&client, scope, ctx.clone()))) => {}
+        // Polled first: once leadership is gone, nothing else runs another step.
+        biased;
+        lost = election.hold(renewed) => return Err(lost.into()),
         result = server => result??,
-        lost = election.hold() => return Err(lost.into()),
+        _ = join_all(scopes.iter().map(|scope| controllers(&client, scope, ctx.clone()))) => {}
+    }
+    if let Err(err) = election.release().await {
+        tracing::warn!(error = %err, "leader:release-failed");
     }
     tracing::info!("operator:stopped");
     Ok(())

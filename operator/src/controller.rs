@@ -153,6 +153,7 @@ async fn keep_signing_keys(
 pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciled();
+    tracing::info!(gateway = %gateway.name_any(), generation = gateway.metadata.generation, "gateway:reconciling");
     let namespace = gateway
         .namespace()
         .ok_or_else(|| Error::Invalid("NotificationGateway without a namespace".into()))?;

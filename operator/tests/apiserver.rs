@@ -525,18 +525,23 @@ async fn channel_conflicts_are_refused_and_deleting_a_channel_updates_the_config
 
 #[tokio::test]
 async fn a_leader_that_finds_its_lease_taken_stops_holding_it() {
-    use herald_operator::leader::{LeaderElection, Lost};
+    use herald_operator::leader::{LeaderElection, Lost, Timing};
     use k8s_openapi::api::coordination::v1::Lease;
     let Some(client) = client().await else { return };
     let ns = namespace(&client).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let candidate = |identity: &str| LeaderElection::new(leases.clone(), "lead", identity, Duration::from_secs(3));
+    let timing = Timing::new(
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    )
+    .expect("timing");
+    let candidate = |identity: &str| LeaderElection::new(leases.clone(), "lead", identity, timing);
     let a = candidate("a");
     let b = candidate("b");
-    tokio::time::timeout(Duration::from_secs(10), a.acquire())
+    let renewed = tokio::time::timeout(Duration::from_secs(10), a.acquire())
         .await
-        .expect("a acquires at once")
-        .expect("lease");
+        .expect("a acquires at once");
     assert!(!b.try_lead().await.expect("lease"), "b follows a live lease");
 
     // Someone else takes the lease over (as after a partition): a's next renewal finds it gone.
@@ -548,11 +553,34 @@ async fn a_leader_that_finds_its_lease_taken_stops_holding_it() {
         .replace("lead", &PostParams::default(), &lease)
         .await
         .expect("taken over");
-    let lost = tokio::time::timeout(Duration::from_secs(10), a.hold())
+    let lost = tokio::time::timeout(Duration::from_secs(10), a.hold(renewed))
         .await
         .expect("a notices within a renewal period");
     assert!(matches!(lost, Lost::Taken), "{lost:?}");
     assert!(b.try_lead().await.expect("lease"), "b renews what it holds");
+
+    // b steps down: a takes over at its next look, without waiting for the lease's duration.
+    b.release().await.expect("release");
+    let released = leases.get("lead").await.expect("lease").spec.expect("spec");
+    assert_eq!(released.holder_identity, None);
+    assert!(a.try_lead().await.expect("lease"), "a leads at once after the release");
+    // A renewal that cannot happen: the leader stops at its deadline, not later.
+    let started = tokio::time::Instant::now();
+    let stalled = LeaderElection::new(
+        Api::namespaced(client.clone(), "no-such-namespace-for-leases"),
+        "lead",
+        "c",
+        timing,
+    );
+    let lost = tokio::time::timeout(Duration::from_secs(10), stalled.hold(started))
+        .await
+        .expect("stops");
+    assert!(matches!(lost, Lost::DeadlinePassed), "{lost:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "within the 2 s deadline: {:?}",
+        started.elapsed()
+    );
 }
 
 /// The status, reason and message of the gateway's condition `kind`.

@@ -347,5 +347,75 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
     })
     .await;
     assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
-    assert_eq!(leader.logged("leader:lost, exiting"), 1);
+    assert_eq!(leader.logged("leader:lost, stopping"), 1);
+}
+
+/// Short election timings for the tests below: a 6 s lease, a 4 s renew deadline, a 1 s retry.
+const FAST_ELECTION: [(&str, &str); 3] = [
+    ("HERALD_OPERATOR_LEASE_DURATION_SECONDS", "6"),
+    ("HERALD_OPERATOR_RENEW_DEADLINE_SECONDS", "4"),
+    ("HERALD_OPERATOR_RETRY_PERIOD_SECONDS", "1"),
+];
+
+#[tokio::test]
+async fn a_paused_leader_never_acts_beside_the_one_that_took_over_and_a_stopped_one_hands_over_at_once() {
+    let _alone = ONE_OPERATOR_AT_A_TIME.lock().await;
+    let Some(client) = client().await else { return };
+    let namespace = herald_e2e::unique_name("opp");
+    create_namespace(&client, &namespace).await;
+    let a = start_operator(&namespace, "operator-a", herald_e2e::free_port(), &FAST_ELECTION);
+    eventually("a to lead", || async { a.logged("leader:elected") == 1 }).await;
+    let b = start_operator(&namespace, "operator-b", herald_e2e::free_port(), &FAST_ELECTION);
+    eventually("b to follow", || async { b.logged("leader:following") >= 1 }).await;
+    create_gateway(&client, &namespace, "paused").await;
+    eventually("a to reconcile", || async { a.logged("gateway:reconciling") >= 1 }).await;
+
+    // The leader freezes (a paused VM, a long GC, SIGSTOP): b takes over once the lease record has
+    // not changed for 6 s on b's own clock, and reconciles a change made meanwhile.
+    herald_e2e::signal(a.child.id(), "STOP");
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &namespace);
+    let change = json!({"spec": {"tokenTtlSeconds": 30}});
+    gateways
+        .patch(
+            "paused",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&change),
+        )
+        .await
+        .expect("a change while a is frozen");
+    eventually("b to lead", || async { b.logged("leader:elected") == 1 }).await;
+    eventually("b to reconcile", || async { b.logged("gateway:reconciling") >= 1 }).await;
+
+    // a resumes long past its 4 s renew deadline: it stops at once, without another reconcile.
+    let reconciled_by_a = a.logged("gateway:reconciling");
+    herald_e2e::signal(a.child.id(), "CONT");
+    let mut a = a;
+    let mut exit = None;
+    eventually("a to exit", || {
+        exit = exit.or_else(|| a.child.try_wait().ok().flatten());
+        let exited = exit.is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
+    assert_eq!(a.logged("leader:deadline-passed, stopping"), 1);
+    assert_eq!(
+        a.logged("gateway:reconciling"),
+        reconciled_by_a,
+        "a reconciled nothing after it resumed"
+    );
+
+    // b stops cleanly (SIGTERM): it releases the lease, and c leads at its next look, well before
+    // the 6 s a lease record must otherwise stay unchanged.
+    let c = start_operator(&namespace, "operator-c", herald_e2e::free_port(), &FAST_ELECTION);
+    eventually("c to follow", || async { c.logged("leader:following") >= 1 }).await;
+    let stopped = Instant::now();
+    herald_e2e::signal(b.child.id(), "TERM");
+    eventually("c to lead", || async { c.logged("leader:elected") == 1 }).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "the released lease was taken in {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(b.logged("leader:released"), 1);
 }
