@@ -75,6 +75,18 @@ fn start_operator(namespace: &str, pod: &str, port: u16, env: &[(&str, &str)]) -
     Operator { child, logs }
 }
 
+/// Waits (at most 30 s) for `operator` to exit, and returns how it did.
+async fn exit_of(operator: &mut Operator, who: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = operator.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {who} to exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls `check` every 100 ms for up to 30 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -339,14 +351,7 @@ async fn the_operator_leads_serves_metrics_reconciles_through_its_watches_and_ex
     })
     .await;
     let mut leader = leader;
-    let mut exit = None;
-    eventually("the leader to exit", || {
-        exit = exit.or_else(|| leader.child.try_wait().ok().flatten());
-        let exited = exit.is_some();
-        async move { exited }
-    })
-    .await;
-    assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
+    assert!(!exit_of(&mut leader, "the leader").await.success());
     assert_eq!(leader.logged("leader:lost, stopping"), 1);
 }
 
@@ -390,14 +395,7 @@ async fn a_paused_leader_never_acts_beside_the_one_that_took_over_and_a_stopped_
     let reconciled_by_a = a.logged("gateway:reconciling");
     herald_e2e::signal(a.child.id(), "CONT");
     let mut a = a;
-    let mut exit = None;
-    eventually("a to exit", || {
-        exit = exit.or_else(|| a.child.try_wait().ok().flatten());
-        let exited = exit.is_some();
-        async move { exited }
-    })
-    .await;
-    assert!(exit.is_some_and(|status| !status.success()), "{exit:?}");
+    assert!(!exit_of(&mut a, "a").await.success());
     assert_eq!(a.logged("leader:deadline-passed, stopping"), 1);
     assert_eq!(
         a.logged("gateway:reconciling"),
