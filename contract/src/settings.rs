@@ -117,6 +117,14 @@ pub struct Options {
     /// Prefix of every Redis key and channel (several gateways may share one Redis).
     #[arg(long, env = "HERALD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
+    /// PEM file of the CA(s) that sign PostgreSQL's certificate: connections then use TLS and verify
+    /// the server (`sslmode=verify-full` unless DATABASE_URL names another `sslmode`).
+    #[arg(long, env = "HERALD_DATABASE_CA_FILE", global = true)]
+    pub database_ca_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign Redis' certificate, for a `rediss://` REDIS_URL (without it a
+    /// `rediss://` URL is verified against the public web roots).
+    #[arg(long, env = "HERALD_REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<PathBuf>,
     /// PostgreSQL connections per replica.
     #[arg(long, env = "HERALD_DATABASE_MAX_CONNECTIONS", global = true)]
     pub database_max_connections: Option<u32>,
@@ -271,6 +279,8 @@ impl Options {
             database_url,
             redis_url,
             redis_prefix,
+            database_ca_file,
+            redis_ca_file,
             database_max_connections,
             migrate_on_start,
             dev,

@@ -73,16 +73,18 @@ async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
             database_url,
             redis_url,
             redis_prefix,
+            database_ca_file,
+            redis_ca_file,
             max_connections,
             migrate_on_start,
         } => {
-            let pool = postgres::connect(database_url.expose(), *max_connections)
+            let pool = postgres::connect(database_url.expose(), *max_connections, database_ca_file.as_deref())
                 .await
                 .context("connecting to PostgreSQL")?;
             if *migrate_on_start {
                 postgres::migrate(&pool).await.context("applying migrations")?;
             }
-            let redis = Redis::connect(redis_url.expose(), redis_prefix)
+            let redis = Redis::connect(redis_url.expose(), redis_prefix, redis_ca_file.as_deref())
                 .await
                 .context("connecting to Redis")?;
             let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
@@ -106,8 +108,12 @@ pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
         StoreConfig::Sqlite { url } => {
             sqlite::connect(url).await.context("opening the embedded database")?;
         }
-        StoreConfig::Cluster { database_url, .. } => {
-            let pool = postgres::connect(database_url.expose(), 1)
+        StoreConfig::Cluster {
+            database_url,
+            database_ca_file,
+            ..
+        } => {
+            let pool = postgres::connect(database_url.expose(), 1, database_ca_file.as_deref())
                 .await
                 .context("connecting to PostgreSQL")?;
             postgres::migrate(&pool).await.context("applying migrations")?;

@@ -16,6 +16,10 @@ pub enum StoreConfig {
         database_url: Secret,
         redis_url: Secret,
         redis_prefix: String,
+        /// CA of PostgreSQL's certificate (`HERALD_DATABASE_CA_FILE`): TLS, verified.
+        database_ca_file: Option<PathBuf>,
+        /// CA of Redis' certificate (`HERALD_REDIS_CA_FILE`), for `rediss://`.
+        redis_ca_file: Option<PathBuf>,
         max_connections: u32,
         /// Apply PostgreSQL migrations when serving starts (safe with several replicas).
         migrate_on_start: bool,
@@ -45,6 +49,19 @@ impl StoreConfig {
                         without_password(redis)
                     )));
                 }
+                if o.redis_ca_file.is_some() && !redis.starts_with("rediss://") {
+                    return Err(invalid(
+                        "HERALD_REDIS_CA_FILE is set but REDIS_URL is not rediss://: a CA is for TLS connections",
+                    ));
+                }
+                for (name, file) in [
+                    ("HERALD_DATABASE_CA_FILE", &o.database_ca_file),
+                    ("HERALD_REDIS_CA_FILE", &o.redis_ca_file),
+                ] {
+                    if let Some(file) = file {
+                        readable_pem(name, file)?;
+                    }
+                }
                 return Ok(StoreConfig::Cluster {
                     database_url: Secret::new(database_url.clone()),
                     redis_url: redis_url.clone(),
@@ -52,6 +69,8 @@ impl StoreConfig {
                         .redis_prefix
                         .clone()
                         .unwrap_or_else(|| defaults::REDIS_PREFIX.to_owned()),
+                    database_ca_file: o.database_ca_file.clone(),
+                    redis_ca_file: o.redis_ca_file.clone(),
                     max_connections: positive(
                         "HERALD_DATABASE_MAX_CONNECTIONS",
                         o.database_max_connections,
@@ -125,6 +144,16 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// Refuses at start a CA file that cannot be read or holds no PEM certificate (a wrong mount would
+/// otherwise show only as failing connections).
+fn readable_pem(name: &str, file: &std::path::Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| invalid(format!("{name} {}: {e}", file.display())))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(format!("{name} {}: no PEM certificate in it", file.display())));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_options as options;
@@ -164,6 +193,38 @@ mod tests {
         };
         let err = refusal(&pg);
         assert!(err.contains("PostgreSQL"), "{err}");
+    }
+
+    #[test]
+    fn ca_files_must_hold_a_certificate_and_a_redis_ca_needs_rediss() {
+        let dir = std::env::temp_dir().join(format!("herald-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let pem = dir.join("ca.crt");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("pem");
+        let junk = dir.join("junk.txt");
+        std::fs::write(&junk, "not a certificate").expect("junk");
+        let cluster =
+            |redis: &str, database_ca: Option<&std::path::Path>, redis_ca: Option<&std::path::Path>| Options {
+                database_url: Some("postgres://db/herald".into()),
+                redis_url: Some(redis.into()),
+                database_ca_file: database_ca.map(Into::into),
+                redis_ca_file: redis_ca.map(Into::into),
+                ..options()
+            };
+        assert!(StoreConfig::resolve(&cluster("rediss://cache:6380", Some(&pem), Some(&pem))).is_ok());
+        let err = refusal(&cluster("redis://cache:6379", None, Some(&pem)));
+        assert!(
+            err.contains("HERALD_REDIS_CA_FILE is set but REDIS_URL is not rediss://"),
+            "{err}"
+        );
+        let err = refusal(&cluster("rediss://cache:6380", Some(&junk), None));
+        assert!(
+            err.contains("HERALD_DATABASE_CA_FILE") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let err = refusal(&cluster("rediss://cache:6380", Some(&dir.join("missing.crt")), None));
+        assert!(err.contains("missing.crt"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! The plan's columns are `TIMESTAMP WITH TIME ZONE`; the domain speaks Unix milliseconds. The
 //! conversion happens in SQL (`to_timestamp(ms / 1000)`, `EXTRACT(EPOCH ...) * 1000`), here only.
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 use crate::error::{Error, Result};
 
@@ -29,11 +32,22 @@ macro_rules! ms {
 }
 pub(crate) use ms;
 
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+/// A pool to `url`. With `ca_file`, every connection uses TLS and verifies the server against that
+/// CA: `sslmode=verify-full` unless the URL names another mode (managed PostgreSQL services hand out
+/// their CA for this).
+pub async fn connect(url: &str, max_connections: u32, ca_file: Option<&Path>) -> Result<PgPool> {
+    let mut options =
+        PgConnectOptions::from_str(url).map_err(|e| Error::Backend(format!("invalid DATABASE_URL: {e}")))?;
+    if let Some(ca_file) = ca_file {
+        options = options.ssl_root_cert(ca_file);
+        if !url.contains("sslmode=") {
+            options = options.ssl_mode(PgSslMode::VerifyFull);
+        }
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
 }
@@ -51,14 +65,14 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 #[cfg(test)]
 pub(crate) async fn test_pool() -> Option<PgPool> {
     let admin_url = herald_e2e::service_url("HERALD_TEST_DATABASE_URL")?;
-    let admin = connect(&admin_url, 1).await.expect("test PostgreSQL reachable");
+    let admin = connect(&admin_url, 1, None).await.expect("test PostgreSQL reachable");
     let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .expect("create test database");
     let (base, _) = admin_url.rsplit_once('/').expect("database URL with a path");
-    let pool = connect(&format!("{base}/{name}"), 5)
+    let pool = connect(&format!("{base}/{name}"), 5, None)
         .await
         .expect("test database reachable");
     migrate(&pool).await.expect("migrations apply");

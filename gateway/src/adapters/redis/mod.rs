@@ -31,8 +31,32 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))?;
+    /// Connects to `url`; a `rediss://` URL uses TLS, verified against `ca_file` (PEM) when given,
+    /// else against the public web roots.
+    pub async fn connect(url: &str, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Self> {
+        let invalid = |e: redis::RedisError| Error::Backend(format!("invalid REDIS_URL: {e}"));
+        let client = match ca_file {
+            Some(ca_file) => {
+                let root_cert = std::fs::read(ca_file)
+                    .map_err(|e| Error::Backend(format!("HERALD_REDIS_CA_FILE {}: {e}", ca_file.display())))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(url, certificates).map_err(invalid)?
+            }
+            None => redis::Client::open(url).map_err(invalid)?,
+        };
+        // One plain connection first, bounded: the connection manager retries a failing handshake (a
+        // certificate another CA signed) without end, where starting must fail and say why.
+        let first = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
+        .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
+        drop(first);
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(std::time::Duration::from_secs(2))
             .set_response_timeout(std::time::Duration::from_secs(2))
@@ -89,5 +113,5 @@ impl HealthProbe for Redis {
 pub(crate) async fn test_redis() -> Option<Redis> {
     let url = herald_e2e::service_url("HERALD_TEST_REDIS_URL")?;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    Some(Redis::connect(&url, &prefix).await.expect("test Redis reachable"))
+    Some(Redis::connect(&url, &prefix, None).await.expect("test Redis reachable"))
 }
