@@ -92,6 +92,14 @@ pub fn secret_uses(gateway: &NotificationGateway) -> Vec<SecretUse> {
             "spec.redis.urlSecretRef",
             spec.redis.as_ref().map(|r| &r.url_secret_ref),
         ),
+        (
+            "spec.postgres.caSecretRef",
+            spec.postgres.as_ref().and_then(|p| p.ca_secret_ref.as_ref()),
+        ),
+        (
+            "spec.redis.caSecretRef",
+            spec.redis.as_ref().and_then(|r| r.ca_secret_ref.as_ref()),
+        ),
         ("spec.auth.hs256SecretRef", spec.auth.hs256_secret_ref.as_ref()),
         ("spec.publisherKeysSecretRef", spec.publisher_keys_secret_ref.as_ref()),
     ];

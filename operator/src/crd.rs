@@ -155,6 +155,10 @@ pub struct SecretKeyRef {
 pub struct PostgresSpec {
     /// A Secret key holding the `postgres://` URL (with its password).
     pub url_secret_ref: SecretKeyRef,
+    /// A Secret key holding the PEM CA of PostgreSQL's certificate: connections then use TLS and
+    /// verify the server (`sslmode=verify-full` unless the URL names another `sslmode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// PostgreSQL connections per replica.
     #[serde(default = "default_pool")]
     #[schemars(range(min = 1, max = 200))]
@@ -168,8 +172,12 @@ fn default_pool() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// A Secret key holding the `redis://` URL.
+    /// A Secret key holding the `redis://` URL, or `rediss://` for TLS.
     pub url_secret_ref: SecretKeyRef,
+    /// A Secret key holding the PEM CA of Redis' certificate, for a `rediss://` URL (without it the
+    /// public web roots verify the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// Key prefix; defaults to `herald:<namespace>:<gateway>:` so gateways can share a Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,

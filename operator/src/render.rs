@@ -11,10 +11,10 @@ use herald_contract::{ChannelEntry, LogFormat, Options, channels_checksum, defau
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec as CoreServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    SeccompProfile, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec as CoreServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -34,6 +34,8 @@ pub const GATEWAY_INTERNAL_PORT: i32 = defaults::INTERNAL_PORT as i32;
 /// Where the config and the signing keys are mounted in the gateway container.
 pub const CONFIG_DIR: &str = "/etc/herald/config";
 pub const KEYS_DIR: &str = "/etc/herald/keys";
+/// Where the CAs of PostgreSQL's and Redis' certificates are mounted (when the spec names them).
+pub const TLS_DIR: &str = "/etc/herald/tls";
 /// The gateway drains for this long on SIGTERM; the pod's termination grace is longer.
 pub const DRAIN_SECONDS: i64 = defaults::SHUTDOWN_GRACE_SECONDS as i64;
 /// Annotation on the pod template carrying the hash of the rendered config, channels left out: a
@@ -338,6 +340,47 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The CAs the spec names: the gateway's variable, the file name under [`TLS_DIR`], and the Secret key.
+fn ca_files(gateway: &NotificationGateway) -> Vec<(&'static str, &'static str, &SecretKeyRef)> {
+    let spec = &gateway.spec;
+    let postgres = spec.postgres.as_ref().and_then(|p| p.ca_secret_ref.as_ref());
+    let redis = spec.redis.as_ref().and_then(|r| r.ca_secret_ref.as_ref());
+    [
+        ("HERALD_DATABASE_CA_FILE", "postgres-ca.crt", postgres),
+        ("HERALD_REDIS_CA_FILE", "redis-ca.crt", redis),
+    ]
+    .into_iter()
+    .filter_map(|(variable, file, reference)| reference.map(|r| (variable, file, r)))
+    .collect()
+}
+
+/// The `tls` volume: each CA the spec names, from its Secret key, as a file under [`TLS_DIR`].
+fn tls_volume(gateway: &NotificationGateway) -> Option<Volume> {
+    let sources: Vec<VolumeProjection> = ca_files(gateway)
+        .into_iter()
+        .map(|(_, file, reference)| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: reference.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: reference.key.clone(),
+                    path: file.to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                optional: Some(false),
+            }),
+            ..VolumeProjection::default()
+        })
+        .collect();
+    (!sources.is_empty()).then(|| Volume {
+        name: "tls".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
+}
+
 /// The gateway container's environment: the config file, and every secret from a Secret reference.
 pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     let spec = &gateway.spec;
@@ -350,6 +393,9 @@ pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     }
     if let Some(redis) = &spec.redis {
         env.push(secret_env(env::REDIS_URL, &redis.url_secret_ref));
+    }
+    for (variable, file, _) in ca_files(gateway) {
+        env.push(plain_env(variable, &format!("{TLS_DIR}/{file}")));
     }
     if let Some(secret) = &spec.auth.hs256_secret_ref {
         env.push(secret_env(env::JWT_HS256_SECRET, secret));
@@ -424,6 +470,16 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
             ..VolumeMount::default()
         },
     ];
+    let tls = tls_volume(gateway);
+    let mut mounts = mounts;
+    if tls.is_some() {
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     let gateway_container = Container {
         name: "gateway".into(),
         image: Some(spec.image.clone()),
@@ -510,30 +566,35 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
                     tolerations: spec.tolerations.clone(),
                     affinity: spec.affinity.clone(),
                     automount_service_account_token: Some(false),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: names.config.clone(),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "signing-keys".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.signing_keys.clone()),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        data_volume(gateway),
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                    ]),
+                    volumes: Some(
+                        [
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: names.config.clone(),
+                                    ..ConfigMapVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                            Volume {
+                                name: "signing-keys".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(names.signing_keys.clone()),
+                                    ..SecretVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                            data_volume(gateway),
+                            Volume {
+                                name: "tmp".into(),
+                                empty_dir: Some(EmptyDirVolumeSource::default()),
+                                ..Volume::default()
+                            },
+                        ]
+                        .into_iter()
+                        .chain(tls)
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },

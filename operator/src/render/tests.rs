@@ -360,6 +360,76 @@ fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in
 }
 
 #[test]
+fn named_cas_are_mounted_from_their_secrets_and_passed_to_the_gateway() {
+    let gw = gateway(json!({
+        "postgres": {"urlSecretRef": {"name": "db", "key": "url"}, "caSecretRef": {"name": "db-tls", "key": "ca.crt"}},
+        "redis": {"urlSecretRef": {"name": "cache", "key": "url"}, "caSecretRef": {"name": "cache-tls", "key": "ca.pem"}},
+        "auth": {"jwksUrl": "https://issuer.example/jwks"},
+    }));
+    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    let env = pod.containers[0].env.clone().expect("env");
+    let value = |name: &str| env.iter().find(|v| v.name == name).and_then(|v| v.value.clone());
+    assert_eq!(
+        value("HERALD_DATABASE_CA_FILE").as_deref(),
+        Some("/etc/herald/tls/postgres-ca.crt")
+    );
+    assert_eq!(
+        value("HERALD_REDIS_CA_FILE").as_deref(),
+        Some("/etc/herald/tls/redis-ca.crt")
+    );
+    let tls = pod
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .expect("tls volume");
+    let sources = tls.projected.expect("projected").sources.expect("sources");
+    let files: Vec<(String, String, String)> = sources
+        .into_iter()
+        .map(|s| {
+            let secret = s.secret.expect("secret");
+            let item = secret.items.expect("items").remove(0);
+            (secret.name, item.key, item.path)
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("db-tls".into(), "ca.crt".into(), "postgres-ca.crt".into()),
+            ("cache-tls".into(), "ca.pem".into(), "redis-ca.crt".into())
+        ]
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .clone()
+        .expect("mounts")
+        .into_iter()
+        .find(|m| m.name == "tls")
+        .expect("mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/herald/tls", Some(true))
+    );
+    // The CA Secrets must opt in like every other Secret the pods read.
+    let uses: Vec<_> = crate::admission::secret_uses(&gw)
+        .into_iter()
+        .map(|u| u.source)
+        .collect();
+    assert!(
+        uses.contains(&"spec.postgres.caSecretRef") && uses.contains(&"spec.redis.caSecretRef"),
+        "{uses:?}"
+    );
+    // Without CAs: no volume, no variables.
+    let plain = deployment(&cluster_gateway(), "abc")
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+    assert!(plain.volumes.expect("volumes").iter().all(|v| v.name != "tls"));
+}
+
+#[test]
 fn an_embedded_gateway_keeps_its_data_on_a_claim_and_is_recreated_not_rolled() {
     let gw = gateway(
         json!({"auth": {"jwksUrl": "https://issuer.example/jwks"}, "storage": {"size": "5Gi", "storageClassName": "fast"}}),
