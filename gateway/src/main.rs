@@ -17,7 +17,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => migrate(cli.options).await,
+        Command::Migrate => migrate(cli.options, false).await,
+        Command::AwaitMigrations => migrate(cli.options, true).await,
         Command::Openapi => {
             print!("{}", herald_gateway::api::render(false));
             ExitCode::SUCCESS
@@ -54,8 +55,9 @@ fn load(options: Options) -> Result<Config, ExitCode> {
     })
 }
 
-/// `migrate` needs only the database settings: no JWT, key or publisher configuration.
-async fn migrate(options: Options) -> ExitCode {
+/// `migrate` and `await-migrations` need only the database settings: no JWT, key or publisher
+/// configuration.
+async fn migrate(options: Options, only_wait: bool) -> ExitCode {
     let log_format = options.log_format.unwrap_or_default();
     let store = match StoreConfig::load(options) {
         Ok(store) => store,
@@ -65,7 +67,12 @@ async fn migrate(options: Options) -> ExitCode {
         }
     };
     telemetry::init(log_format);
-    match server::migrate(&store).await {
+    let outcome = if only_wait {
+        server::await_migrations(&store, Duration::from_secs(2), Duration::from_secs(600)).await
+    } else {
+        server::migrate(&store).await
+    };
+    match outcome {
         Ok(()) => {
             tracing::info!(store = %store.describe(), "migrations:applied");
             ExitCode::SUCCESS

@@ -102,6 +102,35 @@ async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
     })
 }
 
+/// Waits until `store` has every migration this binary knows, looking every `every`, for at most
+/// `within` (SQLite's are applied on every open: nothing to wait for).
+pub async fn await_migrations(store: &StoreConfig, every: Duration, within: Duration) -> anyhow::Result<()> {
+    let StoreConfig::Cluster {
+        database_url,
+        database_ca_file,
+        ..
+    } = store
+    else {
+        return Ok(());
+    };
+    let pool = postgres::connect(database_url.expose(), 1, database_ca_file.as_deref())
+        .await
+        .context("connecting to PostgreSQL")?;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let pending = postgres::pending_migrations(&pool).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(?pending, "migrations:waiting");
+        anyhow::ensure!(
+            tokio::time::Instant::now() + every <= deadline,
+            "migrations {pending:?} still not applied after {within:?}: has the migration Job run?"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Applies the database migrations of `store` (SQLite's are applied on every open).
 pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
     match store {

@@ -93,6 +93,10 @@ pub fn secret_uses(gateway: &NotificationGateway) -> Vec<SecretUse> {
             spec.redis.as_ref().map(|r| &r.url_secret_ref),
         ),
         (
+            "spec.postgres.migrationUrlSecretRef",
+            spec.postgres.as_ref().and_then(|p| p.migration_url_secret_ref.as_ref()),
+        ),
+        (
             "spec.postgres.caSecretRef",
             spec.postgres.as_ref().and_then(|p| p.ca_secret_ref.as_ref()),
         ),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -378,6 +379,10 @@ async fn apply_children(
     let keys = keep_signing_keys(ctx, gateway, now).await?;
     if let Some(claim) = &children.data_claim {
         apply::<PersistentVolumeClaim>(client, namespace, claim).await?;
+    }
+    // Before the Deployment: its pods wait for the schema the Job applies.
+    if let Some(job) = &children.migration_job {
+        apply::<Job>(client, namespace, job).await?;
     }
     let deployment = apply::<Deployment>(client, namespace, &children.deployment).await?;
     apply::<Service>(client, namespace, &children.service).await?;

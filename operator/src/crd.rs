@@ -159,6 +159,10 @@ pub struct PostgresSpec {
     /// verify the server (`sslmode=verify-full` unless the URL names another `sslmode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A Secret key holding the URL the migration Job connects with (a role that may change the
+    /// schema); unset: `urlSecretRef`. The gateway's pods only read the schema version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_url_secret_ref: Option<SecretKeyRef>,
     /// PostgreSQL connections per replica.
     #[serde(default = "default_pool")]
     #[schemars(range(min = 1, max = 200))]

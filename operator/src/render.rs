@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use herald_contract::{ChannelEntry, LogFormat, Options, channels_checksum, defaults, env};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -141,6 +142,8 @@ pub struct Children {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     /// Only embedded: the volume of the SQLite file, so that it outlives pods.
     pub data_claim: Option<PersistentVolumeClaim>,
+    /// Only in cluster mode: the Job applying the schema of this image.
+    pub migration_job: Option<Job>,
 }
 
 /// Kind and name of a child, and the API resource it is read by.
@@ -169,6 +172,7 @@ impl Children {
             internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
             data_claim: data_claim(gateway),
+            migration_job: migration_job(gateway),
         }
     }
 
@@ -182,6 +186,7 @@ impl Children {
             internal_service,
             pod_disruption_budget,
             data_claim,
+            migration_job,
         } = self;
         let mut refs = vec![
             ChildRef::of(config_map),
@@ -191,6 +196,7 @@ impl Children {
         ];
         refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
         refs.extend(data_claim.iter().map(ChildRef::of));
+        refs.extend(migration_job.iter().map(ChildRef::of));
         refs
     }
 }
@@ -507,12 +513,14 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
         volume_mounts: Some(mounts.clone()),
         ..Container::default()
     };
+    // Cluster mode: the pods wait (reading only) until the migration Job has applied the schema
+    // their image needs; they never change it themselves.
     let init_containers = spec.postgres.as_ref().map(|_| {
         vec![Container {
-            name: "migrate".into(),
+            name: "await-migrations".into(),
             image: Some(spec.image.clone()),
             image_pull_policy: spec.image_pull_policy.clone(),
-            args: Some(vec!["migrate".into()]),
+            args: Some(vec!["await-migrations".into()]),
             env: Some(env),
             security_context: Some(restricted_security_context()),
             volume_mounts: Some(mounts),
@@ -602,6 +610,97 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
         }),
         ..Deployment::default()
     }
+}
+
+/// Labels of the migration Job's pod: the gateway's instance, but never the gateway pods' selector
+/// (its Services, PodDisruptionBudget and Deployment must not count a migration as a replica).
+pub fn migration_labels(gateway: &NotificationGateway) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "herald-migration".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), gateway.name_any()),
+        (MANAGED_BY.to_owned(), crate::controller::MANAGER.to_owned()),
+    ])
+}
+
+/// Cluster mode: the Job applying the database migrations of the gateway's image, once per version:
+/// named after a hash of its pod template (image, database settings), so a new image (or new
+/// migration credentials) makes a new Job, and an unchanged one is applied again as it is. It uses
+/// `postgres.migrationUrlSecretRef` (a role that may change the schema) when set.
+pub fn migration_job(gateway: &NotificationGateway) -> Option<Job> {
+    let spec = &gateway.spec;
+    let postgres = spec.postgres.as_ref()?;
+    let mut env: Vec<EnvVar> = gateway_env(gateway)
+        .into_iter()
+        .filter(|v| v.name != env::CONFIG)
+        .collect();
+    if let Some(reference) = &postgres.migration_url_secret_ref {
+        for variable in &mut env {
+            if variable.name == env::DATABASE_URL {
+                *variable = secret_env(env::DATABASE_URL, reference);
+            }
+        }
+    }
+    let tls = tls_volume(gateway);
+    let mounts: Vec<VolumeMount> = tls
+        .iter()
+        .map(|_| VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        })
+        .collect();
+    let pod = PodSpec {
+        restart_policy: Some("OnFailure".into()),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65_532),
+            run_as_group: Some(65_532),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: "migrate".into(),
+            image: Some(spec.image.clone()),
+            image_pull_policy: spec.image_pull_policy.clone(),
+            args: Some(vec!["migrate".into()]),
+            env: Some(env),
+            security_context: Some(restricted_security_context()),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
+            resources: spec.resources.clone(),
+            ..Container::default()
+        }],
+        volumes: tls.map(|v| vec![v]),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        ..PodSpec::default()
+    };
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(migration_labels(gateway)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
+    };
+    let hash = sha256_hex(serde_json::to_string(&template).unwrap_or_default().as_bytes());
+    let name = format!("{}-migrate-{}", truncated(&gateway.name_any(), 63 - 19), &hash[..10]);
+    let mut metadata = meta(gateway, &name);
+    metadata.labels = Some(migration_labels(gateway));
+    Some(Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(4),
+            active_deadline_seconds: Some(900),
+            template,
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+/// `name` cut to `max` bytes (names are ASCII), without a trailing `-`.
+fn truncated(name: &str, max: usize) -> &str {
+    name[..name.len().min(max)].trim_end_matches('-')
 }
 
 /// The public Service (`spec.service`): the clients' port only. The internal port is not on it, so

@@ -300,6 +300,11 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
     let internal = services.get("alerts-internal").await.expect("internal Service");
     let secret = secrets.get("alerts-signing-keys").await.expect("signing-key Secret");
     let pdb = pdbs.get("alerts").await.expect("PDB with 2 replicas");
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    let migrations = jobs.list(&Default::default()).await.expect("jobs").items;
+    assert_eq!(migrations.len(), 1, "one migration Job in cluster mode");
+    let migration = migrations[0].clone();
+    assert!(migration.name_any().starts_with("alerts-migrate-"));
     for meta in [
         &config.metadata,
         &deployment.metadata,
@@ -307,6 +312,7 @@ async fn a_gateway_produces_every_child_and_a_second_reconcile_changes_nothing()
         &internal.metadata,
         &secret.metadata,
         &pdb.metadata,
+        &migration.metadata,
     ] {
         assert!(owned_by_gateway(meta), "{:?} is owned by the gateway", meta.name);
     }

@@ -133,9 +133,14 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
         );
     }
     // The operator rotates keys itself: no rotation job, so no right to make identities or roles.
-    for absent in ["serviceaccounts", "cronjobs", "jobs", "roles", "rolebindings"] {
+    for absent in ["serviceaccounts", "cronjobs", "roles", "rolebindings"] {
         assert!(verbs_on(rules, absent).is_empty(), "{absent}");
     }
+    assert_eq!(
+        verbs_on(rules, "jobs"),
+        ["create", "get", "patch"],
+        "the migration Jobs"
+    );
     assert_eq!(
         verbs_on(rules, "poddisruptionbudgets"),
         ["create", "delete", "get", "patch"]

@@ -161,12 +161,20 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     ]);
     let root = TempDir::new();
 
-    // The init container first (migrations), then the gateway container, each with its own args,
-    // environment and mounts.
-    let init = &pod.init_containers.clone().expect("migrations run first")[0];
+    // The migration Job first, then the init container (it finds the schema), then the gateway
+    // container, each with its own args, environment and mounts.
+    let job = render::migration_job(&gateway).expect("a migration Job in cluster mode");
+    let job_pod = job.spec.expect("spec").template.spec.expect("pod");
+    let (job_args, job_env) = invocation(&root.0, &job_pod, &job_pod.containers[0], &config, &keys, &secrets);
+    let (status, output) = run_to_exit(&borrowed(&job_args), &pairs(&job_env));
+    assert!(status.success(), "the migration Job succeeds: {output}");
+    let init = &pod.init_containers.clone().expect("the pods wait for the schema")[0];
     let (init_args, init_env) = invocation(&root.0, &pod, init, &config, &keys, &secrets);
     let (status, output) = run_to_exit(&borrowed(&init_args), &pairs(&init_env));
-    assert!(status.success(), "the migrate init container succeeds: {output}");
+    assert!(
+        status.success(),
+        "the init container finds the schema applied: {output}"
+    );
     let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
     let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
 

@@ -221,3 +221,48 @@ async fn a_replica_killed_while_delivering_loses_nothing_unacknowledged() {
     assert_eq!(created.len(), USERS);
     assert!(created.values().all(|ids| ids.len() == TOTAL));
 }
+
+/// A pod's init container waits for the schema (reading only) while a migration Job applies it: the
+/// waiting process sees the migrations missing, and exits once `migrate` has run.
+#[tokio::test]
+async fn await_migrations_waits_until_another_process_has_applied_them() {
+    use std::io::{BufRead, BufReader};
+    let Some(admin) = herald_e2e::service_url("HERALD_TEST_DATABASE_URL") else {
+        return;
+    };
+    let Some(redis) = herald_e2e::service_url("HERALD_TEST_REDIS_URL") else {
+        return;
+    };
+    let database = herald_e2e::fresh_database(&admin);
+    let env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", redis.as_str())];
+    let mut waiting = std::process::Command::new(herald_e2e::gateway_binary())
+        .arg("await-migrations")
+        .envs(env)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("await-migrations starts");
+    let mut lines = BufReader::new(waiting.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("text");
+    assert!(
+        first.contains("migrations:waiting"),
+        "it waits for the schema first: {first}"
+    );
+    assert!(waiting.try_wait().expect("wait").is_none(), "still waiting");
+
+    let (status, output) = herald_e2e::run_to_exit(&["migrate"], &env);
+    assert!(status.success(), "{output}");
+    let deadline = std::time::Instant::now() + herald_e2e::WAIT;
+    let exited = loop {
+        if let Some(status) = waiting.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "await-migrations did not notice the schema"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(exited.success());
+}

@@ -79,6 +79,10 @@ pub enum Command {
     CheckConfig,
     /// Apply the database migrations and exit (needs only the database settings).
     Migrate,
+    /// Wait until the database has every migration this binary knows, then exit (0), or give up
+    /// after 10 minutes (1): what a pod runs before serving, while a Job applies them with its own
+    /// credentials. Reads only; needs only the database settings.
+    AwaitMigrations,
     /// Print the OpenAPI 3.1 document of every route (docs/openapi.json) and exit.
     Openapi,
 }

@@ -60,6 +60,11 @@ fn every_child_is_owned_by_the_gateway() {
 
 #[test]
 fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
+    let migration = migration_job(&cluster_gateway())
+        .expect("job")
+        .metadata
+        .name
+        .expect("name");
     let listed = |gw: &NotificationGateway| -> Vec<(String, String)> {
         Children::render(gw, &[])
             .refs()
@@ -76,6 +81,7 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
         ];
         if with_pdb {
             children.push(("PodDisruptionBudget", "alerts"));
+            children.push(("Job", migration.as_str()));
         } else {
             children.push(("PersistentVolumeClaim", "alerts-data"));
         }
@@ -240,8 +246,10 @@ fn the_deployment_is_safe_by_default() {
     };
     assert_eq!(probe_path(&container.liveness_probe).as_deref(), Some("/healthz"));
     assert_eq!(probe_path(&container.readiness_probe).as_deref(), Some("/readyz"));
-    let init = pod.init_containers.expect("migrations run first in cluster mode");
-    assert_eq!(init[0].args.as_deref(), Some(&["migrate".to_owned()][..]));
+    let init = pod
+        .init_containers
+        .expect("the pods wait for the schema in cluster mode");
+    assert_eq!(init[0].args.as_deref(), Some(&["await-migrations".to_owned()][..]));
     // Secrets only ever come from Secret references.
     let env = container.env.as_ref().expect("env");
     for name in [
@@ -357,6 +365,51 @@ fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in
         container_ports,
         [(Some("http".to_owned()), 8080), (Some("internal".to_owned()), 9090)]
     );
+}
+
+#[test]
+fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials() {
+    let mut gw = cluster_gateway();
+    gw.spec.postgres.as_mut().expect("postgres").migration_url_secret_ref = Some(SecretKeyRef {
+        name: "db-owner".into(),
+        key: "url".into(),
+    });
+    let job = migration_job(&gw).expect("cluster mode migrates");
+    assert_owned(&job.metadata);
+    let name = job.metadata.name.clone().expect("name");
+    assert!(
+        name.starts_with("alerts-migrate-") && name.len() == "alerts-migrate-".len() + 10,
+        "{name}"
+    );
+    let template = job.spec.expect("spec").template;
+    let labels = template.metadata.expect("meta").labels.expect("labels");
+    let selector = selector(&gw);
+    assert!(
+        !selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the gateway's selector must not match the migration pod: {labels:?}"
+    );
+    let pod = template.spec.expect("pod");
+    assert_eq!(pod.containers[0].args.as_deref(), Some(&["migrate".to_owned()][..]));
+    let database = pod.containers[0]
+        .env
+        .clone()
+        .expect("env")
+        .into_iter()
+        .find(|v| v.name == "DATABASE_URL")
+        .expect("url");
+    let from = database.value_from.expect("from").secret_key_ref.expect("secret");
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("db-owner", "url"),
+        "the migration credentials"
+    );
+    // A new image is a new Job; the same spec the same Job.
+    assert_eq!(migration_job(&gw).expect("job").metadata.name, Some(name.clone()));
+    let mut upgraded = gw.clone();
+    upgraded.spec.image = "ghcr.io/herald-dev/herald-gateway:9.9.9".into();
+    assert_ne!(migration_job(&upgraded).expect("job").metadata.name, Some(name));
+    // Embedded gateways migrate their SQLite on open: no Job.
+    assert!(migration_job(&gateway(json!({"auth": {"jwksUrl": "https://i/j"}}))).is_none());
 }
 
 #[test]

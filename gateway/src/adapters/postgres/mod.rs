@@ -52,6 +52,25 @@ pub async fn connect(url: &str, max_connections: u32, ca_file: Option<&Path>) ->
         .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
 }
 
+/// The embedded migrations not applied (successfully) to `pool`'s database yet, by version. Reads
+/// sqlx's own table (none yet: every migration is pending); needs no right but `SELECT` on it.
+pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>> {
+    let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(versions) => versions,
+        // undefined_table: nothing applied yet.
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(err) => return Err(Error::Unavailable(format!("reading the applied migrations: {err}"))),
+    };
+    Ok(sqlx::migrate!("../migrations")
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect())
+}
+
 /// Applies pending migrations; safe when several replicas run it at once.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     sqlx::migrate!("../migrations")
