@@ -13,8 +13,10 @@ use axum::routing::get;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -177,6 +179,9 @@ async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
         .owns(scope.api::<ConfigMap>(client), owned())
         .owns(scope.api::<Deployment>(client), owned())
         .owns(scope.api::<Service>(client), owned())
+        .owns(scope.api::<PodDisruptionBudget>(client), owned())
+        .owns(scope.api::<PersistentVolumeClaim>(client), owned())
+        .owns(scope.api::<Job>(client), owned())
         // A channel change re-reconciles the gateway it names.
         .watches(
             channels.clone(),

@@ -136,14 +136,16 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
     for absent in ["serviceaccounts", "cronjobs", "roles", "rolebindings"] {
         assert!(verbs_on(rules, absent).is_empty(), "{absent}");
     }
-    assert_eq!(
-        verbs_on(rules, "jobs"),
-        ["create", "get", "patch"],
-        "the migration Jobs"
-    );
+    for owned in ["jobs", "persistentvolumeclaims"] {
+        assert_eq!(
+            verbs_on(rules, owned),
+            ["create", "get", "list", "patch", "watch"],
+            "{owned}"
+        );
+    }
     assert_eq!(
         verbs_on(rules, "poddisruptionbudgets"),
-        ["create", "delete", "get", "patch"]
+        ["create", "delete", "get", "list", "patch", "watch"]
     );
     assert_eq!(verbs_on(rules, "notificationgateways/finalizers"), ["update"]);
     assert_eq!(

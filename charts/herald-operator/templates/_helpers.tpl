@@ -68,17 +68,18 @@ one's metadata, by name, so that it never overwrites an object the gateway does 
   resources: ["endpointslices"]
   verbs: ["list"]
 # An embedded gateway's SQLite lives on a claim the operator creates (never deleted by it: the
-# garbage collector removes it with the gateway).
+# garbage collector removes it with the gateway). list and watch, here and on Jobs and PDBs: the
+# operator watches every kind it owns (its own objects only, by label), so a deleted child comes back.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Cluster mode: one Job per gateway version applies the database migrations.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
