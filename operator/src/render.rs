@@ -629,9 +629,17 @@ pub fn migration_labels(gateway: &NotificationGateway) -> BTreeMap<String, Strin
 pub fn migration_job(gateway: &NotificationGateway) -> Option<Job> {
     let spec = &gateway.spec;
     let postgres = spec.postgres.as_ref()?;
+    // Only what `migrate` reads: the store's URLs (REDIS_URL decides the mode) and the CAs; none of
+    // the gateway's other secrets (JWT, publisher keys) reaches this pod.
+    let needed = [
+        env::DATABASE_URL,
+        env::REDIS_URL,
+        "HERALD_DATABASE_CA_FILE",
+        "HERALD_REDIS_CA_FILE",
+    ];
     let mut env: Vec<EnvVar> = gateway_env(gateway)
         .into_iter()
-        .filter(|v| v.name != env::CONFIG)
+        .filter(|v| needed.contains(&v.name.as_str()))
         .collect();
     if let Some(reference) = &postgres.migration_url_secret_ref {
         for variable in &mut env {

@@ -181,10 +181,14 @@ pub async fn keep(client: &Client, gateway: &NotificationGateway, now: Timestamp
             None => Vec::new(),
         };
         let (keys, steps) = plan(&current, now, &policy, &requests, &mut fresh_key);
+        // A request is acted on once a key is added, or while one is pending (the rotation under
+        // way is the one asked for); a set without room keeps the request for a later run.
+        let rotating = keys.iter().any(|key| key.not_before > now);
+        let request_handled = requests.rotate.clone().filter(|_| rotating);
         let outcome = Outcome {
             keys,
             steps,
-            request_handled: requests.rotate.clone(),
+            request_handled,
         };
         if outcome.steps.is_empty() && existing.is_some() {
             return Ok(outcome);

@@ -21,12 +21,21 @@ use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{HealthProbe, HistoryQuery, IdempotencyKey, NewNotification, PublishOutcome};
 
-/// A database error as the rest of the gateway sees it: losing the database (connection refused or
-/// reset, pool exhausted, server shutting down or refusing connections) is `Unavailable`, answered
+/// A database error as the rest of the gateway sees it: losing the database (connection refused,
+/// reset or its TLS stream cut, pool exhausted, server shutting down or refusing connections) is
+/// `Unavailable`, answered
 /// 503 with `Retry-After`, so callers retry; anything else is a `Backend` failure (500).
 pub(crate) fn db_error(err: sqlx::Error) -> Error {
     let lost = match &err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        // A TLS or protocol error is the connection lost too: a stream cut while TLS is being
+        // negotiated reads as "unexpected response from SSLRequest" (sqlx negotiates TLS whenever
+        // the server offers it), one cut mid-record reports no plain I/O error.
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
         // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, crash, cannot connect
         // now), 53300 (too many connections).
         sqlx::Error::Database(db) => db
@@ -305,6 +314,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_lost_at_any_layer_is_unavailable_and_other_failures_are_not() {
+        let lost = |err: sqlx::Error| matches!(db_error(err), Error::Unavailable(_));
+        assert!(lost(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        assert!(lost(sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00".into()
+        )));
+        assert!(lost(sqlx::Error::Tls("unexpected EOF".into())));
+        assert!(lost(sqlx::Error::PoolTimedOut));
+        assert!(!lost(sqlx::Error::ColumnNotFound("seq".into())));
+        assert!(!lost(sqlx::Error::RowNotFound));
+    }
 
     #[tokio::test]
     async fn the_probe_names_and_reaches_sqlite() {

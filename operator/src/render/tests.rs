@@ -390,6 +390,18 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
     );
     let pod = template.spec.expect("pod");
     assert_eq!(pod.containers[0].args.as_deref(), Some(&["migrate".to_owned()][..]));
+    let names: Vec<String> = pod.containers[0]
+        .env
+        .clone()
+        .expect("env")
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["DATABASE_URL", "REDIS_URL"],
+        "no JWT or publisher secret in the migration pod"
+    );
     let database = pod.containers[0]
         .env
         .clone()
