@@ -243,7 +243,9 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
     let look = next_look(now, next_key_change);
     // Until every replica serves the channels, look again soon: kubelet's refresh is not watched.
-    let look = if served.is_some_and(|v| !v.programmed) {
+    // A gateway scaled to zero has no replica to wait for.
+    let waiting = served.is_some_and(|v| !v.programmed) && gateway.spec.desired_replicas() > 0;
+    let look = if waiting {
         look.min(PROGRAMMED_RECHECK)
     } else {
         look
