@@ -118,7 +118,8 @@ pub struct Options {
     #[arg(long, env = "HERALD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
     /// PEM file of the CA(s) that sign PostgreSQL's certificate: connections then use TLS and verify
-    /// the server (`sslmode=verify-full` unless DATABASE_URL names another `sslmode`).
+    /// the server (`sslmode=verify-full`, or `verify-ca` if DATABASE_URL says so; weaker modes are
+    /// upgraded, `disable` refused).
     #[arg(long, env = "HERALD_DATABASE_CA_FILE", global = true)]
     pub database_ca_file: Option<PathBuf>,
     /// PEM file of the CA(s) that sign Redis' certificate, for a `rediss://` REDIS_URL (without it a

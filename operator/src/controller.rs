@@ -72,7 +72,7 @@ impl Context {
             client,
             metrics: Arc::default(),
             images,
-            http: reqwest::Client::new(),
+            http: programmed::client(),
         }
     }
 }
@@ -245,11 +245,7 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     // Until every replica serves the channels, look again soon: kubelet's refresh is not watched.
     // A gateway scaled to zero has no replica to wait for.
     let waiting = served.is_some_and(|v| !v.programmed) && gateway.spec.desired_replicas() > 0;
-    let look = if waiting {
-        look.min(PROGRAMMED_RECHECK)
-    } else {
-        look
-    };
+    let look = if waiting { look.min(PROGRAMMED_RECHECK) } else { look };
     Ok(Action::requeue(look))
 }
 
@@ -266,7 +262,11 @@ async fn programmed(
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
     let service = Names::of(gateway).internal_service;
     let listed = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .list(&ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={service},{}={}",
+            programmed::MANAGED_BY_CONTROLLER.0,
+            programmed::MANAGED_BY_CONTROLLER.1
+        )))
         .await?;
     let replicas = programmed::ready_endpoints(&listed.items, "internal");
     let reports = programmed::probe(&ctx.http, &replicas).await;

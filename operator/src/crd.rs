@@ -156,7 +156,7 @@ pub struct PostgresSpec {
     /// A Secret key holding the `postgres://` URL (with its password).
     pub url_secret_ref: SecretKeyRef,
     /// A Secret key holding the PEM CA of PostgreSQL's certificate: connections then use TLS and
-    /// verify the server (`sslmode=verify-full` unless the URL names another `sslmode`).
+    /// verify the server (`sslmode=verify-full`, or `verify-ca` if the URL says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
     /// A Secret key holding the URL the migration Job connects with (a role that may change the

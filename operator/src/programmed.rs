@@ -16,6 +16,13 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most replicas asked (a gateway has at most 100).
 pub const MAX_PROBED: usize = 100;
 
+/// The label Kubernetes' EndpointSlice controller puts on the slices it maintains (from the
+/// Service's selector): slices someone else wrote, naming any address, are not asked.
+pub const MANAGED_BY_CONTROLLER: (&str, &str) = (
+    "endpointslice.kubernetes.io/managed-by",
+    "endpointslice-controller.k8s.io",
+);
+
 /// The ready endpoints of the port named `port` in `slices`, deduplicated and bounded.
 pub fn ready_endpoints(slices: &[EndpointSlice], port: &str) -> Vec<SocketAddr> {
     let mut found = Vec::new();
@@ -50,11 +57,23 @@ pub fn ready_endpoints(slices: &[EndpointSlice], port: &str) -> Vec<SocketAddr> 
     found
 }
 
-/// Asks each replica which channel set it serves; `None` for one that did not answer in time or
-/// answered something else.
+/// Most bytes of a `/channels` answer read (the checksum and a few names fit in far less).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The HTTP client of the probes: no redirects (a replica answers itself or not at all).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Asks each replica which channel set it serves; `None` for one that did not answer in time,
+/// answered something else, or more than [`MAX_ANSWER_BYTES`].
 pub async fn probe(http: &reqwest::Client, replicas: &[SocketAddr]) -> Vec<Option<String>> {
     join_all(replicas.iter().map(|addr| async move {
-        let response = http
+        let mut response = http
             .get(format!("http://{addr}/channels"))
             .timeout(PROBE_TIMEOUT)
             .send()
@@ -63,7 +82,14 @@ pub async fn probe(http: &reqwest::Client, replicas: &[SocketAddr]) -> Vec<Optio
         if !response.status().is_success() {
             return None;
         }
-        let body: serde_json::Value = response.json().await.ok()?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_ANSWER_BYTES {
+                return None;
+            }
+        }
+        let body: serde_json::Value = serde_json::from_slice(&body).ok()?;
         body.get("checksum")?.as_str().map(str::to_owned)
     }))
     .await

@@ -131,6 +131,10 @@ fn gateway_health_follows_the_operators_conditions() {
     };
     let failed = status::failed_gateway_status(Some(&ready), Some(3), &failure, &now());
     assert_eq!(health(kind, &gateway(3, false, written(&failed))).0, "Degraded");
+    // A new spec (generation 4) the apiserver rejects: the status still describes generation 3,
+    // but the failure is about 4.
+    let rejected = status::failed_gateway_status(Some(&ready), Some(4), &failure, &now());
+    assert_eq!(health(kind, &gateway(4, false, written(&rejected))).0, "Degraded");
 
     let paused = status::paused_gateway_status(Some(&ready), Some(4), &now());
     assert_eq!(health(kind, &gateway(4, true, written(&paused))).0, "Suspended");

@@ -122,7 +122,7 @@ async fn a_channel_edit_reaches_a_running_gateway_and_its_connected_client() {
         json!(["social", "uploads"])
     );
     // What the operator's Programmed condition reads from each ready replica.
-    let reports = programmed::probe(&reqwest::Client::new(), &[gateway.internal_addr]).await;
+    let reports = programmed::probe(&programmed::client(), &[gateway.internal_addr]).await;
     assert!(
         programmed::verdict(&second_checksum, &reports).programmed,
         "{reports:?}"
@@ -154,6 +154,10 @@ async fn a_channel_edit_reaches_a_running_gateway_and_its_connected_client() {
 
     // Tightened: `uploads` becomes admin-only. Alice's token allowed it (it was open): she must
     // reconnect with a token issued under the new rule, which no longer lists it.
+    // A token issued now, under the open rule, and used only after the change.
+    let early = gateway
+        .issue_token(&herald_e2e::hs256_jwt(JWT_SECRET, "alice", 300, &[]))
+        .await;
     let admins_only = channel("uploads", &["upload_complete"], true);
     let (third, third_checksum) = settings(&[&social, &admins_only]);
     mount.update(&third);
@@ -169,5 +173,11 @@ async fn a_channel_edit_reaches_a_running_gateway_and_its_connected_client() {
         connected["payload"]["allowedChannels"],
         json!(["social"]),
         "{connected}"
+    );
+    let (_early_ws, connected) = gateway.open_ws(&early).await.expect("the early token connects");
+    assert_eq!(
+        connected["payload"]["allowedChannels"],
+        json!(["social"]),
+        "a token issued before the change no longer grants the tightened channel: {connected}"
     );
 }

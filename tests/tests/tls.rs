@@ -98,6 +98,16 @@ fn a_server_whose_certificate_another_ca_signed_is_refused_at_start() {
         output.contains("PostgreSQL") && output.to_lowercase().contains("certificate"),
         "{output}"
     );
+    // `sslmode=require` with a CA still verifies (sqlx alone would not look at the CA).
+    let require = format!("{}?sslmode=require", tls.cluster.database_url);
+    let mut env = base.to_vec();
+    env.extend([
+        ("DATABASE_URL", require.as_str()),
+        ("HERALD_DATABASE_CA_FILE", tls.other_ca.as_str()),
+        ("HERALD_REDIS_CA_FILE", tls.ca.as_str()),
+    ]);
+    let (status, output) = run_to_exit(&["serve"], &env);
+    assert!(!status.success() && output.contains("UnknownIssuer"), "{output}");
     let (status, output) = run(&tls.ca, &tls.other_ca);
     assert!(!status.success(), "{output}");
     assert!(output.contains("Redis"), "{output}");

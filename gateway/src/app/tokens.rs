@@ -162,12 +162,16 @@ impl TokenService {
         if raw.is_empty() {
             return Err(TokenRejection::Invalid("missing").into());
         }
-        let claims = self.keys.verify(raw, self.clock.now_ms())?;
+        let mut claims = self.keys.verify(raw, self.clock.now_ms())?;
         if let Some(revoked) = self.ledger.revoked_before(&claims.user_id).await? {
             if claims.issued_at <= revoked {
                 return Err(TokenRejection::Revoked.into());
             }
         }
+        // Channels made stricter since the token was issued are not granted by it any more.
+        claims.allowed_channels = claims
+            .allowed_channels
+            .map(|listed| self.catalog.still_granted(listed, claims.issued_at));
         Ok(claims)
     }
 

@@ -61,6 +61,12 @@ pub fn read_channels(source: &ChannelSource, keys: &SigningKeys) -> Result<(Chan
     )
 }
 
+fn unix_ms_now() -> crate::domain::UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Called with the channels whose access a reload tightened: connections holding tokens issued
 /// under the looser rule must reconnect with fresh tokens.
 pub type OnTightened = Box<dyn Fn(&[String]) + Send + Sync>;
@@ -83,13 +89,22 @@ pub async fn watch_channels(
             Ok((_, checksum)) if checksum == live.served().checksum => {}
             Ok((catalog, checksum)) => {
                 let names: Vec<String> = catalog.channels().iter().map(|c| c.name.clone()).collect();
-                let tightened = catalog.tightened_since(&live.current());
-                live.replace(catalog, checksum);
+                let before = live.current();
+                let tightened = catalog.tightened_since(&before);
+                // Sessions hold channels only of the catalog they started under: only the channels
+                // that existed and got stricter need them renewed. Tokens not used yet stop granting
+                // every tightened channel (`LiveCatalog::still_granted`).
+                let renew: Vec<String> = tightened
+                    .iter()
+                    .filter(|name| before.get(name).is_some())
+                    .cloned()
+                    .collect();
+                live.replace(catalog, checksum, &tightened, unix_ms_now());
                 metrics.channel_reload(true);
                 tracing::info!(channels = ?names, "channels:reloaded");
-                if !tightened.is_empty() {
-                    tracing::info!(channels = ?tightened, "channels:access-tightened, connections renew their tokens");
-                    on_tightened(&tightened);
+                if !renew.is_empty() {
+                    tracing::info!(channels = ?renew, "channels:access-tightened, connections renew their tokens");
+                    on_tightened(&renew);
                 }
             }
             Err(err) => {

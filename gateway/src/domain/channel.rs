@@ -200,7 +200,8 @@ impl ChannelCatalog {
         self.channels
             .iter()
             .filter(|now| match before.get(&now.name) {
-                None => false,
+                // Deleted and added again restricted: an earlier token may list it as it was.
+                None => !now.is_open(),
                 Some(then) => {
                     (now.admin_only && !then.admin_only)
                         || (now.required_role.is_some() && now.required_role != then.required_role)

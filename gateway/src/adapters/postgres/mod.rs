@@ -33,16 +33,25 @@ macro_rules! ms {
 pub(crate) use ms;
 
 /// A pool to `url`. With `ca_file`, every connection uses TLS and verifies the server against that
-/// CA: `sslmode=verify-full` unless the URL names another mode (managed PostgreSQL services hand out
+/// CA: `sslmode=verify-full`, or `verify-ca` if the URL says so (managed PostgreSQL services hand out
 /// their CA for this).
 pub async fn connect(url: &str, max_connections: u32, ca_file: Option<&Path>) -> Result<PgPool> {
     let mut options =
         PgConnectOptions::from_str(url).map_err(|e| Error::Backend(format!("invalid DATABASE_URL: {e}")))?;
     if let Some(ca_file) = ca_file {
-        options = options.ssl_root_cert(ca_file);
-        if !url.contains("sslmode=") {
-            options = options.ssl_mode(PgSslMode::VerifyFull);
-        }
+        // sqlx checks the certificate only in the verify modes: with a CA given, `require`,
+        // `prefer` and `allow` (and no mode at all) become `verify-full`, so that the CA is never
+        // loaded only to be ignored; `disable` with a CA is a contradiction, refused.
+        let mode = match options.get_ssl_mode() {
+            PgSslMode::Disable => {
+                return Err(Error::Backend(
+                    "HERALD_DATABASE_CA_FILE is set but DATABASE_URL says sslmode=disable".into(),
+                ));
+            }
+            PgSslMode::VerifyCa => PgSslMode::VerifyCa,
+            _ => PgSslMode::VerifyFull,
+        };
+        options = options.ssl_root_cert(ca_file).ssl_mode(mode);
     }
     PgPoolOptions::new()
         .max_connections(max_connections)
