@@ -117,8 +117,9 @@ async fn keep_signing_keys(
     ctx: &Context,
     gateway: &NotificationGateway,
     now: Timestamp,
+    scope: signing::Scope,
 ) -> Result<(KeysObservation, Option<Timestamp>)> {
-    let outcome = signing::keep(&ctx.client, gateway, now).await?;
+    let outcome = signing::keep(&ctx.client, gateway, now, scope).await?;
     for step in &outcome.steps {
         let (reason, note) = match step {
             Step::Added { kid, not_before } if *not_before <= now => {
@@ -141,6 +142,7 @@ async fn keep_signing_keys(
         tracing::info!(gateway = %gateway.name_any(), reason, "keys:changed");
     }
     let policy = signing::policy(gateway)?;
+    let changed = !outcome.steps.is_empty() || outcome.request_handled.is_some();
     let observed = KeysObservation {
         active_key_id: rotation::active(&outcome.keys, now).map(|key| key.kid.clone()),
         keys: outcome.key_statuses(now),
@@ -148,6 +150,11 @@ async fn keep_signing_keys(
         next_rotation: rotation::next_rotation(&outcome.keys, now, &policy).map(Time),
         request_handled: outcome.request_handled.clone(),
     };
+    if changed {
+        // In status at once: what the Secret now holds must show even if the reconcile fails later
+        // (and a handled request must not be acted on again).
+        record_keys(ctx, gateway, &observed, now).await?;
+    }
     Ok((observed, rotation::next_change(&outcome.keys, now, &policy)))
 }
 
@@ -159,7 +166,11 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
         .namespace()
         .ok_or_else(|| Error::Invalid("NotificationGateway without a namespace".into()))?;
     if gateway.spec.paused {
-        let next = status::paused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, &now());
+        let revoked = revoke_while_held(&ctx, &gateway, &namespace).await?;
+        let mut next = status::paused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, &now());
+        if let Some(keys) = &revoked {
+            status::overlay_keys(&mut next, keys, &now());
+        }
         if gateway.status.as_ref() != Some(&next) {
             patch_status(&ctx.client, gateway.as_ref(), &next).await?;
         }
@@ -170,7 +181,10 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     let mut children = Children::render(&gateway, &verdicts.accepted);
     let secret_versions = match admit(&ctx, &gateway, &namespace, &children).await? {
         Ok(versions) => versions,
-        Err(refusal) => return refuse(&ctx, &gateway, &refusal).await,
+        Err(refusal) => {
+            let revoked = revoke_while_held(&ctx, &gateway, &namespace).await?;
+            return refuse(&ctx, &gateway, &refusal, revoked.as_ref()).await;
+        }
     };
     render::stamp_secret_versions(&mut children.deployment, &secret_versions);
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -273,6 +287,52 @@ async fn programmed(
     Ok(programmed::verdict(checksum, &reports))
 }
 
+/// A paused or refused gateway is left as it is, except that a key named in `herald.dev/revoke-keys`
+/// is revoked at once (a leak does not wait for the gateway to be resumed or admitted): only in a
+/// signing-key Secret this gateway controls, and the keys' status is written at once.
+async fn revoke_while_held(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    namespace: &str,
+) -> Result<Option<KeysObservation>> {
+    if signing::Requests::of(gateway).revoke.is_empty() {
+        return Ok(None);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(existing) = secrets.get_metadata_opt(&Names::of(gateway).signing_keys).await? else {
+        return Ok(None);
+    };
+    if ownership::control(gateway, &existing.metadata) != Control::ThisGateway {
+        return Ok(None);
+    }
+    let (keys, _) = keep_signing_keys(ctx, gateway, Timestamp::now(), signing::Scope::RevocationsOnly).await?;
+    Ok(Some(keys))
+}
+
+/// Writes the keys' part of the gateway's status at once (a merge patch of those fields alone), so
+/// that a change to the Secret is in status even if the rest of the reconcile fails.
+async fn record_keys(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    keys: &KeysObservation,
+    now: Timestamp,
+) -> Result<()> {
+    let mut patch = json!({"status": {"activeKeyId": keys.active_key_id, "keys": keys.keys}});
+    if keys.rotated {
+        patch["status"]["lastRotationTime"] = json!(Time(now));
+    }
+    if let Some(next) = &keys.next_rotation {
+        patch["status"]["nextRotationTime"] = json!(next);
+    }
+    if let Some(handled) = &keys.request_handled {
+        patch["status"]["rotationRequestHandled"] = json!(handled);
+    }
+    let api: Api<NotificationGateway> = Api::namespaced(ctx.client.clone(), &gateway.namespace().unwrap_or_default());
+    api.patch_status(&gateway.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 /// A reconciled gateway is looked at again when its keys next change (a pending key starts
 /// signing, an old one may go, a rotation is due), and at least every five minutes.
 fn next_look(now: Timestamp, next_key_change: Option<Timestamp>) -> Duration {
@@ -340,8 +400,17 @@ async fn name_conflicts(
 /// A refused gateway: nothing is applied (its children stay as last rendered, so changing the image
 /// or a Secret reference to something not allowed changes nothing that runs), the status says why,
 /// and a Warning event is recorded when that status is new.
-async fn refuse(ctx: &Context, gateway: &NotificationGateway, refusal: &Refusal) -> Result<Action> {
-    let next = status::refused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, refusal, &now());
+async fn refuse(
+    ctx: &Context,
+    gateway: &NotificationGateway,
+    refusal: &Refusal,
+    revoked: Option<&KeysObservation>,
+) -> Result<Action> {
+    let mut next =
+        status::refused_gateway_status(gateway.status.as_ref(), gateway.metadata.generation, refusal, &now());
+    if let Some(keys) = revoked {
+        status::overlay_keys(&mut next, keys, &now());
+    }
     if gateway.status.as_ref() != Some(&next) {
         patch_status(&ctx.client, gateway, &next).await?;
         publish(ctx, gateway, true, refusal.reason, refusal.message.clone()).await;
@@ -378,7 +447,7 @@ async fn apply_children(
     let client = &ctx.client;
     apply::<ConfigMap>(client, namespace, &children.config_map).await?;
     // Before the Deployment: its pods mount the Secret and the claim.
-    let keys = keep_signing_keys(ctx, gateway, now).await?;
+    let keys = keep_signing_keys(ctx, gateway, now, signing::Scope::Everything).await?;
     if let Some(claim) = &children.data_claim {
         apply::<PersistentVolumeClaim>(client, namespace, claim).await?;
     }

@@ -103,13 +103,24 @@ impl Requests {
     }
 }
 
+/// What a run may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Revocations, then the scheduled or requested rotation.
+    Everything,
+    /// Revocations only: for a gateway that is paused or refused, whose children are otherwise left
+    /// as they are, a leaked key must still go at once.
+    RevocationsOnly,
+}
+
 /// The key set after one run at `now`: revocations first (a leaked key goes before anything else),
-/// then the scheduled or requested rotation.
+/// then the scheduled or requested rotation unless `scope` is revocations only.
 pub fn plan(
     keys: &[Key],
     now: Timestamp,
     policy: &Policy,
     requests: &Requests,
+    scope: Scope,
     new_key: &mut dyn FnMut() -> (String, String),
 ) -> (Vec<Key>, Vec<Step>) {
     let mut keys = keys.to_vec();
@@ -118,6 +129,9 @@ pub fn plan(
         let (next, done) = rotation::revoke(&keys, kid, now, new_key);
         keys = next;
         steps.extend(done);
+    }
+    if scope == Scope::RevocationsOnly {
+        return (keys, steps);
     }
     let (keys, done) = rotation::rotate(&keys, now, policy, requests.rotate.is_some(), new_key);
     steps.extend(done);
@@ -165,7 +179,12 @@ fn fresh_key() -> (String, String) {
 
 /// Runs the gateway's keys at `now`: creates the Secret with one key if it does not exist, else
 /// applies `plan` and writes only when something changed, compare-and-swap.
-pub async fn keep(client: &Client, gateway: &NotificationGateway, now: Timestamp) -> Result<Outcome, SigningError> {
+pub async fn keep(
+    client: &Client,
+    gateway: &NotificationGateway,
+    now: Timestamp,
+    scope: Scope,
+) -> Result<Outcome, SigningError> {
     let namespace = gateway.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let name = Names::of(gateway).signing_keys;
@@ -180,11 +199,18 @@ pub async fn keep(client: &Client, gateway: &NotificationGateway, now: Timestamp
             })?,
             None => Vec::new(),
         };
-        let (keys, steps) = plan(&current, now, &policy, &requests, &mut fresh_key);
+        if scope == Scope::RevocationsOnly && existing.is_none() {
+            // Nothing to revoke, and a paused or refused gateway gets no new Secret.
+            return Ok(Outcome::default());
+        }
+        let (keys, steps) = plan(&current, now, &policy, &requests, scope, &mut fresh_key);
         // A request is acted on once a key is added, or while one is pending (the rotation under
         // way is the one asked for); a set without room keeps the request for a later run.
         let rotating = keys.iter().any(|key| key.not_before > now);
-        let request_handled = requests.rotate.clone().filter(|_| rotating);
+        let request_handled = requests
+            .rotate
+            .clone()
+            .filter(|_| rotating && scope == Scope::Everything);
         let outcome = Outcome {
             keys,
             steps,
@@ -300,12 +326,12 @@ mod tests {
             n += 1;
             (format!("k{n}"), format!("s{n}"))
         };
-        let (keys, _) = plan(&[], now, &policy, &Requests::default(), &mut new_key);
+        let (keys, _) = plan(&[], now, &policy, &Requests::default(), Scope::Everything, &mut new_key);
         let requests = Requests {
             rotate: Some("x".into()),
             revoke: vec!["k1".into(), "nope".into()],
         };
-        let (keys, steps) = plan(&keys, now, &policy, &requests, &mut new_key);
+        let (keys, steps) = plan(&keys, now, &policy, &requests, Scope::Everything, &mut new_key);
         // k1 revoked: k2 signs at once; then the requested rotation adds a pending k3.
         assert_eq!(steps.len(), 3, "{steps:?}");
         assert_eq!(rotation::active(&keys, now).map(|k| k.kid.as_str()), Some("k2"));
@@ -324,5 +350,24 @@ mod tests {
             [("k3".into(), "Pending".into()), ("k2".into(), "Active".into())]
         );
         assert!(outcome.rotated());
+        // Revocations only (a paused or refused gateway): the revoke happens, no rotation.
+        let (only, steps) = plan(
+            &outcome.keys,
+            now,
+            &policy,
+            &Requests {
+                rotate: Some("y".into()),
+                revoke: vec!["k2".into()],
+            },
+            Scope::RevocationsOnly,
+            &mut new_key,
+        );
+        assert!(only.iter().all(|k| k.kid != "k2"));
+        assert!(
+            steps
+                .iter()
+                .all(|s| !matches!(s, Step::Added { not_before, .. } if *not_before > now)),
+            "{steps:?}"
+        );
     }
 }

@@ -185,6 +185,20 @@ pub fn gateway_status(
     }
 }
 
+/// `status` with what a run of the keys left (a revocation while paused or refused): the keys'
+/// fields as [`gateway_status`] sets them, the rest untouched.
+pub fn overlay_keys(status: &mut NotificationGatewayStatus, keys: &KeysObservation, now: &Time) {
+    status.active_key_id.clone_from(&keys.active_key_id);
+    status.keys.clone_from(&keys.keys);
+    if keys.rotated {
+        status.last_rotation_time = Some(now.clone());
+    }
+    status.next_rotation_time.clone_from(&keys.next_rotation);
+    if keys.request_handled.is_some() {
+        status.rotation_request_handled.clone_from(&keys.request_handled);
+    }
+}
+
 /// The status of a paused gateway (`spec.paused`): `Progressing` is `False` with reason `Paused`;
 /// `Ready` and `Degraded` keep what they said, and `observedGeneration` stays the last one applied:
 /// tools that read "observed generation is current and Ready" as "this spec is live" must not think

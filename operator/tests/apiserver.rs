@@ -1170,7 +1170,9 @@ async fn concurrent_key_runs_lose_no_key() {
         .insert(signing::REVOKE_ANNOTATION.to_owned(), first[0].kid.clone());
     let runs = (0..8).map(|_| {
         let (client, gateway) = (client.clone(), gateway.clone());
-        tokio::spawn(async move { signing::keep(&client, &gateway, Timestamp::now()).await })
+        tokio::spawn(
+            async move { signing::keep(&client, &gateway, Timestamp::now(), signing::Scope::Everything).await },
+        )
     });
     let mut added = Vec::new();
     for run in runs {
@@ -1365,5 +1367,40 @@ async fn a_changed_credential_rolls_the_pods_and_a_key_rotation_does_not() {
     assert!(
         !secret_json.contains("a-new-password"),
         "only versions are hashed, never values"
+    );
+}
+
+#[tokio::test]
+async fn a_leaked_key_is_revoked_at_once_even_while_the_gateway_is_paused() {
+    let Some(client) = client().await else { return };
+    let (ns, gateways) = reconciled_gateway(&client, "alerts", 2).await;
+    let (first, _) = signing_keys(&client, &ns, "alerts").await;
+    let leaked = first[0].kid.clone();
+    change_and_reconcile(&client, &ns, "alerts", json!({"spec": {"paused": true}})).await;
+    change_and_reconcile(
+        &client,
+        &ns,
+        "alerts",
+        json!({"metadata": {"annotations": {(signing::REVOKE_ANNOTATION): leaked}}}),
+    )
+    .await;
+    let (keys, _) = signing_keys(&client, &ns, "alerts").await;
+    assert!(keys.iter().all(|k| k.kid != leaked), "revoked while paused");
+    assert_eq!(
+        keys.len(),
+        1,
+        "a replacement signs at once, and nothing else was rotated"
+    );
+    let status = status_of(&gateways, "alerts").await;
+    assert_eq!(
+        status.active_key_id.as_deref(),
+        Some(keys[0].kid.as_str()),
+        "status shows it"
+    );
+    let (progressing, reason, _) = condition(&gateways, "alerts", "Progressing").await;
+    assert_eq!(
+        (progressing.as_str(), reason.as_str()),
+        ("False", "Paused"),
+        "still paused"
     );
 }
