@@ -121,8 +121,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let timing = settings.timing()?;
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
+    let identity = settings
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("herald-operator-{}", std::process::id()));
+    let election = Arc::new(LeaderElection::new(
+        Api::<Lease>::namespaced(client.clone(), &settings.namespace),
+        LEASE,
+        &identity,
+        timing,
+    ));
+    let leading = election.clone();
     let ctx = Arc::new(Context {
         metrics: metrics.clone(),
+        // Reconciles run as tasks of their own (kube-runtime spawns them), outside the gate below:
+        // each one checks too, so that one started before a pause does nothing after it.
+        may_act: Arc::new(move || leading.may_act()),
         ..Context::new(
             client.clone(),
             settings.pod_name.clone(),
@@ -133,15 +147,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
     let server = tokio::spawn(async move { axum::serve(listener, router(metrics)).await });
 
-    let identity = settings
-        .pod_name
-        .unwrap_or_else(|| format!("herald-operator-{}", std::process::id()));
-    let election = LeaderElection::new(
-        Api::<Lease>::namespaced(client.clone(), &settings.namespace),
-        LEASE,
-        &identity,
-        timing,
-    );
     let renewed = election.acquire().await;
     tracing::info!("operator:started");
     tokio::select! {
@@ -149,7 +154,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         biased;
         lost = election.hold(renewed) => return Err(lost.into()),
         result = server => result??,
-        _ = join_all(scopes.iter().map(|scope| controllers(&client, scope, ctx.clone()))) => {}
+        // Polled only while the lease is held by the clock: a process resumed after a pause past
+        // its deadline takes no further step before `hold` ends it.
+        _ = election.gated(join_all(scopes.iter().map(|scope| controllers(&client, scope, ctx.clone())))) => {}
     }
     if let Err(err) = election.release().await {
         tracing::warn!(error = %err, "leader:release-failed");

@@ -58,6 +58,9 @@ pub struct Context {
     pub images: ImagePolicy,
     /// Asks gateway replicas which channels they serve (`programmed`).
     pub http: reqwest::Client,
+    /// Whether this replica may act now (it holds the lease by the clock); always, outside an
+    /// election (tests).
+    pub may_act: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Context {
@@ -73,6 +76,7 @@ impl Context {
             metrics: Arc::default(),
             images,
             http: programmed::client(),
+            may_act: Arc::new(|| true),
         }
     }
 }
@@ -119,6 +123,10 @@ async fn keep_signing_keys(
     now: Timestamp,
     scope: signing::Scope,
 ) -> Result<(KeysObservation, Option<Timestamp>)> {
+    // The one write that must never come from two replicas at once: checked again right before.
+    if !(ctx.may_act)() {
+        return Err(Error::Invalid("no longer leading".into()));
+    }
     let outcome = signing::keep(&ctx.client, gateway, now, scope).await?;
     for step in &outcome.steps {
         let (reason, note) = match step {
@@ -160,6 +168,9 @@ async fn keep_signing_keys(
 
 pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
+    if !(ctx.may_act)() {
+        return Ok(Action::await_change());
+    }
     ctx.metrics.reconciled();
     tracing::info!(gateway = %gateway.name_any(), generation = gateway.metadata.generation, "gateway:reconciling");
     let namespace = gateway
@@ -178,15 +189,13 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     }
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
-    let mut children = Children::render(&gateway, &verdicts.accepted);
-    let secret_versions = match admit(&ctx, &gateway, &namespace, &children).await? {
-        Ok(versions) => versions,
-        Err(refusal) => {
-            let revoked = revoke_while_held(&ctx, &gateway, &namespace).await?;
-            return refuse(&ctx, &gateway, &refusal, revoked.as_ref()).await;
-        }
-    };
-    render::stamp_secret_versions(&mut children.deployment, &secret_versions);
+    let (secret_versions, mut refusals) = read_secrets(&ctx, &gateway, &namespace).await?;
+    let children = Children::render(&gateway, &verdicts.accepted, &secret_versions);
+    refusals.extend(name_conflicts(&ctx, &gateway, &namespace, &children).await?);
+    if let Some(refusal) = admission::combine(refusals) {
+        let revoked = revoke_while_held(&ctx, &gateway, &namespace).await?;
+        return refuse(&ctx, &gateway, &refusal, revoked.as_ref()).await;
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
     let channels_checksum = children
         .config_map
@@ -343,17 +352,16 @@ fn next_look(now: Timestamp, next_key_change: Option<Timestamp>) -> Duration {
         .map_or(AT_LEAST, |until| (until + Duration::from_secs(1)).min(AT_LEAST))
 }
 
-/// Why this gateway may not be rendered, if it may not: its image is not allowed, a Secret its pods
-/// would read has not opted in, or one of its `children` would overwrite an object the gateway does
-/// not control. Only metadata is read (one GET per Secret and per child), never Secrets' data.
-/// Admitted: the `resourceVersion` of each Secret the pods read from their environment (by
-/// name), which `render::stamp_secret_versions` puts on the pod template. Refused: why.
-async fn admit(
+/// The first half of admission, before rendering: the image and every Secret the pods would read
+/// (only metadata is read, one GET per Secret, never Secrets' data). Returns the `resourceVersion`
+/// of each Secret the gateway's pods and migration Job read by reference (rendering stamps them on
+/// the pod templates, so a changed credential rolls them out), and the refusals so far. The second
+/// half, [`name_conflicts`], needs the rendered children.
+async fn read_secrets(
     ctx: &Context,
     gateway: &NotificationGateway,
     namespace: &str,
-    children: &Children,
-) -> Result<Result<Vec<(String, String)>, Refusal>> {
+) -> Result<(Vec<(String, String)>, Vec<Refusal>)> {
     let mut refusals: Vec<Refusal> = ctx.images.judge(&gateway.spec.image).err().into_iter().collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut versions = Vec::new();
@@ -367,8 +375,7 @@ async fn admit(
             versions.push((secret.name.clone(), metadata.resource_version().unwrap_or_default()));
         }
     }
-    refusals.extend(name_conflicts(ctx, gateway, namespace, children).await?);
-    Ok(admission::combine(refusals).map_or(Ok(versions), Err))
+    Ok((versions, refusals))
 }
 
 /// Whether a child would overwrite an object the gateway does not control: each child's metadata is
@@ -532,6 +539,9 @@ async fn set_channel_status(ctx: &Context, channel: &NotificationChannel, outcom
 /// A channel whose gateway does not exist is refused here; channels of existing gateways are judged
 /// by the gateway's reconcile (the gateway is requeued when one of its channels changes).
 pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Context>) -> Result<Action> {
+    if !(ctx.may_act)() {
+        return Ok(Action::await_change());
+    }
     ctx.metrics.reconciled();
     let namespace = channel.namespace().unwrap_or_default();
     let gateways: Api<NotificationGateway> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -132,6 +132,27 @@ pub struct LeaderElection {
     identity: String,
     timing: Timing,
     observed: tokio::sync::Mutex<Observed>,
+    /// Until when this replica may act: the start of its last successful renewal plus the renew
+    /// deadline. Read by [`LeaderElection::gated`] at every poll.
+    leading_until: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A future polled only while its election says this replica may act ([`LeaderElection::gated`]).
+pub struct Gated<'a, F> {
+    election: &'a LeaderElection,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future> std::future::Future for Gated<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        if !self.election.may_act() {
+            // Never woken again: `hold` ends the process's leadership (and the caller's select).
+            return std::task::Poll::Pending;
+        }
+        self.inner.as_mut().poll(cx)
+    }
 }
 
 impl LeaderElection {
@@ -142,7 +163,33 @@ impl LeaderElection {
             identity: identity.to_owned(),
             timing,
             observed: tokio::sync::Mutex::default(),
+            leading_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether this replica may act now: it renewed within the renew deadline, by the clock read
+    /// now (not by a timer, which a process resumed after a pause may not have fired yet).
+    pub fn may_act(&self) -> bool {
+        self.leading_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| std::time::Instant::now() < until.into_std())
+    }
+
+    /// `work` (the controllers), polled only while [`LeaderElection::may_act`]: after a pause past
+    /// the deadline, not one more step runs before `hold` notices.
+    pub fn gated<F: std::future::Future>(&self, work: F) -> Gated<'_, F> {
+        Gated {
+            election: self,
+            inner: Box::pin(work),
+        }
+    }
+
+    fn leading_until(&self, until: Option<Instant>) {
+        *self
+            .leading_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
     }
 
     /// Waits until this replica holds the lease (`leader:following` each round it does not,
@@ -154,6 +201,7 @@ impl LeaderElection {
             match self.try_lead().await {
                 Ok(true) => {
                     tracing::info!(identity = self.identity, "leader:elected");
+                    self.leading_until(Some(started + self.timing.renew_deadline));
                     return started;
                 }
                 Ok(false) => tracing::info!(identity = self.identity, "leader:following"),
@@ -170,18 +218,31 @@ impl LeaderElection {
     /// past it, stops leading at once).
     pub async fn hold(&self, renewed: Instant) -> Lost {
         let mut deadline = renewed + self.timing.renew_deadline;
+        let lost = self.renew_until_lost(&mut deadline).await;
+        self.leading_until(None);
+        lost
+    }
+
+    async fn renew_until_lost(&self, deadline: &mut Instant) -> Lost {
         loop {
+            if Instant::now() >= *deadline {
+                tracing::error!(identity = self.identity, "leader:deadline-passed, stopping");
+                return Lost::DeadlinePassed;
+            }
             tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(deadline) => {
+                () = tokio::time::sleep_until(*deadline) => {
                     tracing::error!(identity = self.identity, "leader:deadline-passed, stopping");
                     return Lost::DeadlinePassed;
                 }
                 () = tokio::time::sleep(self.timing.retry) => {}
             }
             let started = Instant::now();
-            match tokio::time::timeout_at(deadline, self.try_lead()).await {
-                Ok(Ok(true)) => deadline = started + self.timing.renew_deadline,
+            match tokio::time::timeout_at(*deadline, self.try_lead()).await {
+                Ok(Ok(true)) => {
+                    *deadline = started + self.timing.renew_deadline;
+                    self.leading_until(Some(*deadline));
+                }
                 Ok(Ok(false)) => {
                     tracing::error!(identity = self.identity, "leader:lost, stopping");
                     return Lost::Taken;

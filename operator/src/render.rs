@@ -163,16 +163,32 @@ impl ChildRef {
 }
 
 impl Children {
-    pub fn render(gateway: &NotificationGateway, channels: &[&NotificationChannel]) -> Self {
+    /// `secret_versions`: the name and `resourceVersion` of each Secret read by reference
+    /// (admission reads them), stamped on the pod templates.
+    pub fn render(
+        gateway: &NotificationGateway,
+        channels: &[&NotificationChannel],
+        secret_versions: &[(String, String)],
+    ) -> Self {
         let (config_map, checksum) = config_map(gateway, channels);
+        let mut deployment = deployment(gateway, &checksum);
+        stamp_secret_versions(
+            deployment
+                .spec
+                .get_or_insert_with(Default::default)
+                .template
+                .metadata
+                .get_or_insert_with(Default::default),
+            secret_versions,
+        );
         Self {
             config_map,
-            deployment: deployment(gateway, &checksum),
+            deployment,
             service: service(gateway),
             internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
             data_claim: data_claim(gateway),
-            migration_job: migration_job(gateway),
+            migration_job: migration_job(gateway, secret_versions),
         }
     }
 
@@ -287,21 +303,15 @@ pub fn config_map(gateway: &NotificationGateway, channels: &[&NotificationChanne
     (config_map, restart_checksum)
 }
 
-/// Puts the hash of `versions` (Secret name and `resourceVersion`) on the Deployment's pod template
+/// Puts the hash of `versions` (Secret name and `resourceVersion`) on a pod template's metadata
 /// ([`SECRETS_CHECKSUM_ANNOTATION`]).
-pub fn stamp_secret_versions(deployment: &mut Deployment, versions: &[(String, String)]) {
+pub fn stamp_secret_versions(template: &mut ObjectMeta, versions: &[(String, String)]) {
     let mut versions = versions.to_vec();
     versions.sort();
     let text: String = versions
         .iter()
         .map(|(name, version)| format!("{name}@{version}\n"))
         .collect();
-    let template = deployment
-        .spec
-        .get_or_insert_with(Default::default)
-        .template
-        .metadata
-        .get_or_insert_with(Default::default);
     template
         .annotations
         .get_or_insert_with(Default::default)
@@ -626,7 +636,7 @@ pub fn migration_labels(gateway: &NotificationGateway) -> BTreeMap<String, Strin
 /// named after a hash of its pod template (image, database settings), so a new image (or new
 /// migration credentials) makes a new Job, and an unchanged one is applied again as it is. It uses
 /// `postgres.migrationUrlSecretRef` (a role that may change the schema) when set.
-pub fn migration_job(gateway: &NotificationGateway) -> Option<Job> {
+pub fn migration_job(gateway: &NotificationGateway, secret_versions: &[(String, String)]) -> Option<Job> {
     let spec = &gateway.spec;
     let postgres = spec.postgres.as_ref()?;
     // Only what `migrate` reads: the store's URLs (REDIS_URL decides the mode) and the CAs; none of
@@ -683,11 +693,34 @@ pub fn migration_job(gateway: &NotificationGateway) -> Option<Job> {
         tolerations: spec.tolerations.clone(),
         ..PodSpec::default()
     };
+    // The versions of the Secrets this pod reads are part of its template, hence of the Job's name:
+    // a fixed password (after a Job that failed for good) makes a new Job that runs again.
+    let read: Vec<&str> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref().map(|r| r.name.as_str()))
+        .chain(
+            pod.volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| v.projected.as_ref()?.sources.as_ref())
+                .flatten()
+                .filter_map(|source| source.secret.as_ref().map(|s| s.name.as_str())),
+        )
+        .collect();
+    let versions: Vec<(String, String)> = secret_versions
+        .iter()
+        .filter(|(name, _)| read.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let mut metadata = ObjectMeta {
+        labels: Some(migration_labels(gateway)),
+        ..ObjectMeta::default()
+    };
+    stamp_secret_versions(&mut metadata, &versions);
     let template = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(migration_labels(gateway)),
-            ..ObjectMeta::default()
-        }),
+        metadata: Some(metadata),
         spec: Some(pod),
     };
     let hash = sha256_hex(serde_json::to_string(&template).unwrap_or_default().as_bytes());

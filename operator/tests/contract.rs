@@ -163,7 +163,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
 
     // The migration Job first, then the init container (it finds the schema), then the gateway
     // container, each with its own args, environment and mounts.
-    let job = render::migration_job(&gateway).expect("a migration Job in cluster mode");
+    let job = render::migration_job(&gateway, &[]).expect("a migration Job in cluster mode");
     let job_pod = job.spec.expect("spec").template.spec.expect("pod");
     let (job_args, job_env) = invocation(&root.0, &job_pod, &job_pod.containers[0], &config, &keys, &secrets);
     let (status, output) = run_to_exit(&borrowed(&job_args), &pairs(&job_env));

@@ -60,13 +60,13 @@ fn every_child_is_owned_by_the_gateway() {
 
 #[test]
 fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
-    let migration = migration_job(&cluster_gateway())
+    let migration = migration_job(&cluster_gateway(), &[])
         .expect("job")
         .metadata
         .name
         .expect("name");
     let listed = |gw: &NotificationGateway| -> Vec<(String, String)> {
-        Children::render(gw, &[])
+        Children::render(gw, &[], &[])
             .refs()
             .into_iter()
             .map(|child| (child.resource.kind, child.name))
@@ -93,7 +93,7 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     assert_eq!(listed(&cluster_gateway()), expected(true));
     let single = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://i/j"}}));
     assert_eq!(listed(&single), expected(false));
-    let pdb = &Children::render(&cluster_gateway(), &[]).refs()[4].resource;
+    let pdb = &Children::render(&cluster_gateway(), &[], &[]).refs()[4].resource;
     assert_eq!(
         (pdb.group.as_str(), pdb.plural.as_str()),
         ("policy", "poddisruptionbudgets")
@@ -374,7 +374,7 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
         name: "db-owner".into(),
         key: "url".into(),
     });
-    let job = migration_job(&gw).expect("cluster mode migrates");
+    let job = migration_job(&gw, &[]).expect("cluster mode migrates");
     assert_owned(&job.metadata);
     let name = job.metadata.name.clone().expect("name");
     assert!(
@@ -416,12 +416,35 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
         "the migration credentials"
     );
     // A new image is a new Job; the same spec the same Job.
-    assert_eq!(migration_job(&gw).expect("job").metadata.name, Some(name.clone()));
+    assert_eq!(migration_job(&gw, &[]).expect("job").metadata.name, Some(name.clone()));
+    // A changed credential (its Secret's resourceVersion) is a new Job, which runs again; a change
+    // of a Secret the Job does not read is not.
+    let versions = |db: &str| {
+        vec![
+            ("db-owner".to_owned(), db.to_owned()),
+            ("jwt".to_owned(), "7".to_owned()),
+        ]
+    };
+    let before = migration_job(&gw, &versions("1")).expect("job").metadata.name;
+    assert_ne!(
+        migration_job(&gw, &versions("2")).expect("job").metadata.name,
+        before,
+        "new password"
+    );
+    let other = vec![
+        ("db-owner".to_owned(), "1".to_owned()),
+        ("jwt".to_owned(), "8".to_owned()),
+    ];
+    assert_eq!(
+        migration_job(&gw, &other).expect("job").metadata.name,
+        before,
+        "JWT secret changed"
+    );
     let mut upgraded = gw.clone();
     upgraded.spec.image = "ghcr.io/herald-dev/herald-gateway:9.9.9".into();
-    assert_ne!(migration_job(&upgraded).expect("job").metadata.name, Some(name));
+    assert_ne!(migration_job(&upgraded, &[]).expect("job").metadata.name, Some(name));
     // Embedded gateways migrate their SQLite on open: no Job.
-    assert!(migration_job(&gateway(json!({"auth": {"jwksUrl": "https://i/j"}}))).is_none());
+    assert!(migration_job(&gateway(json!({"auth": {"jwksUrl": "https://i/j"}})), &[]).is_none());
 }
 
 #[test]
