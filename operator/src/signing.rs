@@ -1,6 +1,7 @@
 //! A gateway's signing-key Secret (`<gw>-signing-keys`, mounted into its pods as `keys.json`), kept
-//! by the operator itself rather than by a CronJob (docs/architecture.md, "Key rotation"): created
-//! with one key, rotated on `spec.rotation`, rotated or revoked at once on request (annotations).
+//! by the operator itself rather than by a CronJob (docs/architecture.md, "The operator rotates keys
+//! itself"): created with one key, rotated on `spec.rotation`, rotated or revoked at once on request
+//! (annotations).
 //! The decisions are `rotation`'s pure functions; this module reads the Secret, applies them and
 //! writes the result compare-and-swap on the Secret's `resourceVersion`, so two operators (an old
 //! leader still finishing, or a restore) never lose each other's keys: the loser re-reads and
