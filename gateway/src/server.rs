@@ -280,15 +280,17 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));
     spawn_purger(&gateway);
     if let Some(source) = &config.channel_source {
+        let (sessions, jitter_ms) = (gateway.sessions.clone(), settings.reconnect_jitter_ms);
+        let reload = config::ChannelReload {
+            live: gateway.catalog.clone(),
+            keys: keys.clone(),
+            metrics: gateway.metrics.clone(),
+            clock: gateway.clock.clone(),
+            on_tightened: Box::new(move |_: &[String]| sessions.renew_all("channel access changed", jitter_ms)),
+        };
         tokio::spawn(config::watch_channels(
             source.clone(),
-            gateway.catalog.clone(),
-            keys.clone(),
-            gateway.metrics.clone(),
-            {
-                let (sessions, jitter_ms) = (gateway.sessions.clone(), settings.reconnect_jitter_ms);
-                Box::new(move |_: &[String]| sessions.renew_all("channel access changed", jitter_ms))
-            },
+            reload,
             config::RELOAD_INTERVAL,
             gateway.lifecycle.shutdown.clone(),
         ));

@@ -86,15 +86,15 @@ pub fn to_json(keys: &[Key]) -> String {
     serde_json::to_string(&set).unwrap_or_default()
 }
 
-/// The key that signs at `now`: the newest whose `notBefore` has passed (the gateway's rule).
-pub fn active_kid(keys_json: &[u8], now: Timestamp) -> Option<String> {
-    let keys = parse(keys_json).ok()?;
-    crate::rotation::active(&keys, now).map(|key| key.kid.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key that signs at `now`, as the operator reads a keys file.
+    fn active_kid(keys_json: &[u8], now: Timestamp) -> Option<String> {
+        let keys = parse(keys_json).ok()?;
+        crate::rotation::active(&keys, now).map(|key| key.kid.clone())
+    }
 
     #[test]
     fn the_newest_key_in_force_is_active() {

@@ -397,6 +397,16 @@ fn tls_volume(gateway: &NotificationGateway) -> Option<Volume> {
     })
 }
 
+/// Where a container reads the `tls` volume.
+fn tls_mount(_: &Volume) -> VolumeMount {
+    VolumeMount {
+        name: "tls".into(),
+        mount_path: TLS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
 /// The gateway container's environment: the config file, and every secret from a Secret reference.
 pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     let spec = &gateway.spec;
@@ -488,14 +498,7 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
     ];
     let tls = tls_volume(gateway);
     let mut mounts = mounts;
-    if tls.is_some() {
-        mounts.push(VolumeMount {
-            name: "tls".into(),
-            mount_path: TLS_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-    }
+    mounts.extend(tls.as_ref().map(tls_mount));
     let gateway_container = Container {
         name: "gateway".into(),
         image: Some(spec.image.clone()),
@@ -659,15 +662,7 @@ pub fn migration_job(gateway: &NotificationGateway, secret_versions: &[(String, 
         }
     }
     let tls = tls_volume(gateway);
-    let mounts: Vec<VolumeMount> = tls
-        .iter()
-        .map(|_| VolumeMount {
-            name: "tls".into(),
-            mount_path: TLS_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        })
-        .collect();
+    let mounts: Vec<VolumeMount> = tls.iter().map(tls_mount).collect();
     let pod = PodSpec {
         restart_policy: Some("OnFailure".into()),
         automount_service_account_token: Some(false),

@@ -15,6 +15,7 @@ use crate::app::keys::SigningKeyRing;
 use crate::app::metrics::Metrics;
 use crate::domain::channel::ChannelCatalog;
 use crate::domain::token::SigningKeys;
+use crate::ports::Clock;
 
 use super::{ConfigError, invalid};
 
@@ -61,28 +62,36 @@ pub fn read_channels(source: &ChannelSource, keys: &SigningKeys) -> Result<(Chan
     )
 }
 
-fn unix_ms_now() -> crate::domain::UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Called with the channels whose access a reload tightened: connections holding tokens issued
 /// under the looser rule must reconnect with fresh tokens.
 pub type OnTightened = Box<dyn Fn(&[String]) + Send + Sync>;
+
+/// What a channel reload works with: the catalog it replaces, the keys a token is checked against,
+/// the metrics it counts in, the clock that dates a tightening, and who renews connections then.
+pub struct ChannelReload {
+    pub live: Arc<LiveCatalog>,
+    pub keys: Arc<SigningKeyRing>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub on_tightened: OnTightened,
+}
 
 /// Polls the settings file every `every` until `shutdown`; when its content changes, installs its
 /// channels. A file that does not parse, or channels the gateway refuses, leave the catalog in
 /// force (logged, and counted as a failed reload).
 pub async fn watch_channels(
     source: ChannelSource,
-    live: Arc<LiveCatalog>,
-    keys: Arc<SigningKeyRing>,
-    metrics: Arc<Metrics>,
-    on_tightened: OnTightened,
+    reload: ChannelReload,
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    let ChannelReload {
+        live,
+        keys,
+        metrics,
+        clock,
+        on_tightened,
+    } = reload;
     let file = source.file.clone();
     super::watch::on_change(&file, every, shutdown, || {
         match read_channels(&source, &keys.current()) {
@@ -99,7 +108,7 @@ pub async fn watch_channels(
                     .filter(|name| before.get(name).is_some())
                     .cloned()
                     .collect();
-                live.replace(catalog, checksum, &tightened, unix_ms_now());
+                live.replace(catalog, checksum, &tightened, clock.now_ms());
                 metrics.channel_reload(true);
                 tracing::info!(channels = ?names, "channels:reloaded");
                 if !renew.is_empty() {

@@ -31,7 +31,7 @@ mod resolve;
 mod store;
 mod watch;
 
-pub use channels::{ChannelSource, catalog_of, read_channels, watch_channels};
+pub use channels::{ChannelReload, ChannelSource, catalog_of, read_channels, watch_channels};
 pub use keys::{KeySource, RELOAD_INTERVAL, parse_keys, read_keys_file, watch_keys_file};
 pub use store::StoreConfig;
 
