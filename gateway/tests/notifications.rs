@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{PUBLISHER_KEY, ack, assert_no_message, client_message, recv_type, send, start, start_with, user_jwt};
 use herald_gateway::adapters::clock::ManualClock;
+use herald_gateway::domain::notification::UnreadCount;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -282,13 +283,53 @@ async fn publish_refuses_bad_keys_types_and_payloads() {
     assert_eq!(not_json.status(), 400);
 }
 
-/// Reads `unread_count` messages until one carries `expected` (older announcements may come first).
-async fn await_unread(ws: &mut common::Ws, expected: u64) {
-    loop {
-        if recv_type(ws, "unread_count").await["payload"]["unreadCount"] == expected {
-            return;
+/// Publishes racing each other announce their counts by separate paths that may overtake each
+/// other (found by the SDK's tests); the session keeps only counts newer than the one it sent, so
+/// the badge only ever moves forward.
+#[tokio::test]
+async fn unread_counts_never_go_back() {
+    const PUBLISHES: u64 = 40;
+    let gw = start().await;
+    let (mut ws, connected) = gw.connect_user("alice").await;
+    assert_eq!(connected["payload"]["unreadCount"], 0);
+    let gw_ref = &gw;
+    let publishes =
+        (0..PUBLISHES).map(|i| async move { gw_ref.publish_to(&["alice"], "new_like", &format!("like {i}")).await });
+    let published = futures_util::future::join_all(publishes).await;
+    assert_eq!(published.len() as u64, PUBLISHES);
+
+    let (mut delivered, mut counts) = (0, Vec::new());
+    while delivered < PUBLISHES || counts.last() != Some(&PUBLISHES) {
+        let message = common::recv_json(&mut ws).await;
+        match message["type"].as_str() {
+            Some("notification") => {
+                delivered += 1;
+                ack(&mut ws, message["payload"]["id"].as_str().expect("id")).await;
+            }
+            Some("unread_count") => {
+                let count = message["payload"]["unreadCount"].as_u64().expect("count");
+                assert!(
+                    counts.last().is_none_or(|last| *last <= count),
+                    "the count went back: {counts:?} then {count}"
+                );
+                counts.push(count);
+            }
+            _ => {}
         }
     }
+    // A publish's count that comes late (its fan-out overtaken, or from a slow replica) is older
+    // than what the client was given: dropped. The next count the client sees is the read mark's.
+    gw.running
+        .gateway
+        .delivery
+        .push_unread("alice", UnreadCount { count: 7, version: 7 });
+    let read = gw
+        .as_user(Method::POST, "/notifications/read-all", "alice")
+        .send()
+        .await
+        .expect("read-all");
+    assert_eq!(read.status(), 200);
+    assert_eq!(recv_type(&mut ws, "unread_count").await["payload"]["unreadCount"], 0);
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -481,8 +522,9 @@ async fn post_notifications_id_read_marks_as_read_and_pushes_the_count() {
         .await
         .expect("read");
     assert_eq!(read.status(), 204);
-    // Counts announced by the earlier publishes may still be on their way; the badge settles at 1.
-    await_unread(&mut ws, 1).await;
+    // Counts announced by the earlier publishes may still be on their way, but they are older than
+    // the one `connected` carried: the next count is the read mark's.
+    assert_eq!(recv_type(&mut ws, "unread_count").await["payload"]["unreadCount"], 1);
     let unread: Value = gw.get_json("/notifications?unread=true", "alice").await;
     assert_eq!(unread["items"].as_array().map(Vec::len), Some(1));
     let all: Value = gw
@@ -494,7 +536,7 @@ async fn post_notifications_id_read_marks_as_read_and_pushes_the_count() {
         .await
         .expect("json");
     assert_eq!(all["updated"], 1);
-    await_unread(&mut ws, 0).await;
+    assert_eq!(recv_type(&mut ws, "unread_count").await["payload"]["unreadCount"], 0);
     let history: Value = gw.get_json("/notifications", "alice").await;
     assert!(
         history["items"]

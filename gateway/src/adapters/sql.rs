@@ -15,7 +15,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::domain::UnixMs;
-use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::notification::{Notification, NotificationType, UnreadCount};
 use crate::domain::preferences::{Overrides, Preferences};
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -100,6 +100,14 @@ impl<Id: Into<Uuid>> TryFrom<NotificationRow<Id>> for Notification {
 
 pub(crate) fn into_notifications<Id: Into<Uuid>>(rows: Vec<NotificationRow<Id>>) -> Result<Vec<Notification>> {
     rows.into_iter().map(Notification::try_from).collect()
+}
+
+/// An unread count and its version as both dialects read them (as signed integers).
+pub(crate) fn unread_count(count: i64, version: i64) -> UnreadCount {
+    UnreadCount {
+        count: u64::try_from(count).unwrap_or_default(),
+        version: u64::try_from(version).unwrap_or_default(),
+    }
 }
 
 /// A notification as stored by a publish: `seq` assigned, nothing read or acknowledged yet.

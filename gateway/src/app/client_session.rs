@@ -16,7 +16,7 @@ use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::{Error, Result};
 
 use super::Gateway;
-use super::sessions::{CloseRequest, SendOutcome, SessionInbox};
+use super::sessions::{CloseRequest, Frame, SendOutcome, SessionInbox};
 
 /// A frame as the transport received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,12 +128,13 @@ impl ClientSession {
             .into_iter()
             .filter(|channel| catalog.admits(&self.allowed_channels, channel))
             .collect();
+        let counted = gateway.notifications.unread_count(user_id).await?;
         let connected = ServerMessage::Connected(ConnectedPayload {
             connection_id: connection_id.to_owned(),
             user_id: user_id.to_owned(),
             heartbeat_interval_ms: settings.heartbeat_interval_ms,
             heartbeat_timeout_ms: settings.heartbeat_timeout_ms,
-            unread_count: gateway.notifications.unread_count(user_id).await?,
+            unread_count: counted.count,
             subscriptions,
             allowed_channels: catalog.admitted(&self.allowed_channels),
         });
@@ -142,12 +143,13 @@ impl ClientSession {
             .send(connection_id, &ServerEnvelope::new(connected, gateway.clock.now_ms()));
         // An unread count pushed while we were starting was held back so as not to precede
         // `connected`; the count in `connected` may predate it, so send the current one.
-        if gateway.sessions.mark_ready(connection_id) {
-            let unread_count = gateway.notifications.unread_count(user_id).await?;
-            let message = ServerMessage::UnreadCount { unread_count };
-            gateway
-                .sessions
-                .send(connection_id, &ServerEnvelope::new(message, gateway.clock.now_ms()));
+        if gateway.sessions.mark_ready(connection_id, counted) {
+            let count = gateway.notifications.unread_count(user_id).await?;
+            let message = ServerMessage::UnreadCount {
+                unread_count: count.count,
+            };
+            let frame = Frame::from(ServerEnvelope::new(message, gateway.clock.now_ms()).to_json());
+            gateway.sessions.push_latest(connection_id, count, &frame);
         }
         gateway
             .delivery

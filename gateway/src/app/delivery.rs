@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
-use crate::domain::notification::Notification;
+use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::protocol::{ServerEnvelope, ServerMessage, close_code};
 use crate::error::Result;
 use crate::ports::{BusEvent, Clock, NotificationStore};
@@ -72,7 +72,7 @@ impl Default for DeliverySettings {
 /// What a delivery worker does for one of its users.
 enum Work {
     Deliver(Arc<Notification>),
-    Unread(String, u64),
+    Unread(String, UnreadCount),
 }
 
 /// Delivery workers per replica: users are spread over them, each user's events stay in order.
@@ -385,10 +385,15 @@ impl DeliveryService {
     }
 
     /// Tells every connection of `user_id` here its new unread count.
-    pub fn push_unread(&self, user_id: &str, unread_count: u64) {
-        let message = ServerEnvelope::new(ServerMessage::UnreadCount { unread_count }, self.clock.now_ms());
+    pub fn push_unread(&self, user_id: &str, count: UnreadCount) {
+        let message = ServerEnvelope::new(
+            ServerMessage::UnreadCount {
+                unread_count: count.count,
+            },
+            self.clock.now_ms(),
+        );
         self.sessions
-            .push_latest_to_user(user_id, &Frame::from(message.to_json()));
+            .push_latest_to_user(user_id, count, &Frame::from(message.to_json()));
     }
 
     /// Consumes the bus until shutdown: the replica's delivery loop. Events are spread over

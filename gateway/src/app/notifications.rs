@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
 use crate::domain::link::LinkPolicy;
-use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType};
+use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType, UnreadCount};
 use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
 use crate::domain::publisher::{Publisher, Publishers};
 use crate::domain::rate::{GcraState, RateDecision, RateLimit};
@@ -248,7 +248,7 @@ impl NotificationService {
         });
     }
 
-    pub async fn unread_count(&self, user_id: &str) -> Result<u64> {
+    pub async fn unread_count(&self, user_id: &str) -> Result<UnreadCount> {
         self.store.unread_count(user_id, self.clock.now_ms()).await
     }
 
@@ -367,7 +367,7 @@ impl NotificationService {
         Ok(HistoryPage {
             items: items.iter().map(HistoryItem::from).collect(),
             next_cursor,
-            unread_count: self.unread_count(user_id).await?,
+            unread_count: self.unread_count(user_id).await?.count,
         })
     }
 

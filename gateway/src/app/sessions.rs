@@ -18,6 +18,7 @@ use super::delivery::state::SharedState;
 pub use super::outbox::{CloseRequest, Frame, Next, SessionInbox};
 use super::outbox::{OutboxSender, TrySendError, outbox};
 use crate::domain::by_user::ByUser;
+use crate::domain::notification::UnreadCount;
 use crate::domain::protocol::{ServerEnvelope, close_code};
 
 /// Per-connection limits and buffer sizes; see docs/protocol.md for the defaults and why.
@@ -66,9 +67,22 @@ struct SessionEntry {
     /// arrive ahead of it, so they are held back and remembered in `missed_push`.
     ready: bool,
     missed_push: bool,
+    /// The version of the newest unread count given to the session: an older one arriving later
+    /// (counts travel by several paths) is dropped, so the client's count never goes back.
+    unread_version: u64,
     /// When the session has lived long enough, in whole seconds since the replica's epoch (see
     /// [`LocalSessions::with_max_lifetime`]); four bytes that fit beside the flags.
     ends_at: u32,
+}
+
+impl SessionEntry {
+    fn offer_unread(&mut self, count: UnreadCount, frame: &Frame) {
+        if !count.supersedes(self.unread_version) {
+            return;
+        }
+        self.unread_version = self.unread_version.max(count.version);
+        let _ = self.outbound.replace_latest(frame.clone());
+    }
 }
 
 /// What happened to a message handed to [`LocalSessions::send`].
@@ -158,6 +172,7 @@ impl LocalSessions {
             delivery: None,
             ready: false,
             missed_push: false,
+            unread_version: 0,
             ends_at: self.ends_at(),
         };
         if let Some(jitter_ms) = self.going_away.get() {
@@ -253,14 +268,22 @@ impl LocalSessions {
     /// Sets `frame` as the newest unread count of every ready session of `user_id` (replacing one
     /// not sent yet: only the newest count matters); sessions still starting are marked as having
     /// missed it (see [`LocalSessions::mark_ready`]).
-    pub fn push_latest_to_user(&self, user_id: &str, frame: &Frame) {
+    pub fn push_latest_to_user(&self, user_id: &str, count: UnreadCount, frame: &Frame) {
         self.lock().for_user_mut(user_id, |entry| {
             if !entry.ready {
                 entry.missed_push = true;
                 return;
             }
-            let _ = entry.outbound.replace_latest(frame.clone());
+            entry.offer_unread(count, frame);
         });
+    }
+
+    /// Gives the session of `connection_id` the unread count `count` (as `frame`) unless it was
+    /// given a newer one.
+    pub fn push_latest(&self, connection_id: &str, count: UnreadCount, frame: &Frame) {
+        if let Some(entry) = self.lock().get_mut(connection_id) {
+            entry.offer_unread(count, frame);
+        }
     }
 
     /// Tells every session to reconnect (with a fresh token) within `jitter_ms`, for `why`; unlike
@@ -281,11 +304,13 @@ impl LocalSessions {
             .for_user_mut(user_id, |entry| entry.outbound.close(request.clone()));
     }
 
-    /// The session queued its first message: user-wide pushes reach it from now on. `true` when one
-    /// was held back meanwhile, so the session sends a fresh value itself.
-    pub fn mark_ready(&self, connection_id: &str) -> bool {
+    /// The session queued its first message, which carried the unread count `counted`: user-wide
+    /// pushes reach it from now on. `true` when one was held back meanwhile, so the session sends a
+    /// fresh value itself.
+    pub fn mark_ready(&self, connection_id: &str, counted: UnreadCount) -> bool {
         self.lock().get_mut(connection_id).is_some_and(|entry| {
             entry.ready = true;
+            entry.unread_version = counted.version;
             std::mem::take(&mut entry.missed_push)
         })
     }
@@ -340,6 +365,7 @@ impl LocalSessions {
 mod tests {
     use super::*;
     use crate::domain::protocol::ServerMessage;
+    use futures_util::FutureExt;
 
     #[tokio::test]
     async fn a_full_queue_closes_the_session_as_slow_and_never_blocks() {
@@ -379,19 +405,49 @@ mod tests {
     async fn user_pushes_wait_until_a_session_is_ready_and_are_remembered() {
         let sessions = LocalSessions::default();
         let mut inbox = sessions.open("c1", "alice", 4);
-        sessions.push_latest_to_user("alice", &Frame::from("early"));
+        sessions.push_latest_to_user("alice", count(1, 1), &Frame::from("early"));
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv())
-                .await
-                .is_err(),
+            inbox.recv().now_or_never().is_none(),
             "nothing ahead of the first message"
         );
         sessions.send_frame("c1", Frame::from("connected"));
-        assert!(sessions.mark_ready("c1"), "the held-back push is reported");
-        assert!(!sessions.mark_ready("c1"), "only once");
-        sessions.push_latest_to_user("alice", &Frame::from("later"));
+        assert!(sessions.mark_ready("c1", count(0, 0)), "the held-back push is reported");
+        assert!(!sessions.mark_ready("c1", count(0, 0)), "only once");
+        sessions.push_latest_to_user("alice", count(2, 2), &Frame::from("later"));
         assert_eq!(&*inbox.recv().await, "connected");
         assert_eq!(&*inbox.recv().await, "later");
+    }
+
+    fn count(count: u64, version: u64) -> UnreadCount {
+        UnreadCount { count, version }
+    }
+
+    #[tokio::test]
+    async fn an_unread_count_older_than_one_given_is_dropped() {
+        let sessions = LocalSessions::default();
+        let mut inbox = sessions.open("c1", "alice", 4);
+        sessions.send_frame("c1", Frame::from("connected"));
+        assert!(!sessions.mark_ready("c1", count(3, 5)));
+        sessions.push_latest_to_user("alice", count(4, 4), &Frame::from("older than connected"));
+        sessions.push_latest_to_user("alice", count(3, 5), &Frame::from("the same again"));
+        assert_eq!(&*inbox.recv().await, "connected");
+        assert!(inbox.recv().now_or_never().is_none(), "neither was sent");
+
+        sessions.push_latest_to_user("alice", count(4, 7), &Frame::from("seven"));
+        assert_eq!(&*inbox.recv().await, "seven");
+        sessions.push_latest("c1", count(3, 6), &Frame::from("six, late"));
+        assert!(inbox.recv().now_or_never().is_none(), "overtaken by seven");
+
+        // Held, not sent yet: a newer count replaces it, an older one does not.
+        sessions.push_latest_to_user("alice", count(5, 9), &Frame::from("nine"));
+        sessions.push_latest_to_user("alice", count(4, 8), &Frame::from("eight, late"));
+        assert_eq!(&*inbox.recv().await, "nine");
+
+        // A replica that predates versions: its counts come as before, the latest wins.
+        sessions.push_latest_to_user("alice", count(1, 0), &Frame::from("unversioned"));
+        assert_eq!(&*inbox.recv().await, "unversioned");
+        sessions.push_latest_to_user("alice", count(6, 10), &Frame::from("ten"));
+        assert_eq!(&*inbox.recv().await, "ten");
     }
 
     #[tokio::test]

@@ -38,6 +38,26 @@ pub struct NotificationContent {
 /// Field path -> what is wrong with it, for a 400 that lists every problem at once.
 pub type FieldErrors = BTreeMap<String, String>;
 
+/// A user's unread count, with the version of the user's unread set it was counted at. Counts reach
+/// a connection by several paths (a publish's fan-out, the announcement after a read mark, on any
+/// replica) that may overtake each other; the version says which is newer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnreadCount {
+    pub count: u64,
+    /// Grows with every change of the user's unread set: the user's last `seq` plus the unread
+    /// notifications they have read or deleted (the stores keep both, in the transaction of the
+    /// change). 0: not known (an event from a replica that predates versions).
+    pub version: u64,
+}
+
+impl UnreadCount {
+    /// Whether this count may replace one of version `sent` already given to a connection: it is
+    /// newer, or its version is not known (as before versions: the latest to arrive wins).
+    pub fn supersedes(self, sent: u64) -> bool {
+        self.version == 0 || self.version > sent
+    }
+}
+
 /// A stored notification of one user. Serializable so that replicas can pass it to each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

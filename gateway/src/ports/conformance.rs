@@ -8,7 +8,7 @@ use super::{
     BusEvent, ConnectionRegistry, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore,
     PreferenceStore, PublishOutcome, RateLimiter, RegisterOutcome, SubscriptionStore, TokenLedger,
 };
-use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::notification::{Notification, NotificationType, UnreadCount};
 use crate::domain::preferences::{Preferences, SkipReason, Switches};
 use crate::domain::publish::{CreatedNotification, PublishReceipt, SkippedRecipient};
 
@@ -276,11 +276,14 @@ pub async fn event_bus(bus: &dyn EventBus) {
     let events = [
         BusEvent::Published {
             notifications: vec![published("alice", 1), published("carol", 4)],
-            unread: vec![("alice".into(), 1), ("carol".into(), 2)],
+            unread: vec![
+                ("alice".into(), UnreadCount { count: 1, version: 1 }),
+                ("carol".into(), UnreadCount { count: 2, version: 7 }),
+            ],
         },
         BusEvent::UnreadCount {
             user_id: "alice".into(),
-            count: 3,
+            count: UnreadCount { count: 3, version: 9 },
         },
         BusEvent::SubscriptionsChanged { user_id: "bob".into() },
     ];
@@ -398,14 +401,23 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     };
     assert_eq!(store.list(&alice, &likes, now).await.expect("list").len(), 1);
 
-    // Read state.
-    assert_eq!(store.unread_count(&alice, now).await.expect("count"), 2);
+    // Read state. Every change of the unread set is a newer version of it; nothing else is.
+    let published = store.unread_count(&alice, now).await.expect("count");
+    assert_eq!(published, UnreadCount { count: 2, version: 2 }, "two published");
     assert!(store.mark_read(&alice, stored[0].id, now + 5).await.expect("read"));
     assert!(
         !store.mark_read(&bob, stored[0].id, now + 5).await.expect("read"),
         "not bob's"
     );
-    assert_eq!(store.unread_count(&alice, now).await.expect("count"), 1);
+    let read_one = store.unread_count(&alice, now).await.expect("count");
+    assert_eq!(read_one.count, 1);
+    assert!(read_one.version > published.version, "a read mark is a newer version");
+    assert!(store.mark_read(&alice, stored[0].id, now + 8).await.expect("read"));
+    assert_eq!(
+        store.unread_count(&alice, now).await.expect("count"),
+        read_one,
+        "reading it again changes nothing"
+    );
     let unread = HistoryQuery {
         limit: 10,
         unread_only: true,
@@ -413,7 +425,9 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     };
     assert_eq!(store.list(&alice, &unread, now).await.expect("list").len(), 1);
     assert_eq!(store.mark_all_read(&alice, now + 6).await.expect("all"), 1);
-    assert_eq!(store.unread_count(&alice, now).await.expect("count"), 0);
+    let all_read = store.unread_count(&alice, now).await.expect("count");
+    assert_eq!(all_read.count, 0);
+    assert!(all_read.version > read_one.version, "reading all is a newer version");
     assert_eq!(
         store
             .get(&alice, stored[0].id)
@@ -453,6 +467,11 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     );
     let pending = store.pending(&alice, 0, 10, 0, now).await.expect("pending");
     assert_eq!(pending.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        store.unread_count(&alice, now).await.expect("count"),
+        all_read,
+        "an acknowledgement is no change of the unread set"
+    );
     assert!(
         store.pending(&alice, 0, 0, 0, now).await.expect("pending").is_empty(),
         "limit bounds"
@@ -517,7 +536,7 @@ pub async fn notification_store(store: &dyn NotificationStore) {
         2
     );
     assert_eq!(store.pending(&alice, 0, 10, 0, later).await.expect("pending").len(), 1);
-    assert_eq!(store.unread_count(&alice, later).await.expect("count"), 0);
+    assert_eq!(store.unread_count(&alice, later).await.expect("count").count, 0);
 
     assert!(store.delete(&alice, stored[2].id).await.expect("delete"));
     assert!(
@@ -526,6 +545,23 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     );
     assert!(!store.delete(&alice, stored[1].id).await.expect("delete"), "bob's");
     assert!(store.get(&bob, stored[1].id).await.expect("get").is_some());
+
+    // Deleting an unread notification is a newer version too.
+    let fresh = created(
+        store,
+        &[new_notification(&alice, "social", NotificationType::NewLike, later)],
+        later,
+    )
+    .await;
+    let with_fresh = store.unread_count(&alice, later).await.expect("count");
+    assert_eq!(with_fresh.count, 1);
+    assert!(store.delete(&alice, fresh[0].id).await.expect("delete"));
+    let deleted = store.unread_count(&alice, later).await.expect("count");
+    assert_eq!(deleted.count, 0);
+    assert!(
+        deleted.version > with_fresh.version,
+        "deleting an unread one is a newer version"
+    );
 }
 
 /// A receipt that names `user` as created and skipped (`why` tells receipts apart).

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::UnixMs;
 use crate::domain::connection::ConnectionRecord;
-use crate::domain::notification::{Notification, NotificationType};
+use crate::domain::notification::{Notification, NotificationType, UnreadCount};
 use crate::domain::preferences::Preferences;
 use crate::domain::publish::PublishReceipt;
 use crate::domain::rate::{RateDecision, RateLimit};
@@ -125,8 +125,8 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
-/// Unread notifications per user.
-pub type UnreadCounts = HashMap<String, u64>;
+/// Unread notifications per user, each with its version.
+pub type UnreadCounts = HashMap<String, UnreadCount>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PublishOutcome {
@@ -168,7 +168,9 @@ pub trait NotificationStore: Send + Sync {
     /// A history page, unexpired only, newest first; at most `query.limit` items.
     async fn list(&self, user_id: &str, query: &HistoryQuery, now: UnixMs) -> Result<Vec<Notification>>;
 
-    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64>;
+    /// The user's unexpired unread notifications, and the version of the user's unread set they were
+    /// counted at (both read from one snapshot).
+    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<UnreadCount>;
 
     /// `false` when the user has no such notification.
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool>;
@@ -230,11 +232,11 @@ pub enum BusEvent {
     /// after (those the store could not count are announced on their own, as `UnreadCount`).
     Published {
         notifications: Vec<Arc<Notification>>,
-        unread: Vec<(String, u64)>,
+        unread: Vec<(String, UnreadCount)>,
     },
     UnreadCount {
         user_id: String,
-        count: u64,
+        count: UnreadCount,
     },
     /// `user_id`'s subscriptions changed (on any replica): what a replica remembers of them is stale.
     SubscriptionsChanged {

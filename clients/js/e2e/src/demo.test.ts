@@ -76,8 +76,7 @@ describe("the demo in Chromium", () => {
     const { page } = await openDemo(user);
     await unreadIs(page, 0);
     assert.equal(await page.getByTestId("unread-badge").count(), 0);
-    // One at a time, each seen before the next (publishes racing each other can deliver their unread
-    // counts out of order: see docs/protocol.md, "unread_count").
+    // One at a time, so that the bell is seen at every step.
     for (const n of [1, 2, 3]) {
       await gateway.publish(user, { type: "new_like", title: `Like ${n}` });
       await unreadIs(page, n);

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::adapters::group_commit::{
     Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
 };
-use crate::adapters::sql::{Statements, db_error, stored_notification};
+use crate::adapters::sql::{Statements, db_error, stored_notification, unread_count};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ const INSERT_CTE: &str = "WITH input AS (
      bumped AS (
          INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
          ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
-         RETURNING s.user_id, s.last_seq
+         RETURNING s.user_id, s.last_seq, s.unread_removals
      ),
      inserted AS (
          INSERT INTO notifications
@@ -121,24 +121,25 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
              WHERE expires_at IS NULL OR expires_at > to_timestamp($12::float8 / 1000)
              GROUP BY user_id
          )
-         SELECT i.id, i.seq, b.user_id, b.n + COALESCE(a.n, 0)
-         FROM inserted i JOIN before b USING (user_id) LEFT JOIN added a USING (user_id)"
+         SELECT i.id, i.seq, b.user_id, b.n + COALESCE(a.n, 0), v.last_seq + v.unread_removals
+         FROM inserted i JOIN before b USING (user_id) LEFT JOIN added a USING (user_id)
+              JOIN bumped v USING (user_id)"
     );
-    let found: Vec<(Uuid, i64, String, i64)> = bind_rows(sqlx::query_as(&sql), &rows)
+    let found: Vec<(Uuid, i64, String, i64, i64)> = bind_rows(sqlx::query_as(&sql), &rows)
         .bind(now)
         .fetch_all(pool)
         .await
         .map_err(|err| match err {
-        // Refused by the database: nothing was written, each publish can be redone alone.
-        sqlx::Error::Database(_) => Failure::Statement(Error::backend(err)),
-        // The connection failed: the commit may have happened.
-        _ => Failure::Unsure(Error::backend(err)),
-    })?;
+            // Refused by the database: nothing was written, each publish can be redone alone.
+            sqlx::Error::Database(_) => Failure::Statement(Error::backend(err)),
+            // The connection failed: the commit may have happened.
+            _ => Failure::Unsure(Error::backend(err)),
+        })?;
     let mut seqs = HashMap::with_capacity(found.len());
     let mut counts = UnreadCounts::new();
-    for (id, seq, user, unread) in found {
+    for (id, seq, user, unread, version) in found {
         seqs.insert(id, seq);
-        counts.insert(user, u64::try_from(unread).unwrap_or_default());
+        counts.insert(user, unread_count(unread, version));
     }
     Ok(publishes
         .iter()
@@ -190,11 +191,13 @@ fn unread_counts<'a>(
         let mut users: Vec<String> = rows.iter().map(|n| n.user_id.clone()).collect();
         users.sort_unstable();
         users.dedup();
-        let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT user_id, count(*) FROM notifications
-             WHERE user_id = ANY($1) AND read_at IS NULL
-               AND (expires_at IS NULL OR expires_at > to_timestamp($2::float8 / 1000))
-             GROUP BY user_id",
+        let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT s.user_id,
+                    (SELECT count(*) FROM notifications n
+                     WHERE n.user_id = s.user_id AND n.read_at IS NULL
+                       AND (n.expires_at IS NULL OR n.expires_at > to_timestamp($2::float8 / 1000))),
+                    s.last_seq + s.unread_removals
+             FROM user_sequences s WHERE s.user_id = ANY($1)",
         )
         .bind(&users)
         .bind(now)
@@ -203,7 +206,7 @@ fn unread_counts<'a>(
         .map_err(db_error)?;
         Ok(counts
             .into_iter()
-            .map(|(user, n)| (user, u64::try_from(n).unwrap_or_default()))
+            .map(|(user, n, version)| (user, unread_count(n, version)))
             .collect())
     })
 }
@@ -477,7 +480,7 @@ mod tests {
         let mut counts = Vec::new();
         for answer in answers {
             match answer.await.expect("answered") {
-                Ok(PublishOutcome::Created(_, unread)) => counts.push(unread["alice"]),
+                Ok(PublishOutcome::Created(_, unread)) => counts.push(unread["alice"].count),
                 other => panic!("expected created, got {other:?}"),
             }
         }
@@ -504,7 +507,7 @@ mod tests {
         );
         let store = super::super::PostgresNotificationStore::new(pool.clone());
         assert_eq!(
-            store.unread_count("alice", 1_000).await.expect("count"),
+            store.unread_count("alice", 1_000).await.expect("count").count,
             3,
             "as the store counts"
         );

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{Redis, unavailable};
-use crate::domain::notification::Notification;
+use crate::domain::notification::{Notification, UnreadCount};
 use crate::error::Result;
 use crate::ports::{BusEvent, EventBus};
 
@@ -28,10 +28,17 @@ enum Wire<N> {
     Published {
         notifications: Vec<N>,
         unread: Vec<(String, u64)>,
+        /// The version of each count of `unread`, in its order. Beside the counts rather than in
+        /// them so that replicas of different versions read each other's events during a rolling
+        /// upgrade (an event without versions reads as versions not known: 0).
+        #[serde(default)]
+        versions: Vec<u64>,
     },
     UnreadCount {
         user_id: String,
         count: u64,
+        #[serde(default)]
+        version: u64,
     },
     SubscriptionsChanged {
         user_id: String,
@@ -93,11 +100,26 @@ async fn listen(
                         continue;
                     };
                     match serde_json::from_str::<Wire<Notification>>(&payload) {
-                        Ok(Wire::Published { notifications, unread }) => {
+                        Ok(Wire::Published {
+                            notifications,
+                            unread,
+                            versions,
+                        }) => {
                             let notifications = notifications.into_iter().map(Arc::new).collect();
+                            let versions = versions.into_iter().chain(std::iter::repeat(0));
+                            let unread = unread
+                                .into_iter()
+                                .zip(versions)
+                                .map(|((user_id, count), version)| (user_id, UnreadCount { count, version }))
+                                .collect();
                             let _ = local.send(BusEvent::Published { notifications, unread });
                         }
-                        Ok(Wire::UnreadCount { user_id, count }) => {
+                        Ok(Wire::UnreadCount {
+                            user_id,
+                            count,
+                            version,
+                        }) => {
+                            let count = UnreadCount { count, version };
                             let _ = local.send(BusEvent::UnreadCount { user_id, count });
                         }
                         Ok(Wire::SubscriptionsChanged { user_id }) => {
@@ -124,11 +146,13 @@ impl EventBus for RedisEventBus {
         let wire: Wire<&Notification> = match &event {
             BusEvent::Published { notifications, unread } => Wire::Published {
                 notifications: notifications.iter().map(|n| &**n).collect(),
-                unread: unread.clone(),
+                unread: unread.iter().map(|(user_id, c)| (user_id.clone(), c.count)).collect(),
+                versions: unread.iter().map(|(_, c)| c.version).collect(),
             },
             BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount {
                 user_id: user_id.clone(),
-                count: *count,
+                count: count.count,
+                version: count.version,
             },
             BusEvent::SubscriptionsChanged { user_id } => Wire::SubscriptionsChanged {
                 user_id: user_id.clone(),
@@ -165,5 +189,49 @@ mod tests {
         };
         let bus = RedisEventBus::start(redis, Duration::from_secs(5)).await;
         conformance::event_bus(&*bus).await;
+    }
+
+    /// During a rolling upgrade replicas of both kinds share the bus: each reads the other's events.
+    #[test]
+    fn events_without_count_versions_read_as_versions_not_known_and_older_replicas_read_ours() {
+        let old = r#"{"kind":"published","notifications":[],"unread":[["alice",3]]}"#;
+        match serde_json::from_str::<Wire<Notification>>(old) {
+            Ok(Wire::Published { unread, versions, .. }) => {
+                assert_eq!(unread, [("alice".to_owned(), 3)]);
+                assert!(versions.is_empty(), "read as 0 when passed on");
+            }
+            _ => panic!("an old publish event reads"),
+        }
+        let old = r#"{"kind":"unread_count","user_id":"alice","count":2}"#;
+        assert!(matches!(
+            serde_json::from_str::<Wire<Notification>>(old),
+            Ok(Wire::UnreadCount {
+                count: 2,
+                version: 0,
+                ..
+            })
+        ));
+
+        /// What a replica before versions reads: unknown fields are ignored.
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum OldWire {
+            Published { unread: Vec<(String, u64)> },
+            UnreadCount { user_id: String, count: u64 },
+        }
+        let ours: Wire<&Notification> = Wire::Published {
+            notifications: Vec::new(),
+            unread: vec![("alice".into(), 3)],
+            versions: vec![9],
+        };
+        let read: OldWire = serde_json::from_str(&serde_json::to_string(&ours).expect("json")).expect("old reads ours");
+        assert!(matches!(read, OldWire::Published { unread } if unread == [("alice".to_owned(), 3)]));
+        let ours: Wire<&Notification> = Wire::UnreadCount {
+            user_id: "alice".into(),
+            count: 2,
+            version: 9,
+        };
+        let read: OldWire = serde_json::from_str(&serde_json::to_string(&ours).expect("json")).expect("old reads ours");
+        assert!(matches!(read, OldWire::UnreadCount { user_id, count: 2 } if user_id == "alice"));
     }
 }

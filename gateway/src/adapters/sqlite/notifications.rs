@@ -7,9 +7,9 @@ use uuid::fmt::Hyphenated;
 
 use super::writer::SqliteCommitter;
 use crate::adapters::group_commit::Writer;
-use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters};
+use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
 use crate::domain::UnixMs;
-use crate::domain::notification::Notification;
+use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
 use crate::error::Result;
 use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
@@ -79,17 +79,19 @@ impl NotificationStore for SqliteNotificationStore {
         into_notifications(rows)
     }
 
-    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM notifications
-             WHERE user_id = ? AND read_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+    async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<UnreadCount> {
+        // One statement: the count and its version from one snapshot.
+        let (count, version): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM notifications
+                     WHERE user_id = ?1 AND read_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)),
+                    COALESCE((SELECT last_seq + unread_removals FROM user_sequences WHERE user_id = ?1), 0)",
         )
         .bind(user_id)
         .bind(now)
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(u64::try_from(count).unwrap_or_default())
+        Ok(unread_count(count, version))
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::adapters::group_commit::{
     Answer, BlockingCommitter, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps,
 };
-use crate::adapters::sql::stored_notification;
+use crate::adapters::sql::{stored_notification, unread_count};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -260,26 +260,28 @@ fn placeholders(n: usize) -> String {
     list
 }
 
-/// The unread counts of `users` at `now`, in one statement (read inside the batch's transaction, so
-/// they include what the batch wrote).
+/// The unread counts of `users` at `now` with their versions, in one statement (read inside the
+/// batch's transaction, so they include what the batch wrote).
 fn unread_counts(conn: &Connection, users: &[String], now: UnixMs) -> Result<UnreadCounts> {
     let mut counts = UnreadCounts::new();
     for chunk in users.chunks(500) {
         let sql = format!(
-            "SELECT user_id, COUNT(*) FROM notifications WHERE read_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
-             AND user_id IN ({}) GROUP BY user_id",
+            "SELECT s.user_id, s.last_seq + s.unread_removals,
+                    (SELECT COUNT(*) FROM notifications n WHERE n.user_id = s.user_id AND n.read_at IS NULL
+                     AND (n.expires_at IS NULL OR n.expires_at > ?))
+             FROM user_sequences s WHERE s.user_id IN ({})",
             placeholders(chunk.len())
         );
         let mut query = conn.prepare_cached(&sql).map_err(backend)?;
         let values = std::iter::once(Value::Integer(now)).chain(chunk.iter().map(|user| Value::Text(user.clone())));
         let rows = query
             .query_map(params_from_iter(values), |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
             })
             .map_err(backend)?;
         for row in rows {
-            let (user, n) = row.map_err(backend)?;
-            counts.insert(user, u64::try_from(n).unwrap_or_default());
+            let (user, version, n) = row.map_err(backend)?;
+            counts.insert(user, unread_count(n, version));
         }
     }
     Ok(counts)
@@ -419,7 +421,7 @@ mod tests {
         assert!(matches!(
             first_answer.await.expect("answered"),
             Ok(PublishOutcome::Created(created, unread)) if created.len() == 1 && created[0].seq == 1
-                && unread.get("alice") == Some(&1)
+                && unread.get("alice").map(|c| c.count) == Some(1)
         ));
         assert!(again_answer.await.expect("answered").is_err(), "the duplicate fails");
         assert!(ack_answer.await.expect("answered").expect("acknowledged"));

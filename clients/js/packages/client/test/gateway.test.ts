@@ -72,8 +72,7 @@ describe("against a real gateway", () => {
     await opened(client);
     assert.equal(client.connection?.userId, user);
     const ids: string[] = [];
-    // One at a time: each is received before the next is published. (Publishes racing each other
-    // can deliver their unread counts out of order: see docs/protocol.md, "unread_count".)
+    // One at a time: each is received before the next is published, so `ids` is in `seq` order.
     for (const n of [1, 2, 3]) {
       ids.push(...(await publish(gateway, [user], { type: "new_like", title: `<b>Like ${n}</b>` })));
       await when(client, `notification ${n}`, () => received.length === n);
