@@ -35,6 +35,7 @@ pub enum ServerKind {
 const BENCH_SERVICES_DIR: &str = "/var/tmp/herald-bench";
 const BENCH_PG_DIR: &str = "/var/tmp/herald-bench/postgres";
 const BENCH_REDIS_PORT: u16 = 56389;
+const BENCH_REDIS_TLS_PORT: u16 = 56390;
 
 /// The durable PostgreSQL (fsync on) and the Redis cluster-mode servers use: instances of the
 /// benchmark's own, started by `scripts/services` beside (never instead of) the test ones.
@@ -50,6 +51,9 @@ impl Services {
             .env("HERALD_TEST_SERVICES_DIR", BENCH_SERVICES_DIR)
             .env("HERALD_TEST_PG_PORT", "55442")
             .env("HERALD_TEST_REDIS_PORT", BENCH_REDIS_PORT.to_string())
+            // The script also starts a TLS-only Redis for the tests; its port must not be the
+            // test instance's either.
+            .env("HERALD_TEST_REDIS_TLS_PORT", BENCH_REDIS_TLS_PORT.to_string())
             .env("HERALD_TEST_PG_DURABLE", "1")
             .stderr(std::process::Stdio::inherit())
             .output()
