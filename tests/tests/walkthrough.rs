@@ -1,0 +1,421 @@
+//! The walk-through of docs/operations.md ("Try it on a one-node cluster"), done as a platform
+//! engineer does it, on the real one-node cluster of `scripts/cluster` with the images of
+//! `scripts/images`: the chart installed with helm, the embedded example applied with kubectl, the
+//! gateway reached through `kubectl port-forward`; then what a running gateway must survive: its pod
+//! deleted under a connected client, a channel edited in place.
+//!
+//! Needs `scripts/cluster up` (its exports: KUBECONFIG, HERALD_KUBECTL), `scripts/images load` and
+//! HERALD_HELM_BIN; scripts/test does all three.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use herald_e2e::{Ws, client_message, recv_json, service_url, sign_hs256, unique_name};
+use serde_json::{Value, json};
+
+/// How long a rollout, a pod start or a reconcile may take on the one-node cluster.
+const ROLLOUT: &str = "180s";
+
+/// kubectl and helm against the cluster of `scripts/cluster`.
+struct Kube {
+    kubectl: String,
+    helm: String,
+    repo: PathBuf,
+}
+
+impl Kube {
+    /// `None` outside CI when the cluster is not up; in CI its absence fails the test.
+    fn new() -> Option<Self> {
+        service_url("KUBECONFIG")?;
+        Some(Kube {
+            kubectl: service_url("HERALD_KUBECTL")?,
+            helm: service_url("HERALD_HELM_BIN")?,
+            repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        })
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let output = Command::new(program)
+            .args(args)
+            .current_dir(&self.repo)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{program} {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.run(&self.kubectl, args)
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        self.run(&self.helm, args)
+    }
+
+    /// A Secret's value, decoded.
+    fn secret(&self, namespace: &str, name: &str, key: &str) -> String {
+        let encoded = self.kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "secret",
+            name,
+            "-o",
+            &format!("jsonpath={{.data.{key}}}"),
+        ]);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .expect("base64");
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&args)).expect("JSON")
+    }
+
+    /// `kubectl port-forward` to `target`'s `port` on a free local port, until dropped.
+    fn port_forward(&self, namespace: &str, target: &str, port: u16) -> PortForward {
+        let mut child = Command::new(&self.kubectl)
+            .args(["-n", namespace, "port-forward", target, &format!(":{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kubectl port-forward starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        // "Forwarding from 127.0.0.1:41234 -> 8080"
+        let local = loop {
+            let line = lines
+                .next()
+                .expect("kubectl port-forward printed where it listens")
+                .expect("a line");
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                break rest.split_whitespace().next().expect("a port").parse().expect("a port");
+            }
+        };
+        // Later lines ("Handling connection for ...") must not fill the pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        PortForward { child, local }
+    }
+}
+
+struct PortForward {
+    child: Child,
+    local: u16,
+}
+
+impl PortForward {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.local)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The embedded example's gateway in `namespace`, reached the way docs/operations.md says.
+struct Gateway<'k> {
+    kube: &'k Kube,
+    namespace: String,
+    jwt_secret: String,
+    publisher_key: String,
+    public: PortForward,
+    internal: PortForward,
+    http: reqwest::Client,
+}
+
+impl<'k> Gateway<'k> {
+    fn reach(kube: &'k Kube, namespace: &str) -> Self {
+        let publishers = kube.secret(namespace, "demo-publishers", "keys");
+        let publisher_key = publishers
+            .split(',')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .map(|(_, key)| key.to_owned())
+            .expect("name=key");
+        Gateway {
+            kube,
+            namespace: namespace.to_owned(),
+            jwt_secret: kube.secret(namespace, "demo-jwt", "secret"),
+            publisher_key,
+            public: kube.port_forward(namespace, "svc/demo", 80),
+            internal: kube.port_forward(namespace, "svc/demo-internal", 9090),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A user JWT as the example's identity provider would issue it (its issuer and audience).
+    fn user_jwt(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        sign_hs256(
+            &self.jwt_secret,
+            &json!({"sub": user, "iat": now, "exp": now + 600, "iss": "https://auth.example.com/", "aud": "herald"}),
+        )
+    }
+
+    async fn connect(&self, user: &str) -> (Ws, Value) {
+        let answer: Value = self
+            .http
+            .post(self.public.url("/ws/token"))
+            .bearer_auth(self.user_jwt(user))
+            .send()
+            .await
+            .expect("POST /ws/token")
+            .error_for_status()
+            .expect("a token")
+            .json()
+            .await
+            .expect("JSON");
+        let token = answer["token"].as_str().expect("token");
+        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.public.local);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket opens");
+        let connected = recv_json(&mut ws).await;
+        assert_eq!(connected["type"], "connected", "{connected}");
+        (ws, connected)
+    }
+
+    async fn publish(&self, user: &str, kind: &str, title: &str) -> String {
+        let response = self
+            .http
+            .post(self.internal.url("/api/publish"))
+            .bearer_auth(&self.publisher_key)
+            .json(&json!({"userIds": [user], "notification": {"type": kind, "title": title}}))
+            .send()
+            .await
+            .expect("POST /api/publish");
+        assert_eq!(response.status(), 202, "publish accepted");
+        let answer: Value = response.json().await.expect("JSON");
+        answer["created"][0]["id"].as_str().expect("an id").to_owned()
+    }
+
+    async fn channels(&self) -> Value {
+        self.http
+            .get(self.internal.url("/channels"))
+            .send()
+            .await
+            .expect("GET /channels")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    fn pod(&self) -> Value {
+        let pods = self.kube.json(&[
+            "-n",
+            &self.namespace,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/instance=demo",
+        ]);
+        // A deleted pod drains for a while before it goes: not counted.
+        let live: Vec<&Value> = pods["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        assert_eq!(live.len(), 1, "one pod: {pods}");
+        live[0].clone()
+    }
+}
+
+/// The next `notification`, skipping unread counts and the like.
+async fn next_notification(ws: &mut Ws) -> Value {
+    loop {
+        let message = recv_json(ws).await;
+        if message["type"] == "notification" {
+            return message;
+        }
+    }
+}
+
+/// Acknowledges a notification, as every client does.
+async fn ack(ws: &mut Ws, id: &str) {
+    use futures_util::SinkExt;
+    ws.send(client_message("notification:ack", json!({"notificationId": id})))
+        .await
+        .expect("ack sent");
+}
+
+/// Waits until `ws` ends (the pod behind it went away): a close frame, an error or the end.
+async fn await_end(ws: &mut Ws) {
+    use futures_util::StreamExt;
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection outlived its pod");
+}
+
+/// Waits until the channel's `Programmed` condition is true for its current generation.
+async fn await_programmed(kube: &Kube, namespace: &str, channel: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let current = kube.json(&["-n", namespace, "get", "notificationchannel", channel]);
+        let generation = &current["metadata"]["generation"];
+        let programmed = current["status"]["conditions"]
+            .as_array()
+            .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Programmed"));
+        if programmed.is_some_and(|c| c["status"] == "True" && &c["observedGeneration"] == generation) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} not Programmed for generation {generation}: {}",
+            current["status"]
+        );
+        // The operator rechecks every 10 s; nothing to wait on but its status.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_walk_through_on_a_real_cluster() {
+    let Some(kube) = Kube::new() else {
+        return;
+    };
+    // docs/operations.md, "Install the operator" (images built here, loaded into the node).
+    kube.helm(&[
+        "upgrade",
+        "--install",
+        "herald",
+        "charts/herald-operator",
+        "--namespace",
+        "herald-system",
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        ROLLOUT,
+    ]);
+
+    // "Run a gateway": the embedded example, in a namespace of its own.
+    let namespace = unique_name("walk");
+    kube.kubectl(&["create", "namespace", &namespace]);
+    kube.kubectl(&["-n", &namespace, "apply", "-f", "examples/gateway-embedded.yaml"]);
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "wait",
+        "notificationgateway/demo",
+        "--for=condition=Ready",
+        &format!("--timeout={ROLLOUT}"),
+    ]);
+
+    // A user connects, a service publishes, the user receives.
+    let gateway = Gateway::reach(&kube, &namespace);
+    let (mut ws, connected) = gateway.connect("alice").await;
+    assert_eq!(connected["payload"]["userId"], "alice");
+    let first = gateway.publish("alice", "new_like", "Bob likes your photo").await;
+    let received = next_notification(&mut ws).await;
+    assert_eq!(received["payload"]["id"], first.as_str());
+    assert_eq!(received["payload"]["title"], "Bob likes your photo");
+    ack(&mut ws, &first).await;
+
+    // The gateway's pod is deleted under the connected client: the client is cut off, the
+    // Deployment starts another pod on the same volume, the client reconnects and gets what it
+    // had not acknowledged.
+    let unacked = gateway.publish("alice", "new_comment", "Carol commented").await;
+    assert_eq!(next_notification(&mut ws).await["payload"]["id"], unacked.as_str());
+    let old_pod = gateway.pod()["metadata"]["name"].as_str().expect("name").to_owned();
+    kube.kubectl(&["-n", &namespace, "delete", "pod", &old_pod, "--wait=false"]);
+    await_end(&mut ws).await;
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "wait",
+        "notificationgateway/demo",
+        "--for=condition=Ready",
+        &format!("--timeout={ROLLOUT}"),
+    ]);
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "rollout",
+        "status",
+        "deployment/demo",
+        &format!("--timeout={ROLLOUT}"),
+    ]);
+    // Until the old pod has drained and gone, a port-forward to the Service could still pick it.
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "wait",
+        "--for=delete",
+        &format!("pod/{old_pod}"),
+        "--timeout=90s",
+    ]);
+    drop(gateway);
+    let gateway = Gateway::reach(&kube, &namespace);
+    assert_ne!(gateway.pod()["metadata"]["name"], old_pod.as_str(), "a new pod");
+    let (mut ws, _) = gateway.connect("alice").await;
+    let replayed = next_notification(&mut ws).await;
+    assert_eq!(
+        replayed["payload"]["id"],
+        unacked.as_str(),
+        "replayed from the volume: nothing lost"
+    );
+    ack(&mut ws, &unacked).await;
+
+    // A channel added, then edited in place: the running pod serves each version without a
+    // restart, and the channel's `Programmed` condition (the operator asks every ready pod) turns
+    // true for that version only once the pod serves it.
+    let pod_uid = gateway.pod()["metadata"]["uid"].clone();
+    let mut served_before = gateway.channels().await["checksum"].clone();
+    for types in [
+        vec!["new_follower", "new_like"],
+        vec!["new_follower", "new_like", "new_comment"],
+    ] {
+        let channel = json!({
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "NotificationChannel",
+            "metadata": {"name": "social", "namespace": namespace},
+            "spec": {"gatewayRef": {"name": "demo"}, "description": "Followers, likes and comments", "types": types},
+        });
+        let file = std::env::temp_dir().join(format!("{namespace}-channel.json"));
+        std::fs::write(&file, channel.to_string()).expect("write");
+        kube.kubectl(&["apply", "-f", file.to_str().expect("UTF-8")]);
+        await_programmed(&kube, &namespace, "social").await;
+        let served = gateway.channels().await;
+        let config = kube.json(&["-n", &namespace, "get", "configmap", "demo-config"]);
+        assert_eq!(
+            served["checksum"], config["metadata"]["annotations"]["herald.dev/channels-checksum"],
+            "the pod serves the rendered channels"
+        );
+        assert_ne!(served["checksum"], served_before, "a new version");
+        assert!(
+            served["channels"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!("social"))),
+            "{served}"
+        );
+        served_before = served["checksum"].clone();
+    }
+    assert_eq!(gateway.pod()["metadata"]["uid"], pod_uid, "served without a restart");
+    let liked = gateway.publish("alice", "new_like", "Dave likes your photo").await;
+    assert_eq!(next_notification(&mut ws).await["payload"]["id"], liked.as_str());
+
+    drop(gateway);
+    kube.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
