@@ -53,6 +53,28 @@ impl Kube {
         String::from_utf8(output.stdout).expect("UTF-8")
     }
 
+    /// docs/operations.md, "Install the operator" (images built here, loaded into the node); once
+    /// for the tests of this binary, which share the cluster.
+    fn install_operator(&self) {
+        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut installed = INSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*installed {
+            self.helm(&[
+                "upgrade",
+                "--install",
+                "herald",
+                "charts/herald-operator",
+                "--namespace",
+                "herald-system",
+                "--create-namespace",
+                "--wait",
+                "--timeout",
+                ROLLOUT,
+            ]);
+            *installed = true;
+        }
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         self.run(&self.kubectl, args)
     }
@@ -154,7 +176,7 @@ impl<'k> Gateway<'k> {
             publisher_key,
             public: kube.port_forward(namespace, "svc/demo", 80),
             internal: kube.port_forward(namespace, "svc/demo-internal", 9090),
-            http: reqwest::Client::new(),
+            http: client(),
         }
     }
 
@@ -223,7 +245,7 @@ impl<'k> Gateway<'k> {
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/instance=demo",
+            "app.kubernetes.io/name=herald-gateway,app.kubernetes.io/instance=demo",
         ]);
         // A deleted pod drains for a while before it goes: not counted.
         let live: Vec<&Value> = pods["items"]
@@ -235,6 +257,15 @@ impl<'k> Gateway<'k> {
         assert_eq!(live.len(), 1, "one pod: {pods}");
         live[0].clone()
     }
+}
+
+/// An HTTP client that opens a connection per request: through `kubectl port-forward`, a pooled
+/// connection the gateway closed while idle is not seen closed locally, and reusing it fails.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
 }
 
 /// The next `notification`, skipping unread counts and the like.
@@ -296,19 +327,7 @@ async fn the_walk_through_on_a_real_cluster() {
     let Some(kube) = Kube::new() else {
         return;
     };
-    // docs/operations.md, "Install the operator" (images built here, loaded into the node).
-    kube.helm(&[
-        "upgrade",
-        "--install",
-        "herald",
-        "charts/herald-operator",
-        "--namespace",
-        "herald-system",
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        ROLLOUT,
-    ]);
+    kube.install_operator();
 
     // "Run a gateway": the embedded example, in a namespace of its own.
     let namespace = unique_name("walk");
@@ -417,5 +436,163 @@ async fn the_walk_through_on_a_real_cluster() {
     assert_eq!(next_notification(&mut ws).await["payload"]["id"], liked.as_str());
 
     drop(gateway);
+    kube.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// The cluster example (examples/secrets.yaml and gateway-cluster.yaml) as the docs tell a team to
+/// use it: the Secrets filled with their own PostgreSQL and Redis (here the ones `scripts/cluster`
+/// runs outside the cluster behind Services) and keys, and user JWTs signed with a secret of theirs
+/// instead of the example's identity provider (unreachable here). A client on one pod receives
+/// what is published through another; its pod deleted, it reconnects to another and loses nothing.
+#[tokio::test]
+async fn the_cluster_example_on_a_real_cluster() {
+    let Some(kube) = Kube::new() else {
+        return;
+    };
+    let (Some(postgres_url), Some(redis_url)) = (
+        service_url("HERALD_CLUSTER_POSTGRES_URL"),
+        service_url("HERALD_CLUSTER_REDIS_URL"),
+    ) else {
+        return;
+    };
+    kube.install_operator();
+    let namespace = unique_name("walk-cluster");
+    kube.kubectl(&["create", "namespace", &namespace]);
+    let jwt_secret = "walk-through-user-jwt-secret-0123456789abcdef";
+    let publisher_key = "walk-through-publisher-key-0123456789";
+    let secrets = [
+        ("herald-postgres", format!("url={postgres_url}")),
+        ("herald-redis", format!("url={redis_url}")),
+        ("herald-publishers", format!("keys=walk={publisher_key}")),
+        ("herald-jwt", format!("secret={jwt_secret}")),
+    ];
+    for (name, literal) in &secrets {
+        kube.kubectl(&[
+            "-n",
+            &namespace,
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal={literal}"),
+        ]);
+        kube.kubectl(&[
+            "-n",
+            &namespace,
+            "label",
+            "secret",
+            name,
+            "herald.dev/gateway-secret=true",
+        ]);
+    }
+    let example = std::fs::read_to_string(kube.repo.join("examples/gateway-cluster.yaml")).expect("example");
+    let jwks = "    jwksUrl: https://auth.example.com/.well-known/jwks.json\n";
+    assert!(example.contains(jwks), "the example names a JWKS URL");
+    let manifest = example.replace(jwks, "    hs256SecretRef: {name: herald-jwt, key: secret}\n");
+    let file = std::env::temp_dir().join(format!("{namespace}-gateway.yaml"));
+    std::fs::write(&file, manifest).expect("write");
+    kube.kubectl(&["-n", &namespace, "apply", "-f", file.to_str().expect("UTF-8")]);
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "wait",
+        "notificationgateway/notifications",
+        "--for=condition=Ready",
+        &format!("--timeout={ROLLOUT}"),
+    ]);
+
+    let pods = kube.json(&[
+        "-n",
+        &namespace,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=herald-gateway,app.kubernetes.io/instance=notifications",
+    ]);
+    let names: Vec<String> = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+        .map(|pod| pod["metadata"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "the example's three replicas: {names:?}");
+    let (a, b) = (&names[0], &names[1]);
+    let http = client();
+    // The cluster's PostgreSQL outlives this namespace (a reused cluster): a user of this run only.
+    let user = unique_name("alice");
+    let claims = |user: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        sign_hs256(
+            jwt_secret,
+            &json!({"sub": user, "iat": now, "exp": now + 600, "iss": "https://auth.example.com/", "aud": "herald"}),
+        )
+    };
+    let connect = |public: u16| {
+        let http = http.clone();
+        let jwt = claims(&user);
+        async move {
+            let answer: Value = http
+                .post(format!("http://127.0.0.1:{public}/ws/token"))
+                .bearer_auth(jwt)
+                .send()
+                .await
+                .expect("POST /ws/token")
+                .error_for_status()
+                .expect("a token")
+                .json()
+                .await
+                .expect("JSON");
+            let token = answer["token"].as_str().expect("token").to_owned();
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{public}/ws?token={token}"))
+                .await
+                .expect("WebSocket opens");
+            assert_eq!(recv_json(&mut ws).await["type"], "connected");
+            ws
+        }
+    };
+    let publish = |internal: u16, title: &'static str| {
+        let http = http.clone();
+        let user = user.clone();
+        async move {
+            let response = http
+                .post(format!("http://127.0.0.1:{internal}/api/publish"))
+                .bearer_auth(publisher_key)
+                .json(&json!({"userIds": [user.as_str()], "notification": {"type": "new_comment", "title": title}}))
+                .send()
+                .await
+                .expect("POST /api/publish");
+            assert_eq!(response.status(), 202);
+            let answer: Value = response.json().await.expect("JSON");
+            answer["created"][0]["id"].as_str().expect("id").to_owned()
+        }
+    };
+
+    // A client on pod A, a publish through pod B: Redis carries it across.
+    let public_a = kube.port_forward(&namespace, &format!("pod/{a}"), 8080);
+    let internal_b = kube.port_forward(&namespace, &format!("pod/{b}"), 9090);
+    let mut ws = connect(public_a.local).await;
+    let first = publish(internal_b.local, "through another pod").await;
+    assert_eq!(next_notification(&mut ws).await["payload"]["id"], first.as_str());
+    ack(&mut ws, &first).await;
+
+    // Pod A deleted under the client; published meanwhile through B; the client reconnects to B.
+    let unacked = publish(internal_b.local, "before the pod goes").await;
+    assert_eq!(next_notification(&mut ws).await["payload"]["id"], unacked.as_str());
+    kube.kubectl(&["-n", &namespace, "delete", "pod", a, "--wait=false"]);
+    await_end(&mut ws).await;
+    drop(public_a);
+    let while_away = publish(internal_b.local, "while the client is away").await;
+    let public_b = kube.port_forward(&namespace, &format!("pod/{b}"), 8080);
+    let mut ws = connect(public_b.local).await;
+    for expected in [&unacked, &while_away] {
+        let replayed = next_notification(&mut ws).await;
+        assert_eq!(replayed["payload"]["id"], expected.as_str(), "nothing lost, in order");
+        ack(&mut ws, expected).await;
+    }
+    drop((public_b, internal_b));
     kube.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
 }
