@@ -4,8 +4,9 @@
 //! gateway reached through `kubectl port-forward`; then what a running gateway must survive: its pod
 //! deleted under a connected client, a channel edited in place.
 //!
-//! Needs `scripts/cluster up` (its exports: KUBECONFIG, HERALD_KUBECTL), `scripts/images load` and
-//! HERALD_HELM_BIN; scripts/test does all three.
+//! Needs `scripts/cluster up` (its exports: HERALD_CLUSTER_KUBECONFIG, HERALD_KUBECTL and the
+//! cluster's PostgreSQL and Redis URLs), `scripts/images load` and HERALD_HELM_BIN; scripts/test does
+//! all three.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -23,14 +24,16 @@ const ROLLOUT: &str = "180s";
 struct Kube {
     kubectl: String,
     helm: String,
+    /// The cluster's, not the `KUBECONFIG` of the operator's tests (envtest's apiserver).
+    kubeconfig: String,
     repo: PathBuf,
 }
 
 impl Kube {
     /// `None` outside CI when the cluster is not up; in CI its absence fails the test.
     fn new() -> Option<Self> {
-        service_url("KUBECONFIG")?;
         Some(Kube {
+            kubeconfig: service_url("HERALD_CLUSTER_KUBECONFIG")?,
             kubectl: service_url("HERALD_KUBECTL")?,
             helm: service_url("HERALD_HELM_BIN")?,
             repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
@@ -40,6 +43,7 @@ impl Kube {
     fn run(&self, program: &str, args: &[&str]) -> String {
         let output = Command::new(program)
             .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
             .current_dir(&self.repo)
             .output()
             .expect("runs");
@@ -110,6 +114,7 @@ impl Kube {
     fn port_forward(&self, namespace: &str, target: &str, port: u16) -> PortForward {
         let mut child = Command::new(&self.kubectl)
             .args(["-n", namespace, "port-forward", target, &format!(":{port}")])
+            .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
