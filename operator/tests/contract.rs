@@ -179,7 +179,6 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
 
     // Token -> connect -> publish -> receive, through the gateway the operator configured.
-    let http = reqwest::Client::new();
     let token = gateway_process.issue_token(&user_jwt("alice")).await;
     let (mut ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
     assert_eq!(
@@ -187,21 +186,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
         json!(["social"]),
         "the CR's channel reached the gateway"
     );
-    let published = http
-        .post(gateway_process.internal_url("/api/publish"))
-        .bearer_auth(PUBLISHER_KEY)
-        .json(&json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": "from the contract test"}}))
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(published.status(), 202);
-    let notification = loop {
-        let message = recv_json(&mut ws).await;
-        if message["type"] == "notification" {
-            break message;
-        }
-    };
-    assert_eq!(notification["payload"]["title"], "from the contract test");
+    let notification = publish_and_receive(&gateway_process, &mut ws, "from the contract test").await;
     assert_eq!(notification["payload"]["channel"], "social");
     drop(ws);
 }
@@ -230,7 +215,10 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
         .spec
         .expect("pod");
     assert!(pod.init_containers.is_none(), "no migrations for the embedded default");
-    let secrets: HashMap<(&str, &str), String> = HashMap::from([(("demo-jwt", "secret"), JWT_SECRET.to_owned())]);
+    let secrets: HashMap<(&str, &str), String> = HashMap::from([
+        (("demo-jwt", "secret"), JWT_SECRET.to_owned()),
+        (("demo-publishers", "keys"), format!("demo={PUBLISHER_KEY}")),
+    ]);
     let root = TempDir::new();
     let (args, env) = invocation(&root.0, &pod, &pod.containers[0], &config, &keys, &secrets);
     let gateway_process = GatewayProcess::start(&borrowed(&args), &pairs(&env));
@@ -245,10 +233,32 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
         &json!({"sub": "alice", "exp": now + 300, "iss": auth.issuer, "aud": auth.audience}),
     );
     let token = gateway_process.issue_token(&jwt).await;
-    let (_ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
+    let (mut ws, connected) = gateway_process.open_ws(&token).await.expect("websocket");
     assert_eq!(connected["type"], "connected");
     assert_eq!(
         connected["payload"]["subscriptions"],
         json!(["uploads", "social", "mocs", "quota", "system"])
     );
+    // The example's publisher key publishes.
+    publish_and_receive(&gateway_process, &mut ws, "from the example").await;
+}
+
+/// Publishes a `new_like` to alice with the test publisher key and returns it as `ws` receives it.
+async fn publish_and_receive(gateway: &GatewayProcess, ws: &mut herald_e2e::Ws, title: &str) -> serde_json::Value {
+    let published = reqwest::Client::new()
+        .post(gateway.internal_url("/api/publish"))
+        .bearer_auth(PUBLISHER_KEY)
+        .json(&json!({"userIds": ["alice"], "notification": {"type": "new_like", "title": title}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), 202);
+    let notification = loop {
+        let message = recv_json(ws).await;
+        if message["type"] == "notification" {
+            break message;
+        }
+    };
+    assert_eq!(notification["payload"]["title"], title);
+    notification
 }

@@ -20,6 +20,12 @@ use serde_json::{Value, json};
 /// How long a rollout, a pod start or a reconcile may take on the one-node cluster.
 const ROLLOUT: &str = "180s";
 
+/// The operator's release: each walk-through holds it shared for its whole run; the test that
+/// upgrades and uninstalls the chart holds it alone.
+static CHART: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// Whether this binary installed the chart (`helm upgrade --install` once, not per test).
+static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
 /// kubectl and helm against the cluster of `scripts/cluster`.
 struct Kube {
     kubectl: String,
@@ -60,23 +66,37 @@ impl Kube {
     /// docs/operations.md, "Install the operator" (images built here, loaded into the node); once
     /// for the tests of this binary, which share the cluster.
     fn install_operator(&self) {
-        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
         let mut installed = INSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !*installed {
-            self.helm(&[
-                "upgrade",
-                "--install",
-                "herald",
-                "charts/herald-operator",
-                "--namespace",
-                "herald-system",
-                "--create-namespace",
-                "--wait",
-                "--timeout",
-                ROLLOUT,
-            ]);
+            self.helm_upgrade("charts/herald-operator");
             *installed = true;
         }
+    }
+
+    fn helm_upgrade(&self, chart: &str) {
+        self.helm(&[
+            "upgrade",
+            "--install",
+            "herald",
+            chart,
+            "--namespace",
+            "herald-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            ROLLOUT,
+        ]);
+    }
+
+    /// Whether `kubectl args` succeeds (a `get` of something that may be gone).
+    fn kubectl_succeeds(&self, args: &[&str]) -> bool {
+        Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("runs")
+            .status
+            .success()
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
@@ -332,6 +352,7 @@ async fn the_walk_through_on_a_real_cluster() {
     let Some(kube) = Kube::new() else {
         return;
     };
+    let _chart = CHART.read().await;
     kube.install_operator();
 
     // "Run a gateway": the embedded example, in a namespace of its own.
@@ -460,6 +481,7 @@ async fn the_cluster_example_on_a_real_cluster() {
     ) else {
         return;
     };
+    let _chart = CHART.read().await;
     kube.install_operator();
     let namespace = unique_name("walk-cluster");
     kube.kubectl(&["create", "namespace", &namespace]);
@@ -600,4 +622,76 @@ async fn the_cluster_example_on_a_real_cluster() {
     }
     drop((public_b, internal_b));
     kube.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// docs/operations.md, "Install the operator": the CRDs are chart templates, so `helm upgrade` with a
+/// chart whose CRD changed changes it on the cluster; `helm uninstall` removes the operator and its
+/// RBAC and keeps the CRDs (`helm.sh/resource-policy: keep`).
+#[tokio::test]
+async fn helm_upgrades_the_crds_and_uninstall_keeps_them() {
+    let Some(kube) = Kube::new() else {
+        return;
+    };
+    let _alone = CHART.write().await;
+    kube.install_operator();
+    let crd = "customresourcedefinition/notificationchannels.herald.dev";
+    let description = |kube: &Kube| {
+        let live = kube.json(&["get", crd]);
+        live["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["gatewayRef"]
+            ["description"]
+            .as_str()
+            .expect("a description")
+            .to_owned()
+    };
+    let shipped = "The NotificationGateway (same namespace) that serves this channel.";
+    assert_eq!(description(&kube), shipped);
+
+    // The next version of the chart, whose CRD says something new.
+    let chart = std::env::temp_dir().join(unique_name("chart"));
+    let copied = Command::new("cp")
+        .args(["-r"])
+        .arg(kube.repo.join("charts/herald-operator"))
+        .arg(&chart)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let template = chart.join("templates/crds/notificationchannels.herald.dev.yaml");
+    let text = std::fs::read_to_string(&template).expect("template");
+    let changed = "The NotificationGateway (same namespace) that serves this channel, in the next version.";
+    assert!(text.contains(shipped));
+    std::fs::write(&template, text.replace(shipped, changed)).expect("write");
+    kube.helm_upgrade(chart.to_str().expect("UTF-8"));
+    assert_eq!(description(&kube), changed, "helm upgrade changed the CRD");
+    kube.helm_upgrade("charts/herald-operator");
+    assert_eq!(description(&kube), shipped, "and back");
+    let _ = std::fs::remove_dir_all(&chart);
+
+    kube.helm(&[
+        "uninstall",
+        "herald",
+        "--namespace",
+        "herald-system",
+        "--wait",
+        "--timeout",
+        ROLLOUT,
+    ]);
+    *INSTALLED.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+    assert!(
+        !kube.kubectl_succeeds(&["-n", "herald-system", "get", "deployment", "herald-herald-operator"]),
+        "the operator is gone"
+    );
+    let leftovers = kube.json(&[
+        "get",
+        "clusterrole,clusterrolebinding",
+        "-l",
+        "app.kubernetes.io/instance=herald",
+    ]);
+    assert_eq!(
+        leftovers["items"].as_array().map(Vec::len),
+        Some(0),
+        "its RBAC too: {leftovers}"
+    );
+    for kept in ["notificationgateways.herald.dev", "notificationchannels.herald.dev"] {
+        assert!(kube.kubectl_succeeds(&["get", "crd", kept]), "{kept} is kept");
+    }
 }
