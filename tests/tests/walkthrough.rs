@@ -217,7 +217,7 @@ impl<'k> Gateway<'k> {
         )
     }
 
-    async fn connect(&self, user: &str) -> (Ws, Value) {
+    async fn token(&self, user: &str) -> String {
         let answer: Value = self
             .http
             .post(self.public.url("/ws/token"))
@@ -230,7 +230,16 @@ impl<'k> Gateway<'k> {
             .json()
             .await
             .expect("JSON");
-        let token = answer["token"].as_str().expect("token");
+        answer["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn connect(&self, user: &str) -> (Ws, Value) {
+        let token = self.token(user).await;
+        self.open(&token).await
+    }
+
+    /// Opens a WebSocket with `token`; the gateway must accept it.
+    async fn open(&self, token: &str) -> (Ws, Value) {
         let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.public.local);
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket opens");
         let connected = recv_json(&mut ws).await;
@@ -461,8 +470,79 @@ async fn the_walk_through_on_a_real_cluster() {
     let liked = gateway.publish("alice", "new_like", "Dave likes your photo").await;
     assert_eq!(next_notification(&mut ws).await["payload"]["id"], liked.as_str());
 
+    // A key rotation for real (docs/operations.md, "Signing-key rotation"): the operator adds a key, the
+    // pods read it from their mounted Secret, it signs once propagated; a token signed before is
+    // still accepted after, and tokens are then signed by the new key.
+    let status = kube.json(&["-n", &namespace, "get", "notificationgateway", "demo"]);
+    let old_key = status["status"]["activeKeyId"]
+        .as_str()
+        .expect("an active key")
+        .to_owned();
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "patch",
+        "notificationgateway",
+        "demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"rotation":{"propagationSeconds":30}}}"#,
+    ]);
+    let before = gateway.token(&unique_name("bob")).await;
+    assert_eq!(kid(&before), old_key, "signed by the active key");
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "annotate",
+        "--overwrite",
+        "notificationgateway",
+        "demo",
+        &format!("herald.dev/rotate-keys={}", unique_name("now")),
+    ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let new_key = loop {
+        let status = kube.json(&["-n", &namespace, "get", "notificationgateway", "demo"]);
+        match status["status"]["activeKeyId"].as_str() {
+            Some(active) if active != old_key => break active.to_owned(),
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new key: {}",
+            status["status"]
+        );
+        // The operator's next step comes when the key has propagated; only its status says so.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    gateway.open(&before).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        // A user per token: each user may ask for ten a minute.
+        let token = gateway.token(&unique_name("bob")).await;
+        if kid(&token) == new_key {
+            break token;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pod never signed with {new_key}"
+        );
+        // The pod follows its mounted Secret (refreshed by the kubelet): nothing to wait on.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    gateway.open(&after).await;
+
     drop(gateway);
     kube.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// The key id a connection token names in its header.
+fn kid(token: &str) -> String {
+    let header = token.split('.').next().expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let header: Value = serde_json::from_slice(&bytes).expect("JSON");
+    header["kid"].as_str().expect("a kid").to_owned()
 }
 
 /// The cluster example (examples/secrets.yaml and gateway-cluster.yaml) as the docs tell a team to
