@@ -46,13 +46,15 @@ impl Kube {
         })
     }
 
+    /// `program` (kubectl or helm) against the cluster, from the repository's root.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("KUBECONFIG", &self.kubeconfig).current_dir(&self.repo);
+        command
+    }
+
     fn run(&self, program: &str, args: &[&str]) -> String {
-        let output = Command::new(program)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .current_dir(&self.repo)
-            .output()
-            .expect("runs");
+        let output = self.command(program).args(args).output().expect("runs");
         assert!(
             output.status.success(),
             "{program} {}: {}{}",
@@ -90,9 +92,8 @@ impl Kube {
 
     /// Whether `kubectl args` succeeds (a `get` of something that may be gone).
     fn kubectl_succeeds(&self, args: &[&str]) -> bool {
-        Command::new(&self.kubectl)
+        self.command(&self.kubectl)
             .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
             .output()
             .expect("runs")
             .status
@@ -132,9 +133,9 @@ impl Kube {
 
     /// `kubectl port-forward` to `target`'s `port` on a free local port, until dropped.
     fn port_forward(&self, namespace: &str, target: &str, port: u16) -> PortForward {
-        let mut child = Command::new(&self.kubectl)
+        let mut child = self
+            .command(&self.kubectl)
             .args(["-n", namespace, "port-forward", target, &format!(":{port}")])
-            .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -161,12 +162,6 @@ struct PortForward {
     local: u16,
 }
 
-impl PortForward {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.local)
-    }
-}
-
 impl Drop for PortForward {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -174,15 +169,87 @@ impl Drop for PortForward {
     }
 }
 
+/// What a user and a publishing service hold (the identity provider's secret, a publisher key),
+/// calling a gateway's listeners at local ports (port-forwards).
+struct Callers {
+    http: reqwest::Client,
+    jwt_secret: String,
+    publisher_key: String,
+}
+
+impl Callers {
+    fn new(jwt_secret: &str, publisher_key: &str) -> Self {
+        Callers {
+            http: client(),
+            jwt_secret: jwt_secret.to_owned(),
+            publisher_key: publisher_key.to_owned(),
+        }
+    }
+
+    /// A user JWT as the examples' identity provider would issue it (their issuer and audience).
+    fn user_jwt(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        sign_hs256(
+            &self.jwt_secret,
+            &json!({"sub": user, "iat": now, "exp": now + 600, "iss": "https://auth.example.com/", "aud": "herald"}),
+        )
+    }
+
+    async fn token(&self, public: u16, user: &str) -> String {
+        let answer: Value = self
+            .http
+            .post(format!("http://127.0.0.1:{public}/ws/token"))
+            .bearer_auth(self.user_jwt(user))
+            .send()
+            .await
+            .expect("POST /ws/token")
+            .error_for_status()
+            .expect("a token")
+            .json()
+            .await
+            .expect("JSON");
+        answer["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Opens a WebSocket with `token`; the gateway must accept it.
+    async fn open(&self, public: u16, token: &str) -> (Ws, Value) {
+        let url = format!("ws://127.0.0.1:{public}/ws?token={token}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket opens");
+        let connected = recv_json(&mut ws).await;
+        assert_eq!(connected["type"], "connected", "{connected}");
+        (ws, connected)
+    }
+
+    async fn connect(&self, public: u16, user: &str) -> (Ws, Value) {
+        let token = self.token(public, user).await;
+        self.open(public, &token).await
+    }
+
+    async fn publish(&self, internal: u16, user: &str, kind: &str, title: &str) -> String {
+        let response = self
+            .http
+            .post(format!("http://127.0.0.1:{internal}/api/publish"))
+            .bearer_auth(&self.publisher_key)
+            .json(&json!({"userIds": [user], "notification": {"type": kind, "title": title}}))
+            .send()
+            .await
+            .expect("POST /api/publish");
+        assert_eq!(response.status(), 202, "publish accepted");
+        let answer: Value = response.json().await.expect("JSON");
+        answer["created"][0]["id"].as_str().expect("an id").to_owned()
+    }
+}
+
 /// The embedded example's gateway in `namespace`, reached the way docs/operations.md says.
 struct Gateway<'k> {
     kube: &'k Kube,
     namespace: String,
-    jwt_secret: String,
-    publisher_key: String,
+    callers: Callers,
     public: PortForward,
     internal: PortForward,
-    http: reqwest::Client,
 }
 
 impl<'k> Gateway<'k> {
@@ -197,73 +264,32 @@ impl<'k> Gateway<'k> {
         Gateway {
             kube,
             namespace: namespace.to_owned(),
-            jwt_secret: kube.secret(namespace, "demo-jwt", "secret"),
-            publisher_key,
+            callers: Callers::new(&kube.secret(namespace, "demo-jwt", "secret"), &publisher_key),
             public: kube.port_forward(namespace, "svc/demo", 80),
             internal: kube.port_forward(namespace, "svc/demo-internal", 9090),
-            http: client(),
         }
     }
 
-    /// A user JWT as the example's identity provider would issue it (its issuer and audience).
-    fn user_jwt(&self, user: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
-        sign_hs256(
-            &self.jwt_secret,
-            &json!({"sub": user, "iat": now, "exp": now + 600, "iss": "https://auth.example.com/", "aud": "herald"}),
-        )
+    async fn token(&self, user: &str) -> String {
+        self.callers.token(self.public.local, user).await
     }
 
-    async fn token(&self, user: &str) -> String {
-        let answer: Value = self
-            .http
-            .post(self.public.url("/ws/token"))
-            .bearer_auth(self.user_jwt(user))
-            .send()
-            .await
-            .expect("POST /ws/token")
-            .error_for_status()
-            .expect("a token")
-            .json()
-            .await
-            .expect("JSON");
-        answer["token"].as_str().expect("token").to_owned()
+    async fn open(&self, token: &str) -> (Ws, Value) {
+        self.callers.open(self.public.local, token).await
     }
 
     async fn connect(&self, user: &str) -> (Ws, Value) {
-        let token = self.token(user).await;
-        self.open(&token).await
-    }
-
-    /// Opens a WebSocket with `token`; the gateway must accept it.
-    async fn open(&self, token: &str) -> (Ws, Value) {
-        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.public.local);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket opens");
-        let connected = recv_json(&mut ws).await;
-        assert_eq!(connected["type"], "connected", "{connected}");
-        (ws, connected)
+        self.callers.connect(self.public.local, user).await
     }
 
     async fn publish(&self, user: &str, kind: &str, title: &str) -> String {
-        let response = self
-            .http
-            .post(self.internal.url("/api/publish"))
-            .bearer_auth(&self.publisher_key)
-            .json(&json!({"userIds": [user], "notification": {"type": kind, "title": title}}))
-            .send()
-            .await
-            .expect("POST /api/publish");
-        assert_eq!(response.status(), 202, "publish accepted");
-        let answer: Value = response.json().await.expect("JSON");
-        answer["created"][0]["id"].as_str().expect("an id").to_owned()
+        self.callers.publish(self.internal.local, user, kind, title).await
     }
 
     async fn channels(&self) -> Value {
-        self.http
-            .get(self.internal.url("/channels"))
+        self.callers
+            .http
+            .get(format!("http://127.0.0.1:{}/channels", self.internal.local))
             .send()
             .await
             .expect("GET /channels")
@@ -273,24 +299,23 @@ impl<'k> Gateway<'k> {
     }
 
     fn pod(&self) -> Value {
-        let pods = self.kube.json(&[
-            "-n",
-            &self.namespace,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=herald-gateway,app.kubernetes.io/instance=demo",
-        ]);
-        // A deleted pod drains for a while before it goes: not counted.
-        let live: Vec<&Value> = pods["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
-            .collect();
-        assert_eq!(live.len(), 1, "one pod: {pods}");
+        let live = live_pods(self.kube, &self.namespace, "demo");
+        assert_eq!(live.len(), 1, "one pod: {live:?}");
         live[0].clone()
     }
+}
+
+/// The gateway `instance`'s pods that are not being deleted (a deleted pod drains for a while).
+fn live_pods(kube: &Kube, namespace: &str, instance: &str) -> Vec<Value> {
+    let selector = format!("app.kubernetes.io/name=herald-gateway,app.kubernetes.io/instance={instance}");
+    let pods = kube.json(&["-n", namespace, "get", "pods", "-l", &selector]);
+    pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect()
 }
 
 /// An HTTP client that opens a connection per request: through `kubectl port-forward`, a pooled
@@ -608,74 +633,22 @@ async fn the_cluster_example_on_a_real_cluster() {
         &format!("--timeout={ROLLOUT}"),
     ]);
 
-    let pods = kube.json(&[
-        "-n",
-        &namespace,
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=herald-gateway,app.kubernetes.io/instance=notifications",
-    ]);
-    let names: Vec<String> = pods["items"]
-        .as_array()
-        .expect("items")
+    let names: Vec<String> = live_pods(&kube, &namespace, "notifications")
         .iter()
-        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
         .map(|pod| pod["metadata"]["name"].as_str().expect("name").to_owned())
         .collect();
     assert_eq!(names.len(), 3, "the example's three replicas: {names:?}");
     let (a, b) = (&names[0], &names[1]);
-    let http = client();
+    let callers = Callers::new(jwt_secret, publisher_key);
     // The cluster's PostgreSQL outlives this namespace (a reused cluster): a user of this run only.
     let user = unique_name("alice");
-    let claims = |user: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
-        sign_hs256(
-            jwt_secret,
-            &json!({"sub": user, "iat": now, "exp": now + 600, "iss": "https://auth.example.com/", "aud": "herald"}),
-        )
-    };
     let connect = |public: u16| {
-        let http = http.clone();
-        let jwt = claims(&user);
-        async move {
-            let answer: Value = http
-                .post(format!("http://127.0.0.1:{public}/ws/token"))
-                .bearer_auth(jwt)
-                .send()
-                .await
-                .expect("POST /ws/token")
-                .error_for_status()
-                .expect("a token")
-                .json()
-                .await
-                .expect("JSON");
-            let token = answer["token"].as_str().expect("token").to_owned();
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{public}/ws?token={token}"))
-                .await
-                .expect("WebSocket opens");
-            assert_eq!(recv_json(&mut ws).await["type"], "connected");
-            ws
-        }
+        let (callers, user) = (&callers, &user);
+        async move { callers.connect(public, user).await.0 }
     };
     let publish = |internal: u16, title: &'static str| {
-        let http = http.clone();
-        let user = user.clone();
-        async move {
-            let response = http
-                .post(format!("http://127.0.0.1:{internal}/api/publish"))
-                .bearer_auth(publisher_key)
-                .json(&json!({"userIds": [user.as_str()], "notification": {"type": "new_comment", "title": title}}))
-                .send()
-                .await
-                .expect("POST /api/publish");
-            assert_eq!(response.status(), 202);
-            let answer: Value = response.json().await.expect("JSON");
-            answer["created"][0]["id"].as_str().expect("id").to_owned()
-        }
+        let (callers, user) = (&callers, &user);
+        async move { callers.publish(internal, user, "new_comment", title).await }
     };
 
     // A client on pod A, a publish through pod B: Redis carries it across.

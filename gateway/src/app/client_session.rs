@@ -16,7 +16,7 @@ use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::{Error, Result};
 
 use super::Gateway;
-use super::sessions::{CloseRequest, Frame, SendOutcome, SessionInbox};
+use super::sessions::{CloseRequest, SendOutcome, SessionInbox};
 
 /// A frame as the transport received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,11 +145,7 @@ impl ClientSession {
         // `connected`; the count in `connected` may predate it, so send the current one.
         if gateway.sessions.mark_ready(connection_id, counted) {
             let count = gateway.notifications.unread_count(user_id).await?;
-            let message = ServerMessage::UnreadCount {
-                unread_count: count.count,
-            };
-            let frame = Frame::from(ServerEnvelope::new(message, gateway.clock.now_ms()).to_json());
-            gateway.sessions.push_latest(connection_id, count, &frame);
+            gateway.delivery.push_unread_to(connection_id, count);
         }
         gateway
             .delivery

@@ -386,14 +386,21 @@ impl DeliveryService {
 
     /// Tells every connection of `user_id` here its new unread count.
     pub fn push_unread(&self, user_id: &str, count: UnreadCount) {
-        let message = ServerEnvelope::new(
-            ServerMessage::UnreadCount {
-                unread_count: count.count,
-            },
-            self.clock.now_ms(),
-        );
         self.sessions
-            .push_latest_to_user(user_id, count, &Frame::from(message.to_json()));
+            .push_latest_to_user(user_id, count, &self.unread_frame(count));
+    }
+
+    /// Tells the session of `connection_id` its unread count, unless it was told a newer one.
+    pub fn push_unread_to(&self, connection_id: &str, count: UnreadCount) {
+        self.sessions
+            .push_latest(connection_id, count, &self.unread_frame(count));
+    }
+
+    fn unread_frame(&self, count: UnreadCount) -> Frame {
+        let message = ServerMessage::UnreadCount {
+            unread_count: count.count,
+        };
+        Frame::from(ServerEnvelope::new(message, self.clock.now_ms()).to_json())
     }
 
     /// Consumes the bus until shutdown: the replica's delivery loop. Events are spread over
