@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use self::image::{ImagePattern, ImageReference};
 use self::ownership::Control;
-use crate::crd::{DEFAULT_GATEWAY_REPOSITORY, NotificationGateway, NotificationGatewaySpec};
+use crate::crd::{DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_REPOSITORY, NotificationGateway, NotificationGatewaySpec};
 use crate::render::Names;
 use crate::status::Refusal;
 
@@ -27,18 +27,30 @@ pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
 pub use self::ownership::NAME_CONFLICT;
 
-/// The images gateways may run (`--allowed-images`).
+/// The images gateways may run: the operator's default (`--default-gateway-image`), and those on its
+/// allow-list (`--allowed-images`).
 #[derive(Debug, Clone)]
 pub struct ImagePolicy {
     allowed: Vec<ImagePattern>,
+    default_image: String,
 }
 
 impl ImagePolicy {
-    pub fn new(allowed: Vec<ImagePattern>) -> Self {
-        Self { allowed }
+    pub fn new(allowed: Vec<ImagePattern>, default_image: String) -> Self {
+        Self { allowed, default_image }
     }
 
+    /// The image a gateway runs: its own, or the operator's default.
+    pub fn image_of<'a>(&'a self, spec: &'a NotificationGatewaySpec) -> &'a str {
+        spec.image.as_deref().unwrap_or(&self.default_image)
+    }
+
+    /// The default image is always allowed: whoever installed the operator chose it (a mirror of
+    /// the published image, say), so the allow-list need not repeat it.
     pub fn judge(&self, image: &str) -> Result<(), Refusal> {
+        if image == self.default_image {
+            return Ok(());
+        }
         let shown: String = image.chars().take(256).collect();
         let reference: ImageReference = image.parse().map_err(|err| Refusal {
             reason: IMAGE_NOT_ALLOWED,
@@ -58,13 +70,13 @@ impl ImagePolicy {
     }
 }
 
-/// Only the repository of the operator's own default gateway image, any tag or digest.
+/// The published gateway image of this version, and any tag or digest of its repository.
 impl Default for ImagePolicy {
     fn default() -> Self {
         let pattern = DEFAULT_GATEWAY_REPOSITORY
             .parse()
             .expect("the default repository is a valid pattern");
-        Self::new(vec![pattern])
+        Self::new(vec![pattern], DEFAULT_GATEWAY_IMAGE.to_owned())
     }
 }
 
@@ -195,7 +207,10 @@ mod tests {
     }
 
     fn policy(patterns: &[&str]) -> ImagePolicy {
-        ImagePolicy::new(patterns.iter().map(|p| p.parse().expect("pattern")).collect())
+        ImagePolicy::new(
+            patterns.iter().map(|p| p.parse().expect("pattern")).collect(),
+            "mirror.local/herald/gateway:1.0.0".into(),
+        )
     }
 
     fn labelled(value: &str) -> ObjectMeta {
@@ -229,8 +244,18 @@ mod tests {
 
     #[test]
     fn the_default_policy_allows_the_operators_own_gateway_image_only() {
-        let default_image = gateway(json!({"auth": {"jwksUrl": "https://i/j"}})).spec.image;
-        assert!(ImagePolicy::default().judge(&default_image).is_ok(), "{default_image}");
+        let policy = ImagePolicy::default();
+        let gw = gateway(json!({"auth": {"jwksUrl": "https://i/j"}}));
+        let default_image = policy.image_of(&gw.spec);
+        assert_eq!(
+            default_image,
+            format!("ghcr.io/herald-dev/herald-gateway:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(policy.judge(default_image).is_ok(), "{default_image}");
+        assert!(
+            policy.judge("ghcr.io/herald-dev/herald-gateway:0.0.9").is_ok(),
+            "any tag of the repository"
+        );
         let refusal = ImagePolicy::default()
             .judge("evil.example/miner:1")
             .expect_err("refused");
@@ -252,9 +277,26 @@ mod tests {
         let malformed = policy.judge("registry.local/herald/Gateway").expect_err("malformed");
         assert_eq!(malformed.reason, IMAGE_NOT_ALLOWED);
         assert!(
-            ImagePolicy::new(Vec::new())
+            super::tests::policy(&[])
                 .judge("registry.local/herald/gateway")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_gateway_without_an_image_runs_the_operators_default_which_is_always_allowed() {
+        let policy = policy(&["registry.local/herald/*"]);
+        let unset = gateway(json!({"auth": {"jwksUrl": "https://i/j"}}));
+        assert_eq!(policy.image_of(&unset.spec), "mirror.local/herald/gateway:1.0.0");
+        assert!(
+            policy.judge(policy.image_of(&unset.spec)).is_ok(),
+            "not on the list, yet the default"
+        );
+        let named = gateway(json!({"image": "registry.local/herald/gateway:2", "auth": {"jwksUrl": "https://i/j"}}));
+        assert_eq!(policy.image_of(&named.spec), "registry.local/herald/gateway:2");
+        assert!(
+            policy.judge("mirror.local/herald/gateway:1.0.1").is_err(),
+            "only the default itself, not its repository's other tags"
         );
     }
 

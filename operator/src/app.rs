@@ -22,9 +22,9 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::admission::ImagePolicy;
-use crate::admission::image::ImagePattern;
+use crate::admission::image::{ImagePattern, ImageReference, InvalidReference};
 use crate::controller::{self, Context, MANAGER};
-use crate::crd::DEFAULT_GATEWAY_REPOSITORY;
+use crate::crd::{DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_REPOSITORY};
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::leader::{LeaderElection, Timing};
 use crate::metrics::{self, Metrics};
@@ -50,6 +50,10 @@ pub struct Settings {
     /// whose image is not allowed is not rendered.
     #[arg(long, env = "HERALD_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',', default_value = DEFAULT_GATEWAY_REPOSITORY)]
     pub allowed_images: Vec<ImagePattern>,
+    /// The image a NotificationGateway without `spec.image` runs (a mirror of the published image in
+    /// your own registry, say); always allowed.
+    #[arg(long, env = "HERALD_OPERATOR_DEFAULT_GATEWAY_IMAGE", default_value = DEFAULT_GATEWAY_IMAGE, value_parser = image_reference)]
+    pub default_gateway_image: String,
     /// Namespaces whose gateways and channels this operator reconciles, comma-separated; none: every
     /// namespace. The chart grants the operator rights in these namespaces only.
     #[arg(long, env = "HERALD_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -64,6 +68,12 @@ pub struct Settings {
     /// Leader election: how often the leader renews and followers look (less than the deadline).
     #[arg(long, env = "HERALD_OPERATOR_RETRY_PERIOD_SECONDS", default_value_t = 2)]
     pub retry_period_seconds: u64,
+}
+
+/// A well-formed image reference, kept as written (it is what the pods' `image` field says).
+fn image_reference(text: &str) -> std::result::Result<String, InvalidReference> {
+    text.parse::<ImageReference>()?;
+    Ok(text.to_owned())
 }
 
 impl Settings {
@@ -140,7 +150,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ..Context::new(
             client.clone(),
             settings.pod_name.clone(),
-            ImagePolicy::new(settings.allowed_images),
+            ImagePolicy::new(settings.allowed_images, settings.default_gateway_image),
         )
     });
     let scopes = Scope::of(&settings.watch_namespaces);
@@ -264,14 +274,21 @@ mod tests {
         let defaults = Cli::parse_from(["herald-operator"]).settings;
         assert_eq!(defaults.allowed_images.len(), 1);
         assert_eq!(defaults.allowed_images[0].to_string(), DEFAULT_GATEWAY_REPOSITORY);
+        assert_eq!(defaults.default_gateway_image, DEFAULT_GATEWAY_IMAGE);
         assert!(defaults.watch_namespaces.is_empty());
         let listed = Cli::parse_from([
             "herald-operator",
             "--allowed-images=registry.local/herald/*,ghcr.io/herald-dev/herald-gateway",
+            "--default-gateway-image=mirror.local:5000/herald/gateway:0.1.0",
             "--watch-namespaces=apps,web",
         ])
         .settings;
         assert_eq!(listed.allowed_images.len(), 2);
+        assert_eq!(listed.default_gateway_image, "mirror.local:5000/herald/gateway:0.1.0");
+        assert!(
+            Cli::try_parse_from(["herald-operator", "--default-gateway-image=Mirror/UPPER:x"]).is_err(),
+            "a malformed default image stops the operator at start"
+        );
         assert_eq!(listed.watch_namespaces, ["apps", "web"]);
         assert!(
             Cli::try_parse_from(["herald-operator", "--allowed-images=ghcr.io/UPPER/x"]).is_err(),

@@ -190,7 +190,8 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
     let channels = channels_of(&ctx.client, &gateway, &namespace).await?;
     let verdicts = channels::judge(&channels);
     let (secret_versions, mut refusals) = read_secrets(&ctx, &gateway, &namespace).await?;
-    let children = Children::render(&gateway, &verdicts.accepted, &secret_versions);
+    let image = ctx.images.image_of(&gateway.spec);
+    let children = Children::render(&gateway, image, &verdicts.accepted, &secret_versions);
     refusals.extend(name_conflicts(&ctx, &gateway, &namespace, &children).await?);
     if let Some(refusal) = admission::combine(refusals) {
         let revoked = revoke_while_held(&ctx, &gateway, &namespace).await?;
@@ -362,7 +363,12 @@ async fn read_secrets(
     gateway: &NotificationGateway,
     namespace: &str,
 ) -> Result<(Vec<(String, String)>, Vec<Refusal>)> {
-    let mut refusals: Vec<Refusal> = ctx.images.judge(&gateway.spec.image).err().into_iter().collect();
+    let mut refusals: Vec<Refusal> = ctx
+        .images
+        .judge(ctx.images.image_of(&gateway.spec))
+        .err()
+        .into_iter()
+        .collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut versions = Vec::new();
     for secret in admission::secret_uses(gateway) {

@@ -41,9 +41,12 @@ pub struct NotificationGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: Option<i32>,
-    /// The herald-gateway container image; the operator renders only images its allow-list allows.
-    #[serde(default = "default_image")]
-    pub image: String,
+    /// The herald-gateway container image. Unset: the operator's default gateway image (chart value
+    /// `gateway.image`), which it always runs; any other image only if its allow-list allows it
+    /// (chart value `gateway.allowedImages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
     /// The gateway container's pull policy (`Always`, `IfNotPresent`, `Never`); Kubernetes' default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
@@ -122,12 +125,12 @@ impl NotificationGatewaySpec {
     }
 }
 
-/// Repository of the default gateway image; also the operator's default image allow-list.
+/// Repository of the published gateway image; also the operator's default image allow-list.
 pub const DEFAULT_GATEWAY_REPOSITORY: &str = "ghcr.io/herald-dev/herald-gateway";
 
-fn default_image() -> String {
-    format!("{DEFAULT_GATEWAY_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
-}
+/// The gateway image a gateway without `spec.image` runs, unless the operator is told another
+/// (`--default-gateway-image`): the published image of this very version.
+pub const DEFAULT_GATEWAY_IMAGE: &str = concat!("ghcr.io/herald-dev/herald-gateway:", env!("CARGO_PKG_VERSION"));
 
 fn default_token_ttl() -> u32 {
     defaults::TOKEN_TTL_SECONDS as u32

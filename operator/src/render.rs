@@ -163,15 +163,17 @@ impl ChildRef {
 }
 
 impl Children {
-    /// `secret_versions`: the name and `resourceVersion` of each Secret read by reference
-    /// (admission reads them), stamped on the pod templates.
+    /// `image`: the gateway's own or the operator's default. `secret_versions`: the name and
+    /// `resourceVersion` of each Secret read by reference (admission reads them), stamped on the pod
+    /// templates.
     pub fn render(
         gateway: &NotificationGateway,
+        image: &str,
         channels: &[&NotificationChannel],
         secret_versions: &[(String, String)],
     ) -> Self {
         let (config_map, checksum) = config_map(gateway, channels);
-        let mut deployment = deployment(gateway, &checksum);
+        let mut deployment = deployment(gateway, image, &checksum);
         stamp_secret_versions(
             deployment
                 .spec
@@ -188,7 +190,7 @@ impl Children {
             internal_service: internal_service(gateway),
             pod_disruption_budget: pod_disruption_budget(gateway),
             data_claim: data_claim(gateway),
-            migration_job: migration_job(gateway, secret_versions),
+            migration_job: migration_job(gateway, image, secret_versions),
         }
     }
 
@@ -468,7 +470,8 @@ fn restricted_security_context() -> SecurityContext {
 /// without going below the desired count; an embedded gateway is recreated (the old pod stops before
 /// the new one starts), so that two pods never hold one SQLite file and a ReadWriteOnce volume is
 /// free for the new pod.
-pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deployment {
+/// `image`: the gateway's own, or the operator's default ([`crate::admission::ImagePolicy::image_of`]).
+pub fn deployment(gateway: &NotificationGateway, image: &str, config_checksum: &str) -> Deployment {
     let spec = &gateway.spec;
     let names = Names::of(gateway);
     let env = gateway_env(gateway);
@@ -501,7 +504,7 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
     mounts.extend(tls.as_ref().map(tls_mount));
     let gateway_container = Container {
         name: "gateway".into(),
-        image: Some(spec.image.clone()),
+        image: Some(image.to_owned()),
         image_pull_policy: spec.image_pull_policy.clone(),
         args: Some(vec!["serve".into()]),
         env: Some(env.clone()),
@@ -531,7 +534,7 @@ pub fn deployment(gateway: &NotificationGateway, config_checksum: &str) -> Deplo
     let init_containers = spec.postgres.as_ref().map(|_| {
         vec![Container {
             name: "await-migrations".into(),
-            image: Some(spec.image.clone()),
+            image: Some(image.to_owned()),
             image_pull_policy: spec.image_pull_policy.clone(),
             args: Some(vec!["await-migrations".into()]),
             env: Some(env),
@@ -639,7 +642,7 @@ pub fn migration_labels(gateway: &NotificationGateway) -> BTreeMap<String, Strin
 /// named after a hash of its pod template (image, database settings), so a new image (or new
 /// migration credentials) makes a new Job, and an unchanged one is applied again as it is. It uses
 /// `postgres.migrationUrlSecretRef` (a role that may change the schema) when set.
-pub fn migration_job(gateway: &NotificationGateway, secret_versions: &[(String, String)]) -> Option<Job> {
+pub fn migration_job(gateway: &NotificationGateway, image: &str, secret_versions: &[(String, String)]) -> Option<Job> {
     let spec = &gateway.spec;
     let postgres = spec.postgres.as_ref()?;
     // Only what `migrate` reads: the store's URLs (REDIS_URL decides the mode) and the CAs; none of
@@ -674,7 +677,7 @@ pub fn migration_job(gateway: &NotificationGateway, secret_versions: &[(String, 
         }),
         containers: vec![Container {
             name: "migrate".into(),
-            image: Some(spec.image.clone()),
+            image: Some(image.to_owned()),
             image_pull_policy: spec.image_pull_policy.clone(),
             args: Some(vec!["migrate".into()]),
             env: Some(env),

@@ -700,6 +700,45 @@ async fn a_gateway_whose_image_is_not_allowed_gets_no_deployment_and_says_why() 
 }
 
 #[tokio::test]
+async fn a_gateway_without_an_image_runs_the_operators_default_image_from_any_registry() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("mirrored", 2)).await.expect("gateway");
+    // An operator installed with `gateway.image` pointing at a mirror; its allow-list is left as it
+    // is, without the mirror.
+    let mirror = "registry.example.com:5000/platform/herald-gateway:0.1.0";
+    let policy = ImagePolicy::new(
+        vec!["ghcr.io/herald-dev/herald-gateway".parse().expect("pattern")],
+        mirror.into(),
+    );
+    let context = Arc::new(Context::new(client.clone(), None, policy));
+    let gateway = gateways.get("mirrored").await.expect("gateway");
+    assert_eq!(gateway.spec.image, None, "the CRD sets no image: the operator decides");
+    controller::reconcile_gateway(Arc::new(gateway), context.clone())
+        .await
+        .expect("reconcile");
+    let deployment = deployments.get("mirrored").await.expect("Deployment");
+    assert_eq!(gateway_image(&deployment).as_deref(), Some(mirror));
+    assert_eq!(ready(&gateways, "mirrored").await.1, "RolloutPending", "not refused");
+
+    // Naming another tag of the mirror is a choice of the gateway's author: the allow-list decides.
+    let patch = json!({"spec": {"image": "registry.example.com:5000/platform/herald-gateway:9.9.9"}});
+    gateways
+        .patch("mirrored", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let gateway = gateways.get("mirrored").await.expect("gateway");
+    controller::reconcile_gateway(Arc::new(gateway), context)
+        .await
+        .expect("a refusal is no error");
+    assert_eq!(ready(&gateways, "mirrored").await.1, "ImageNotAllowed");
+    let after = deployments.get("mirrored").await.expect("Deployment");
+    assert_eq!(gateway_image(&after).as_deref(), Some(mirror), "left as it was");
+}
+
+#[tokio::test]
 async fn a_gateway_naming_a_secret_that_has_not_opted_in_gets_no_deployment_until_it_does() {
     let Some(client) = client().await else { return };
     let ns = namespace(&client).await;
@@ -864,7 +903,7 @@ async fn a_gateway_named_after_objects_it_does_not_own_takes_none_of_them_over_u
     let rendered = deployments.get("shop").await.expect("the gateway's Deployment");
     assert_eq!(
         gateway_image(&rendered).as_deref(),
-        Some(gateways.get("shop").await.expect("gw").spec.image.as_str())
+        Some(herald_operator::crd::DEFAULT_GATEWAY_IMAGE)
     );
     let owner = &rendered.metadata.owner_references.expect("owned")[0];
     assert_eq!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use herald_operator::admission::{ImagePolicy, SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE};
 use herald_operator::controller::{self, Context};
-use herald_operator::crd::{NotificationChannel, NotificationGateway};
+use herald_operator::crd::{DEFAULT_GATEWAY_IMAGE, NotificationChannel, NotificationGateway};
 use herald_operator::signing;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
@@ -96,6 +96,8 @@ fn the_chart_lints_and_its_schema_refuses_bad_values() {
         ("replicaCount=0", "replicaCount"),
         ("gateway.allowedImages=null", "allowedImages"),
         ("gateway.allowedImages={a b}", "allowedImages"),
+        ("gateway.image.repository=registry.example.com/herald:1.0", "repository"),
+        ("gateway.image.tag=-bad", "tag"),
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("networkPolicy.enabled=maybe", "enabled"),
     ] {
@@ -187,6 +189,11 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
     assert_eq!(verbs_on(&roles[0]["rules"], "leases"), ["create", "get", "update"]);
     assert_eq!(env_of(&objects, "HERALD_OPERATOR_WATCH_NAMESPACES"), None);
     assert_eq!(
+        env_of(&objects, "HERALD_OPERATOR_DEFAULT_GATEWAY_IMAGE").as_deref(),
+        Some(DEFAULT_GATEWAY_IMAGE),
+        "the published gateway image of the chart's version, the one the operator defaults to"
+    );
+    assert_eq!(
         env_of(&objects, "HERALD_OPERATOR_ALLOWED_IMAGES").as_deref(),
         Some("ghcr.io/herald-dev/herald-gateway"),
         "the default allows the operator's own gateway image only"
@@ -197,6 +204,34 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
         env_of(&objects, "HERALD_OPERATOR_ALLOWED_IMAGES").as_deref(),
         Some("registry.local/herald/*,ghcr.io/herald-dev/herald-gateway")
     );
+}
+
+#[test]
+fn gateway_image_points_every_gateway_at_another_registry() {
+    let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
+        return;
+    };
+    let mirror = "gateway.image.repository=registry.example.com:5000/platform/herald-gateway";
+    let objects = render_with(&bin, &[mirror]);
+    let version = DEFAULT_GATEWAY_IMAGE.rsplit_once(':').expect("tagged").1;
+    assert_eq!(
+        env_of(&objects, "HERALD_OPERATOR_DEFAULT_GATEWAY_IMAGE"),
+        Some(format!("registry.example.com:5000/platform/herald-gateway:{version}")),
+    );
+    assert_eq!(
+        env_of(&objects, "HERALD_OPERATOR_ALLOWED_IMAGES").as_deref(),
+        Some("registry.example.com:5000/platform/herald-gateway"),
+        "the allow-list follows the registry"
+    );
+    let objects = render_with(
+        &bin,
+        &[mirror, "gateway.image.tag=0.1.0-patched", "gateway.allowedImages={*}"],
+    );
+    assert_eq!(
+        env_of(&objects, "HERALD_OPERATOR_DEFAULT_GATEWAY_IMAGE").as_deref(),
+        Some("registry.example.com:5000/platform/herald-gateway:0.1.0-patched")
+    );
+    assert_eq!(env_of(&objects, "HERALD_OPERATOR_ALLOWED_IMAGES").as_deref(), Some("*"));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use herald_e2e::{GatewayProcess, TempDir, fresh_database, recv_json, run_to_exit, service_url};
-use herald_operator::crd::{NotificationChannel, NotificationGateway};
+use herald_operator::crd::{DEFAULT_GATEWAY_IMAGE, NotificationChannel, NotificationGateway};
 use herald_operator::render;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, Secret};
 use serde_json::json;
@@ -151,7 +151,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
     let (gateway, channel) = sample("db", "cache");
     let (config, checksum) = render::config_map(&gateway, &[&channel]);
     let keys = first_signing_keys(&gateway);
-    let deployment = render::deployment(&gateway, &checksum);
+    let deployment = render::deployment(&gateway, DEFAULT_GATEWAY_IMAGE, &checksum);
     let pod = deployment.spec.expect("spec").template.spec.expect("pod");
     let secrets: HashMap<(&str, &str), String> = HashMap::from([
         (("db", "url"), fresh_database(&admin)),
@@ -163,7 +163,7 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
 
     // The migration Job first, then the init container (it finds the schema), then the gateway
     // container, each with its own args, environment and mounts.
-    let job = render::migration_job(&gateway, &[]).expect("a migration Job in cluster mode");
+    let job = render::migration_job(&gateway, DEFAULT_GATEWAY_IMAGE, &[]).expect("a migration Job in cluster mode");
     let job_pod = job.spec.expect("spec").template.spec.expect("pod");
     let (job_args, job_env) = invocation(&root.0, &job_pod, &job_pod.containers[0], &config, &keys, &secrets);
     let (status, output) = run_to_exit(&borrowed(&job_args), &pairs(&job_env));
@@ -208,7 +208,7 @@ async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
     gateway.metadata.uid = Some("0b1e0e0e-0000-4000-8000-00000000e3bd".into());
     let (config, checksum) = render::config_map(&gateway, &[]);
     let keys = first_signing_keys(&gateway);
-    let pod = render::deployment(&gateway, &checksum)
+    let pod = render::deployment(&gateway, DEFAULT_GATEWAY_IMAGE, &checksum)
         .spec
         .expect("spec")
         .template

@@ -33,6 +33,9 @@ struct Kube {
     /// The cluster's, not the `KUBECONFIG` of the operator's tests (envtest's apiserver).
     kubeconfig: String,
     repo: PathBuf,
+    /// Where the images were loaded from (`HERALD_IMAGE_REGISTRY` of `scripts/images`): unset, the
+    /// chart's defaults; set, the chart is pointed at it as docs/operations.md ("Images") says.
+    registry: Option<String>,
 }
 
 impl Kube {
@@ -43,6 +46,7 @@ impl Kube {
             kubectl: service_url("HERALD_KUBECTL")?,
             helm: service_url("HERALD_HELM_BIN")?,
             repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+            registry: std::env::var("HERALD_IMAGE_REGISTRY").ok().filter(|r| !r.is_empty()),
         })
     }
 
@@ -76,7 +80,7 @@ impl Kube {
     }
 
     fn helm_upgrade(&self, chart: &str) {
-        self.helm(&[
+        let mut args = vec![
             "upgrade",
             "--install",
             "herald",
@@ -87,7 +91,23 @@ impl Kube {
             "--wait",
             "--timeout",
             ROLLOUT,
-        ]);
+        ];
+        let images = self.registry.as_ref().map(|registry| {
+            [
+                format!("image.repository={registry}/herald-operator"),
+                format!("gateway.image.repository={registry}/herald-gateway"),
+            ]
+        });
+        for set in images.iter().flatten() {
+            args.extend(["--set", set.as_str()]);
+        }
+        self.helm(&args);
+    }
+
+    /// The gateway image the chart was installed with (no `spec.image` in the examples).
+    fn gateway_image(&self) -> String {
+        let registry = self.registry.as_deref().unwrap_or("ghcr.io/herald-dev");
+        format!("{registry}/herald-gateway:{}", env!("CARGO_PKG_VERSION"))
     }
 
     /// Whether `kubectl args` succeeds (a `get` of something that may be gone).
@@ -401,6 +421,18 @@ async fn the_walk_through_on_a_real_cluster() {
         "--for=condition=Ready",
         &format!("--timeout={ROLLOUT}"),
     ]);
+
+    // The pods run the gateway image the chart names (scripts/test loads it under a registry of
+    // its own, so a pod of any other image could not start: nothing is pulled from outside).
+    let image = kube.kubectl(&[
+        "-n",
+        &namespace,
+        "get",
+        "deployment/demo",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, kube.gateway_image());
 
     // A user connects, a service publishes, the user receives.
     let gateway = Gateway::reach(&kube, &namespace);

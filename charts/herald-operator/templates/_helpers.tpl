@@ -31,6 +31,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{- /* The image of gateways without spec.image (the operator's --default-gateway-image). */ -}}
+{{- define "herald-operator.gatewayImage" -}}
+{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) -}}
+{{- end -}}
+
 {{- /*
 What the operator may do in a namespace whose gateways it reconciles: exactly the calls it makes, and
 nothing cluster-scoped. Bound cluster-wide (a ClusterRole) without watchNamespaces, or by a Role in each

@@ -10,6 +10,23 @@ fn gateway(spec: serde_json::Value) -> NotificationGateway {
     gateway
 }
 
+/// The image the tests render (the operator's default or the gateway's own: rendering is told).
+const IMAGE: &str = "registry.local/herald/gateway:1.2.3";
+
+fn migration_job_of(gateway: &NotificationGateway, secret_versions: &[(String, String)]) -> Option<Job> {
+    migration_job(gateway, IMAGE, secret_versions)
+}
+
+/// The pod template's spec of the gateway's Deployment.
+fn pod_of(gateway: &NotificationGateway) -> PodSpec {
+    deployment(gateway, IMAGE, "abc")
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+}
+
 fn cluster_gateway() -> NotificationGateway {
     gateway(json!({
         "replicas": 3,
@@ -51,7 +68,7 @@ fn every_child_is_owned_by_the_gateway() {
     let gw = cluster_gateway();
     let (config, checksum) = config_map(&gw, &[]);
     assert_owned(&config.metadata);
-    assert_owned(&deployment(&gw, &checksum).metadata);
+    assert_owned(&deployment(&gw, IMAGE, &checksum).metadata);
     assert_owned(&service(&gw).metadata);
     assert_owned(&internal_service(&gw).metadata);
     assert_owned(&pod_disruption_budget(&gw).expect("pdb").metadata);
@@ -60,13 +77,13 @@ fn every_child_is_owned_by_the_gateway() {
 
 #[test]
 fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
-    let migration = migration_job(&cluster_gateway(), &[])
+    let migration = migration_job_of(&cluster_gateway(), &[])
         .expect("job")
         .metadata
         .name
         .expect("name");
     let listed = |gw: &NotificationGateway| -> Vec<(String, String)> {
-        Children::render(gw, &[], &[])
+        Children::render(gw, IMAGE, &[], &[])
             .refs()
             .into_iter()
             .map(|child| (child.resource.kind, child.name))
@@ -93,7 +110,7 @@ fn every_applied_child_is_listed_for_the_ownership_check_by_kind_and_name() {
     assert_eq!(listed(&cluster_gateway()), expected(true));
     let single = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://i/j"}}));
     assert_eq!(listed(&single), expected(false));
-    let pdb = &Children::render(&cluster_gateway(), &[], &[]).refs()[4].resource;
+    let pdb = &Children::render(&cluster_gateway(), IMAGE, &[], &[]).refs()[4].resource;
     assert_eq!(
         (pdb.group.as_str(), pdb.plural.as_str()),
         ("policy", "poddisruptionbudgets")
@@ -214,7 +231,7 @@ fn the_checksum_follows_the_settings_but_not_the_channels() {
     let mut scaled = gw.clone();
     scaled.spec.replicas = Some(5);
     assert_eq!(config_map(&scaled, &[]).1, first, "scaling does not restart pods");
-    let template = deployment(&gw, &first).spec.expect("spec").template;
+    let template = deployment(&gw, IMAGE, &first).spec.expect("spec").template;
     assert_eq!(
         template.metadata.expect("meta").annotations.expect("annotations")[CHECKSUM_ANNOTATION],
         first
@@ -224,7 +241,7 @@ fn the_checksum_follows_the_settings_but_not_the_channels() {
 #[test]
 fn the_deployment_is_safe_by_default() {
     let gw = cluster_gateway();
-    let spec = deployment(&gw, "abc").spec.expect("spec");
+    let spec = deployment(&gw, IMAGE, "abc").spec.expect("spec");
     assert_eq!(spec.replicas, Some(3));
     let rolling = spec.strategy.expect("strategy").rolling_update.expect("rolling");
     assert_eq!(
@@ -347,13 +364,13 @@ fn the_public_service_exposes_only_the_public_port_and_the_internal_one_stays_in
         public.spec.as_ref().and_then(|s| s.selector.clone()),
         Some(expected.clone())
     );
-    let selector = deployment(&gw, "abc").spec.expect("spec").selector;
+    let selector = deployment(&gw, IMAGE, "abc").spec.expect("spec").selector;
     assert_eq!(selector.match_labels, Some(expected));
     assert_eq!(
         selector_string(&gw),
         "app.kubernetes.io/instance=alerts,app.kubernetes.io/name=herald-gateway"
     );
-    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    let pod = pod_of(&gw);
     let container_ports: Vec<(Option<String>, i32)> = pod.containers[0]
         .ports
         .clone()
@@ -374,7 +391,7 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
         name: "db-owner".into(),
         key: "url".into(),
     });
-    let job = migration_job(&gw, &[]).expect("cluster mode migrates");
+    let job = migration_job_of(&gw, &[]).expect("cluster mode migrates");
     assert_owned(&job.metadata);
     let name = job.metadata.name.clone().expect("name");
     assert!(
@@ -416,7 +433,10 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
         "the migration credentials"
     );
     // A new image is a new Job; the same spec the same Job.
-    assert_eq!(migration_job(&gw, &[]).expect("job").metadata.name, Some(name.clone()));
+    assert_eq!(
+        migration_job_of(&gw, &[]).expect("job").metadata.name,
+        Some(name.clone())
+    );
     // A changed credential (its Secret's resourceVersion) is a new Job, which runs again; a change
     // of a Secret the Job does not read is not.
     let versions = |db: &str| {
@@ -425,9 +445,9 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
             ("jwt".to_owned(), "7".to_owned()),
         ]
     };
-    let before = migration_job(&gw, &versions("1")).expect("job").metadata.name;
+    let before = migration_job_of(&gw, &versions("1")).expect("job").metadata.name;
     assert_ne!(
-        migration_job(&gw, &versions("2")).expect("job").metadata.name,
+        migration_job_of(&gw, &versions("2")).expect("job").metadata.name,
         before,
         "new password"
     );
@@ -436,15 +456,14 @@ fn migrations_run_in_a_job_per_version_labelled_apart_with_their_own_credentials
         ("jwt".to_owned(), "8".to_owned()),
     ];
     assert_eq!(
-        migration_job(&gw, &other).expect("job").metadata.name,
+        migration_job_of(&gw, &other).expect("job").metadata.name,
         before,
         "JWT secret changed"
     );
-    let mut upgraded = gw.clone();
-    upgraded.spec.image = "ghcr.io/herald-dev/herald-gateway:9.9.9".into();
-    assert_ne!(migration_job(&upgraded, &[]).expect("job").metadata.name, Some(name));
+    let upgraded = migration_job(&gw, "ghcr.io/herald-dev/herald-gateway:9.9.9", &[]).expect("job");
+    assert_ne!(upgraded.metadata.name, Some(name), "a new image");
     // Embedded gateways migrate their SQLite on open: no Job.
-    assert!(migration_job(&gateway(json!({"auth": {"jwksUrl": "https://i/j"}})), &[]).is_none());
+    assert!(migration_job_of(&gateway(json!({"auth": {"jwksUrl": "https://i/j"}})), &[]).is_none());
 }
 
 #[test]
@@ -454,7 +473,7 @@ fn named_cas_are_mounted_from_their_secrets_and_passed_to_the_gateway() {
         "redis": {"urlSecretRef": {"name": "cache", "key": "url"}, "caSecretRef": {"name": "cache-tls", "key": "ca.pem"}},
         "auth": {"jwksUrl": "https://issuer.example/jwks"},
     }));
-    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    let pod = pod_of(&gw);
     let env = pod.containers[0].env.clone().expect("env");
     let value = |name: &str| env.iter().find(|v| v.name == name).and_then(|v| v.value.clone());
     assert_eq!(
@@ -508,7 +527,7 @@ fn named_cas_are_mounted_from_their_secrets_and_passed_to_the_gateway() {
         "{uses:?}"
     );
     // Without CAs: no volume, no variables.
-    let plain = deployment(&cluster_gateway(), "abc")
+    let plain = deployment(&cluster_gateway(), IMAGE, "abc")
         .spec
         .expect("spec")
         .template
@@ -522,7 +541,7 @@ fn an_embedded_gateway_keeps_its_data_on_a_claim_and_is_recreated_not_rolled() {
     let gw = gateway(
         json!({"auth": {"jwksUrl": "https://issuer.example/jwks"}, "storage": {"size": "5Gi", "storageClassName": "fast"}}),
     );
-    let spec = deployment(&gw, "abc").spec.expect("spec");
+    let spec = deployment(&gw, IMAGE, "abc").spec.expect("spec");
     assert_eq!(spec.replicas, Some(1), "embedded without replicas: one");
     assert_eq!(spec.strategy.expect("strategy").type_.as_deref(), Some("Recreate"));
     let pod = spec.template.spec.expect("pod");
@@ -545,7 +564,7 @@ fn an_embedded_gateway_keeps_its_data_on_a_claim_and_is_recreated_not_rolled() {
     // Cluster mode: no claim, a rolling update that never goes below the desired count.
     let cluster = cluster_gateway();
     assert!(data_claim(&cluster).is_none());
-    let strategy = deployment(&cluster, "abc")
+    let strategy = deployment(&cluster, IMAGE, "abc")
         .spec
         .expect("spec")
         .strategy
@@ -557,9 +576,30 @@ fn an_embedded_gateway_keeps_its_data_on_a_claim_and_is_recreated_not_rolled() {
 fn a_single_embedded_replica_has_no_pdb_and_no_migrations() {
     let gw = gateway(json!({"replicas": 1, "auth": {"jwksUrl": "https://issuer.example/jwks"}}));
     assert!(pod_disruption_budget(&gw).is_none());
-    let pod = deployment(&gw, "abc").spec.expect("spec").template.spec.expect("pod");
+    let pod = pod_of(&gw);
     assert!(pod.init_containers.is_none());
     let env = pod.containers[0].env.clone().expect("env");
     assert!(env.iter().any(|v| v.name == "HERALD_DATA_DIR"));
     assert!(!env.iter().any(|v| v.name == "DATABASE_URL"));
+}
+
+#[test]
+fn every_container_runs_the_image_it_is_told() {
+    let gw = cluster_gateway();
+    let pod = pod_of(&gw);
+    let job = migration_job_of(&gw, &[])
+        .expect("job")
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+    let images: Vec<Option<&str>> = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+        .chain(&job.containers)
+        .map(|c| c.image.as_deref())
+        .collect();
+    assert_eq!(images, [Some(IMAGE); 3], "gateway, await-migrations, migrate");
 }
