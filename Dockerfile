@@ -15,7 +15,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p herald-gateway -p herald-operator \
         --bin herald-gateway --bin herald-operator \
  && install -D target/release/herald-gateway /out/herald-gateway \
- && install -D target/release/herald-operator /out/herald-operator
+ && install -D target/release/herald-operator /out/herald-operator \
+ && install -d -m 0755 /out/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS gateway
 ARG VERSION=0.1.0
@@ -24,6 +25,8 @@ LABEL org.opencontainers.image.title="herald-gateway" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/herald-gateway /usr/local/bin/herald-gateway
+# The working directory holds the embedded default's SQLite file (.herald-data/): the user's own.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/herald
 USER 65532:65532
 WORKDIR /var/lib/herald
 EXPOSE 8080 9090
