@@ -62,3 +62,66 @@ async fn checkpoint_in_background(pool: SqlitePool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::migrate::Migrator;
+
+    use super::*;
+    use crate::ports::NotificationStore;
+
+    static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+    #[tokio::test]
+    async fn upgrading_to_kept_unread_counts_counts_what_is_there() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        // The schema before migration 0006, with notifications stored under it.
+        let before = Migrator {
+            migrations: Cow::Owned(
+                MIGRATIONS
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 6)
+                    .cloned()
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        before.run(&pool).await.expect("migrations 1-5");
+        for (id, user, seq, read_at) in [
+            ("a1", "alice", 1, None),
+            ("a2", "alice", 2, Some(5_i64)),
+            ("a3", "alice", 3, None),
+            ("b1", "bob", 1, None),
+        ] {
+            sqlx::query(
+                "INSERT INTO notifications (id, user_id, seq, type, channel, title, read_at, created_at)
+                 VALUES (?, ?, ?, 'new_like', 'social', 't', ?, 1)",
+            )
+            .bind(id)
+            .bind(user)
+            .bind(seq)
+            .bind(read_at)
+            .execute(&pool)
+            .await
+            .expect("insert");
+        }
+        MIGRATIONS.run(&pool).await.expect("migration 0006");
+        let store = SqliteNotificationStore::new(pool.clone()).expect("store");
+        let alice = store.unread_count("alice", 10).await.expect("count");
+        let bob = store.unread_count("bob", 10).await.expect("count");
+        assert_eq!((alice.count, bob.count), (2, 1));
+        // Kept from here on: a read mark takes one off.
+        sqlx::query("UPDATE notifications SET read_at = 9 WHERE id = 'a1'")
+            .execute(&pool)
+            .await
+            .expect("read");
+        assert_eq!(store.unread_count("alice", 10).await.expect("count").count, 1);
+    }
+}

@@ -8,6 +8,7 @@ use uuid::fmt::Hyphenated;
 use super::writer::SqliteCommitter;
 use crate::adapters::group_commit::Writer;
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
+use crate::adapters::sqlite::writer::EXPIRED_UNREAD;
 use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
@@ -81,16 +82,17 @@ impl NotificationStore for SqliteNotificationStore {
 
     async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<UnreadCount> {
         // One statement: the count and its version from one snapshot.
-        let (count, version): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM notifications
-                     WHERE user_id = ?1 AND read_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)),
-                    COALESCE((SELECT last_seq + unread_removals FROM user_sequences WHERE user_id = ?1), 0)",
-        )
-        .bind(user_id)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let sql = format!(
+            "SELECT s.unread - ({EXPIRED_UNREAD}), s.last_seq + s.unread_removals
+             FROM user_sequences s WHERE s.user_id = ?"
+        );
+        let (count, version): (i64, i64) = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .unwrap_or_default();
         Ok(unread_count(count, version))
     }
 

@@ -273,13 +273,16 @@ fn placeholders(n: usize) -> String {
 
 /// The unread counts of `users` at `now` with their versions, in one statement (read inside the
 /// batch's transaction, so they include what the batch wrote).
+/// The unread notifications of user `s.user_id` past their expiry (bound first: now), which the
+/// kept count `user_sequences.unread` still includes (migration 0006).
+pub(super) const EXPIRED_UNREAD: &str = "SELECT COUNT(*) FROM notifications n
+     WHERE n.user_id = s.user_id AND n.read_at IS NULL AND n.expires_at IS NOT NULL AND n.expires_at <= ?";
+
 fn unread_counts(conn: &Connection, users: &[String], now: UnixMs) -> Result<UnreadCounts> {
     let mut counts = UnreadCounts::new();
     for chunk in users.chunks(500) {
         let sql = format!(
-            "SELECT s.user_id, s.last_seq + s.unread_removals,
-                    (SELECT COUNT(*) FROM notifications n WHERE n.user_id = s.user_id AND n.read_at IS NULL
-                     AND (n.expires_at IS NULL OR n.expires_at > ?))
+            "SELECT s.user_id, s.last_seq + s.unread_removals, s.unread - ({EXPIRED_UNREAD})
              FROM user_sequences s WHERE s.user_id IN ({})",
             placeholders(chunk.len())
         );
