@@ -151,35 +151,75 @@ async fn run(committer: impl Committer, mut receiver: mpsc::Receiver<Write>) {
     }
 }
 
-/// The writer thread: sleeps until a write comes, takes whatever else is waiting (waiting up to
-/// [`GATHER`] for more when the batch is small and must be flushed), commits.
 /// A small batch that must be flushed waits this long for company before it commits: each commit
 /// of the embedded store costs an `fsync`, and at a steady 2,000 publishes/s this gathering cut CPU
 /// per notification by a fifth (0.34-0.36 -> 0.28-0.29 ms, alternating runs) for about 0.4 ms of
-/// median latency. Larger batches (a busy replica) and batches that need no flush commit at once.
+/// median latency. Larger batches (a busy replica) commit at once.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 /// Batches of at least this many writes do not wait (see [`GATHER`]).
 const GATHER_BELOW: usize = 8;
+/// A batch of writes that need no flush (acknowledgements, attempt counts) waits this long for one
+/// that does, and rides on its commit: a commit of its own cost the writer as much as a publish's
+/// but the `fsync` (the WAL frames of the pages it touched, the locks, switching `synchronous` and
+/// back). Nobody waits for these writes but a client acknowledging what another connection was
+/// sent; lost to a crash, they only mean a replay the client dedupes.
+pub const DEFER_UNFLUSHED: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Takes what is waiting, up to [`MAX_BATCH`]; `true` when something taken must be flushed.
+fn take_waiting(batch: &mut Vec<Write>, receiver: &mut mpsc::Receiver<Write>) -> bool {
+    let mut flush = false;
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(write) => {
+                flush |= write.needs_flush();
+                batch.push(write);
+            }
+            Err(_) => break,
+        }
+    }
+    flush
+}
+
+/// The writer thread: sleeps until a write comes, takes whatever else is waiting, commits. A batch
+/// that must be flushed waits up to [`GATHER`] for more when small; one that need not waits up to
+/// [`DEFER_UNFLUSHED`] for one that must. Its own current-thread runtime only times the waits; the
+/// commits block it, which is what the thread is for.
 fn run_blocking(mut committer: impl BlockingCommitter, mut receiver: mpsc::Receiver<Write>) {
-    while let Some(first) = receiver.blocking_recv() {
-        let mut batch = Vec::with_capacity(MAX_BATCH.min(receiver.len() + 1));
-        batch.push(first);
-        let take = |batch: &mut Vec<Write>, receiver: &mut mpsc::Receiver<Write>| {
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(write) => batch.push(write),
-                    Err(_) => break,
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            // Every sender then sees the writer gone and answers its callers with an error.
+            tracing::error!(error = %err, "store:writer-not-started");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = Vec::with_capacity(MAX_BATCH.min(receiver.len() + 1));
+            let mut flush = first.needs_flush();
+            batch.push(first);
+            flush |= take_waiting(&mut batch, &mut receiver);
+            if !flush {
+                let deadline = tokio::time::Instant::now() + DEFER_UNFLUSHED;
+                while !flush && batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(write)) => {
+                            flush = write.needs_flush();
+                            batch.push(write);
+                            flush |= take_waiting(&mut batch, &mut receiver);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
-        };
-        take(&mut batch, &mut receiver);
-        if batch.len() < GATHER_BELOW && batch.iter().any(Write::needs_flush) {
-            std::thread::sleep(GATHER);
-            take(&mut batch, &mut receiver);
+            if flush && batch.len() < GATHER_BELOW {
+                // A thread sleep: Tokio's timers count whole milliseconds.
+                std::thread::sleep(GATHER);
+                take_waiting(&mut batch, &mut receiver);
+            }
+            committer.commit(batch);
         }
-        committer.commit(batch);
-    }
+    });
 }
 
 /// A batch's writes sorted by kind, each kept with its reply.
@@ -419,4 +459,92 @@ pub async fn stamps_keep_their_own_times_and_repeated_attempts_all_count(
     };
     assert_eq!(row(first).await, (Some(2_000), 2), "its own time; counted twice");
     assert_eq!(row(second).await, (Some(3_000), 0), "its own time");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Reports each committed batch as the kinds of its writes, and answers nothing (the callers
+    /// here do not wait for answers).
+    struct Recording(std_mpsc::Sender<Vec<&'static str>>);
+
+    impl BlockingCommitter for Recording {
+        fn commit(&mut self, writes: Vec<Write>) {
+            let kinds = writes
+                .iter()
+                .map(|write| match write {
+                    Write::Publish { .. } => "publish",
+                    Write::Stamp { column, .. } => column,
+                    Write::RecordAttempt { .. } => "attempt",
+                })
+                .collect();
+            let _ = self.0.send(kinds);
+        }
+    }
+
+    fn writer() -> (Writer, std_mpsc::Receiver<Vec<&'static str>>) {
+        let (commits, committed) = std_mpsc::channel();
+        let writer = Writer::start_on_thread("test-writer", Recording(commits)).expect("thread");
+        (writer, committed)
+    }
+
+    /// Queues a write for the writer thread, without waiting for its commit.
+    async fn send(writer: &Writer, write: impl FnOnce(oneshot::Sender<Result<bool>>) -> Write) {
+        let (reply, _answer) = oneshot::channel();
+        writer.sender.send(write(reply)).await.expect("the writer runs");
+    }
+
+    fn ack(reply: oneshot::Sender<Result<bool>>) -> Write {
+        Write::Stamp {
+            column: "delivered_at",
+            user_id: "alice".into(),
+            id: Uuid::nil(),
+            at: 1,
+            reply,
+        }
+    }
+
+    /// Until the writer thread has taken everything sent so far.
+    async fn taken(writer: &Writer) {
+        while writer.sender.capacity() < QUEUE {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_rides_on_the_next_publish_commit() {
+        let (writer, committed) = writer();
+        send(&writer, ack).await;
+        taken(&writer).await;
+        // The writer holds the acknowledgement, waiting for a write that must reach the disk.
+        let (reply, _answer) = oneshot::channel();
+        writer
+            .sender
+            .send(Write::Publish {
+                batch: vec![test_notification(Uuid::new_v4(), "bob")],
+                idempotency: None,
+                now: 1,
+                reply,
+            })
+            .await
+            .expect("sent");
+        let batch = committed.recv_timeout(Duration::from_secs(5)).expect("a commit");
+        assert_eq!(batch, ["delivered_at", "publish"], "one commit for both");
+    }
+
+    #[tokio::test]
+    async fn alone_an_acknowledgement_waits_a_bounded_time() {
+        let (writer, committed) = writer();
+        let sent = Instant::now();
+        send(&writer, ack).await;
+        let batch = committed
+            .recv_timeout(Duration::from_secs(5))
+            .expect("committed all the same");
+        assert_eq!(batch, ["delivered_at"]);
+        assert!(sent.elapsed() >= DEFER_UNFLUSHED, "held for company first");
+    }
 }
