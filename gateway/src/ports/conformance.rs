@@ -305,7 +305,12 @@ pub async fn event_bus(bus: &dyn EventBus) {
     }
 }
 
-fn new_notification(user_id: &str, channel: &str, kind: NotificationType, created_at: i64) -> NewNotification {
+pub(crate) fn new_notification(
+    user_id: &str,
+    channel: &str,
+    kind: NotificationType,
+    created_at: i64,
+) -> NewNotification {
     NewNotification {
         id: uuid::Uuid::new_v4(),
         user_id: user_id.into(),

@@ -92,6 +92,14 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 /// is configured outside CI. In CI a missing service fails the test.
 #[cfg(test)]
 pub(crate) async fn test_pool() -> Option<PgPool> {
+    let pool = test_database().await?;
+    migrate(&pool).await.expect("migrations apply");
+    Some(pool)
+}
+
+/// A fresh database for one test, not migrated (see [`test_pool`]).
+#[cfg(test)]
+pub(crate) async fn test_database() -> Option<PgPool> {
     let admin_url = herald_e2e::service_url("HERALD_TEST_DATABASE_URL")?;
     let admin = connect(&admin_url, 1, None).await.expect("test PostgreSQL reachable");
     let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
@@ -103,6 +111,5 @@ pub(crate) async fn test_pool() -> Option<PgPool> {
     let pool = connect(&format!("{base}/{name}"), 5, None)
         .await
         .expect("test database reachable");
-    migrate(&pool).await.expect("migrations apply");
     Some(pool)
 }

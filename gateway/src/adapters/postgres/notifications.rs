@@ -5,7 +5,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::ms;
-use super::writer::PostgresCommitter;
+use super::writer::{PostgresCommitter, expired_unread};
 use crate::adapters::group_commit::Writer;
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
 use crate::domain::UnixMs;
@@ -87,16 +87,17 @@ impl NotificationStore for PostgresNotificationStore {
 
     async fn unread_count(&self, user_id: &str, now: UnixMs) -> Result<UnreadCount> {
         // One statement: the count and its version from one snapshot.
-        let (count, version): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL
-                     AND (expires_at IS NULL OR expires_at > to_timestamp($2::float8 / 1000))),
-                    COALESCE((SELECT last_seq + unread_removals FROM user_sequences WHERE user_id = $1), 0)",
-        )
-        .bind(user_id)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let sql = format!(
+            "SELECT s.unread - ({}), s.last_seq + s.unread_removals FROM user_sequences s WHERE s.user_id = $1",
+            expired_unread("s.user_id", "$2")
+        );
+        let (count, version): (i64, i64) = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .unwrap_or_default();
         Ok(unread_count(count, version))
     }
 
@@ -211,6 +212,69 @@ impl NotificationStore for PostgresNotificationStore {
 mod tests {
     use super::*;
     use crate::ports::conformance;
+
+    #[tokio::test]
+    async fn upgrading_to_kept_unread_counts_counts_what_is_there_and_keeps_it() {
+        let Some(pool) = super::super::test_database().await else {
+            return;
+        };
+        // The schema before migration 0003, with notifications stored under it as the previous
+        // version stored them (the sequence bumped beside the rows).
+        let all = sqlx::migrate!("../migrations");
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(all.iter().filter(|m| m.version < 3).cloned().collect()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&pool).await.expect("migrations 1-2");
+        for (user, seq, read) in [
+            ("alice", 1, false),
+            ("alice", 2, true),
+            ("alice", 3, false),
+            ("bob", 1, false),
+        ] {
+            sqlx::query(
+                "INSERT INTO notifications (user_id, seq, type, channel, title, read_at)
+                 VALUES ($1, $2, 'new_like', 'social', 't', CASE WHEN $3 THEN now() END)",
+            )
+            .bind(user)
+            .bind(seq)
+            .bind(read)
+            .execute(&pool)
+            .await
+            .expect("insert");
+            sqlx::query(
+                "INSERT INTO user_sequences (user_id, last_seq) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET last_seq = EXCLUDED.last_seq",
+            )
+            .bind(user)
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .expect("sequence");
+        }
+        super::super::migrate(&pool).await.expect("migration 0003");
+        let store = PostgresNotificationStore::new(pool.clone());
+        let now = 4_000_000_000_000;
+        let count = |user: &'static str| {
+            let store = &store;
+            async move { store.unread_count(user, now).await.expect("count").count }
+        };
+        assert_eq!((count("alice").await, count("bob").await), (2, 1));
+        // Kept from here on: a publish adds (by the trigger), a read mark takes off.
+        let published = conformance::new_notification(
+            "alice",
+            "social",
+            crate::domain::notification::NotificationType::NewLike,
+            now,
+        );
+        store
+            .publish(std::slice::from_ref(&published), None, now)
+            .await
+            .expect("publish");
+        assert_eq!(count("alice").await, 3);
+        store.mark_read("alice", published.id, now).await.expect("read");
+        assert_eq!(count("alice").await, 2);
+    }
 
     #[tokio::test]
     async fn conforms_to_notification_store() {

@@ -41,7 +41,7 @@ const INSERT_CTE: &str = "WITH input AS (
      bumped AS (
          INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
          ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
-         RETURNING s.user_id, s.last_seq, s.unread_removals
+         RETURNING s.user_id, s.last_seq, s.unread_removals, s.unread
      ),
      inserted AS (
          INSERT INTO notifications
@@ -53,6 +53,17 @@ const INSERT_CTE: &str = "WITH input AS (
          FROM input i JOIN counts c USING (user_id) JOIN bumped b USING (user_id)
          RETURNING id, user_id, seq, expires_at
      )";
+
+/// The unread notifications of user `user` (an SQL expression) past their expiry at `now` (a
+/// parameter in Unix milliseconds), which the kept count `user_sequences.unread` still includes
+/// (migration 0003); most notifications have no expiry, and the partial index holds only those that
+/// do.
+pub(super) fn expired_unread(user: &str, now: &str) -> String {
+    format!(
+        "SELECT count(*) FROM notifications n WHERE n.user_id = {user} AND n.read_at IS NULL
+         AND n.expires_at IS NOT NULL AND n.expires_at <= to_timestamp({now}::float8 / 1000)"
+    )
+}
 
 /// Binds the rows of `batch` as the eleven arrays of [`INSERT_CTE`].
 fn bind_rows<'q, O>(
@@ -108,22 +119,19 @@ fn insert_notifications<'a>(
 async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<PublishOutcome>, Failure> {
     let rows: Vec<&NewNotification> = publishes.iter().flat_map(|write| write.batch.iter()).collect();
     let now = publishes.iter().map(|write| write.now).max().unwrap_or_default();
+    // `bumped.unread` is the kept count before this statement (its trigger adds the rows inserted
+    // afterwards), read from the row the statement updates: the latest committed value.
+    let expired = expired_unread("b.user_id", "$12");
     let sql = format!(
         "{INSERT_CTE},
-         before AS (
-             SELECT c.user_id, (SELECT count(*) FROM notifications n
-                                WHERE n.user_id = c.user_id AND n.read_at IS NULL
-                                  AND (n.expires_at IS NULL OR n.expires_at > to_timestamp($12::float8 / 1000)))::int8 AS n
-             FROM counts c
-         ),
          added AS (
              SELECT user_id, count(*)::int8 AS n FROM inserted
              WHERE expires_at IS NULL OR expires_at > to_timestamp($12::float8 / 1000)
              GROUP BY user_id
          )
-         SELECT i.id, i.seq, b.user_id, b.n + COALESCE(a.n, 0), v.last_seq + v.unread_removals
-         FROM inserted i JOIN before b USING (user_id) LEFT JOIN added a USING (user_id)
-              JOIN bumped v USING (user_id)"
+         SELECT i.id, i.seq, b.user_id, b.unread - ({expired}) + COALESCE(a.n, 0),
+                b.last_seq + b.unread_removals
+         FROM inserted i JOIN bumped b USING (user_id) LEFT JOIN added a USING (user_id)"
     );
     let found: Vec<(Uuid, i64, String, i64, i64)> = bind_rows(sqlx::query_as(&sql), &rows)
         .bind(now)
@@ -191,19 +199,17 @@ fn unread_counts<'a>(
         let mut users: Vec<String> = rows.iter().map(|n| n.user_id.clone()).collect();
         users.sort_unstable();
         users.dedup();
-        let counts: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT s.user_id,
-                    (SELECT count(*) FROM notifications n
-                     WHERE n.user_id = s.user_id AND n.read_at IS NULL
-                       AND (n.expires_at IS NULL OR n.expires_at > to_timestamp($2::float8 / 1000))),
-                    s.last_seq + s.unread_removals
+        let sql = format!(
+            "SELECT s.user_id, s.unread - ({}), s.last_seq + s.unread_removals
              FROM user_sequences s WHERE s.user_id = ANY($1)",
-        )
-        .bind(&users)
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?;
+            expired_unread("s.user_id", "$2")
+        );
+        let counts: Vec<(String, i64, i64)> = sqlx::query_as(&sql)
+            .bind(&users)
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
         Ok(counts
             .into_iter()
             .map(|(user, n, version)| (user, unread_count(n, version)))
