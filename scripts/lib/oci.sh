@@ -28,3 +28,18 @@ PY
   tar -C "$work/oci" -cf "$file.tmp" . && mv -f "$file.tmp" "$file"
   rm -rf "$work"
 }
+
+# user_root ROOT NAME UID HOME LIBRARY...: what a glibc binary run as a user needs on an empty base:
+# each library (the real file under the name the binary asks for: the loader resolves no symlinks
+# here), /etc/passwd and /etc/group naming root and NAME (UID, group UID), HOME, and a world-writable
+# /tmp. Used by scripts/images and by the stand-in distroless base of scripts/dockerfile-check.
+user_root() {
+  local root=$1 name=$2 uid=$3 home=$4 lib
+  shift 4
+  for lib in "$@"; do install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"; done
+  mkdir -p "$root/etc" "$root/tmp" "$root$home"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\n%s:x:%s:%s:%s:%s:/sbin/nologin\n' \
+    "$name" "$uid" "$uid" "$name" "$home" >"$root/etc/passwd"
+  printf 'root:x:0:\n%s:x:%s:\n' "$name" "$uid" >"$root/etc/group"
+  chmod 1777 "$root/tmp"
+}

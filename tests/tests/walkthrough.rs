@@ -120,6 +120,13 @@ impl Kube {
             .success()
     }
 
+    /// Waits (up to [`ROLLOUT`]) until the gateway's `Ready` condition is true.
+    fn wait_ready(&self, namespace: &str, gateway: &str) {
+        let resource = format!("notificationgateway/{gateway}");
+        let timeout = format!("--timeout={ROLLOUT}");
+        self.kubectl(&["-n", namespace, "wait", &resource, "--for=condition=Ready", &timeout]);
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         self.run(&self.kubectl, args)
     }
@@ -413,14 +420,7 @@ async fn the_walk_through_on_a_real_cluster() {
     let namespace = unique_name("walk");
     kube.kubectl(&["create", "namespace", &namespace]);
     kube.kubectl(&["-n", &namespace, "apply", "-f", "examples/gateway-embedded.yaml"]);
-    kube.kubectl(&[
-        "-n",
-        &namespace,
-        "wait",
-        "notificationgateway/demo",
-        "--for=condition=Ready",
-        &format!("--timeout={ROLLOUT}"),
-    ]);
+    kube.wait_ready(&namespace, "demo");
 
     // The pods run the gateway image the chart names (scripts/test loads it under a registry of
     // its own, so a pod of any other image could not start: nothing is pulled from outside).
@@ -452,14 +452,7 @@ async fn the_walk_through_on_a_real_cluster() {
     let old_pod = gateway.pod()["metadata"]["name"].as_str().expect("name").to_owned();
     kube.kubectl(&["-n", &namespace, "delete", "pod", &old_pod, "--wait=false"]);
     await_end(&mut ws).await;
-    kube.kubectl(&[
-        "-n",
-        &namespace,
-        "wait",
-        "notificationgateway/demo",
-        "--for=condition=Ready",
-        &format!("--timeout={ROLLOUT}"),
-    ]);
+    kube.wait_ready(&namespace, "demo");
     kube.kubectl(&[
         "-n",
         &namespace,
@@ -656,14 +649,7 @@ async fn the_cluster_example_on_a_real_cluster() {
     let file = std::env::temp_dir().join(format!("{namespace}-gateway.yaml"));
     std::fs::write(&file, manifest).expect("write");
     kube.kubectl(&["-n", &namespace, "apply", "-f", file.to_str().expect("UTF-8")]);
-    kube.kubectl(&[
-        "-n",
-        &namespace,
-        "wait",
-        "notificationgateway/notifications",
-        "--for=condition=Ready",
-        &format!("--timeout={ROLLOUT}"),
-    ]);
+    kube.wait_ready(&namespace, "notifications");
 
     let names: Vec<String> = live_pods(&kube, &namespace, "notifications")
         .iter()
