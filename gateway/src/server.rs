@@ -52,14 +52,15 @@ struct Backends {
     health: Vec<Arc<dyn HealthProbe>>,
 }
 
-async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
+async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Backends> {
     Ok(match store {
         StoreConfig::Sqlite { url } => {
             let pool = sqlite::connect(url).await.context("opening the embedded database")?;
             Backends {
                 preferences: Arc::new(SqlitePreferenceStore::new(pool.clone())),
                 notifications: Arc::new(
-                    SqliteNotificationStore::new(pool.clone()).context("starting the embedded database's writer")?,
+                    SqliteNotificationStore::with_metrics(pool.clone(), metrics.backend())
+                        .context("starting the embedded database's writer")?,
                 ),
                 subscriptions: Arc::new(SqliteSubscriptionStore::new(pool.clone())),
                 ledger: Arc::new(MemoryTokenLedger::default()),
@@ -86,11 +87,12 @@ async fn backends(store: &StoreConfig) -> anyhow::Result<Backends> {
             }
             let redis = Redis::connect(redis_url.expose(), redis_prefix, redis_ca_file.as_deref())
                 .await
-                .context("connecting to Redis")?;
+                .context("connecting to Redis")?
+                .with_metrics(metrics.backend());
             let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
             Backends {
                 preferences: Arc::new(PostgresPreferenceStore::new(pool.clone())),
-                notifications: Arc::new(PostgresNotificationStore::new(pool.clone())),
+                notifications: Arc::new(PostgresNotificationStore::with_metrics(pool.clone(), metrics.backend())),
                 subscriptions: Arc::new(PostgresSubscriptionStore::new(pool.clone())),
                 ledger: Arc::new(RedisTokenLedger::new(redis.clone())),
                 registry: Arc::new(RedisConnectionRegistry::new(redis.clone())),
@@ -154,6 +156,7 @@ pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
 /// Builds a gateway for `config`, reading time from `clock` (the system clock when serving; tests
 /// pass a clock they move).
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gateway>> {
+    let metrics = Arc::new(Metrics::default());
     let Backends {
         preferences: preference_store,
         notifications: notification_store,
@@ -163,13 +166,12 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         limiter,
         bus,
         health,
-    } = backends(&config.store).await?;
+    } = backends(&config.store, &metrics).await?;
     let catalog = Arc::new(LiveCatalog::new(
         config.catalog.clone(),
         config.channels_checksum.clone(),
     ));
 
-    let metrics = Arc::new(Metrics::default());
     let lifecycle = Lifecycle::default();
     let mut ring = SigningKeyRing::new(config.signing_keys.clone());
     if let KeySource::File(path) = &config.key_source {

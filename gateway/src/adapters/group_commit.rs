@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::app::metrics::{Backend, BackendMetrics};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -24,9 +25,12 @@ pub const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; past it senders wait (back-pressure, not memory growth).
 const QUEUE: usize = 4_096;
 
-/// How a store applies and commits one batch, answering every write of it (through [`Answer`]).
+/// How a store applies and commits one batch, answering every write of it (through [`Answer`]);
+/// resolves to whether the batch committed.
 pub trait Committer: Send + Sync + 'static {
-    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()>;
+    /// Which backend commits: the label of the batches' latency and failures in `/metrics`.
+    const BACKEND: Backend;
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, bool>;
 }
 
 /// A write, and where its result goes once the batch holding it has committed.
@@ -51,9 +55,12 @@ pub enum Write {
     },
 }
 
-/// How a store with a synchronous driver applies and commits one batch, on the writer's thread.
+/// How a store with a synchronous driver applies and commits one batch, on the writer's thread;
+/// returns whether the batch committed.
 pub trait BlockingCommitter: Send + 'static {
-    fn commit(&mut self, writes: Vec<Write>);
+    /// Which backend commits (see [`Committer::BACKEND`]).
+    const BACKEND: Backend;
+    fn commit(&mut self, writes: Vec<Write>) -> bool;
 }
 
 impl Write {
@@ -77,20 +84,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task (needs a Tokio runtime); it ends when every `Writer` is dropped.
-    pub fn start(committer: impl Committer) -> Self {
+    /// Starts the writer task (needs a Tokio runtime); it ends when every `Writer` is dropped. Each
+    /// batch's commit is timed into `metrics`.
+    pub fn start<C: Committer>(committer: C, metrics: BackendMetrics) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(committer, receiver));
+        tokio::spawn(run(committer, receiver, metrics));
         Self { sender }
     }
 
     /// Starts a thread named `name` that commits with `committer`; it ends when every `Writer` is
-    /// dropped.
-    pub fn start_on_thread(name: &str, committer: impl BlockingCommitter) -> Result<Self> {
+    /// dropped. Each batch's commit is timed into `metrics`.
+    pub fn start_on_thread<C: BlockingCommitter>(name: &str, committer: C, metrics: BackendMetrics) -> Result<Self> {
         let (sender, receiver) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run_blocking(committer, receiver))
+            .spawn(move || run_blocking(committer, receiver, metrics))
             .map_err(|e| Error::Backend(format!("cannot start the store's writer thread: {e}")))?;
         Ok(Self { sender })
     }
@@ -144,10 +152,12 @@ impl Writer {
     }
 }
 
-async fn run(committer: impl Committer, mut receiver: mpsc::Receiver<Write>) {
+async fn run<C: Committer>(committer: C, mut receiver: mpsc::Receiver<Write>, metrics: BackendMetrics) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        committer.commit(std::mem::take(&mut batch)).await;
+        let started = std::time::Instant::now();
+        let committed = committer.commit(std::mem::take(&mut batch)).await;
+        metrics.observe(C::BACKEND, "commit", started.elapsed(), committed);
     }
 }
 
@@ -184,7 +194,7 @@ fn take_waiting(batch: &mut Vec<Write>, receiver: &mut mpsc::Receiver<Write>) ->
 /// that must be flushed waits up to [`GATHER`] for more when small; one that need not waits up to
 /// [`DEFER_UNFLUSHED`] for one that must. Its own current-thread runtime only times the waits; the
 /// commits block it, which is what the thread is for.
-fn run_blocking(mut committer: impl BlockingCommitter, mut receiver: mpsc::Receiver<Write>) {
+fn run_blocking<C: BlockingCommitter>(mut committer: C, mut receiver: mpsc::Receiver<Write>, metrics: BackendMetrics) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -217,7 +227,9 @@ fn run_blocking(mut committer: impl BlockingCommitter, mut receiver: mpsc::Recei
                 std::thread::sleep(GATHER);
                 take_waiting(&mut batch, &mut receiver);
             }
-            committer.commit(batch);
+            let started = std::time::Instant::now();
+            let committed = committer.commit(batch);
+            metrics.observe(C::BACKEND, "commit", started.elapsed(), committed);
         }
     });
 }
@@ -370,14 +382,18 @@ pub fn clone_result(result: &Result<()>) -> Result<()> {
 }
 
 /// Answers every write of a batch: its own result once the batch committed, the commit's error
-/// otherwise.
-pub fn answer_all(answers: Vec<Answer>, committed: Result<()>, store: &str) {
+/// otherwise. Returns whether it committed.
+pub fn answer_all(answers: Vec<Answer>, committed: Result<()>, store: &str) -> bool {
     match committed {
-        Ok(()) => answers.into_iter().for_each(Answer::send),
+        Ok(()) => {
+            answers.into_iter().for_each(Answer::send);
+            true
+        }
         Err(err) => {
             tracing::error!(store, error = %err, writes = answers.len(), "store:batch-failed");
             let message = format!("the write could not be committed: {err}");
             answers.into_iter().for_each(|answer| answer.failed(&message).send());
+            false
         }
     }
 }
@@ -473,7 +489,9 @@ mod tests {
     struct Recording(std_mpsc::Sender<Vec<&'static str>>);
 
     impl BlockingCommitter for Recording {
-        fn commit(&mut self, writes: Vec<Write>) {
+        const BACKEND: Backend = Backend::Sqlite;
+
+        fn commit(&mut self, writes: Vec<Write>) -> bool {
             let kinds = writes
                 .iter()
                 .map(|write| match write {
@@ -482,14 +500,60 @@ mod tests {
                     Write::RecordAttempt { .. } => "attempt",
                 })
                 .collect();
+            // The committed batch fails when it holds only attempts, so that a failure can be seen.
+            let failed = !writes.is_empty() && writes.iter().all(|w| matches!(w, Write::RecordAttempt { .. }));
             let _ = self.0.send(kinds);
+            !failed
         }
     }
 
-    fn writer() -> (Writer, std_mpsc::Receiver<Vec<&'static str>>) {
+    fn writer_with(metrics: BackendMetrics) -> (Writer, std_mpsc::Receiver<Vec<&'static str>>) {
         let (commits, committed) = std_mpsc::channel();
-        let writer = Writer::start_on_thread("test-writer", Recording(commits)).expect("thread");
+        let writer = Writer::start_on_thread("test-writer", Recording(commits), metrics).expect("thread");
         (writer, committed)
+    }
+
+    fn writer() -> (Writer, std_mpsc::Receiver<Vec<&'static str>>) {
+        writer_with(BackendMetrics::default())
+    }
+
+    #[tokio::test]
+    async fn every_batch_commit_is_timed_and_a_failed_one_counted() {
+        let metrics = crate::app::metrics::Metrics::default();
+        let (writer, committed) = writer_with(metrics.backend());
+        let (reply, _answer) = oneshot::channel();
+        let publish = Write::Publish {
+            batch: vec![test_notification(Uuid::new_v4(), "bob")],
+            idempotency: None,
+            now: 1,
+            reply,
+        };
+        writer.sender.send(publish).await.expect("sent");
+        let within = Duration::from_secs(5);
+        assert_eq!(committed.recv_timeout(within).expect("a batch"), ["publish"]);
+        let (reply, _answer) = oneshot::channel();
+        let attempt = Write::RecordAttempt {
+            ids: vec![Uuid::nil()],
+            reply,
+        };
+        writer.sender.send(attempt).await.expect("sent");
+        assert_eq!(committed.recv_timeout(within).expect("a batch"), ["attempt"]);
+        // The writer records a batch right after its commit returns; the next scrape sees it.
+        let text = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let text = metrics.render(Default::default());
+                if text.contains("herald_backend_errors_total{backend=\"sqlite\",operation=\"commit\"} 1\n") {
+                    break text;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the failed batch counted");
+        assert!(
+            text.contains("herald_backend_request_duration_seconds_count{backend=\"sqlite\",operation=\"commit\"} 2\n"),
+            "{text}"
+        );
     }
 
     /// Queues a write for the writer thread, without waiting for its commit.

@@ -16,6 +16,7 @@ use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::{Error, Result};
 
 use super::Gateway;
+use super::metrics::Limit;
 use super::sessions::{CloseRequest, SendOutcome, SessionInbox};
 
 /// A frame as the transport received it.
@@ -167,7 +168,7 @@ impl ClientSession {
                 return if self.messages.check(now).is_allowed() {
                     Answer::Nothing
                 } else {
-                    Self::too_many_messages()
+                    self.too_many_messages()
                 };
             }
         };
@@ -188,7 +189,7 @@ impl ClientSession {
         }
         let is_ack = acked.is_some();
         if !self.messages.check(now).is_allowed() {
-            return Self::too_many_messages();
+            return self.too_many_messages();
         }
         let envelope = match parsed {
             Ok(envelope) => envelope,
@@ -207,7 +208,8 @@ impl ClientSession {
         }
     }
 
-    fn too_many_messages() -> Answer {
+    fn too_many_messages(&self) -> Answer {
+        self.gateway.metrics.count_rate_limited(Limit::Messages);
         Answer::Close(CloseRequest::new(
             close_code::RATE_LIMITED,
             "too many messages per second",
@@ -233,6 +235,7 @@ impl ClientSession {
             ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }
         ) {
             if let RateDecision::Limited { retry_after_ms } = self.subscription_changes.check(now) {
+                self.gateway.metrics.count_rate_limited(Limit::Subscriptions);
                 return Err(Error::RateLimited { retry_after_ms });
             }
         }
@@ -286,7 +289,10 @@ impl ClientSession {
     }
 
     /// The session ended (for `reason`): it leaves delivery, this replica and the registry.
-    pub async fn finish(self, reason: &str) {
+    /// The session ended: `kind` is a fixed name for how (a close code's name, or how the client
+    /// left), counted in `/metrics`; `reason` is logged.
+    pub async fn finish(self, kind: &'static str, reason: &str) {
+        self.gateway.metrics.count_close(kind);
         self.leave();
         let connection_id = &*self.connection_id;
         if let Err(err) = self.gateway.connections.disconnect(connection_id, reason).await {

@@ -14,7 +14,7 @@ use crate::domain::rate::{RateDecision, RateLimit};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, ConnectionRegistry, RateLimiter, RegisterOutcome};
 
-use super::metrics::Metrics;
+use super::metrics::{Limit, Metrics};
 use super::tokens::TokenService;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +98,11 @@ impl ConnectionService {
                 self.metrics.connections_opened.inc();
             }
             Err(err) => {
-                self.metrics.connections_rejected.inc();
-                if let Error::Token(rejection) = err {
-                    self.metrics.count_token_rejection(rejection);
+                self.metrics.count_rejection(err.code());
+                match err {
+                    Error::Token(rejection) => self.metrics.count_token_rejection(rejection),
+                    Error::RateLimited { .. } => self.metrics.count_rate_limited(Limit::Connect),
+                    _ => {}
                 }
                 tracing::info!(ip = %request.client_ip, code = err.code(), reason = %err, "websocket:rejected");
             }

@@ -234,6 +234,7 @@ impl DeliveryService {
             // Caught up: later events follow on from the user's last seq without a gap read.
             guard.last_seq = guard.last_seq.max(max_seq);
         }
+        self.metrics.observe_replay(replayed, guard.backlog);
         if replayed > 0 {
             let backlog = guard.backlog;
             tracing::info!(connection_id = %connection_id, user_id = %user_id, replayed, backlog, "notification:replayed");

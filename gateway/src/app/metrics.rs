@@ -1,11 +1,19 @@
 //! The gateway's Prometheus metrics (`GET /metrics`): the plan's CloudWatch set (section 12) as
-//! counters, a gauge and a latency histogram, kept and encoded by `prometheus-client` in the classic
-//! text format. Recording is an atomic add: it never blocks a hot path.
+//! counters, a gauge and a latency histogram, and what a platform team needs on day two: refusals
+//! and closes by reason, rate limits, replay sizes, the backends' latency and failures
+//! ([`backend`]), and what the sessions hold at the moment of the scrape ([`live`]). Kept and
+//! encoded by `prometheus-client` in the classic text format. Recording is an atomic add: it never
+//! blocks a hot path. Every label comes from a fixed set (never a user id).
+
+mod backend;
+mod live;
+
+pub use backend::{Backend, BackendMetrics};
+pub use live::Snapshot;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -65,9 +73,44 @@ struct ReloadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenRejectionLabels {
+struct ReasonLabels {
     reason: &'static str,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// Which rate limit refused something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// WebSocket connects per client IP.
+    Connect,
+    /// Client messages per connection (the connection is closed with 4002).
+    Messages,
+    /// Subscription changes per connection (answered with an error, not closed).
+    Subscriptions,
+    /// Publishes per publisher key.
+    Publish,
+    /// Connection tokens issued per user.
+    Tokens,
+}
+
+impl Limit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connect => "connect",
+            Limit::Messages => "messages",
+            Limit::Subscriptions => "subscriptions",
+            Limit::Publish => "publish",
+            Limit::Tokens => "tokens",
+        }
+    }
+}
+
+/// Upper bounds of the replay-size buckets (notifications sent to a connection as it starts).
+const REPLAY_BUCKETS: [f64; 10] = [0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -76,12 +119,21 @@ pub struct Metrics {
     acks: [Counter; 4],
     /// Connection tokens refused at connect, by [`TokenRejection::reason`]: an `unknown_key` rate
     /// during a rotation means the key set reached this replica too late.
-    token_rejections: Family<TokenRejectionLabels, Counter>,
+    token_rejections: Family<ReasonLabels, Counter>,
     /// Channel reloads from the settings file, by `result` (`ok`, `failed`).
     channel_reloads: Family<ReloadLabels, Counter>,
-    connections_active: Gauge,
     pub connections_opened: Counter,
-    pub connections_rejected: Counter,
+    /// Connection attempts refused before the upgrade, by the error code the client was given.
+    connections_rejected: Family<ReasonLabels, Counter>,
+    /// Sessions ended, by the close code's name (`close_code::name`) or how the client left.
+    connections_closed: Family<ReasonLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
+    /// Notifications sent to each connection as it started (its first window of the backlog).
+    replay: Histogram,
+    /// Connections whose backlog outgrew their first window: the rest is paged in as they ack.
+    replays_backlogged: Counter,
+    backend: BackendMetrics,
+    live: std::sync::Arc<live::Live>,
     /// TCP connections closed at once because the replica held its maximum.
     pub connections_over_capacity: Counter,
     pub notifications_published: Counter,
@@ -100,9 +152,14 @@ impl Default for Metrics {
             acks: Default::default(),
             token_rejections: Family::default(),
             channel_reloads: Family::default(),
-            connections_active: Gauge::default(),
             connections_opened: Counter::default(),
-            connections_rejected: Counter::default(),
+            connections_rejected: Family::default(),
+            connections_closed: Family::default(),
+            rate_limited: Family::default(),
+            replay: Histogram::new(REPLAY_BUCKETS),
+            replays_backlogged: Counter::default(),
+            backend: BackendMetrics::default(),
+            live: std::sync::Arc::default(),
             connections_over_capacity: Counter::default(),
             notifications_published: Counter::default(),
             notifications_skipped: Counter::default(),
@@ -120,9 +177,9 @@ impl Default for Metrics {
                 &metrics.connections_opened,
             ),
             (
-                "herald_connections_rejected",
-                "Connection attempts refused before the upgrade",
-                &metrics.connections_rejected,
+                "herald_replays_backlogged",
+                "Connections whose backlog outgrew the delivery window at start (the rest is paged in as they acknowledge)",
+                &metrics.replays_backlogged,
             ),
             (
                 "herald_connections_over_capacity",
@@ -167,21 +224,43 @@ impl Default for Metrics {
             "Notification acknowledgements received, by outcome",
             acks,
         );
-        metrics.registry.register(
-            "herald_connection_tokens_rejected",
-            "Connection tokens refused at connect, by reason",
-            metrics.token_rejections.clone(),
-        );
+        let by_reason = [
+            (
+                "herald_connection_tokens_rejected",
+                "Connection tokens refused at connect, by reason",
+                &metrics.token_rejections,
+            ),
+            (
+                "herald_connections_rejected",
+                "Connection attempts refused before the upgrade, by reason (the error code the client got)",
+                &metrics.connections_rejected,
+            ),
+            (
+                "herald_connections_closed",
+                "WebSocket sessions ended, by reason (the close code's name, or client_closed, connection_lost)",
+                &metrics.connections_closed,
+            ),
+        ];
+        for (name, help, family) in by_reason {
+            metrics.registry.register(name, help, family.clone());
+        }
         metrics.registry.register(
             "herald_channel_reloads",
             "Channel sets read again from the settings file, by result (failed: the channels in force stay)",
             metrics.channel_reloads.clone(),
         );
         metrics.registry.register(
-            "herald_connections_active",
-            "WebSocket connections held by this replica",
-            metrics.connections_active.clone(),
+            "herald_rate_limited",
+            "Requests refused by a rate limit, by limit (connect, messages, subscriptions, publish, tokens)",
+            metrics.rate_limited.clone(),
         );
+        metrics.registry.register(
+            "herald_replay_notifications",
+            "Notifications replayed to a connection as it started (at most one delivery window)",
+            metrics.replay.clone(),
+        );
+        metrics.backend.register(&mut metrics.registry);
+        metrics.registry.register_collector(Box::new(metrics.live.clone()));
         metrics.registry.register(
             "herald_delivery_latency_seconds",
             "Time from a notification's creation to its first push to a connection",
@@ -198,10 +277,39 @@ impl Metrics {
 
     pub fn count_token_rejection(&self, rejection: &TokenRejection) {
         self.token_rejections
-            .get_or_create(&TokenRejectionLabels {
+            .get_or_create(&ReasonLabels {
                 reason: rejection.reason(),
             })
             .inc();
+    }
+
+    /// A connection attempt refused before the upgrade; `reason` is the error code it was given.
+    pub fn count_rejection(&self, reason: &'static str) {
+        self.connections_rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A session ended; `reason` comes from a fixed set (see `herald_connections_closed`).
+    pub fn count_close(&self, reason: &'static str) {
+        self.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn count_rate_limited(&self, limit: Limit) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit: limit.as_str() })
+            .inc();
+    }
+
+    /// A connection started with `replayed` notifications sent; `backlogged` when more wait.
+    pub fn observe_replay(&self, replayed: usize, backlogged: bool) {
+        self.replay.observe(replayed as f64);
+        if backlogged {
+            self.replays_backlogged.inc();
+        }
+    }
+
+    /// The handle the backends' adapters record into.
+    pub fn backend(&self) -> BackendMetrics {
+        self.backend.clone()
     }
 
     pub fn channel_reload(&self, ok: bool) {
@@ -222,11 +330,10 @@ impl Metrics {
         self.delivery_latency.observe(millis.max(0) as f64 / 1_000.0);
     }
 
-    /// Every metric in the Prometheus text format, to be served as [`CONTENT_TYPE`];
-    /// `connections_active` is read from the live sessions at that moment.
-    pub fn render(&self, connections_active: usize) -> String {
-        self.connections_active
-            .set(i64::try_from(connections_active).unwrap_or(i64::MAX));
+    /// Every metric in the Prometheus text format, to be served as [`CONTENT_TYPE`]; what the
+    /// sessions and key set hold is taken from `now`, read at that moment.
+    pub fn render(&self, now: Snapshot) -> String {
+        self.live.set(now);
         let mut exposition = String::new();
         // Encoding into a String has no I/O that could fail.
         let _ = prometheus_text::encode(&mut exposition, &self.registry);
@@ -246,10 +353,25 @@ mod tests {
         metrics.observe_delivery_latency(3);
         metrics.observe_delivery_latency(400);
         metrics.count_ack(AckOutcome::Duplicate);
-        let text = metrics.render(7);
+        let text = metrics.render(live::Snapshot {
+            sessions: crate::app::sessions::SessionStats {
+                connections_per_user: vec![1, 1, 5],
+                ..Default::default()
+            },
+            signing_keys: Vec::new(),
+        });
         assert!(text.contains("herald_acks_total{outcome=\"duplicate\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE herald_connections_active gauge\n"), "{text}");
         assert!(text.contains("herald_connections_active 7\n"), "{text}");
+        assert!(
+            text.contains("herald_connections_per_user_bucket{le=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_connections_per_user_bucket{le=\"5\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("herald_connections_per_user_count 3\n"), "{text}");
         assert!(
             text.contains("# TYPE herald_connections_opened_total counter\n"),
             "{text}"
@@ -272,6 +394,49 @@ mod tests {
         assert!(
             text.contains("# HELP herald_connections_opened_total WebSocket connections opened.\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn refusals_closes_limits_replays_backends_queues_and_keys_are_labelled_by_fixed_names() {
+        let metrics = Metrics::default();
+        metrics.count_rejection("token_expired");
+        metrics.count_close("slow_consumer");
+        metrics.count_close("slow_consumer");
+        metrics.count_rate_limited(Limit::Publish);
+        metrics.observe_replay(0, false);
+        metrics.observe_replay(64, true);
+        let backend = metrics.backend();
+        backend.observe(Backend::Redis, "publish", std::time::Duration::from_micros(300), true);
+        backend.observe(Backend::Postgres, "commit", std::time::Duration::from_millis(30), false);
+        let text = metrics.render(live::Snapshot {
+            sessions: crate::app::sessions::SessionStats {
+                connections_per_user: vec![2],
+                queued_frames: 9,
+                most_queued_frames: 6,
+            },
+            signing_keys: vec![("k2".into(), true), ("k1".into(), false)],
+        });
+        for line in [
+            "herald_connections_rejected_total{reason=\"token_expired\"} 1",
+            "herald_connections_closed_total{reason=\"slow_consumer\"} 2",
+            "herald_rate_limited_total{limit=\"publish\"} 1",
+            "herald_replay_notifications_bucket{le=\"0\"} 1",
+            "herald_replay_notifications_bucket{le=\"100\"} 2",
+            "herald_replays_backlogged_total 1",
+            "herald_backend_request_duration_seconds_bucket{backend=\"redis\",operation=\"publish\",le=\"0.0005\"} 1",
+            "herald_backend_request_duration_seconds_count{backend=\"postgres\",operation=\"commit\"} 1",
+            "herald_backend_errors_total{backend=\"postgres\",operation=\"commit\"} 1",
+            "herald_outbound_queued_frames 9",
+            "herald_outbound_queue_longest_frames 6",
+            "herald_signing_keys{kid=\"k2\",active=\"true\"} 1",
+            "herald_signing_keys{kid=\"k1\",active=\"false\"} 1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("herald_backend_errors_total{backend=\"redis\""),
+            "no error series for a backend that has not failed: {text}"
         );
     }
 }

@@ -26,7 +26,7 @@ use crate::ports::{
 };
 
 use super::delivery::DeliveryService;
-use super::metrics::{AckOutcome, Metrics};
+use super::metrics::{AckOutcome, Limit, Metrics};
 use super::preferences::PreferenceService;
 
 /// Idempotency keys are remembered this long.
@@ -272,6 +272,7 @@ impl NotificationService {
         match budget.check_n(limit, now, cost) {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after_ms } => {
+                self.metrics.count_rate_limited(Limit::Publish);
                 tracing::info!(publisher = %publisher.name, recipients, retry_after_ms, "notification:publisher-rate-limited");
                 Err(Error::RateLimited { retry_after_ms })
             }

@@ -117,6 +117,12 @@ impl OutboxSender {
         Ok(())
     }
 
+    /// Frames waiting to be written (the superseding one included).
+    pub fn queued(&self) -> usize {
+        let state = lock(&self.0);
+        state.frames.len() + usize::from(state.latest.is_some())
+    }
+
     /// Whether the session's deadline (see [`SessionInbox::set_deadline`]) has passed at `now`.
     pub fn deadline_passed(&self, now: Instant) -> bool {
         lock(&self.0).deadline.is_some_and(|deadline| deadline <= now)
@@ -254,7 +260,10 @@ mod tests {
         assert_eq!(sender.try_send(Frame::from("a")), Ok(()));
         assert_eq!(sender.try_send(Frame::from("b")), Ok(()));
         assert_eq!(sender.try_send(Frame::from("c")), Err(TrySendError::Full));
+        sender.replace_latest(Frame::from("count")).expect("set");
+        assert_eq!(sender.queued(), 3, "two frames and the superseding one");
         assert_eq!(inbox.next().await, Next::Frame(Frame::from("a")));
+        assert_eq!(sender.queued(), 2);
         assert_eq!(
             sender.try_send(Frame::from("d")),
             Ok(()),
@@ -262,6 +271,8 @@ mod tests {
         );
         assert_eq!(inbox.next().await, Next::Frame(Frame::from("b")));
         assert_eq!(inbox.next().await, Next::Frame(Frame::from("d")));
+        assert_eq!(inbox.next().await, Next::Frame(Frame::from("count")));
+        assert_eq!(sender.queued(), 0);
     }
 
     #[tokio::test]

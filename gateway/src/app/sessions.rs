@@ -96,6 +96,17 @@ pub enum SendOutcome {
     Gone,
 }
 
+/// The sessions held at one moment, for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    /// One entry per user: how many connections the user holds here.
+    pub connections_per_user: Vec<usize>,
+    /// Frames waiting in every session's outbound queue together.
+    pub queued_frames: usize,
+    /// The longest outbound queue.
+    pub most_queued_frames: usize,
+}
+
 pub struct LocalSessions {
     sessions: Mutex<ByUser<SessionEntry>>,
     /// What session end times count from.
@@ -356,6 +367,21 @@ impl LocalSessions {
         self.lock().len()
     }
 
+    /// What `/metrics` reports of the sessions held, read at once (one pass under the lock).
+    pub fn stats(&self) -> SessionStats {
+        let sessions = self.lock();
+        let mut stats = SessionStats {
+            connections_per_user: sessions.counts_per_user().collect(),
+            ..SessionStats::default()
+        };
+        for entry in sessions.values() {
+            let queued = entry.outbound.queued();
+            stats.queued_frames += queued;
+            stats.most_queued_frames = stats.most_queued_frames.max(queued);
+        }
+        stats
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -385,6 +411,29 @@ mod tests {
         );
         assert!(!inbox.recv().await.is_empty(), "queued messages stay readable");
         assert_eq!(sessions.send("nobody", pong()), SendOutcome::Gone);
+    }
+
+    #[tokio::test]
+    async fn stats_count_connections_per_user_and_queued_frames() {
+        let sessions = LocalSessions::default();
+        let _a = sessions.open("c1", "alice", 8);
+        let _b = sessions.open("c2", "alice", 8);
+        let _c = sessions.open("c3", "bob", 8);
+        let pong = ServerEnvelope::new(ServerMessage::Pong {}, 0);
+        for _ in 0..3 {
+            sessions.send("c1", &pong);
+        }
+        sessions.send("c3", &pong);
+        let mut stats = sessions.stats();
+        stats.connections_per_user.sort_unstable();
+        assert_eq!(
+            stats,
+            SessionStats {
+                connections_per_user: vec![1, 2],
+                queued_frames: 4,
+                most_queued_frames: 3,
+            }
+        );
     }
 
     #[tokio::test]

@@ -62,6 +62,16 @@ pub struct TokenService {
 }
 
 impl TokenService {
+    /// The signing keys in force by kid, and whether each is the one signing new tokens now.
+    pub fn signing_keys(&self) -> Vec<(String, bool)> {
+        let keys = self.keys.current();
+        let active = keys.active(self.clock.now_ms()).map(|key| key.kid().to_owned());
+        keys.keys()
+            .iter()
+            .map(|key| (key.kid().to_owned(), active.as_deref() == Some(key.kid())))
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         keys: Arc<SigningKeyRing>,

@@ -157,6 +157,11 @@ impl<T> ByUser<T> {
         self.entries.len()
     }
 
+    /// How many connections each user holds, one count per user.
+    pub fn counts_per_user(&self) -> impl Iterator<Item = usize> + '_ {
+        self.users.values().map(|ids| ids.as_slice().len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -183,6 +188,9 @@ mod tests {
         insert(&mut index, "c2", "alice", 2);
         insert(&mut index, "c3", "bob", 3);
         assert_eq!(values_of(&index, "alice"), [1, 2]);
+        let mut counts: Vec<usize> = index.counts_per_user().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 2]);
         index.for_user_mut("bob", |v| *v += 10);
         assert_eq!(index.get("c3"), Some(&13));
         assert_eq!(index.remove("c1"), Some(1));

@@ -220,6 +220,22 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4003;
     /// The registration of this connection vanished (expired or removed elsewhere).
     pub const CONNECTION_EXPIRED: u16 = 4004;
+
+    /// A fixed name for `code`, for metrics labels (`other` for a code Herald does not send).
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            NORMAL => "normal",
+            GOING_AWAY => "going_away",
+            MESSAGE_TOO_BIG => "message_too_big",
+            INTERNAL_ERROR => "internal_error",
+            PROTOCOL_VIOLATIONS => "protocol_violations",
+            HEARTBEAT_TIMEOUT => "heartbeat_timeout",
+            RATE_LIMITED => "rate_limited",
+            SLOW_CONSUMER => "slow_consumer",
+            CONNECTION_EXPIRED => "connection_expired",
+            _ => "other",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +243,26 @@ mod tests {
     use super::*;
 
     const ID: &str = "7f0c1a3e-8f51-4a51-9a43-5b4c3f0b8c11";
+
+    #[test]
+    fn every_close_code_sent_has_a_name_of_its_own() {
+        use close_code::*;
+        let codes = [
+            NORMAL,
+            GOING_AWAY,
+            MESSAGE_TOO_BIG,
+            INTERNAL_ERROR,
+            PROTOCOL_VIOLATIONS,
+            HEARTBEAT_TIMEOUT,
+            RATE_LIMITED,
+            SLOW_CONSUMER,
+            CONNECTION_EXPIRED,
+        ];
+        let names: std::collections::HashSet<_> = codes.iter().map(|code| name(*code)).collect();
+        assert_eq!(names.len(), codes.len());
+        assert!(!names.contains("other"));
+        assert_eq!(name(4999), "other");
+    }
 
     #[test]
     fn parses_every_plan_client_message() {

@@ -17,10 +17,11 @@ use crate::app::sessions::{CloseRequest, Frame, Next, SessionInbox};
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::protocol::close_code;
 
-/// How a session ended: sent to the client as a close frame when there is one, and logged as the
-/// `reason` of `websocket:disconnected`.
+/// How a session ended: sent to the client as a close frame when there is one, logged as the
+/// `reason` of `websocket:disconnected`, and counted by `kind` in `/metrics`.
 struct Ending {
     close: Option<(u16, String)>,
+    kind: &'static str,
     reason: String,
 }
 
@@ -28,6 +29,7 @@ impl From<CloseRequest> for Ending {
     fn from(closing: CloseRequest) -> Self {
         let reason = closing.reason.into_owned();
         Self {
+            kind: close_code::name(closing.code),
             close: Some((closing.code, reason.clone())),
             reason,
         }
@@ -35,10 +37,12 @@ impl From<CloseRequest> for Ending {
 }
 
 impl Ending {
-    /// No close frame can or need be sent (the client left, or the socket is stuck).
-    fn silent(reason: impl Into<String>) -> Self {
+    /// No close frame can or need be sent (the client left, or the socket is stuck); `kind` is a
+    /// fixed name for it.
+    fn silent(kind: &'static str, reason: impl Into<String>) -> Self {
         Self {
             close: None,
+            kind,
             reason: reason.into(),
         }
     }
@@ -80,11 +84,11 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
                 frame = socket.recv() => {
                         let now = clock.now_ms();
                         let answer = match frame {
-                            None => break Ending::silent("client gone"),
+                            None => break Ending::silent("client_gone", "client gone"),
                             Some(Err(err)) => break read_error(err),
                             Some(Ok(Message::Close(frame))) => {
                                 let code = frame.map_or(close_code::NORMAL, |f| f.code);
-                                break Ending::silent(format!("client closed ({code})"));
+                                break Ending::silent("client_closed", format!("client closed ({code})"));
                             }
                             // tungstenite answers pings itself; the engine counts them.
                             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Box::pin(session.handle(Inbound::Control, now)).await,
@@ -118,7 +122,7 @@ pub fn run(gateway: Arc<Gateway>, record: ConnectionRecord, mut socket: WebSocke
             // the TCP close.
             let _ = Box::pin(timeout(CLOSE_HANDSHAKE, close_handshake(&mut socket, frame))).await;
         }
-        Box::pin(session.finish(&ending.reason)).await;
+        Box::pin(session.finish(ending.kind, &ending.reason)).await;
     }
 }
 
@@ -138,8 +142,13 @@ async fn write_burst(
     for written in 1..=WRITE_BURST {
         match timeout(write_timeout, socket.send(Message::text(frame.as_ref()))).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Ending::silent("connection lost")),
-            Err(_) => return Err(Ending::silent("slow consumer: write stalled")),
+            Ok(Err(_)) => return Err(Ending::silent("connection_lost", "connection lost")),
+            Err(_) => {
+                return Err(Ending::silent(
+                    close_code::name(close_code::SLOW_CONSUMER),
+                    "slow consumer: write stalled",
+                ));
+            }
         }
         if written == WRITE_BURST {
             break;
@@ -179,6 +188,6 @@ fn read_error(err: axum::Error) -> Ending {
     if oversize {
         Ending::from(CloseRequest::new(close_code::MESSAGE_TOO_BIG, "message too big"))
     } else {
-        Ending::silent("connection lost")
+        Ending::silent("connection_lost", "connection lost")
     }
 }

@@ -49,6 +49,7 @@ pub async fn upgrade(
         return ApiError::from(err).into_response();
     }
     if gateway.lifecycle.is_draining() {
+        gateway.metrics.count_rejection("draining");
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
@@ -59,7 +60,7 @@ pub async fn upgrade(
     // Before the token is looked at: a page of another site gets nothing, not even a token check.
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     if !gateway.allowed_origins.allows(origin) {
-        gateway.metrics.connections_rejected.inc();
+        gateway.metrics.count_rejection("origin_not_allowed");
         tracing::info!(origin = ?origin, "websocket:rejected (origin not allowed)");
         return ApiError::new(
             StatusCode::FORBIDDEN,

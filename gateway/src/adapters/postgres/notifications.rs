@@ -8,6 +8,7 @@ use super::ms;
 use super::writer::{PostgresCommitter, expired_unread};
 use crate::adapters::group_commit::Writer;
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
+use crate::app::metrics::BackendMetrics;
 use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
@@ -24,8 +25,13 @@ pub struct PostgresNotificationStore {
 impl PostgresNotificationStore {
     /// Needs a Tokio runtime: starts the store's writer task.
     pub fn new(pool: PgPool) -> Self {
+        Self::with_metrics(pool, BackendMetrics::default())
+    }
+
+    /// [`PostgresNotificationStore::new`], its group commits timed into `metrics`.
+    pub fn with_metrics(pool: PgPool, metrics: BackendMetrics) -> Self {
         Self {
-            writer: Writer::start(PostgresCommitter(pool.clone())),
+            writer: Writer::start(PostgresCommitter(pool.clone()), metrics),
             pool,
         }
     }

@@ -16,6 +16,7 @@ use crate::adapters::group_commit::{
     Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
 };
 use crate::adapters::sql::{Statements, db_error, stored_notification, unread_count};
+use crate::app::metrics::Backend;
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -240,7 +241,9 @@ async fn publish_one(
 pub struct PostgresCommitter(pub PgPool);
 
 impl Committer for PostgresCommitter {
-    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, ()> {
+    const BACKEND: Backend = Backend::Postgres;
+
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, bool> {
         Box::pin(commit(&self.0, writes))
     }
 }
@@ -252,17 +255,17 @@ struct Batched {
     stamped: Vec<HashSet<(String, Uuid)>>,
 }
 
-async fn commit(pool: &PgPool, writes: Vec<Write>) {
+/// Whether the batch committed as one (a batch redone write by write did not).
+async fn commit(pool: &PgPool, writes: Vec<Write>) -> bool {
     let flush = writes.iter().any(Write::needs_flush);
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
     let attempted = sorted.attempt_rounds();
     if sorted.publishes.is_empty() {
-        without_publishes(pool, flush, sorted, groups, &attempted).await;
-        return;
+        return without_publishes(pool, flush, sorted, groups, &attempted).await;
     }
     let mut answers = Vec::new();
-    match batch(pool, &sorted.publishes, &groups, &attempted).await {
+    let committed = match batch(pool, &sorted.publishes, &groups, &attempted).await {
         Ok(batched) => {
             for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
                 answers.push(Answer::Publish(write.reply, Ok(outcome)));
@@ -271,6 +274,7 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
             for (group, found) in groups.into_iter().zip(batched.stamped) {
                 answer_stamps(group, &Ok(found), &mut answers);
             }
+            true
         }
         Err(Failure::Unsure(err)) => {
             // No connection, or a commit that may or may not have happened: redoing could write
@@ -286,8 +290,7 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
             for stamp in groups.into_iter().flatten() {
                 answers.push(Answer::Stamp(stamp.reply, Ok(false)));
             }
-            answer_all(answers, failed, "postgres");
-            return;
+            return answer_all(answers, failed, "postgres");
         }
         Err(Failure::Statement(err)) => {
             tracing::warn!(error = %err, "postgres:batch-failed, writing one by one");
@@ -311,10 +314,12 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) {
                     .map(|found| !found.is_empty());
                 answers.push(Answer::Stamp(stamp.reply, hit));
             }
+            false
         }
-    }
+    };
     // Every answer above follows a commit (the batch's, or each write's own).
     answer_all(answers, Ok(()), "postgres");
+    committed
 }
 
 /// Why a batch did not commit.
@@ -432,21 +437,24 @@ async fn without_publishes(
     sorted: Sorted,
     groups: Vec<Vec<Stamp>>,
     attempted: &[Vec<Uuid>],
-) {
+) -> bool {
     let no_flush = !flush;
     let mut answers = Vec::new();
+    let mut all_ok = true;
     if !attempted.is_empty() {
         let mut counted = Ok(());
         for round in attempted {
             counted = counted.and(count_attempts(pool, round, no_flush).await);
         }
+        all_ok &= counted.is_ok();
         answer_attempts(sorted.attempts, &counted, &mut answers);
     }
     for group in groups {
         let stamped = stamp_group(pool, &group, no_flush).await;
+        all_ok &= stamped.is_ok();
         answer_stamps(group, &stamped, &mut answers);
     }
-    answer_all(answers, Ok(()), "postgres");
+    answer_all(answers, Ok(()), "postgres") && all_ok
 }
 
 #[cfg(test)]
@@ -603,7 +611,7 @@ mod tests {
         let Some(pool) = super::super::test_pool().await else {
             return;
         };
-        let writer = Writer::start(PostgresCommitter(pool.clone()));
+        let writer = Writer::start(PostgresCommitter(pool.clone()), Default::default());
         let answers = futures_util::future::join_all((0..100).map(|_| {
             let writer = writer.clone();
             async move {
@@ -632,7 +640,9 @@ mod tests {
         let store = super::super::PostgresNotificationStore::new(pool.clone());
         let commit = |writes| -> BoxFuture<'static, ()> {
             let committer = PostgresCommitter(pool.clone());
-            Box::pin(async move { committer.commit(writes).await })
+            Box::pin(async move {
+                committer.commit(writes).await;
+            })
         };
         crate::adapters::group_commit::stamps_keep_their_own_times_and_repeated_attempts_all_count(commit, &store)
             .await;

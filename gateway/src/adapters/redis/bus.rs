@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{Redis, unavailable};
+use crate::app::metrics::{Backend, BackendMetrics};
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::error::Result;
 use crate::ports::{BusEvent, EventBus};
@@ -62,7 +63,13 @@ impl RedisEventBus {
             local: local.clone(),
         });
         let (ready, subscribed) = tokio::sync::oneshot::channel();
-        tokio::spawn(listen(redis.client.clone(), channel, local, ready));
+        tokio::spawn(listen(
+            redis.client.clone(),
+            channel,
+            local,
+            ready,
+            redis.metrics.clone(),
+        ));
         if tokio::time::timeout(ready_within, subscribed).await.is_err() {
             tracing::warn!("bus: Redis not subscribed yet; retrying in the background");
         }
@@ -75,16 +82,19 @@ async fn listen(
     channel: String,
     local: broadcast::Sender<BusEvent>,
     ready: tokio::sync::oneshot::Sender<()>,
+    metrics: BackendMetrics,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
+        let started = std::time::Instant::now();
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         }
         .await;
+        metrics.observe(Backend::Redis, "subscribe", started.elapsed(), subscribed.is_ok());
         match subscribed {
             Ok(mut pubsub) => {
                 backoff = Duration::from_millis(100);
@@ -131,6 +141,8 @@ async fn listen(
                         Err(err) => tracing::warn!(error = %err, "bus: unreadable event ignored"),
                     }
                 }
+                // The subscription was lost: counted as a failed subscription, beside the commands.
+                metrics.failed(Backend::Redis, "subscribe");
                 tracing::warn!(channel, "bus:disconnected, reconnecting");
             }
             Err(err) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "bus: cannot subscribe"),

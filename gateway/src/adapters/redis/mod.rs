@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
+use crate::app::metrics::BackendMetrics;
 use crate::error::{Error, Result};
 use crate::ports::HealthProbe;
 
@@ -16,6 +17,9 @@ mod bus;
 mod ledger;
 mod limiter;
 mod registry;
+mod timed;
+
+use timed::Timed;
 
 pub use bus::RedisEventBus;
 pub use ledger::RedisTokenLedger;
@@ -28,6 +32,7 @@ pub struct Redis {
     client: redis::Client,
     connection: ConnectionManager,
     prefix: String,
+    metrics: BackendMetrics,
 }
 
 impl Redis {
@@ -69,7 +74,14 @@ impl Redis {
             client,
             connection,
             prefix: prefix.to_owned(),
+            metrics: BackendMetrics::default(),
         })
+    }
+
+    /// Records every command's latency and failure into `metrics` (`/metrics`).
+    pub fn with_metrics(mut self, metrics: BackendMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -78,8 +90,9 @@ impl Redis {
         key
     }
 
-    fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// The shared connection, timed: every command through it is counted in `/metrics`.
+    fn connection(&self) -> Timed {
+        Timed::new(self.connection.clone(), self.metrics.clone())
     }
 }
 

@@ -9,6 +9,7 @@ use super::writer::SqliteCommitter;
 use crate::adapters::group_commit::Writer;
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
 use crate::adapters::sqlite::writer::EXPIRED_UNREAD;
+use crate::app::metrics::BackendMetrics;
 use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
@@ -25,8 +26,13 @@ pub struct SqliteNotificationStore {
 impl SqliteNotificationStore {
     /// Opens the store's writer connection and starts its thread.
     pub fn new(pool: SqlitePool) -> Result<Self> {
+        Self::with_metrics(pool, BackendMetrics::default())
+    }
+
+    /// [`SqliteNotificationStore::new`], its group commits timed into `metrics`.
+    pub fn with_metrics(pool: SqlitePool, metrics: BackendMetrics) -> Result<Self> {
         Ok(Self {
-            writer: Writer::start_on_thread("sqlite-writer", SqliteCommitter::open(&pool)?)?,
+            writer: Writer::start_on_thread("sqlite-writer", SqliteCommitter::open(&pool)?, metrics)?,
             pool,
         })
     }

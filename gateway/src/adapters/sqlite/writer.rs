@@ -23,6 +23,7 @@ use crate::adapters::group_commit::{
     Answer, BlockingCommitter, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps,
 };
 use crate::adapters::sql::{stored_notification, unread_count};
+use crate::app::metrics::Backend;
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
@@ -95,7 +96,9 @@ impl SqliteCommitter {
 }
 
 impl BlockingCommitter for SqliteCommitter {
-    fn commit(&mut self, writes: Vec<Write>) {
+    const BACKEND: Backend = Backend::Sqlite;
+
+    fn commit(&mut self, writes: Vec<Write>) -> bool {
         // In WAL mode, NORMAL skips the commit's fsync; WAL frames are appended in order, so the
         // next FULL commit (or the checkpoint) puts this batch on disk too.
         let flush = writes.iter().any(Write::needs_flush);
@@ -107,7 +110,7 @@ impl BlockingCommitter for SqliteCommitter {
                 // is answered with an error by its sender.
                 Err(err) if flush => {
                     tracing::error!(error = %err, "sqlite:synchronous-not-set");
-                    return;
+                    return false;
                 }
                 // Still at FULL: slower, not wrong.
                 Err(_) => {}
@@ -124,7 +127,7 @@ impl BlockingCommitter for SqliteCommitter {
             apply_all(&tx, writes, &mut answers);
             tx.commit().map_err(backend)
         })();
-        answer_all(answers, committed, "sqlite");
+        answer_all(answers, committed, "sqlite")
     }
 }
 
@@ -455,8 +458,12 @@ mod tests {
     #[tokio::test]
     async fn a_lone_publish_waits_for_company_only_briefly() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
-        let writer =
-            Writer::start_on_thread("test-writer", SqliteCommitter::open(&pool).expect("writer")).expect("thread");
+        let writer = Writer::start_on_thread(
+            "test-writer",
+            SqliteCommitter::open(&pool).expect("writer"),
+            Default::default(),
+        )
+        .expect("thread");
         // Nothing else comes: the gathering window passes and the publish commits alone.
         let published = tokio::time::timeout(
             std::time::Duration::from_secs(1),
@@ -470,8 +477,12 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_through_the_writer_are_all_answered() {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
-        let writer =
-            Writer::start_on_thread("test-writer", SqliteCommitter::open(&pool).expect("writer")).expect("thread");
+        let writer = Writer::start_on_thread(
+            "test-writer",
+            SqliteCommitter::open(&pool).expect("writer"),
+            Default::default(),
+        )
+        .expect("thread");
         let answers = futures_util::future::join_all((0..200).map(|_| {
             let writer = writer.clone();
             async move {

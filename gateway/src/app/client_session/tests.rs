@@ -146,7 +146,7 @@ async fn start_sends_connected_first_then_replays_what_was_missed_in_order() {
         }
     }
     assert_eq!(replayed, [first.to_string(), second.to_string()]);
-    session.finish("test over").await;
+    session.finish("normal", "test over").await;
     assert!(f.gateway.sessions.is_empty(), "finish leaves this replica");
 }
 
