@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::listener::ListenerLimits;
 
@@ -29,6 +30,7 @@ use crate::app::keys::SigningKeyRing;
 use crate::app::metrics::Metrics;
 use crate::app::notifications::NotificationService;
 use crate::app::preferences::PreferenceService;
+use crate::app::sessions::Drain;
 use crate::app::subscriptions::SubscriptionService;
 use crate::app::{ConnectionService, Gateway, Lifecycle, LocalSessions, TokenService};
 use crate::config::{self, Config, KeySource, StoreConfig};
@@ -271,14 +273,22 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
     // Heartbeat deadlines are checked ten times per timeout (1 s at most): a silent client is closed
     // at most a tenth of the timeout late.
     let sweep = Duration::from_millis((settings.heartbeat_timeout_ms / 10).clamp(10, 1_000));
-    tokio::spawn(
-        gateway
-            .sessions
-            .clone()
-            .watch(sweep, settings.reconnect_jitter_ms, shutdown.clone()),
+    // On shutdown the sessions are sent away in waves over the first half of the grace period;
+    // delivery goes on until the last wave, so that a session waiting for its wave misses nothing.
+    let drain = Drain::within(
+        Duration::from_millis(config.shutdown_grace_ms),
+        settings.reconnect_jitter_ms,
     );
-    tokio::spawn(delivery.clone().run(bus.subscribe(), shutdown.clone()));
-    tokio::spawn(delivery.clone().run_retries(shutdown.clone()));
+    let sent_away = CancellationToken::new();
+    tokio::spawn({
+        let (sessions, shutdown, sent_away) = (gateway.sessions.clone(), shutdown.clone(), sent_away.clone());
+        async move {
+            sessions.watch(sweep, drain, shutdown).await;
+            sent_away.cancel();
+        }
+    });
+    tokio::spawn(delivery.clone().run(bus.subscribe(), sent_away.clone()));
+    tokio::spawn(delivery.clone().run_retries(sent_away));
     gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));
     spawn_purger(&gateway);
     if let Some(source) = &config.channel_source {
@@ -397,6 +407,7 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let lifecycle = gateway.lifecycle.clone();
+    gateway.metrics.set_connection_limit(limits.max_connections);
     let refused = gateway.metrics.connections_over_capacity.clone();
     // Not `lifecycle.shutdown`: a drain begun by other means (tests) must not close the listeners.
     let stop = tokio_util::sync::CancellationToken::new();

@@ -266,3 +266,182 @@ async fn await_migrations_waits_until_another_process_has_applied_them() {
     };
     assert!(exited.success());
 }
+
+/// What the clients of the drain test saw: each user's notifications, and each close the draining
+/// replica sent (when, code, reason).
+#[derive(Default)]
+struct DrainSeen {
+    received: BTreeMap<String, BTreeSet<String>>,
+    closes: Vec<(Instant, u16, String)>,
+    reconnected: usize,
+}
+
+/// Reads notifications from `ws` (acknowledging each) until the server closes, and returns the close.
+async fn read_until_closed(user: &str, ws: &mut herald_e2e::Ws, seen: &std::sync::Mutex<DrainSeen>) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let message: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                if message["type"] == "notification" {
+                    let id = message["payload"]["id"].as_str().expect("id").to_owned();
+                    // The session may be closing: a lost ack only means a replay, deduplicated by id.
+                    let _ = ws
+                        .send(client_message("notification:ack", json!({"notificationId": id})))
+                        .await;
+                    seen.lock()
+                        .expect("seen")
+                        .received
+                        .entry(user.to_owned())
+                        .or_default()
+                        .insert(id);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map_or((0, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("{user}: the connection failed instead of closing: {err}"),
+            None => panic!("{user}: the connection ended without a close frame"),
+        }
+    }
+}
+
+/// Issue 14: SIGTERM on a replica holding 500 live connections turns its readiness false at once,
+/// sends the sessions away in waves within its grace period (each with the reconnect hint), and
+/// every client, reconnecting to the other replica after the hinted delay, gets every notification
+/// published before, during and after the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_of_500_connections_hands_every_client_over_in_waves_and_loses_nothing() {
+    use std::sync::{Arc, Mutex};
+    let Some(cluster) = Cluster::new(None) else { return };
+    const USERS: usize = 500;
+    const GRACE_SECONDS: u64 = 6;
+    // 1,000 connects from one address in a minute, shared by both replicas through Redis.
+    let connects = ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "10000");
+    let mut draining = cluster.replica(&[("HERALD_SHUTDOWN_GRACE_SECONDS", "6"), connects]);
+    let other = Arc::new(cluster.replica(&[("HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", "100000"), connects]));
+    let users: Vec<String> = (0..USERS).map(|i| format!("drained-{i}")).collect();
+    let recipients: Vec<&str> = users.iter().map(String::as_str).collect();
+    let seen = Arc::new(Mutex::new(DrainSeen::default()));
+    let (done, finished) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for user in &users {
+        let mut ws = connect(&draining, &token(&other, user).await).await.expect("connects");
+        let (user, seen, other, mut finished) = (user.clone(), seen.clone(), other.clone(), finished.clone());
+        clients.push(tokio::spawn(async move {
+            let (code, reason) =
+                tokio::time::timeout(Duration::from_secs(60), read_until_closed(&user, &mut ws, &seen))
+                    .await
+                    .expect("sent away within a minute");
+            seen.lock()
+                .expect("seen")
+                .closes
+                .push((Instant::now(), code, reason.clone()));
+            // As a client does: wait the hinted delay, then reconnect (to the replica left).
+            let delay: u64 = reason
+                .strip_prefix("going away: reconnect in ")
+                .and_then(|rest| rest.strip_suffix(" ms"))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("{user}: no reconnect hint in {reason:?} ({code})"));
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let mut again = connect(&other, &token(&other, &user).await).await.expect("reconnects");
+            seen.lock().expect("seen").reconnected += 1;
+            tokio::select! {
+                _ = finished.wait_for(|done| *done) => {}
+                closed = read_until_closed(&user, &mut again, &seen) => panic!("{user}: closed again: {closed:?}"),
+            }
+        }));
+    }
+    let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut publish_round = |answer: Value| {
+        let ids = herald_e2e::created_ids(&answer);
+        assert_eq!(ids.len(), USERS, "{answer}");
+        for (user, id) in ids {
+            created.entry(user).or_default().insert(id);
+        }
+    };
+    for round in 0..2 {
+        publish_round(
+            publish(&other, &recipients, &format!("before {round}"))
+                .await
+                .json()
+                .await
+                .expect("json"),
+        );
+    }
+
+    herald_e2e::signal(draining.pid(), "TERM");
+    let signalled = Instant::now();
+    // Not ready at once: the probe is refused (the listener stopped accepting) or answers 503.
+    let probe = reqwest::Client::new().get(draining.url("/readyz")).send().await;
+    if let Ok(answer) = probe {
+        assert_eq!(answer.status(), 503, "readiness false while draining");
+    }
+    // Publishes go on while the waves run, and after the replica is gone.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        publish_round(
+            publish(&other, &recipients, &format!("during {round}"))
+                .await
+                .json()
+                .await
+                .expect("json"),
+        );
+    }
+    let status = tokio::task::block_in_place(|| draining.wait_exit(Duration::from_secs(GRACE_SECONDS + 5)));
+    assert!(status.success(), "a drain ends in a clean exit: {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(GRACE_SECONDS + 1),
+        "within its grace period"
+    );
+    publish_round(publish(&other, &recipients, "after").await.json().await.expect("json"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing: usize = {
+            let seen = seen.lock().expect("seen");
+            created
+                .iter()
+                .map(|(user, ids)| {
+                    ids.difference(seen.received.get(user).unwrap_or(&BTreeSet::new()))
+                        .count()
+                })
+                .sum()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} notifications never reached their user"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.send(true).expect("clients listen");
+    for client in clients {
+        client.await.expect("a client ended cleanly");
+    }
+
+    let seen = seen.lock().expect("seen");
+    assert_eq!(seen.reconnected, USERS, "every client reconnected to the other replica");
+    assert_eq!(seen.closes.len(), USERS);
+    assert!(
+        seen.closes.iter().all(|(_, code, _)| *code == 1001),
+        "every session told to go away"
+    );
+    let first = seen.closes.iter().map(|(at, _, _)| *at).min().expect("closes");
+    let last = seen.closes.iter().map(|(at, _, _)| *at).max().expect("closes");
+    // Ten waves over half the grace (3 s): the last is told about 2.7 s after the first.
+    assert!(
+        last - first >= Duration::from_millis(2_000),
+        "sent away in waves, not at once: {:?} from first to last",
+        last - first
+    );
+    assert!(
+        last - signalled < Duration::from_secs(GRACE_SECONDS),
+        "all told within the grace period"
+    );
+    assert!(created.values().all(|ids| ids.len() == 6));
+}

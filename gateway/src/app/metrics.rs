@@ -123,6 +123,9 @@ pub struct Metrics {
     /// Channel reloads from the settings file, by `result` (`ok`, `failed`).
     channel_reloads: Family<ReloadLabels, Counter>,
     pub connections_opened: Counter,
+    /// Connections the public listener holds at most (`HERALD_MAX_CONNECTIONS`): what an alert
+    /// compares `herald_connections_active` with.
+    connections_max: prometheus_client::metrics::gauge::Gauge,
     /// Connection attempts refused before the upgrade, by the error code the client was given.
     connections_rejected: Family<ReasonLabels, Counter>,
     /// Sessions ended, by the close code's name (`close_code::name`) or how the client left.
@@ -153,6 +156,7 @@ impl Default for Metrics {
             token_rejections: Family::default(),
             channel_reloads: Family::default(),
             connections_opened: Counter::default(),
+            connections_max: Default::default(),
             connections_rejected: Family::default(),
             connections_closed: Family::default(),
             rate_limited: Family::default(),
@@ -259,6 +263,11 @@ impl Default for Metrics {
             "Notifications replayed to a connection as it started (at most one delivery window)",
             metrics.replay.clone(),
         );
+        metrics.registry.register(
+            "herald_connections_max",
+            "Connections the public listener holds at most (HERALD_MAX_CONNECTIONS); past it new ones are closed at once",
+            metrics.connections_max.clone(),
+        );
         metrics.backend.register(&mut metrics.registry);
         metrics.registry.register_collector(Box::new(metrics.live.clone()));
         metrics.registry.register(
@@ -281,6 +290,11 @@ impl Metrics {
                 reason: rejection.reason(),
             })
             .inc();
+    }
+
+    pub fn set_connection_limit(&self, max_connections: usize) {
+        self.connections_max
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     }
 
     /// A connection attempt refused before the upgrade; `reason` is the error code it was given.
@@ -404,6 +418,7 @@ mod tests {
         metrics.count_close("slow_consumer");
         metrics.count_close("slow_consumer");
         metrics.count_rate_limited(Limit::Publish);
+        metrics.set_connection_limit(20_000);
         metrics.observe_replay(0, false);
         metrics.observe_replay(64, true);
         let backend = metrics.backend();
@@ -428,6 +443,7 @@ mod tests {
             "herald_backend_request_duration_seconds_count{backend=\"postgres\",operation=\"commit\"} 1",
             "herald_backend_errors_total{backend=\"postgres\",operation=\"commit\"} 1",
             "herald_outbound_queued_frames 9",
+            "herald_connections_max 20000",
             "herald_outbound_queue_longest_frames 6",
             "herald_signing_keys{kid=\"k2\",active=\"true\"} 1",
             "herald_signing_keys{kid=\"k1\",active=\"false\"} 1",

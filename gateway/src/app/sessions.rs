@@ -96,6 +96,32 @@ pub enum SendOutcome {
     Gone,
 }
 
+/// How a draining replica sends its sessions away (see [`LocalSessions::go_away_in_waves`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// From the first wave to the last.
+    pub window: Duration,
+    pub waves: usize,
+    /// Each client is told to wait a random delay of at most this long before reconnecting.
+    pub jitter_ms: u64,
+}
+
+impl Drain {
+    /// Waves in a drain: enough that each is a small share of the sessions, few enough that each
+    /// pause is long enough for the clients of the last wave to have reconnected elsewhere.
+    pub const WAVES: usize = 10;
+
+    /// The drain of a replica that must have stopped within `grace`: the waves take its first half,
+    /// leaving the second for the last sessions' close handshakes and the writes still in flight.
+    pub fn within(grace: Duration, jitter_ms: u64) -> Self {
+        Self {
+            window: grace / 2,
+            waves: Self::WAVES,
+            jitter_ms,
+        }
+    }
+}
+
 /// The sessions held at one moment, for `/metrics`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionStats {
@@ -207,6 +233,30 @@ impl LocalSessions {
         }
     }
 
+    /// [`LocalSessions::go_away`] in waves: the sessions held now are told to go away in
+    /// `drain.waves` groups spread evenly over `drain.window` (the first at once), so that the other
+    /// replicas take them over a little at a time rather than all in one instant (each client also
+    /// waits its random delay). Sessions opened from now on are told at once. Until its wave, a
+    /// session is served as before.
+    pub async fn go_away_in_waves(&self, drain: Drain) {
+        let jitter_ms = *self.going_away.get_or_init(|| drain.jitter_ms);
+        let ids: Vec<Arc<str>> = self.lock().iter().map(|(id, _, _)| id.clone()).collect();
+        let waves = drain.waves.max(1);
+        let per_wave = ids.len().div_ceil(waves).max(1);
+        let pause = drain.window / u32::try_from(waves).unwrap_or(u32::MAX);
+        for (i, wave) in ids.chunks(per_wave).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let sessions = self.lock();
+            for id in wave {
+                if let Some(entry) = sessions.get(id) {
+                    entry.outbound.close(going_away(jitter_ms));
+                }
+            }
+        }
+    }
+
     /// Closes every session whose heartbeat deadline has passed at `now`, and tells every session
     /// that has lived its maximum to reconnect.
     pub fn sweep(&self, now: Instant) {
@@ -226,7 +276,7 @@ impl LocalSessions {
     /// their deadline or lived their maximum; when `shutdown` fires, tells every session to go away (suggesting a reconnect
     /// within `reconnect_jitter_ms`). One task for all sessions, instead of a timer and a shutdown
     /// future in each (about 200 bytes per idle connection).
-    pub async fn watch(self: Arc<Self>, period: Duration, reconnect_jitter_ms: u64, shutdown: CancellationToken) {
+    pub async fn watch(self: Arc<Self>, period: Duration, drain: Drain, shutdown: CancellationToken) {
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -235,7 +285,7 @@ impl LocalSessions {
                 _ = every.tick() => self.sweep(Instant::now()),
             }
         }
-        self.go_away(reconnect_jitter_ms);
+        self.go_away_in_waves(drain).await;
     }
 
     pub fn remove(&self, connection_id: &str) {
@@ -563,16 +613,56 @@ mod tests {
         silent.set_deadline(Instant::now() + Duration::from_millis(100));
         alive.set_deadline(Instant::now() + Duration::from_secs(3_600));
         let shutdown = CancellationToken::new();
+        let drain = Drain {
+            window: Duration::ZERO,
+            waves: 1,
+            jitter_ms: 1_000,
+        };
         let watch = tokio::spawn(
             sessions
                 .clone()
-                .watch(Duration::from_millis(10), 1_000, shutdown.clone()),
+                .watch(Duration::from_millis(10), drain, shutdown.clone()),
         );
         assert_eq!(silent.close_requested().await.code, close_code::HEARTBEAT_TIMEOUT);
         assert!(alive.try_next().is_none());
         shutdown.cancel();
         watch.await.expect("the watch ends");
         assert_eq!(alive.close_requested().await.code, close_code::GOING_AWAY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_sends_sessions_away_in_waves_spread_over_its_window() {
+        let sessions = Arc::new(LocalSessions::default());
+        let mut inboxes: Vec<SessionInbox> = (0..10)
+            .map(|i| sessions.open(format!("c{i}"), format!("user-{i}"), 4))
+            .collect();
+        let drain = Drain {
+            window: Duration::from_secs(10),
+            waves: 5,
+            jitter_ms: 0,
+        };
+        let told = |inboxes: &mut Vec<SessionInbox>| {
+            inboxes
+                .iter_mut()
+                .map(|inbox| matches!(inbox.try_next(), Some(Next::Close(_))))
+                .filter(|told| *told)
+                .count()
+        };
+        let draining = tokio::spawn({
+            let sessions = sessions.clone();
+            async move { sessions.go_away_in_waves(drain).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(told(&mut inboxes), 2, "the first wave at once");
+        // One opened during the drain is told at once.
+        let mut late = sessions.open("late", "user-late", 4);
+        assert_eq!(late.close_requested().await.code, close_code::GOING_AWAY);
+        tokio::time::sleep(Duration::from_millis(1_999)).await;
+        assert_eq!(told(&mut inboxes), 2, "the next wave waits its turn");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(told(&mut inboxes), 4);
+        draining.await.expect("the drain ends");
+        assert_eq!(told(&mut inboxes), 10, "every session told within the window");
     }
 
     #[tokio::test]
