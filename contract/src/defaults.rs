@@ -43,7 +43,9 @@ pub const ADMIN_ROLE: &str = "admin";
 pub const RETENTION_DAYS: u32 = 7;
 pub const ACK_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 3;
-/// The drain on SIGTERM; a pod's termination grace must be longer.
+/// Notifications per second a publisher may have stored on one replica unless configured otherwise:
+/// far above any one product's traffic, low enough that a runaway loop cannot fill the database.
+pub const PUBLISHER_NOTIFICATIONS_PER_SECOND: u32 = 20_000;
 /// TCP connections one replica holds at most (HTTP and WebSocket): past it new ones are closed at
 /// once, before anything is read, so file descriptors and memory stay bounded.
 pub const MAX_CONNECTIONS: usize = 50_000;
@@ -53,5 +55,6 @@ pub const HTTP_TIMEOUT_SECONDS: u64 = 10;
 /// Longest a WebSocket session lives before it is told to reconnect (with a new token), so that role
 /// changes and revocations reach every connection.
 pub const MAX_SESSION_SECONDS: u64 = 60 * 60;
-
+/// The drain on SIGTERM (sessions are sent away in waves over its first half); a pod's termination
+/// grace must be longer.
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 20;

@@ -24,9 +24,9 @@ pub struct Publisher {
     pub notifications_per_second: u32,
 }
 
-/// Notifications per second a publisher may have stored on one replica unless configured otherwise:
-/// far above any one product's traffic, low enough that a runaway loop cannot fill the database.
-pub const DEFAULT_NOTIFICATIONS_PER_SECOND: u32 = 20_000;
+/// Notifications per second a publisher may have stored on one replica unless configured otherwise
+/// (`herald_contract::defaults::PUBLISHER_NOTIFICATIONS_PER_SECOND`).
+pub const DEFAULT_NOTIFICATIONS_PER_SECOND: u32 = herald_contract::defaults::PUBLISHER_NOTIFICATIONS_PER_SECOND;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
