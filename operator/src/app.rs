@@ -23,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::admission::ImagePolicy;
 use crate::admission::image::{ImagePattern, ImageReference, InvalidReference};
-use crate::controller::{self, Context, MANAGER};
+use crate::controller::{self, Context, MANAGER, Reconciled};
 use crate::crd::{DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_REPOSITORY};
 use crate::crd::{NotificationChannel, NotificationGateway};
 use crate::leader::{LeaderElection, Timing};
@@ -153,6 +153,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ImagePolicy::new(settings.allowed_images, settings.default_gateway_image),
         )
     });
+    let reporting = election.clone();
+    metrics.report_leadership(LEASE, move || reporting.may_act());
     let scopes = Scope::of(&settings.watch_namespaces);
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr).await?;
     let server = tokio::spawn(async move { axum::serve(listener, router(metrics)).await });
@@ -185,14 +187,21 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 
 /// The gateway controller (owning the children, and requeued by its channels) and the channel
 /// controller of one scope, both until a signal stops them. Every watch stays inside the scope, so a
-/// namespace-scoped operator needs no cluster-wide right.
-async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
+/// namespace-scoped operator needs no cluster-wide right. Their reconciles are measured in
+/// `ctx.metrics`, which also reports the gateways of the gateway controller's cache.
+pub async fn controllers(client: &Client, scope: &Scope, ctx: Arc<Context>) {
     let gateways: Api<NotificationGateway> = scope.api(client);
     let channels: Api<NotificationChannel> = scope.api(client);
+    ctx.metrics.controller_started(NotificationGateway::CONTROLLER);
+    ctx.metrics.controller_started(NotificationChannel::CONTROLLER);
     // Only the operator's own children are watched (and cached): not every ConfigMap, Deployment
     // and Service of the cluster.
     let owned = || watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    let gateway_controller = Controller::new(gateways, watcher::Config::default())
+    let gateway_controller = Controller::new(gateways, watcher::Config::default());
+    // Conditions and key ages are read from this cache at each scrape, as kube-state-metrics reads
+    // its own: what the apiserver last said, and nothing of a deleted gateway.
+    ctx.metrics.report_gateways(gateway_controller.store());
+    let gateway_controller = gateway_controller
         .owns(scope.api::<ConfigMap>(client), owned())
         .owns(scope.api::<Deployment>(client), owned())
         .owns(scope.api::<Service>(client), owned())
@@ -299,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_served_as_prometheus_text_beside_healthz() {
         let metrics = Arc::new(Metrics::default());
-        metrics.reconciled();
+        metrics.controller_started(NotificationGateway::CONTROLLER);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, router(metrics)).await });
@@ -309,10 +318,8 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
         let text = response.text().await.expect("text");
-        assert!(
-            text.lines().any(|l| l == "herald_operator_reconciles_total 1"),
-            "{text}"
-        );
+        let started = r#"controller_runtime_reconcile_total{controller="notificationgateway",result="success"} 0"#;
+        assert!(text.lines().any(|l| l == started), "{text}");
         assert_eq!(get("/healthz").await.expect("GET /healthz").status(), 200);
     }
 }

@@ -6,16 +6,16 @@
 //! records the channels' verdicts, then writes status (computed by `status`) only when it changed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -166,12 +166,38 @@ async fn keep_signing_keys(
     Ok((observed, rotation::next_change(&outcome.keys, now, &policy)))
 }
 
+/// The kinds the operator reconciles, each with the name its controller has in metrics: its kind in
+/// lower case, as controller-runtime names a controller by default.
+pub trait Reconciled {
+    const CONTROLLER: &'static str;
+}
+
+impl Reconciled for NotificationGateway {
+    const CONTROLLER: &'static str = "notificationgateway";
+}
+
+impl Reconciled for NotificationChannel {
+    const CONTROLLER: &'static str = "notificationchannel";
+}
+
+/// Reconciles a gateway (measured as one reconcile of its controller), unless this replica may not
+/// act: then nothing is done, nor counted.
 pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
     if !(ctx.may_act)() {
         return Ok(Action::await_change());
     }
-    ctx.metrics.reconciled();
+    let metrics = ctx.metrics.clone();
+    // Boxed: the reconcile's future is large, and a caller that awaits it on its own stack (a test)
+    // would otherwise hold it twice over, once in the measuring future.
+    metrics
+        .reconcile(
+            NotificationGateway::CONTROLLER,
+            Box::pin(gateway_reconcile(gateway, ctx)),
+        )
+        .await
+}
+
+async fn gateway_reconcile(gateway: Arc<NotificationGateway>, ctx: Arc<Context>) -> Result<Action> {
     tracing::info!(gateway = %gateway.name_any(), generation = gateway.metadata.generation, "gateway:reconciling");
     let namespace = gateway
         .namespace()
@@ -263,7 +289,6 @@ pub async fn reconcile_gateway(gateway: Arc<NotificationGateway>, ctx: Arc<Conte
             .await;
         }
     }
-    ctx.metrics.observe(started.elapsed());
     ctx.metrics.succeeded(&gateway.uid().unwrap_or_default());
     let look = next_look(now, next_key_change);
     // Until every replica serves the channels, look again soon: kubelet's refresh is not watched.
@@ -396,7 +421,7 @@ async fn name_conflicts(
     let mut existing = Vec::with_capacity(refs.len());
     for child in &refs {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &child.resource);
-        existing.push(api.get_metadata_opt(&child.name).await?.map(|m| m.metadata));
+        existing.push(metadata_of(&api, &child.name).await?);
     }
     let found: Vec<Found<'_>> = refs
         .iter()
@@ -475,30 +500,71 @@ async fn apply_children(
         Some(pdb) => {
             apply::<PodDisruptionBudget>(client, namespace, pdb).await?;
         }
-        None => remove_own_pod_disruption_budget(client, gateway, namespace).await?,
+        None => {
+            let kind = ApiResource::erase::<PodDisruptionBudget>(&());
+            remove_own(client, gateway, namespace, &kind).await?;
+        }
+    }
+    match &children.service_monitor {
+        Some(monitor) => apply_service_monitor(ctx, gateway, namespace, monitor).await?,
+        None => remove_own(client, gateway, namespace, &render::service_monitor_resource()).await?,
     }
     Ok((deployment, keys))
 }
 
-/// A gateway scaled to one replica loses its PodDisruptionBudget. Only its own is deleted (the uid
-/// precondition keeps it so if the object is replaced meanwhile): a PDB of the same name that the
-/// gateway does not control is no child of it, and is neither deleted nor a reason to refuse.
-async fn remove_own_pod_disruption_budget(
-    client: &Client,
+/// Applies the gateway's ServiceMonitor. Without the Prometheus Operator's CRD there is nothing to
+/// apply it to: the gateway runs all the same, and a Warning event says why (the next reconcile tries
+/// again, so installing the CRD is enough).
+async fn apply_service_monitor(
+    ctx: &Context,
     gateway: &NotificationGateway,
     namespace: &str,
+    monitor: &DynamicObject,
 ) -> Result<()> {
-    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &render::service_monitor_resource());
+    let params = PatchParams::apply(MANAGER).force();
+    match api.patch(&monitor.name_any(), &params, &Patch::Apply(monitor)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            let note = "spec.monitoring.serviceMonitor is enabled but the cluster has no \
+                        monitoring.coreos.com/v1 ServiceMonitor kind: install the Prometheus Operator's CRDs"
+                .to_owned();
+            publish(ctx, gateway, true, "ServiceMonitorUnavailable", note).await;
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Removes a child the gateway no longer needs (its PodDisruptionBudget once scaled to one replica,
+/// its ServiceMonitor once turned off), named like the gateway. Only its own is deleted (the uid
+/// precondition keeps it so if the object is replaced meanwhile): an object of the same name that the
+/// gateway does not control is no child of it, and is neither deleted nor a reason to refuse. A kind
+/// the cluster does not have has nothing to remove.
+/// The metadata of the object `name`, or `None` when there is none, or when the cluster has no such
+/// kind at all (the Prometheus Operator's CRDs not installed: the apiserver answers a bare 404, not a
+/// NotFound status, so `get_metadata_opt` reports it as an error).
+async fn metadata_of(api: &Api<DynamicObject>, name: &str) -> Result<Option<ObjectMeta>> {
+    match api.get_metadata_opt(name).await {
+        Ok(found) => Ok(found.map(|object| object.metadata)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn remove_own(client: &Client, gateway: &NotificationGateway, namespace: &str, kind: &ApiResource) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, kind);
     let name = gateway.name_any();
-    let Some(existing) = api.get_metadata_opt(&name).await? else {
+    let Some(existing) = metadata_of(&api, &name).await? else {
         return Ok(());
     };
-    if ownership::control(gateway, &existing.metadata) != Control::ThisGateway {
+    if ownership::control(gateway, &existing) != Control::ThisGateway {
         return Ok(());
     }
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: existing.metadata.uid.clone(),
+            uid: existing.uid.clone(),
             resource_version: None,
         }),
         ..DeleteParams::default()
@@ -548,7 +614,16 @@ pub async fn reconcile_channel(channel: Arc<NotificationChannel>, ctx: Arc<Conte
     if !(ctx.may_act)() {
         return Ok(Action::await_change());
     }
-    ctx.metrics.reconciled();
+    let metrics = ctx.metrics.clone();
+    metrics
+        .reconcile(
+            NotificationChannel::CONTROLLER,
+            Box::pin(channel_reconcile(channel, ctx)),
+        )
+        .await
+}
+
+async fn channel_reconcile(channel: Arc<NotificationChannel>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = channel.namespace().unwrap_or_default();
     let gateways: Api<NotificationGateway> = Api::namespaced(ctx.client.clone(), &namespace);
     if gateways.get_opt(&channel.spec.gateway_ref.name).await?.is_none() {
@@ -608,12 +683,29 @@ pub fn gateway_error_policy(gateway: Arc<NotificationGateway>, error: &Error, ct
 /// a Warning event on the object.
 pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
-    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Reconciled + Send + Sync + 'static,
 {
-    ctx.metrics.failed();
+    ctx.metrics.retried(K::CONTROLLER);
     let failures = ctx.metrics.failures_of(&object.meta().uid.clone().unwrap_or_default());
     tracing::warn!(error = %error, failures, "reconcile failed");
     let note = error.to_string();
     tokio::spawn(async move { publish(&ctx, object.as_ref(), true, "ReconcileFailed", note).await });
     Action::requeue(Duration::from_secs((5u64 << failures.min(6)).min(300)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_controller_is_named_after_its_kind_in_lower_case() {
+        assert_eq!(
+            NotificationGateway::CONTROLLER,
+            NotificationGateway::kind(&()).to_lowercase()
+        );
+        assert_eq!(
+            NotificationChannel::CONTROLLER,
+            NotificationChannel::kind(&()).to_lowercase()
+        );
+    }
 }

@@ -108,6 +108,9 @@ pub struct NotificationGatewaySpec {
     /// unused in cluster mode.
     #[serde(default)]
     pub storage: StorageSpec,
+    /// Monitoring by the Prometheus Operator.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
     /// Stops reconciling this gateway (children are left as they are).
     #[serde(default)]
     pub paused: bool,
@@ -451,6 +454,34 @@ pub enum ServiceType {
     ClusterIP,
     NodePort,
     LoadBalancer,
+}
+
+/// Monitoring of the gateway by the Prometheus Operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A ServiceMonitor (`monitoring.coreos.com/v1`, named like the gateway) scraping `/metrics` on
+    /// the `internal` port of `<gw>-internal`. Needs the Prometheus Operator's CRDs; without them
+    /// the gateway runs all the same and a `ServiceMonitorUnavailable` Warning event says why.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Render the ServiceMonitor; turning it off deletes the gateway's own.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scrape interval, a Prometheus duration (`30s`, `1m`); Prometheus' own when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: Option<String>,
+    /// Labels added to the ServiceMonitor: the ones your Prometheus selects ServiceMonitors by
+    /// (e.g. `release: kube-prometheus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -21,7 +21,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ApiResource;
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::GroupVersionKind;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
@@ -144,6 +145,9 @@ pub struct Children {
     pub data_claim: Option<PersistentVolumeClaim>,
     /// Only in cluster mode: the Job applying the schema of this image.
     pub migration_job: Option<Job>,
+    /// Only when `spec.monitoring.serviceMonitor.enabled`: the Prometheus Operator's ServiceMonitor
+    /// (a kind of another project, so untyped).
+    pub service_monitor: Option<DynamicObject>,
 }
 
 /// Kind and name of a child, and the API resource it is read by.
@@ -191,6 +195,7 @@ impl Children {
             pod_disruption_budget: pod_disruption_budget(gateway),
             data_claim: data_claim(gateway),
             migration_job: migration_job(gateway, image, secret_versions),
+            service_monitor: service_monitor(gateway),
         }
     }
 
@@ -205,6 +210,7 @@ impl Children {
             pod_disruption_budget,
             data_claim,
             migration_job,
+            service_monitor,
         } = self;
         let mut refs = vec![
             ChildRef::of(config_map),
@@ -215,6 +221,10 @@ impl Children {
         refs.extend(pod_disruption_budget.iter().map(ChildRef::of));
         refs.extend(data_claim.iter().map(ChildRef::of));
         refs.extend(migration_job.iter().map(ChildRef::of));
+        refs.extend(service_monitor.iter().map(|monitor| ChildRef {
+            resource: service_monitor_resource(),
+            name: monitor.name_any(),
+        }));
         refs
     }
 }
@@ -827,6 +837,40 @@ pub fn data_claim(gateway: &NotificationGateway) -> Option<PersistentVolumeClaim
         }),
         ..PersistentVolumeClaim::default()
     })
+}
+
+/// The Prometheus Operator's ServiceMonitor kind (`monitoring.coreos.com/v1`).
+pub fn service_monitor_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"))
+}
+
+/// Only when asked for: a ServiceMonitor named like the gateway, scraping `/metrics` on the
+/// `internal` port. It selects the gateway's Services by their labels; only `<gw>-internal` has that
+/// port, so only its endpoints are scraped (each ready pod once).
+pub fn service_monitor(gateway: &NotificationGateway) -> Option<DynamicObject> {
+    let spec = &gateway.spec.monitoring.service_monitor;
+    if !spec.enabled {
+        return None;
+    }
+    let mut metadata = meta(gateway, &Names::of(gateway).gateway);
+    // The operator's own labels win: its watches and ownership checks read them.
+    let mut labels = spec.labels.clone();
+    labels.extend(metadata.labels.take().unwrap_or_default());
+    metadata.labels = Some(labels);
+    let mut endpoint = serde_json::json!({"port": "internal", "path": "/metrics"});
+    if let Some(interval) = &spec.interval {
+        endpoint["interval"] = serde_json::json!(interval);
+    }
+    let mut monitor = DynamicObject::new(&Names::of(gateway).gateway, &service_monitor_resource());
+    monitor.metadata = metadata;
+    monitor.data = serde_json::json!({
+        "spec": {
+            "selector": {"matchLabels": selector(gateway)},
+            "namespaceSelector": {"matchNames": [gateway.namespace().unwrap_or_default()]},
+            "endpoints": [endpoint],
+        }
+    });
+    Some(monitor)
 }
 
 /// Only with more than one replica: one pod may be disrupted at a time.

@@ -2,12 +2,14 @@
 //! install and validate, and reconciles produce, update and leave alone the right objects.
 //!
 //! Reconciles are invoked directly (not through a running controller) so every assertion follows a
-//! known reconcile. There is no controller-manager: Deployments never get pods, which is fine here.
+//! known reconcile; only the metrics test runs the controllers, whose work it measures. There is no
+//! controller-manager: Deployments never get pods, which is fine here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_operator::admission::{ImagePolicy, SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE};
+use herald_operator::app;
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::{NotificationChannel, NotificationGateway};
 use herald_operator::{rotation, signing};
@@ -1441,5 +1443,222 @@ async fn a_leaked_key_is_revoked_at_once_even_while_the_gateway_is_paused() {
         (progressing.as_str(), reason.as_str()),
         ("False", "Paused"),
         "still paused"
+    );
+}
+
+/// Waits (at most `herald_e2e::WAIT`) until `metrics` renders a text `check` accepts, and returns it.
+async fn scraped(metrics: &herald_operator::metrics::Metrics, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + herald_e2e::WAIT;
+    loop {
+        let text = metrics.render();
+        if check(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the series `series` (name and labels, exactly as rendered), if rendered.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Unlike the tests above, this one runs the operator's controllers (`app::controllers`, confined to
+/// the test's namespace): what is measured is their reconciles and their cache.
+#[tokio::test]
+async fn the_controllers_metrics_count_reconciles_and_show_each_gateways_conditions_until_it_is_deleted() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let ctx = context(&client);
+    let controllers = tokio::spawn({
+        let (client, ctx, scope) = (client.clone(), ctx.clone(), app::Scope::Namespace(ns.clone()));
+        async move { app::controllers(&client, &scope, ctx).await }
+    });
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    create(&gateways, gateway_json("metered", 1)).await.expect("gateway");
+    let total = |result: &str| {
+        format!(r#"controller_runtime_reconcile_total{{controller="notificationgateway",result="{result}"}}"#)
+    };
+    let condition_series = |kind: &str, status: &str| {
+        format!(
+            r#"herald_operator_gateway_condition{{namespace="{ns}",name="metered",type="{kind}",status="{status}"}}"#
+        )
+    };
+
+    // Reconciled: periodic looks are controller-runtime's `requeue_after`, and the Ready condition's
+    // series says what status says.
+    let text = scraped(&ctx.metrics, "a gateway reconcile", |text| {
+        series_value(text, &total("requeue_after")).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(series_value(&text, &total("error")), Some(0.0), "{text}");
+    assert!(
+        series_value(
+            &text,
+            r#"controller_runtime_reconcile_time_seconds_count{controller="notificationgateway"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let (ready_status, _, _) = ready(&gateways, "metered").await;
+    scraped(&ctx.metrics, "the Ready condition", |text| {
+        ["True", "False", "Unknown"].iter().all(|status| {
+            let expected = if *status == ready_status { 1.0 } else { 0.0 };
+            series_value(text, &condition_series("Ready", status)) == Some(expected)
+        })
+    })
+    .await;
+    let text = scraped(&ctx.metrics, "the signing key's age", |text| {
+        series_value(
+            text,
+            &format!(r#"herald_operator_signing_key_age_seconds{{namespace="{ns}",name="metered"}}"#),
+        )
+        .is_some()
+    })
+    .await;
+    let age = series_value(
+        &text,
+        &format!(r#"herald_operator_signing_key_age_seconds{{namespace="{ns}",name="metered"}}"#),
+    );
+    assert!(
+        age.is_some_and(|age| (0.0..300.0).contains(&age)),
+        "a key added now: {text}"
+    );
+
+    // Paused: the reconcile waits for the next change (`success`), and Progressing turns False.
+    gateways
+        .patch(
+            "metered",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"paused": true}})),
+        )
+        .await
+        .expect("pause");
+    scraped(
+        &ctx.metrics,
+        "a paused gateway's reconcile and its Progressing condition",
+        |text| {
+            series_value(text, &total("success")).is_some_and(|n| n >= 1.0)
+                && series_value(text, &condition_series("Progressing", "False")) == Some(1.0)
+        },
+    )
+    .await;
+
+    // Deleted: its series go (the cache forgets it).
+    gateways
+        .delete("metered", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let text = scraped(&ctx.metrics, "the deleted gateway's series gone", |text| {
+        !text.contains(r#"name="metered""#)
+    })
+    .await;
+    assert!(
+        series_value(&text, &total("success")).is_some(),
+        "the counts stay: {text}"
+    );
+    controllers.abort();
+}
+
+/// Waits (at most 30 s) until the apiserver serves (`true`) or no longer serves ServiceMonitors.
+async fn service_monitors_served(client: &Client, ns: &str, served: bool) {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &herald_operator::render::service_monitor_resource());
+    for _ in 0..300 {
+        if api.list(&Default::default()).await.is_ok() == served {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("ServiceMonitors still {}served", if served { "not " } else { "" });
+}
+
+/// Issue 14: `spec.monitoring.serviceMonitor` renders a ServiceMonitor on the gateway's internal port;
+/// without the Prometheus Operator's CRD the gateway runs all the same and an event says why; turned
+/// off, the gateway's own ServiceMonitor is deleted.
+#[tokio::test]
+async fn a_gateway_asks_for_a_service_monitor_and_runs_without_one_where_the_kind_is_missing() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(herald_e2e::service_monitor_crd()).expect("CRD");
+    // Only this test touches the kind in this test binary; the chart's tests install it as well.
+    let _ = crds.delete(&crd.name_any(), &DeleteParams::default()).await;
+    service_monitors_served(&client, &ns, false).await;
+
+    let gateways: Api<NotificationGateway> = Api::namespaced(client.clone(), &ns);
+    let mut gateway = gateway_json("watched", 2);
+    gateway["spec"]["monitoring"] =
+        json!({"serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "kube-prometheus"}}});
+    create(&gateways, gateway).await.expect("gateway");
+    reconcile(&client, &ns, "watched").await;
+    assert!(
+        exists::<Deployment>(&client, &ns, "watched").await,
+        "the gateway runs all the same"
+    );
+    let why = warnings(&client, &ns, "watched").await;
+    assert!(
+        why.iter()
+            .any(|(reason, note)| reason == "ServiceMonitorUnavailable" && note.contains("monitoring.coreos.com")),
+        "{why:?}"
+    );
+
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply("herald-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("CRD");
+    service_monitors_served(&client, &ns, true).await;
+    reconcile(&client, &ns, "watched").await;
+    let monitors: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &herald_operator::render::service_monitor_resource(),
+    );
+    let monitor = monitors.get("watched").await.expect("the ServiceMonitor");
+    assert_eq!(
+        monitor.labels().get("release").map(String::as_str),
+        Some("kube-prometheus")
+    );
+    assert!(
+        monitor
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "NotificationGateway" && o.name == "watched"),
+        "owned by the gateway, so deleted with it"
+    );
+    let spec = &monitor.data["spec"];
+    assert_eq!(
+        spec["endpoints"],
+        json!([{"port": "internal", "path": "/metrics", "interval": "15s"}])
+    );
+    // It selects the internal Service, the only one with the `internal` port.
+    let internal = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("watched-internal")
+        .await
+        .expect("internal Service");
+    for (key, value) in spec["selector"]["matchLabels"].as_object().expect("selector") {
+        assert_eq!(internal.labels().get(key).map(String::as_str), value.as_str(), "{key}");
+    }
+    let ports = internal.spec.expect("spec").ports.expect("ports");
+    assert_eq!(ports[0].name.as_deref(), Some("internal"));
+
+    change_and_reconcile(
+        &client,
+        &ns,
+        "watched",
+        json!({"spec": {"monitoring": {"serviceMonitor": {"enabled": false}}}}),
+    )
+    .await;
+    assert!(
+        monitors.get_opt("watched").await.expect("get").is_none(),
+        "turned off: deleted"
     );
 }

@@ -149,6 +149,11 @@ fn cluster_wide_rbac_grants_only_the_calls_the_operator_makes() {
         verbs_on(rules, "poddisruptionbudgets"),
         ["create", "delete", "get", "list", "patch", "watch"]
     );
+    assert_eq!(
+        verbs_on(rules, "servicemonitors"),
+        ["create", "delete", "get", "patch"],
+        "a gateway's ServiceMonitor, never listed or watched (the kind may not exist)"
+    );
     assert_eq!(verbs_on(rules, "notificationgateways/finalizers"), ["update"]);
     assert_eq!(
         verbs_on(rules, "endpointslices"),
@@ -300,6 +305,81 @@ fn the_network_policy_admits_only_the_metrics_port() {
     assert!(of_kind(&objects, "NetworkPolicy").is_empty());
 }
 
+#[test]
+fn monitoring_plug_ins_render_only_when_asked_and_carry_the_tested_files() {
+    let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
+        return;
+    };
+    let objects = render_with(&bin, &[]);
+    for kind in ["Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"] {
+        assert!(of_kind(&objects, kind).is_empty(), "no {kind} by default");
+    }
+    let objects = render_with(
+        &bin,
+        &[
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.serviceMonitor.labels.release=kube-prometheus",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.grafanaDashboard.enabled=true",
+            "monitoring.grafanaDashboard.namespace=monitoring",
+        ],
+    );
+    // The Service selects the operator's pods and targets their metrics port; the ServiceMonitor
+    // selects that Service and carries the label a Prometheus selects by.
+    let pod_labels = &of_kind(&objects, "Deployment")[0]["spec"]["template"]["metadata"]["labels"];
+    let service = of_kind(&objects, "Service")[0];
+    for (key, value) in service["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&pod_labels[key], value, "selects the operator's pods");
+    }
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}])
+    );
+    let monitor = of_kind(&objects, "ServiceMonitor")[0];
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "selects the metrics Service"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        json!([{"port": "metrics", "path": "/metrics", "interval": "30s"}])
+    );
+    // The PrometheusRule holds the rule file promtool tests, unchanged (its Prometheus templates
+    // are not Helm's).
+    let file = |name: &str| std::fs::read_to_string(format!("{CHART}/files/{name}")).expect("chart file");
+    let rules: Value = serde_norway::from_str(&file("prometheus-rules.yaml")).expect("rule file");
+    let rule = of_kind(&objects, "PrometheusRule")[0];
+    assert_eq!(rule["spec"], rules);
+    assert!(
+        rule["spec"].to_string().contains("{{ $labels.namespace }}"),
+        "alert templates kept for Prometheus"
+    );
+    let dashboard = of_kind(&objects, "ConfigMap")[0];
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value =
+        serde_json::from_str(dashboard["data"]["herald.json"].as_str().expect("dashboard")).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::from_str::<Value>(&file("grafana-dashboard.json")).expect("file")
+    );
+
+    let (ok, output) = helm(
+        &bin,
+        &["lint", CHART, "--set", "monitoring.serviceMonitor.interval=soon"],
+    );
+    assert!(
+        !ok && output.contains("interval"),
+        "a malformed interval is refused: {output}"
+    );
+}
+
 /// A client for the test apiserver and helm, or `None` (loudly) when either is missing.
 async fn apiserver_and_helm() -> Option<(Client, String)> {
     let bin = herald_e2e::service_url("HERALD_HELM_BIN")?;
@@ -429,7 +509,10 @@ async fn every_rendered_manifest_passes_a_server_side_dry_run() {
 async fn install_operator_rbac(admin: &Client, bin: &str, namespace: &str, extra: &[&str]) -> (Client, String) {
     let release = format!("r{}", std::process::id());
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    for crd in [NotificationGateway::crd(), NotificationChannel::crd()] {
+    // The Prometheus Operator's ServiceMonitor kind too: the reconcile applies the gateway's.
+    let monitors: CustomResourceDefinition =
+        serde_json::from_value(herald_e2e::service_monitor_crd()).expect("ServiceMonitor CRD");
+    for crd in [NotificationGateway::crd(), NotificationChannel::crd(), monitors] {
         crds.patch(
             &crd.name_any(),
             &PatchParams::apply("herald-tests").force(),
@@ -437,6 +520,17 @@ async fn install_operator_rbac(admin: &Client, bin: &str, namespace: &str, extra
         )
         .await
         .expect("CRD");
+    }
+    let served: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        namespace,
+        &herald_operator::render::service_monitor_resource(),
+    );
+    for _ in 0..300 {
+        if served.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let objects = render(bin, &release, namespace, extra);
     let mut account = String::new();
@@ -478,7 +572,8 @@ async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
     let gateway: NotificationGateway = serde_json::from_value(json!({
         "apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway", "metadata": {"name": "rbac"},
         "spec": {"replicas": 2, "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
-                 "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}, "auth": {"jwksUrl": "https://i/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}
+                 "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}, "auth": {"jwksUrl": "https://i/jwks", "issuer": "https://issuer.example/", "audience": "herald"},
+                 "monitoring": {"serviceMonitor": {"enabled": true}}}
     }))
     .expect("gateway");
     Api::<NotificationGateway>::namespaced(admin.clone(), namespace)
@@ -516,6 +611,15 @@ async fn reconcile_as(operator: &Client, admin: &Client, namespace: &str) {
             .expect("get")
             .is_some(),
         "the gateway was rendered, not refused"
+    );
+    let monitors: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        namespace,
+        &herald_operator::render::service_monitor_resource(),
+    );
+    assert!(
+        monitors.get_opt("rbac").await.expect("get").is_some(),
+        "the chart's RBAC allows the gateway's ServiceMonitor"
     );
     // A requested rotation: the operator patches the signing-key Secret (compare-and-swap).
     let gateways = Api::<NotificationGateway>::namespaced(admin.clone(), namespace);

@@ -686,3 +686,22 @@ pub fn created_ids(answer: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (`monitoring.coreos.com/v1`): the kind,
+/// with its schema left open. Enough for the operator's tests of the ServiceMonitor it renders.
+pub fn service_monitor_crd() -> Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor", "listKind": "ServiceMonitorList"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    })
+}

@@ -85,6 +85,12 @@ one's metadata, by name, so that it never overwrites an object the gateway does 
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A gateway's ServiceMonitor (spec.monitoring), where the Prometheus Operator's CRDs are installed:
+# read by name before it is written, applied, deleted once turned off. Not listed or watched: the kind
+# may not exist in the cluster (a deleted one comes back at the gateway's next reconcile).
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

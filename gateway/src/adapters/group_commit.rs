@@ -88,6 +88,7 @@ impl Writer {
     /// batch's commit is timed into `metrics`.
     pub fn start<C: Committer>(committer: C, metrics: BackendMetrics) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
+        metrics.declare(C::BACKEND, "commit");
         tokio::spawn(run(committer, receiver, metrics));
         Self { sender }
     }
@@ -96,6 +97,7 @@ impl Writer {
     /// dropped. Each batch's commit is timed into `metrics`.
     pub fn start_on_thread<C: BlockingCommitter>(name: &str, committer: C, metrics: BackendMetrics) -> Result<Self> {
         let (sender, receiver) = mpsc::channel(QUEUE);
+        metrics.declare(C::BACKEND, "commit");
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || run_blocking(committer, receiver, metrics))

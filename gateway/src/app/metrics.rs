@@ -98,6 +98,14 @@ pub enum Limit {
 }
 
 impl Limit {
+    const ALL: [Limit; 5] = [
+        Limit::Connect,
+        Limit::Messages,
+        Limit::Subscriptions,
+        Limit::Publish,
+        Limit::Tokens,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Limit::Connect => "connect",
@@ -269,6 +277,7 @@ impl Default for Metrics {
             metrics.connections_max.clone(),
         );
         metrics.backend.register(&mut metrics.registry);
+        metrics.start_at_zero();
         metrics.registry.register_collector(Box::new(metrics.live.clone()));
         metrics.registry.register(
             "herald_delivery_latency_seconds",
@@ -279,7 +288,46 @@ impl Default for Metrics {
     }
 }
 
+/// How a session can end without a close frame (see `ws::session`), beside the close codes' names.
+pub const SILENT_ENDINGS: [&str; 3] = ["client_closed", "client_gone", "connection_lost"];
+
+/// The refusals of a connect counted from the start (at 0), so that their series exist before the
+/// first one: the connect checks' error codes, and the upgrade's own refusals.
+const CONNECT_REFUSALS: [&str; 10] = [
+    "token_invalid",
+    "token_expired",
+    "token_revoked",
+    "token_used",
+    "rate_limited",
+    "too_many_connections",
+    "duplicate_connection",
+    "websocket_disabled",
+    "origin_not_allowed",
+    "draining",
+];
+
 impl Metrics {
+    /// Creates every series of a fixed label set at 0: a series that appears only with its first
+    /// event cannot be told from one nobody exports, and a `rate()` over it starts one scrape late.
+    fn start_at_zero(&self) {
+        for reason in TokenRejection::REASONS {
+            let _ = self.token_rejections.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in CONNECT_REFUSALS {
+            let _ = self.connections_rejected.get_or_create(&ReasonLabels { reason });
+        }
+        let close_names = crate::domain::protocol::close_code::ALL.map(crate::domain::protocol::close_code::name);
+        for reason in close_names.into_iter().chain(SILENT_ENDINGS) {
+            let _ = self.connections_closed.get_or_create(&ReasonLabels { reason });
+        }
+        for limit in Limit::ALL {
+            let _ = self.rate_limited.get_or_create(&LimitLabels { limit: limit.as_str() });
+        }
+        for result in ["ok", "failed"] {
+            let _ = self.channel_reloads.get_or_create(&ReloadLabels { result });
+        }
+    }
+
     pub fn count_ack(&self, outcome: AckOutcome) {
         self.acks[outcome as usize].inc();
     }

@@ -221,6 +221,19 @@ pub mod close_code {
     /// The registration of this connection vanished (expired or removed elsewhere).
     pub const CONNECTION_EXPIRED: u16 = 4004;
 
+    /// Every code Herald sends, in the order above.
+    pub const ALL: [u16; 9] = [
+        NORMAL,
+        GOING_AWAY,
+        MESSAGE_TOO_BIG,
+        INTERNAL_ERROR,
+        PROTOCOL_VIOLATIONS,
+        HEARTBEAT_TIMEOUT,
+        RATE_LIMITED,
+        SLOW_CONSUMER,
+        CONNECTION_EXPIRED,
+    ];
+
     /// A fixed name for `code`, for metrics labels (`other` for a code Herald does not send).
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -247,17 +260,7 @@ mod tests {
     #[test]
     fn every_close_code_sent_has_a_name_of_its_own() {
         use close_code::*;
-        let codes = [
-            NORMAL,
-            GOING_AWAY,
-            MESSAGE_TOO_BIG,
-            INTERNAL_ERROR,
-            PROTOCOL_VIOLATIONS,
-            HEARTBEAT_TIMEOUT,
-            RATE_LIMITED,
-            SLOW_CONSUMER,
-            CONNECTION_EXPIRED,
-        ];
+        let codes = ALL;
         let names: std::collections::HashSet<_> = codes.iter().map(|code| name(*code)).collect();
         assert_eq!(names.len(), codes.len());
         assert!(!names.contains("other"));

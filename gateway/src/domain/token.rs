@@ -60,6 +60,9 @@ pub enum TokenRejection {
 }
 
 impl TokenRejection {
+    /// Every [`TokenRejection::reason`].
+    pub const REASONS: [&'static str; 5] = ["invalid", "unknown_key", "expired", "revoked", "used"];
+
     /// The `reason` label of `herald_connection_tokens_rejected_total`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -69,6 +72,24 @@ impl TokenRejection {
             TokenRejection::Revoked => "revoked",
             TokenRejection::Used => "used",
         }
+    }
+}
+
+#[cfg(test)]
+mod rejection_reasons {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed() {
+        let all = [
+            TokenRejection::Invalid("x"),
+            TokenRejection::UnknownKey,
+            TokenRejection::Expired,
+            TokenRejection::Revoked,
+            TokenRejection::Used,
+        ];
+        let reasons: Vec<&str> = all.iter().map(TokenRejection::reason).collect();
+        assert_eq!(reasons, TokenRejection::REASONS);
     }
 }
 

@@ -80,6 +80,10 @@ impl Redis {
 
     /// Records every command's latency and failure into `metrics` (`/metrics`).
     pub fn with_metrics(mut self, metrics: BackendMetrics) -> Self {
+        // The bus's subscription and publishes, and the scripts every other adapter runs.
+        for operation in ["subscribe", "publish", "evalsha"] {
+            metrics.declare(crate::app::metrics::Backend::Redis, operation);
+        }
         self.metrics = metrics;
         self
     }

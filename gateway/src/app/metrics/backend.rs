@@ -75,6 +75,17 @@ impl BackendMetrics {
         );
     }
 
+    /// Creates the series of `operation` on `backend` at 0, so that they exist before its first
+    /// request (adapters declare what they will do when they are built).
+    pub fn declare(&self, backend: Backend, operation: &'static str) {
+        let labels = Labels {
+            backend: backend.as_str(),
+            operation,
+        };
+        let _ = self.seconds.get_or_create(&labels);
+        let _ = self.errors.get_or_create(&labels);
+    }
+
     /// Counts a failure that had no request to time (a subscription lost).
     pub fn failed(&self, backend: Backend, operation: &'static str) {
         self.errors
