@@ -139,6 +139,11 @@ pub struct Options {
     /// `human` (default) or `json`; `RUST_LOG_FORMAT=json` also selects JSON.
     #[arg(long, env = "HERALD_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// OpenTelemetry traces: the base URL of an OTLP/HTTP collector (`http://collector:4318`;
+    /// `/v1/traces` is appended). Unset: no traces. The other `OTEL_*` variables apply (protocol,
+    /// service name, resource attributes, sampler, headers).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 
     /// Shared secret for HS256 user JWTs.
     #[arg(long, env = env::JWT_HS256_SECRET, global = true, hide_env_values = true)]
@@ -286,6 +291,7 @@ impl Options {
             migrate_on_start,
             dev,
             log_format,
+            otlp_endpoint,
             jwt_hs256_secret,
             jwt_jwks_url,
             jwt_issuer,

@@ -66,7 +66,7 @@ async fn migrate(options: Options, only_wait: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(log_format);
+    let _tracing = telemetry::init(log_format, None);
     let outcome = if only_wait {
         server::await_migrations(&store, Duration::from_secs(2), Duration::from_secs(600)).await
     } else {
@@ -85,7 +85,8 @@ async fn migrate(options: Options, only_wait: bool) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
+    // Held until serving ends: dropping it sends the spans still buffered.
+    let _tracing = telemetry::init(config.log_format, config.otlp_endpoint.as_ref());
     let listeners = server::Listeners::bind(&config).await?;
     let (addr, internal) = listeners.local_addrs()?;
     let gateway = server::build(&config, Arc::new(SystemClock)).await?;

@@ -111,6 +111,9 @@ pub struct NotificationGatewaySpec {
     /// Monitoring by the Prometheus Operator.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// OpenTelemetry traces of the gateway's publishes and deliveries (off unless `otlpEndpoint`).
+    #[serde(default)]
+    pub tracing: TracingSpec,
     /// Stops reconciling this gateway (children are left as they are).
     #[serde(default)]
     pub paused: bool,
@@ -454,6 +457,23 @@ pub enum ServiceType {
     ClusterIP,
     NodePort,
     LoadBalancer,
+}
+
+/// OpenTelemetry traces: each publish is one trace, from the request through the store and the bus
+/// to its delivery on whichever replica holds the recipient.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The base URL of an OTLP/HTTP collector (`http://otel-collector.monitoring:4318`; `/v1/traces`
+    /// is appended). Unset: no traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 512), regex(pattern = r"^https?://[^\s/?#]+(/[^\s]*)?$"))]
+    pub otlp_endpoint: Option<String>,
+    /// The share of publishes traced, from 0 to 1 (a delivery follows its publish's decision).
+    /// Unset: every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: Option<f64>,
 }
 
 /// Monitoring of the gateway by the Prometheus Operator.

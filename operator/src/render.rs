@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
     SeccompProfile, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource, SecurityContext, Service,
     ServicePort, ServiceSpec as CoreServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
@@ -252,6 +252,7 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         listen: Some(SocketAddr::from(([0, 0, 0, 0], defaults::PORT))),
         internal_listen: Some(SocketAddr::from(([0, 0, 0, 0], defaults::INTERNAL_PORT))),
         log_format: Some(LogFormat::Json),
+        otlp_endpoint: spec.tracing.otlp_endpoint.clone(),
         signing_keys_file: Some(PathBuf::from(format!("{KEYS_DIR}/keys.json"))),
         token_ttl_seconds: Some(u64::from(spec.token_ttl_seconds)),
         max_connections_per_user: Some(spec.limits.connections_per_user),
@@ -440,6 +441,36 @@ pub fn gateway_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
     }
     if let Some(keys) = &spec.publisher_keys_secret_ref {
         env.push(secret_env(env::PUBLISHER_KEYS, keys));
+    }
+    if spec.tracing.otlp_endpoint.is_some() {
+        env.extend(tracing_env(gateway));
+    }
+    env
+}
+
+/// With traces on: each pod names itself in its spans (`service.instance.id`, the pod's name), and
+/// a sample ratio becomes OpenTelemetry's parent-based ratio sampler.
+fn tracing_env(gateway: &NotificationGateway) -> Vec<EnvVar> {
+    let pod_name = EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let attributes = format!(
+        "service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME),k8s.namespace.name={},herald.gateway={}",
+        gateway.namespace().unwrap_or_default(),
+        gateway.name_any()
+    );
+    let mut env = vec![pod_name, plain_env("OTEL_RESOURCE_ATTRIBUTES", &attributes)];
+    if let Some(ratio) = gateway.spec.tracing.sample_ratio {
+        env.push(plain_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+        env.push(plain_env("OTEL_TRACES_SAMPLER_ARG", &ratio.to_string()));
     }
     env
 }

@@ -198,6 +198,33 @@ async fn invalid_resources_are_refused_by_the_apiserver() {
             .expect_err("refused");
         assert!(err.to_string().contains(expected), "{interval}: {err}");
     }
+    // Traces go to an http(s) collector, and a sample ratio is a share; a ServiceMonitor interval is a
+    // Prometheus duration.
+    for (spec, expected) in [
+        (
+            json!({"tracing": {"otlpEndpoint": "grpc://collector:4317"}}),
+            "should match",
+        ),
+        (
+            json!({"tracing": {"otlpEndpoint": "http://collector:4318", "sampleRatio": 2}}),
+            "less than or equal to 1",
+        ),
+        (
+            json!({"monitoring": {"serviceMonitor": {"enabled": true, "interval": "soon"}}}),
+            "should match",
+        ),
+    ] {
+        let mut gateway = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "NotificationGateway",
+            "metadata": {"name": "observed"}, "spec": {"replicas": 1,
+            "auth": {"jwksUrl": "https://issuer/jwks", "issuer": "https://issuer.example/", "audience": "herald"}}});
+        for (key, value) in spec.as_object().expect("spec") {
+            gateway["spec"][key] = value.clone();
+        }
+        let err = create_raw::<NotificationGateway>(&client, &ns, gateway)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(expected), "{spec}: {err}");
+    }
     // CEL inside auth: issuer and audience, or the explicit waiver (issue 10: any issuer's JWT for any
     // audience was accepted); a JWKS URL in plain http only on loopback.
     let auth = |auth: serde_json::Value| {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use herald_contract::defaults;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::app::catalog::LiveCatalog;
@@ -71,7 +72,8 @@ impl Default for DeliverySettings {
 
 /// What a delivery worker does for one of its users.
 enum Work {
-    Deliver(Arc<Notification>),
+    /// A published notification, with the publish's trace (when traces are on).
+    Deliver(Arc<Notification>, Option<Arc<str>>),
     Unread(String, UnreadCount),
 }
 
@@ -433,10 +435,14 @@ impl DeliveryService {
             // Waiting on a full worker slows the bus receiver down; if it falls too far behind, the
             // broadcast reports a lag and everything is resynchronized.
             let outcome = match event {
-                Ok(BusEvent::Published { notifications, unread }) => {
+                Ok(BusEvent::Published {
+                    notifications,
+                    unread,
+                    trace,
+                }) => {
                     // Each user's notifications, then their count, to that user's worker in order.
                     for n in notifications {
-                        let _ = worker_of(&n.user_id).send(Work::Deliver(n)).await;
+                        let _ = worker_of(&n.user_id).send(Work::Deliver(n, trace.clone())).await;
                     }
                     for (user_id, count) in unread {
                         let _ = worker_of(&user_id).send(Work::Unread(user_id, count)).await;
@@ -479,8 +485,11 @@ impl DeliveryService {
     async fn work(self: Arc<Self>, mut work: tokio::sync::mpsc::Receiver<Work>) {
         while let Some(item) = work.recv().await {
             match item {
-                Work::Deliver(n) => {
-                    if let Err(err) = self.deliver(&n).await {
+                Work::Deliver(n, trace) => {
+                    // Traced only where the user is connected: every replica sees every event.
+                    let here = trace.filter(|_| !self.states_of(&n.user_id).is_empty());
+                    let span = crate::telemetry::trace::deliver_span(here.as_deref());
+                    if let Err(err) = self.deliver(&n).instrument(span).await {
                         tracing::warn!(error = %err, "delivery: will be repaired by replay or retry");
                     }
                 }

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
-use tracing::instrument;
+use tracing::{Instrument, instrument};
 use uuid::Uuid;
 
 use crate::app::catalog::LiveCatalog;
@@ -24,6 +24,7 @@ use crate::ports::{
     BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome,
     UnreadCounts,
 };
+use crate::telemetry::trace;
 
 use super::delivery::DeliveryService;
 use super::metrics::{AckOutcome, Limit, Metrics};
@@ -121,13 +122,15 @@ impl NotificationService {
     /// Validates, applies preferences, stores in one transaction and answers; delivery follows on the
     /// bus (AC24). With an `Idempotency-Key`, a retry of the same request answers the first answer and
     /// stores nothing.
-    #[instrument(skip_all, fields(publisher = %publisher.name))]
+    #[instrument(skip_all, fields(publisher = %publisher.name, trace_id = tracing::field::Empty))]
     pub async fn publish(
         &self,
         publisher: &Publisher,
         body: PublishBody,
         idempotency_key: Option<&str>,
     ) -> Result<PublishReceipt> {
+        // With traces on, this span is the trace's root: log lines within it name the trace.
+        trace::record_trace_id(&tracing::Span::current());
         let now = self.clock.now_ms();
         let request = PublishRequest::parse(body, now, &self.links).map_err(Error::Validation)?;
         let content = &request.content;
@@ -201,6 +204,7 @@ impl NotificationService {
         match self
             .store
             .publish(&batch, idempotency.as_ref().map(|key| (key, &receipt)), now)
+            .instrument(trace::store_span())
             .await?
         {
             PublishOutcome::Created(created, unread) => {
@@ -227,7 +231,10 @@ impl NotificationService {
         let bus = self.bus.clone();
         let store = self.store.clone();
         let clock = self.clock.clone();
-        self.tasks.spawn(async move {
+        // Taken here, inside the publish's span: the replicas that deliver continue its trace.
+        let trace = trace::traceparent();
+        let bus_span = trace::bus_span();
+        let fan_out = async move {
             let users: BTreeSet<String> = created.iter().map(|n| n.user_id.clone()).collect();
             let (counted, uncounted): (Vec<String>, Vec<String>) =
                 users.into_iter().partition(|user| unread.contains_key(user));
@@ -240,6 +247,7 @@ impl NotificationService {
                         (user, count)
                     })
                     .collect(),
+                trace,
             };
             if let Err(err) = bus.publish(event).await {
                 tracing::warn!(error = %err, "bus: publish event lost, replay will deliver it");
@@ -247,7 +255,8 @@ impl NotificationService {
             for user_id in uncounted {
                 announce_unread(&*store, &*bus, &*clock, &user_id).await;
             }
-        });
+        };
+        self.tasks.spawn(fan_out.instrument(bus_span));
     }
 
     pub async fn unread_count(&self, user_id: &str) -> Result<UnreadCount> {

@@ -98,6 +98,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub dev: bool,
     pub log_format: LogFormat,
+    /// The OTLP/HTTP collector traces go to; `None`: no traces.
+    pub otlp_endpoint: Option<url::Url>,
     pub jwt: JwtSettings,
     /// In dev mode: the random HS256 secret generated for this run, which `POST /dev/jwt` signs with.
     pub dev_jwt_secret: Option<Secret<Vec<u8>>>,

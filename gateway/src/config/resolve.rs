@@ -56,6 +56,7 @@ impl Config {
             store,
             dev,
             log_format,
+            otlp_endpoint: otlp_endpoint(o.otlp_endpoint.as_deref())?,
             jwt,
             dev_jwt_secret,
             signing_keys,
@@ -137,6 +138,7 @@ impl Config {
             "ackTimeoutMs": self.delivery.ack_timeout_ms,
             "maxDeliveryAttempts": self.delivery.max_attempts,
             "shutdownGraceMs": self.shutdown_grace_ms,
+            "otlpEndpoint": self.otlp_endpoint.as_ref().map(url::Url::as_str),
             "links": self.links.describe(),
         })
     }
@@ -208,6 +210,23 @@ fn jwks_url(url: &str) -> Result<Url, ConfigError> {
              localhost), got `{url}`: a key set fetched in the clear can be replaced in transit"
         ))),
         Err(e) => Err(invalid(format!("HERALD_JWT_JWKS_URL is not a URL (`{url}`): {e}"))),
+    }
+}
+
+/// The OTLP/HTTP collector's base URL: `http://` or `https://`, nothing else (a collector inside the
+/// cluster is usually plain HTTP; spans hold ids, names and timings, never a notification's content).
+fn otlp_endpoint(url: Option<&str>) -> Result<Option<Url>, ConfigError> {
+    let Some(url) = url.filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    match Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Ok(Some(parsed)),
+        Ok(_) => Err(invalid(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL of an OTLP/HTTP collector, got `{url}`"
+        ))),
+        Err(e) => Err(invalid(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is not a URL (`{url}`): {e}"
+        ))),
     }
 }
 
@@ -723,6 +742,28 @@ mod tests {
         let config = Config::resolve(with("0.0.0.0:8080", "0.0.0.0:9090")).expect("two ports");
         assert_eq!(config.internal_listen.port(), 9090);
         Config::resolve(with("127.0.0.1:0", "127.0.0.1:0")).expect("port 0 twice: two free ports");
+    }
+
+    #[test]
+    fn traces_go_to_an_http_collector_or_nowhere() {
+        let with = |endpoint: Option<&str>| Options {
+            dev: Some(true),
+            otlp_endpoint: endpoint.map(str::to_owned),
+            ..options()
+        };
+        assert_eq!(Config::resolve(with(None)).expect("off").otlp_endpoint, None);
+        assert_eq!(Config::resolve(with(Some(""))).expect("off").otlp_endpoint, None);
+        let on = Config::resolve(with(Some("http://collector.monitoring:4318"))).expect("on");
+        assert_eq!(
+            on.otlp_endpoint.as_ref().map(Url::as_str),
+            Some("http://collector.monitoring:4318/")
+        );
+        for refused in ["collector:4318", "ftp://collector", "grpc://collector:4317"] {
+            assert!(
+                refusal(with(Some(refused))).contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -280,6 +280,8 @@ pub async fn event_bus(bus: &dyn EventBus) {
                 ("alice".into(), UnreadCount { count: 1, version: 1 }),
                 ("carol".into(), UnreadCount { count: 2, version: 7 }),
             ],
+            // A trace travels with the event, as it is.
+            trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         },
         BusEvent::UnreadCount {
             user_id: "alice".into(),

@@ -233,6 +233,9 @@ pub enum BusEvent {
     Published {
         notifications: Vec<Arc<Notification>>,
         unread: Vec<(String, UnreadCount)>,
+        /// The publish's trace as a W3C `traceparent`, when traces are on: each replica's delivery
+        /// continues it.
+        trace: Option<Arc<str>>,
     },
     UnreadCount {
         user_id: String,

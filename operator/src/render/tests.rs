@@ -172,6 +172,61 @@ fn trusted_proxies_reach_the_gateway_as_its_own_ranges() {
 }
 
 #[test]
+fn tracing_reaches_the_gateway_with_each_pod_named_and_the_ratio_sampled() {
+    let mut gw = cluster_gateway();
+    let (config, yaml) = resolved(&gw, &[]);
+    assert_eq!(config.otlp_endpoint, None, "off by default");
+    assert!(!yaml.contains("otlp"), "{yaml}");
+    let names = |pod: &PodSpec| -> Vec<String> {
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|var| var.name.clone())
+            .collect()
+    };
+    assert!(!names(&pod_of(&gw)).iter().any(|name| name.starts_with("OTEL_")));
+
+    gw.spec.tracing.otlp_endpoint = Some("http://otel-collector.monitoring:4318".into());
+    gw.spec.tracing.sample_ratio = Some(0.25);
+    let (config, _) = resolved(&gw, &[]);
+    assert_eq!(
+        config.otlp_endpoint.as_ref().map(|url| url.as_str()),
+        Some("http://otel-collector.monitoring:4318/")
+    );
+    let pod = pod_of(&gw);
+    let env = pod.containers[0].env.clone().expect("env");
+    let value = |name: &str| {
+        env.iter()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.clone())
+    };
+    let pod_name = env.iter().find(|var| var.name == "POD_NAME").expect("POD_NAME");
+    assert_eq!(
+        pod_name
+            .value_from
+            .as_ref()
+            .and_then(|from| from.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name")
+    );
+    let position = |name: &str| env.iter().position(|var| var.name == name).expect(name);
+    assert!(
+        position("POD_NAME") < position("OTEL_RESOURCE_ATTRIBUTES"),
+        "declared before the variable that refers to it"
+    );
+    assert_eq!(
+        value("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+        Some("service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME),k8s.namespace.name=apps,herald.gateway=alerts")
+    );
+    assert_eq!(
+        value("OTEL_TRACES_SAMPLER").as_deref(),
+        Some("parentbased_traceidratio")
+    );
+    assert_eq!(value("OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.25"));
+}
+
+#[test]
 fn link_origins_reach_the_gateway_as_its_own_policy() {
     use herald_gateway::domain::link::{LinkPolicy, parse_origins};
     let mut gw = cluster_gateway();

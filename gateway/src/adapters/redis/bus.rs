@@ -34,6 +34,10 @@ enum Wire<N> {
         /// upgrade (an event without versions reads as versions not known: 0).
         #[serde(default)]
         versions: Vec<u64>,
+        /// The publish's W3C `traceparent` when traces are on (absent otherwise, and from replicas
+        /// of earlier versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     UnreadCount {
         user_id: String,
@@ -114,6 +118,7 @@ async fn listen(
                             notifications,
                             unread,
                             versions,
+                            trace,
                         }) => {
                             let notifications = notifications.into_iter().map(Arc::new).collect();
                             let versions = versions.into_iter().chain(std::iter::repeat(0));
@@ -122,7 +127,12 @@ async fn listen(
                                 .zip(versions)
                                 .map(|((user_id, count), version)| (user_id, UnreadCount { count, version }))
                                 .collect();
-                            let _ = local.send(BusEvent::Published { notifications, unread });
+                            let trace = trace.map(Arc::from);
+                            let _ = local.send(BusEvent::Published {
+                                notifications,
+                                unread,
+                                trace,
+                            });
                         }
                         Ok(Wire::UnreadCount {
                             user_id,
@@ -156,10 +166,15 @@ async fn listen(
 impl EventBus for RedisEventBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
         let wire: Wire<&Notification> = match &event {
-            BusEvent::Published { notifications, unread } => Wire::Published {
+            BusEvent::Published {
+                notifications,
+                unread,
+                trace,
+            } => Wire::Published {
                 notifications: notifications.iter().map(|n| &**n).collect(),
                 unread: unread.iter().map(|(user_id, c)| (user_id.clone(), c.count)).collect(),
                 versions: unread.iter().map(|(_, c)| c.version).collect(),
+                trace: trace.as_deref().map(str::to_owned),
             },
             BusEvent::UnreadCount { user_id, count } => Wire::UnreadCount {
                 user_id: user_id.clone(),
@@ -235,6 +250,7 @@ mod tests {
             notifications: Vec::new(),
             unread: vec![("alice".into(), 3)],
             versions: vec![9],
+            trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let read: OldWire = serde_json::from_str(&serde_json::to_string(&ours).expect("json")).expect("old reads ours");
         assert!(matches!(read, OldWire::Published { unread } if unread == [("alice".to_owned(), 3)]));
