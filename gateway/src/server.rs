@@ -23,11 +23,12 @@ use crate::adapters::redis::{Redis, RedisConnectionRegistry, RedisEventBus, Redi
 use crate::adapters::sqlite::{
     self, SqliteHealth, SqliteNotificationStore, SqlitePreferenceStore, SqliteSubscriptionStore,
 };
+use crate::adapters::timed::Timed;
 use crate::app::catalog::LiveCatalog;
 use crate::app::delivery::DeliveryService;
 use crate::app::dev::DevTokens;
 use crate::app::keys::SigningKeyRing;
-use crate::app::metrics::Metrics;
+use crate::app::metrics::{Backend, Metrics};
 use crate::app::notifications::NotificationService;
 use crate::app::preferences::PreferenceService;
 use crate::app::sessions::Drain;
@@ -54,17 +55,21 @@ struct Backends {
     health: Vec<Arc<dyn HealthProbe>>,
 }
 
+/// A store, timed into the replica's metrics (`adapters::timed`).
+fn timed<S>(store: S, metrics: &Metrics, backend: Backend) -> Arc<Timed<S>> {
+    Arc::new(Timed::new(Arc::new(store), metrics.backend(), backend))
+}
+
 async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Backends> {
     Ok(match store {
         StoreConfig::Sqlite { url } => {
             let pool = sqlite::connect(url).await.context("opening the embedded database")?;
+            let notifications = SqliteNotificationStore::with_metrics(pool.clone(), metrics.backend())
+                .context("starting the embedded database's writer")?;
             Backends {
-                preferences: Arc::new(SqlitePreferenceStore::new(pool.clone())),
-                notifications: Arc::new(
-                    SqliteNotificationStore::with_metrics(pool.clone(), metrics.backend())
-                        .context("starting the embedded database's writer")?,
-                ),
-                subscriptions: Arc::new(SqliteSubscriptionStore::new(pool.clone())),
+                preferences: timed(SqlitePreferenceStore::new(pool.clone()), metrics, Backend::Sqlite),
+                notifications: timed(notifications, metrics, Backend::Sqlite),
+                subscriptions: timed(SqliteSubscriptionStore::new(pool.clone()), metrics, Backend::Sqlite),
                 ledger: Arc::new(MemoryTokenLedger::default()),
                 registry: Arc::new(MemoryConnectionRegistry::default()),
                 limiter: Arc::new(MemoryRateLimiter::default()),
@@ -93,9 +98,13 @@ async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Back
                 .with_metrics(metrics.backend());
             let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
             Backends {
-                preferences: Arc::new(PostgresPreferenceStore::new(pool.clone())),
-                notifications: Arc::new(PostgresNotificationStore::with_metrics(pool.clone(), metrics.backend())),
-                subscriptions: Arc::new(PostgresSubscriptionStore::new(pool.clone())),
+                preferences: timed(PostgresPreferenceStore::new(pool.clone()), metrics, Backend::Postgres),
+                notifications: timed(
+                    PostgresNotificationStore::with_metrics(pool.clone(), metrics.backend()),
+                    metrics,
+                    Backend::Postgres,
+                ),
+                subscriptions: timed(PostgresSubscriptionStore::new(pool.clone()), metrics, Backend::Postgres),
                 ledger: Arc::new(RedisTokenLedger::new(redis.clone())),
                 registry: Arc::new(RedisConnectionRegistry::new(redis.clone())),
                 limiter: Arc::new(RedisRateLimiter::new(redis.clone())),

@@ -102,20 +102,24 @@ async fn redis_restart_loses_no_notification() {
     let publisher = async {
         let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         // Polls readiness (at most the wait) until it answers `status` with Redis `check`.
-        let readiness_becomes = |status: u16, check: &'static str| async move {
-            let deadline = Instant::now() + herald_e2e::WAIT;
-            loop {
-                let answer = reqwest::get(publisher_side.url("/readyz")).await.expect("readyz");
-                let got = answer.status().as_u16();
-                let body: Value = answer.json().await.expect("json");
-                if (got, body["checks"]["redis"].as_str()) == (status, Some(check)) {
-                    return;
+        let readyz = publisher_side.url("/readyz");
+        let readiness_becomes = |status: u16, check: &'static str| {
+            let readyz = readyz.clone();
+            async move {
+                let deadline = Instant::now() + herald_e2e::WAIT;
+                loop {
+                    let answer = reqwest::get(&readyz).await.expect("readyz");
+                    let got = answer.status().as_u16();
+                    let body: Value = answer.json().await.expect("json");
+                    if (got, body["checks"]["redis"].as_str()) == (status, Some(check)) {
+                        return;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "readiness still {got} {body}, expected {status} {check}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "readiness still {got} {body}, expected {status} {check}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         for i in 0..TOTAL {

@@ -117,6 +117,20 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
     for i in 0..10 {
         record(publish(&client, &url, "kim", &format!("before {i}")).await);
     }
+    let readiness = || {
+        let client = client.clone();
+        let url = replica.url("/readyz");
+        async move {
+            let answer = client.get(&url).send().await.expect("readyz");
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.expect("json");
+            (
+                status,
+                body["checks"]["postgres"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    assert_eq!(readiness().await, (200, "ok".to_owned()), "ready before the outage");
     proxy.cut();
     let outage = Instant::now();
     let mut i = 0;
@@ -126,6 +140,30 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
         // Paces the publisher (an offered load), not a synchronisation.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Readiness says so (a Kubernetes Service stops sending this pod new clients), and the failed
+    // database calls are counted for the alert (HeraldBackendErrors).
+    assert_eq!(
+        readiness().await,
+        (503, "unavailable".to_owned()),
+        "not ready without PostgreSQL"
+    );
+    let metrics = client
+        .get(replica.internal_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let failures: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with(r#"herald_backend_errors_total{backend="postgres""#))
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse::<f64>().ok()))
+        .sum();
+    assert!(
+        failures > 0.0,
+        "the refused publishes' database calls failed:\n{metrics}"
+    );
     proxy.restore();
     // Once PostgreSQL is back, publishes are accepted again.
     let back = Instant::now();
@@ -144,6 +182,7 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
         }
     }
     assert!(refused > 0, "the outage was noticed");
+    assert_eq!(readiness().await, (200, "ok".to_owned()), "ready again");
 
     // The connection opened before the outage is still open and receives every accepted one.
     ws.send(ping_message()).await.expect("ping");

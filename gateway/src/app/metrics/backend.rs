@@ -1,5 +1,6 @@
 //! The latency and failures of the replica's backends, as the gateway sees them: every Redis
-//! command (or pipeline) and every group commit of the SQL store (PostgreSQL or SQLite). What an
+//! command (or pipeline), every call of the SQL store (PostgreSQL or SQLite, `adapters::timed`) and
+//! every group commit of its writer. What an
 //! alert on a slow or failing backend reads; labels are a fixed set (backend, operation), never a key
 //! or a user.
 
@@ -65,12 +66,12 @@ impl BackendMetrics {
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "herald_backend_request_duration_seconds",
-            "Time of each Redis command or pipeline and each SQL store group commit, by backend and operation",
+            "Time of each Redis command or pipeline, each SQL store call and each group commit, by backend and operation",
             self.seconds.clone(),
         );
         registry.register(
             "herald_backend_errors",
-            "Redis commands and SQL store group commits that failed, by backend and operation",
+            "Redis commands, SQL store calls and group commits that failed, by backend and operation",
             self.errors.clone(),
         );
     }
