@@ -640,7 +640,16 @@ async fn metrics_count_connections_publishes_and_deliveries() {
     };
     assert_eq!(value("herald_connections_active"), 1.0);
     assert_eq!(value("herald_connections_opened_total"), 1.0);
-    assert_eq!(value("herald_connections_rejected_total"), 1.0);
+    assert_eq!(
+        value(r#"herald_connections_rejected_total{reason="token_invalid"}"#),
+        1.0,
+        "refusals by the code the client got"
+    );
+    assert_eq!(
+        value(r#"herald_connections_rejected_total{reason="draining"}"#),
+        0.0,
+        "every reason starts at zero"
+    );
     assert_eq!(value("herald_notifications_published_total"), 1.0);
     assert_eq!(value("herald_messages_delivered_total"), 1.0);
     assert_eq!(value("herald_delivery_latency_seconds_count"), 1.0);
