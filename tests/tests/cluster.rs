@@ -398,11 +398,24 @@ async fn a_drain_of_500_connections_hands_every_client_over_in_waves_and_loses_n
 
     herald_e2e::signal(draining.pid(), "TERM");
     let signalled = Instant::now();
-    // Not ready at once: the probe is refused (the listener stopped accepting) or answers 503.
-    let probe = reqwest::Client::new().get(draining.url("/readyz")).send().await;
-    if let Ok(answer) = probe {
-        assert_eq!(answer.status(), 503, "readiness false while draining");
-    }
+    // Not ready as soon as the signal is handled: the probe is refused (the listener stopped
+    // accepting) or answers 503, before the first session is sent away.
+    let probe = reqwest::Client::new();
+    let not_ready = loop {
+        match probe.get(draining.url("/readyz")).send().await {
+            Ok(answer) if answer.status() == 200 => {}
+            Ok(answer) => {
+                assert_eq!(answer.status(), 503, "readiness false while draining");
+                break Instant::now();
+            }
+            Err(_) => break Instant::now(),
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "still ready a second after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     // Publishes go on while the waves run, and after the replica is gone.
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -466,6 +479,13 @@ async fn a_drain_of_500_connections_hands_every_client_over_in_waves_and_loses_n
     assert!(
         last - signalled < Duration::from_secs(GRACE_SECONDS),
         "all told within the grace period"
+    );
+    // Readiness went with the first wave, not after the waves (the next is 300 ms later; the margin
+    // is the probe's own polling on a busy machine).
+    assert!(
+        not_ready <= first + Duration::from_millis(250),
+        "not ready {:?} after the first close",
+        not_ready.saturating_duration_since(first)
     );
     assert!(created.values().all(|ids| ids.len() == 6));
 }
