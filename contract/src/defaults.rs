@@ -46,8 +46,8 @@ pub const MAX_DELIVERY_ATTEMPTS: u32 = 3;
 /// Notifications per second a publisher may have stored on one replica unless configured otherwise:
 /// far above any one product's traffic, low enough that a runaway loop cannot fill the database.
 pub const PUBLISHER_NOTIFICATIONS_PER_SECOND: u32 = 20_000;
-/// TCP connections one replica holds at most (HTTP and WebSocket): past it new ones are closed at
-/// once, before anything is read, so file descriptors and memory stay bounded.
+/// TCP connections each listener of a replica holds at most (HTTP and WebSocket): past it new ones are
+/// closed at once, before anything is read, so file descriptors and memory stay bounded.
 pub const MAX_CONNECTIONS: usize = 50_000;
 /// How long a request's headers (and an idle keep-alive connection's next request) and a request's
 /// body may take to arrive.

@@ -214,7 +214,8 @@ pub struct Options {
     /// Registry TTL of a connection, moved forward by each heartbeat.
     #[arg(long, env = "HERALD_CONNECTION_TTL_SECONDS", global = true)]
     pub connection_ttl_seconds: Option<u64>,
-    /// TCP connections (HTTP and WebSocket) one replica holds at most.
+    /// TCP connections (HTTP and WebSocket) each listener of a replica holds at most (the public and
+    /// the internal one have a cap each).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", global = true)]
     pub max_connections: Option<usize>,
     /// Seconds a request's headers, an idle keep-alive connection's next request, and a request's
