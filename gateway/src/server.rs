@@ -297,8 +297,9 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         }
     });
     tokio::spawn(delivery.clone().run(bus.subscribe(), sent_away.clone()));
-    tokio::spawn(delivery.clone().run_retries(sent_away));
-    gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(shutdown));
+    tokio::spawn(delivery.clone().run_retries(sent_away.clone()));
+    // Attempts counted during the waves are written too: the recorder stops after the last wave.
+    gateway.lifecycle.tasks.spawn(delivery.run_attempt_recorder(sent_away));
     spawn_purger(&gateway);
     if let Some(source) = &config.channel_source {
         let (sessions, jitter_ms) = (gateway.sessions.clone(), settings.reconnect_jitter_ms);

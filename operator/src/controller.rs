@@ -537,11 +537,6 @@ async fn apply_service_monitor(
     }
 }
 
-/// Removes a child the gateway no longer needs (its PodDisruptionBudget once scaled to one replica,
-/// its ServiceMonitor once turned off), named like the gateway. Only its own is deleted (the uid
-/// precondition keeps it so if the object is replaced meanwhile): an object of the same name that the
-/// gateway does not control is no child of it, and is neither deleted nor a reason to refuse. A kind
-/// the cluster does not have has nothing to remove.
 /// The metadata of the object `name`, or `None` when there is none, or when the cluster has no such
 /// kind at all (the Prometheus Operator's CRDs not installed: the apiserver answers a bare 404, not a
 /// NotFound status, so `get_metadata_opt` reports it as an error).
@@ -553,6 +548,11 @@ async fn metadata_of(api: &Api<DynamicObject>, name: &str) -> Result<Option<Obje
     }
 }
 
+/// Removes a child the gateway no longer needs (its PodDisruptionBudget once scaled to one replica,
+/// its ServiceMonitor once turned off), named like the gateway. Only its own is deleted (the uid
+/// precondition keeps it so if the object is replaced meanwhile): an object of the same name that the
+/// gateway does not control is no child of it, and is neither deleted nor a reason to refuse. A kind
+/// the cluster does not have has nothing to remove.
 async fn remove_own(client: &Client, gateway: &NotificationGateway, namespace: &str, kind: &ApiResource) -> Result<()> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, kind);
     let name = gateway.name_any();

@@ -348,7 +348,7 @@ fn monitoring_plug_ins_render_only_when_asked_and_carry_the_tested_files() {
     }
     assert_eq!(
         monitor["spec"]["endpoints"],
-        json!([{"port": "metrics", "path": "/metrics", "interval": "30s"}])
+        json!([{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": true}])
     );
     // The PrometheusRule holds the rule file promtool tests, unchanged (its Prometheus templates
     // are not Helm's).

@@ -167,6 +167,16 @@ async fn a_publish_and_its_delivery_on_another_replica_are_one_trace() {
     names.sort_unstable();
     assert_eq!(names, ["bus.publish", "store.publish"]);
     assert!(children.iter().all(|s| s.trace_id == publish.trace_id));
+    // Only the publish path is traced: the token issue and the connect before it are not.
+    let exported = ["publish", "store.publish", "bus.publish", "deliver"];
+    let others: Vec<Exported> = spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .filter(|s| !exported.contains(&s.name.as_str()))
+        .cloned()
+        .collect();
+    assert!(others.is_empty(), "spans of other operations exported: {others:#?}");
 
     // Log lines within the publish name its trace.
     let logged = publisher_side

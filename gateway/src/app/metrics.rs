@@ -435,6 +435,10 @@ mod tests {
         );
         assert!(text.contains("herald_connections_per_user_count 3\n"), "{text}");
         assert!(
+            text.contains("herald_connections_per_user_bucket{le=\"+Inf\"} 3\n"),
+            "histogram_quantile needs the +Inf bucket: {text}"
+        );
+        assert!(
             text.contains("# TYPE herald_connections_opened_total counter\n"),
             "{text}"
         );

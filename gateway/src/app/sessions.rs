@@ -99,7 +99,8 @@ pub enum SendOutcome {
 /// How a draining replica sends its sessions away (see [`LocalSessions::go_away_in_waves`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
-    /// From the first wave to the last.
+    /// What the waves are spread over: wave `i` goes at `i * window / waves` (the first at once).
+    /// With fewer sessions than waves, there are fewer waves, each of one session.
     pub window: Duration,
     pub waves: usize,
     /// Each client is told to wait a random delay of at most this long before reconnecting.
@@ -212,10 +213,17 @@ impl LocalSessions {
             unread_version: 0,
             ends_at: self.ends_at(),
         };
+        let sender = entry.outbound.clone();
+        let mut sessions = self.lock();
+        let previous = sessions.insert(connection_id.into(), user_id.into(), entry);
+        // Under the lock, after the insert: a drain sets `going_away` before it takes its list of
+        // sessions under the same lock, so a session opened meanwhile is either on that list or told
+        // here.
         if let Some(jitter_ms) = self.going_away.get() {
-            entry.outbound.close(going_away(*jitter_ms));
+            sender.close(going_away(*jitter_ms));
         }
-        if let Some(previous) = self.lock().insert(connection_id.into(), user_id.into(), entry) {
+        drop(sessions);
+        if let Some(previous) = previous {
             // Ids are fresh UUIDs; should one ever repeat, the older session must not linger unseen.
             previous
                 .outbound
@@ -236,8 +244,9 @@ impl LocalSessions {
     /// [`LocalSessions::go_away`] in waves: the sessions held now are told to go away in
     /// `drain.waves` groups spread evenly over `drain.window` (the first at once), so that the other
     /// replicas take them over a little at a time rather than all in one instant (each client also
-    /// waits its random delay). Sessions opened from now on are told at once. Until its wave, a
-    /// session is served as before.
+    /// waits its random delay). Sessions opened from now on are told at once. Until its wave a
+    /// session gets its notifications as before; its heartbeat deadline is no longer checked (the
+    /// sweeper has stopped, and the drain ends within the grace period anyway).
     pub async fn go_away_in_waves(&self, drain: Drain) {
         let jitter_ms = *self.going_away.get_or_init(|| drain.jitter_ms);
         let ids: Vec<Arc<str>> = self.lock().iter().map(|(id, _, _)| id.clone()).collect();

@@ -214,7 +214,8 @@ fn jwks_url(url: &str) -> Result<Url, ConfigError> {
 }
 
 /// The OTLP/HTTP collector's base URL: `http://` or `https://`, nothing else (a collector inside the
-/// cluster is usually plain HTTP; spans hold ids, names and timings, never a notification's content).
+/// cluster is usually plain HTTP; the spans exported hold the publisher's name, timings and ids,
+/// never a notification's content or a user id).
 fn otlp_endpoint(url: Option<&str>) -> Result<Option<Url>, ConfigError> {
     let Some(url) = url.filter(|url| !url.is_empty()) else {
         return Ok(None);

@@ -8,6 +8,7 @@ pub mod trace;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -27,20 +28,20 @@ pub fn init(format: LogFormat, otlp: Option<&url::Url>) -> Option<Tracing> {
             None
         }
     });
-    let otel = tracing.as_ref().map(Tracing::layer);
-    // With traces, a log line inside a traced operation names its span (and so the trace id).
-    let spans_in_logs = tracing.is_some();
+    // Only the publish path's spans are exported (`trace::EXPORTED`): the other `#[instrument]` spans
+    // (token issues, connects) stay log context, not traces of their own. A JSON log line lists its
+    // spans' fields, so one inside a traced operation carries the root's `trace_id`.
+    let otel = tracing.as_ref().map(|tracing| {
+        tracing
+            .layer()
+            .with_filter(tracing_subscriber::filter::filter_fn(trace::is_exported))
+    });
     let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(filter())
             .with(otel)
-            .with(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_current_span(spans_in_logs)
-                    .with_span_list(false),
-            )
+            .with(fmt.json().flatten_event(true).with_current_span(false))
             .try_init(),
         LogFormat::Human => tracing_subscriber::registry()
             .with(filter())

@@ -23,6 +23,15 @@ use tracing_subscriber::registry::LookupSpan;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// The spans exported: the publish path's. Every other span stays log context only.
+pub const EXPORTED: [&str; 4] = ["publish", "store.publish", "bus.publish", "deliver"];
+
+/// Whether the span or event `meta` describes is exported (events inside exported spans are
+/// attached to them as span events).
+pub(super) fn is_exported(meta: &tracing::Metadata<'_>) -> bool {
+    !meta.is_span() || EXPORTED.contains(&meta.name())
+}
+
 pub(super) fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }

@@ -46,6 +46,7 @@ pub async fn upgrade(
 ) -> Response {
     // Asked first, as before any other check (the decision itself is the token service's).
     if let Err(err) = gateway.tokens.ensure_websocket_enabled() {
+        gateway.metrics.count_rejection(err.code());
         return ApiError::from(err).into_response();
     }
     if gateway.lifecycle.is_draining() {

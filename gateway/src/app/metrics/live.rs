@@ -40,16 +40,18 @@ struct KeyLabels {
     active: &'static str,
 }
 
-/// Per-bucket (not cumulative) counts of `values` under `bounds`, as the encoder takes them; values
-/// over the last bound count only in `+Inf`.
+/// Per-bucket (not cumulative) counts of `values` under `bounds`, as the encoder takes them, ending
+/// with the `+Inf` bucket (values over the last bound); `histogram_quantile` needs it.
 fn buckets(values: &[usize], bounds: &[f64]) -> Vec<(f64, u64)> {
-    let mut counts = vec![0u64; bounds.len()];
+    let mut counts = vec![0u64; bounds.len() + 1];
     for value in values {
-        if let Some(i) = bounds.iter().position(|bound| *value as f64 <= *bound) {
-            counts[i] += 1;
-        }
+        let i = bounds
+            .iter()
+            .position(|bound| *value as f64 <= *bound)
+            .unwrap_or(bounds.len());
+        counts[i] += 1;
     }
-    bounds.iter().copied().zip(counts).collect()
+    bounds.iter().copied().chain([f64::INFINITY]).zip(counts).collect()
 }
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: usize) -> Result<(), std::fmt::Error> {
@@ -119,7 +121,7 @@ mod tests {
     fn values_fall_in_the_first_bucket_that_holds_them() {
         assert_eq!(
             buckets(&[1, 1, 2, 4, 60], &[1.0, 2.0, 5.0]),
-            [(1.0, 2), (2.0, 1), (5.0, 1)],
+            [(1.0, 2), (2.0, 1), (5.0, 1), (f64::INFINITY, 1)],
             "60 is over every bound: only +Inf counts it"
         );
     }
