@@ -205,6 +205,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         clock.clone(),
         config.tokens,
         bus.clone(),
+        metrics.clone(),
     ));
     let connections = Arc::new(ConnectionService::new(
         tokens.clone(),

@@ -557,13 +557,7 @@ async fn the_dashboard_and_the_alerts_query_only_series_the_binaries_export() {
     .await;
     let mut types = exported(&operator_metrics().await.expect("operator metrics"));
     let gateway = herald_e2e::GatewayProcess::start(&["--dev"], &[]);
-    let gateway_text = reqwest::get(gateway.internal_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
-    types.extend(exported(&gateway_text));
+    types.extend(exported(&gateway.metrics().await));
 
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/herald-operator/files");
     let dashboard: serde_json::Value =

@@ -191,16 +191,22 @@ impl GatewayProcess {
         format!("http://{}{path}", self.internal_addr)
     }
 
-    /// The value of the series `series` (name and labels as exported, e.g.
-    /// `herald_acks_total{outcome="acked"}`) in `/metrics`, if exported.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(self.internal_url("/metrics"))
+    /// The whole `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.internal_url("/metrics"))
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// The value of the series `series` (name and labels as exported, e.g.
+    /// `herald_acks_total{outcome="acked"}`) in `/metrics`, if exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 

@@ -147,14 +147,7 @@ async fn postgresql_gone_for_ten_seconds_loses_nothing_accepted() {
         (503, "unavailable".to_owned()),
         "not ready without PostgreSQL"
     );
-    let metrics = client
-        .get(replica.internal_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = replica.metrics().await;
     let failures: f64 = metrics
         .lines()
         .filter(|line| line.starts_with(r#"herald_backend_errors_total{backend="postgres""#))

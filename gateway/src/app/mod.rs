@@ -52,6 +52,16 @@ pub struct Gateway {
     pub lifecycle: Lifecycle,
 }
 
+impl Gateway {
+    /// Every metric in the Prometheus text format, with what the sessions and the key set hold now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(metrics::Snapshot {
+            sessions: self.sessions.stats(),
+            signing_keys: self.tokens.signing_keys(),
+        })
+    }
+}
+
 /// Draining state and the tasks that must finish before the process exits.
 #[derive(Debug, Default, Clone)]
 pub struct Lifecycle {

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ports::{BusEvent, Clock, EventBus, PreferenceStore, RateLimiter, TokenLedger};
 
 use super::keys::SigningKeyRing;
+use super::metrics::{Limit, Metrics};
 
 /// The longest TTL a token may be configured with; revocation marks are kept this long.
 pub const MAX_TOKEN_TTL_MS: i64 = 10 * 60 * 1_000;
@@ -59,6 +60,7 @@ pub struct TokenService {
     settings: TokenSettings,
     /// Where a revocation is announced, so every replica closes the user's live sessions.
     bus: Arc<dyn EventBus>,
+    metrics: Arc<Metrics>,
 }
 
 impl TokenService {
@@ -82,6 +84,7 @@ impl TokenService {
         clock: Arc<dyn Clock>,
         settings: TokenSettings,
         bus: Arc<dyn EventBus>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             keys,
@@ -92,6 +95,7 @@ impl TokenService {
             clock,
             settings,
             bus,
+            metrics,
         }
     }
 
@@ -106,6 +110,7 @@ impl TokenService {
             .check(&format!("tokens:user:{}", user.id), limit, now)
             .await?
         {
+            self.metrics.count_rate_limited(Limit::Tokens);
             tracing::info!(user_id = %user.id, retry_after_ms, "token:rate-limited");
             return Err(Error::RateLimited { retry_after_ms });
         }
@@ -236,6 +241,7 @@ pub(crate) mod tests {
             clock.clone(),
             TokenSettings::default(),
             Arc::new(crate::adapters::memory::MemoryEventBus::default()),
+            Arc::default(),
         ));
         Fixture {
             service,

@@ -82,9 +82,6 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<Re
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, crate::app::metrics::CONTENT_TYPE)],
-        gateway.metrics.render(crate::app::metrics::Snapshot {
-            sessions: gateway.sessions.stats(),
-            signing_keys: gateway.tokens.signing_keys(),
-        }),
+        gateway.render_metrics(),
     )
 }

@@ -6,9 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use crate::app::metrics::Limit;
 use crate::app::{Gateway, IssuedToken};
-use crate::error::Error;
 
 use super::ApiError;
 use super::auth::CurrentUser;
@@ -29,11 +27,7 @@ pub async fn issue(
     State(gateway): State<Arc<Gateway>>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    let issued = gateway.tokens.issue(&user).await;
-    if let Err(Error::RateLimited { .. }) = &issued {
-        gateway.metrics.count_rate_limited(Limit::Tokens);
-    }
-    Ok(Json(issued?))
+    Ok(Json(gateway.tokens.issue(&user).await?))
 }
 
 /// Revokes every connection token of the user and closes the user's live WebSockets on every replica
