@@ -13,6 +13,9 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod cluster;
+pub mod redis_cluster;
+
+pub use redis_cluster::fail_over_one_primary;
 
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -493,6 +496,14 @@ pub fn service_url(var: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The seed URLs of the test Redis Cluster (`HERALD_TEST_REDIS_CLUSTER_URL`, from `scripts/services`):
+/// `redis://127.0.0.1:<port>` of three of its six nodes, comma-separated, the form Herald's `REDIS_URL`
+/// takes for a Cluster. The same contract as [`service_url`]: in CI a missing cluster fails the test,
+/// elsewhere the test is skipped, loudly. See [`redis_cluster`] for steering it (failovers).
+pub fn redis_cluster_url() -> Option<String> {
+    service_url("HERALD_TEST_REDIS_CLUSTER_URL")
 }
 
 /// A new, empty PostgreSQL database on the test server, for one test.

@@ -36,6 +36,9 @@ const BENCH_SERVICES_DIR: &str = "/var/tmp/herald-bench";
 const BENCH_PG_DIR: &str = "/var/tmp/herald-bench/postgres";
 const BENCH_REDIS_PORT: u16 = 56389;
 const BENCH_REDIS_TLS_PORT: u16 = 56390;
+/// The first of the six Redis Cluster nodes `scripts/services` starts for the tests (their bus ports
+/// 1,000 higher): away from the test instance's (56400-56405), which the script refuses to touch.
+const BENCH_REDIS_CLUSTER_PORT: u16 = 56420;
 
 /// The durable PostgreSQL (fsync on) and the Redis cluster-mode servers use: instances of the
 /// benchmark's own, started by `scripts/services` beside (never instead of) the test ones.
@@ -54,6 +57,7 @@ impl Services {
             // The script also starts a TLS-only Redis for the tests; its port must not be the
             // test instance's either.
             .env("HERALD_TEST_REDIS_TLS_PORT", BENCH_REDIS_TLS_PORT.to_string())
+            .env("HERALD_TEST_REDIS_CLUSTER_PORT", BENCH_REDIS_CLUSTER_PORT.to_string())
             .env("HERALD_TEST_PG_DURABLE", "1")
             .stderr(std::process::Stdio::inherit())
             .output()
