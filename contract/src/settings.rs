@@ -110,10 +110,14 @@ pub struct Options {
     #[arg(long, env = env::DATABASE_URL, global = true, hide_env_values = true)]
     #[serde(skip_serializing)]
     pub database_url: Option<Secret>,
-    /// Redis for cluster mode (together with a postgres:// DATABASE_URL). Never printed.
+    /// Redis for cluster mode (together with a postgres:// DATABASE_URL): one URL, or the seed
+    /// nodes of a Redis Cluster, comma-separated. Never printed.
     #[arg(long, env = env::REDIS_URL, global = true, hide_env_values = true)]
     #[serde(skip_serializing)]
     pub redis_url: Option<Secret>,
+    /// REDIS_URL names a Redis Cluster (implied by several URLs; needed when one seed names it).
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub redis_cluster: Option<bool>,
     /// Prefix of every Redis key and channel (several gateways may share one Redis).
     #[arg(long, env = "HERALD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
@@ -285,6 +289,7 @@ impl Options {
             data_dir,
             database_url,
             redis_url,
+            redis_cluster,
             redis_prefix,
             database_ca_file,
             redis_ca_file,

@@ -80,6 +80,7 @@ async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Back
         StoreConfig::Cluster {
             database_url,
             redis_url,
+            redis_cluster,
             redis_prefix,
             database_ca_file,
             redis_ca_file,
@@ -92,11 +93,16 @@ async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Back
             if *migrate_on_start {
                 postgres::migrate(&pool).await.context("applying migrations")?;
             }
-            let redis = Redis::connect(redis_url.expose(), redis_prefix, redis_ca_file.as_deref())
-                .await
-                .context("connecting to Redis")?
-                .with_metrics(metrics.backend());
-            let bus = RedisEventBus::start(redis.clone(), Duration::from_secs(5)).await;
+            let redis = Redis::connect(
+                redis_url.expose(),
+                *redis_cluster,
+                redis_prefix,
+                redis_ca_file.as_deref(),
+            )
+            .await
+            .context("connecting to Redis")?
+            .with_metrics(metrics.backend());
+            let bus = RedisEventBus::start(redis.clone());
             Backends {
                 preferences: timed(PostgresPreferenceStore::new(pool.clone()), metrics, Backend::Postgres),
                 notifications: timed(
@@ -231,6 +237,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc
         subscriptions.clone(),
         sessions.clone(),
         catalog.clone(),
+        bus.clone(),
         clock.clone(),
         config.delivery,
         metrics.clone(),

@@ -51,7 +51,7 @@ async fn should_establish_connection_with_valid_connection_token() {
         .running
         .gateway
         .connections
-        .get(&connection_id)
+        .get("alice", &connection_id)
         .await
         .expect("get")
         .expect("registered");
@@ -158,7 +158,7 @@ async fn heartbeat_updates_last_ping_at() {
         .running
         .gateway
         .connections
-        .get(&id)
+        .get("alice", &id)
         .await
         .expect("get")
         .expect("registered");
@@ -170,7 +170,7 @@ async fn heartbeat_updates_last_ping_at() {
         .running
         .gateway
         .connections
-        .get(&id)
+        .get("alice", &id)
         .await
         .expect("get")
         .expect("registered");
@@ -273,7 +273,15 @@ async fn should_clean_up_on_disconnect() {
     let id = connected["payload"]["connectionId"].as_str().expect("id").to_owned();
     ws.close(None).await.expect("close");
     gw.await_connection_count("alice", 0).await;
-    assert!(gw.running.gateway.connections.get(&id).await.expect("get").is_none());
+    assert!(
+        gw.running
+            .gateway
+            .connections
+            .get("alice", &id)
+            .await
+            .expect("get")
+            .is_none()
+    );
     assert!(gw.running.gateway.sessions.is_empty());
     // A dropped TCP connection (no close frame) is cleaned up too.
     let (ws, _) = gw.connect_user("bob").await;

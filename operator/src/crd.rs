@@ -185,8 +185,12 @@ fn default_pool() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// A Secret key holding the `redis://` URL, or `rediss://` for TLS.
+    /// A Secret key holding the `redis://` URL, or `rediss://` for TLS; for a Redis Cluster, its
+    /// seed nodes' URLs, comma-separated (one is enough with `cluster: true`).
     pub url_secret_ref: SecretKeyRef,
+    /// The URL names a Redis Cluster (implied when it holds several URLs). Redis 7.0 or later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
     /// A Secret key holding the PEM CA of Redis' certificate, for a `rediss://` URL (without it the
     /// public web roots verify the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]

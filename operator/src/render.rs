@@ -273,6 +273,7 @@ pub fn gateway_options(gateway: &NotificationGateway, channels: &[&NotificationC
         jwt_audience: spec.auth.audience.clone(),
         jwt_allow_any_issuer_and_audience: spec.auth.allow_any_issuer_and_audience.then_some(true),
         database_max_connections: spec.postgres.as_ref().map(|p| p.max_connections),
+        redis_cluster: spec.redis.as_ref().and_then(|redis| redis.cluster.then_some(true)),
         redis_prefix: spec.redis.as_ref().map(|redis| {
             redis.prefix.clone().unwrap_or_else(|| {
                 format!(

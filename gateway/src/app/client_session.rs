@@ -243,7 +243,7 @@ impl ClientSession {
         let user_id = &*self.user_id;
         match message {
             ClientMessage::Ping => {
-                gateway.connections.heartbeat(&self.connection_id).await?;
+                gateway.connections.heartbeat(user_id, &self.connection_id).await?;
                 Ok(Some(ServerMessage::Pong {}))
             }
             ClientMessage::Subscribe { channels } => {
@@ -295,7 +295,12 @@ impl ClientSession {
         self.gateway.metrics.count_close(kind);
         self.leave();
         let connection_id = &*self.connection_id;
-        if let Err(err) = self.gateway.connections.disconnect(connection_id, reason).await {
+        if let Err(err) = self
+            .gateway
+            .connections
+            .disconnect(&self.user_id, connection_id, reason)
+            .await
+        {
             tracing::error!(connection_id, error = %err, "websocket:cleanup-failed");
         }
     }

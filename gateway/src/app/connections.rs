@@ -174,11 +174,11 @@ impl ConnectionService {
     }
 
     /// A `ping` arrived (AC10): refresh `lastPingAt` and the registry TTL.
-    pub async fn heartbeat(&self, connection_id: &str) -> Result<UnixMs> {
+    pub async fn heartbeat(&self, user_id: &str, connection_id: &str) -> Result<UnixMs> {
         let now = self.clock.now_ms();
         if self
             .registry
-            .touch(connection_id, now, now + self.settings.ttl_ms)
+            .touch(user_id, connection_id, now, now + self.settings.ttl_ms)
             .await?
         {
             Ok(now)
@@ -188,16 +188,21 @@ impl ConnectionService {
     }
 
     /// The connection ended, for `reason`: its registration goes away.
-    pub async fn disconnect(&self, connection_id: &str, reason: &str) -> Result<Option<ConnectionRecord>> {
-        let removed = self.registry.remove(connection_id).await?;
+    pub async fn disconnect(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        reason: &str,
+    ) -> Result<Option<ConnectionRecord>> {
+        let removed = self.registry.remove(user_id, connection_id).await?;
         if let Some(record) = &removed {
             tracing::info!(connection_id, user_id = %record.user_id, reason, "websocket:disconnected");
         }
         Ok(removed)
     }
 
-    pub async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
-        self.registry.get(connection_id, self.clock.now_ms()).await
+    pub async fn get(&self, user_id: &str, connection_id: &str) -> Result<Option<ConnectionRecord>> {
+        self.registry.get(user_id, connection_id, self.clock.now_ms()).await
     }
 
     pub async fn list_for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
@@ -279,7 +284,7 @@ mod tests {
         assert_eq!(record.expires_at, record.connected_at + 2 * 60 * 60 * 1_000);
         let stored = s
             .service
-            .get(&record.connection_id)
+            .get("alice", &record.connection_id)
             .await
             .expect("get")
             .expect("registered");
@@ -352,10 +357,14 @@ mod tests {
         let token = token_for(&s, "alice").await;
         let record = s.service.connect(request(&token)).await.expect("connected");
         s.tokens.clock.advance(30_000);
-        let at = s.service.heartbeat(&record.connection_id).await.expect("heartbeat");
+        let at = s
+            .service
+            .heartbeat("alice", &record.connection_id)
+            .await
+            .expect("heartbeat");
         let stored = s
             .service
-            .get(&record.connection_id)
+            .get("alice", &record.connection_id)
             .await
             .expect("get")
             .expect("present");
@@ -371,22 +380,28 @@ mod tests {
         let record = s.service.connect(request(&token)).await.expect("connected");
         let removed = s
             .service
-            .disconnect(&record.connection_id, "client closed")
+            .disconnect("alice", &record.connection_id, "client closed")
             .await
             .expect("disconnect");
         assert_eq!(removed.map(|r| r.connection_id), Some(record.connection_id.clone()));
-        assert!(s.service.get(&record.connection_id).await.expect("get").is_none());
+        assert!(
+            s.service
+                .get("alice", &record.connection_id)
+                .await
+                .expect("get")
+                .is_none()
+        );
         assert!(s.service.list_for_user("alice").await.expect("list").is_empty());
         assert!(
             s.service
-                .disconnect(&record.connection_id, "again")
+                .disconnect("alice", &record.connection_id, "again")
                 .await
                 .expect("idempotent")
                 .is_none()
         );
         assert_eq!(
             s.service
-                .heartbeat(&record.connection_id)
+                .heartbeat("alice", &record.connection_id)
                 .await
                 .expect_err("gone")
                 .code(),
@@ -409,7 +424,7 @@ mod tests {
         assert_eq!(err.code(), "duplicate_connection");
         let owner = s
             .registry
-            .get(&record.connection_id, record.connected_at)
+            .get(&record.user_id, &record.connection_id, record.connected_at)
             .await
             .expect("get");
         assert_eq!(owner.map(|r| r.user_id), Some("alice".to_owned()));
@@ -447,7 +462,13 @@ mod tests {
         let stale = s.service.connect(request(&token)).await.expect("connected");
         s.tokens.clock.advance(60_000);
         assert_eq!(s.service.purge_expired().await.expect("purge"), 1);
-        assert!(s.service.get(&stale.connection_id).await.expect("get").is_none());
+        assert!(
+            s.service
+                .get("alice", &stale.connection_id)
+                .await
+                .expect("get")
+                .is_none()
+        );
         let token = token_for(&s, "alice").await;
         assert!(s.service.connect(request(&token)).await.is_ok());
     }

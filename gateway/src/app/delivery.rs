@@ -25,7 +25,7 @@ use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::protocol::{ServerEnvelope, ServerMessage, close_code};
 use crate::error::Result;
-use crate::ports::{BusEvent, Clock, NotificationStore};
+use crate::ports::{BusEvent, Clock, EventBus, NotificationStore};
 
 use super::metrics::Metrics;
 use super::sessions::{CloseRequest, Frame, LocalSessions, SendOutcome};
@@ -85,6 +85,8 @@ pub struct DeliveryService {
     subscriptions: Arc<SubscriptionService>,
     sessions: Arc<LocalSessions>,
     catalog: Arc<LiveCatalog>,
+    /// Where the events of the users connected here are followed.
+    bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
@@ -95,11 +97,15 @@ pub struct DeliveryService {
 }
 
 impl DeliveryService {
+    // Each is a collaborator of its own, wired once in `server::build`; a struct of them would only
+    // rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn NotificationStore>,
         subscriptions: Arc<SubscriptionService>,
         sessions: Arc<LocalSessions>,
         catalog: Arc<LiveCatalog>,
+        bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         settings: DeliverySettings,
         metrics: Arc<Metrics>,
@@ -109,6 +115,7 @@ impl DeliveryService {
             subscriptions,
             sessions,
             catalog,
+            bus,
             clock,
             settings,
             metrics,
@@ -219,10 +226,14 @@ impl DeliveryService {
         allowed: impl Into<Arc<[String]>>,
     ) -> Result<usize> {
         let (connection_id, user_id) = (connection_id.into(), user_id.into());
+        // First the user's events come here, then the store is read: a notification is either in
+        // the replay or in an event that arrives after it (ordered by seq), never in neither.
+        let interest = self.bus.follow(&user_id).await?;
         let state = Arc::new(tokio::sync::Mutex::new(SessionState::new(
             connection_id.clone(),
             user_id.clone(),
             allowed.into(),
+            interest,
         )));
         // Hold the state while replaying: live pushes for this connection wait, then skip what the
         // replay already covered (by seq).
@@ -376,7 +387,11 @@ impl DeliveryService {
     /// After events were lost (the bus lagged or reconnected): every connection catches up from the
     /// store, within its window (the rest as it acknowledges).
     pub async fn resync(&self) -> Result<()> {
-        let states = self.all_states();
+        self.catch_up(self.all_states()).await
+    }
+
+    /// `states` catch up from the store, within their windows.
+    async fn catch_up(&self, states: Vec<SharedState>) -> Result<()> {
         for state in states {
             let mut state = state.lock().await;
             state.backlog = true;
@@ -467,6 +482,10 @@ impl DeliveryService {
                 Ok(BusEvent::Resync) => {
                     self.subscriptions.invalidate_all();
                     self.resync().await
+                }
+                Ok(BusEvent::ResyncUser { user_id }) => {
+                    self.subscriptions.invalidate(&user_id);
+                    self.catch_up(self.states_of(&user_id)).await
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "bus:lagged, catching up from the store");

@@ -15,6 +15,8 @@ pub enum StoreConfig {
     Cluster {
         database_url: Secret,
         redis_url: Secret,
+        /// `redis_url` names a Redis Cluster (its seed nodes).
+        redis_cluster: bool,
         redis_prefix: String,
         /// CA of PostgreSQL's certificate (`HERALD_DATABASE_CA_FILE`): TLS, verified.
         database_ca_file: Option<PathBuf>,
@@ -42,18 +44,37 @@ impl StoreConfig {
         let postgres = database_url.filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
         match (postgres, &o.redis_url) {
             (Some(database_url), Some(redis_url)) => {
-                let redis = redis_url.expose();
-                if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
-                    return Err(invalid(format!(
-                        "REDIS_URL must start with redis:// or rediss://, got `{}`",
-                        without_password(redis)
-                    )));
+                let urls: Vec<&str> = redis_url.expose().split(',').map(str::trim).collect();
+                for redis in &urls {
+                    if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+                        return Err(invalid(format!(
+                            "REDIS_URL must be redis:// or rediss:// URLs (comma-separated for a Redis Cluster's \
+                             seed nodes), got `{}`",
+                            without_password(redis)
+                        )));
+                    }
                 }
-                if o.redis_ca_file.is_some() && !redis.starts_with("rediss://") {
+                let tls = urls.iter().filter(|url| url.starts_with("rediss://")).count();
+                if tls != 0 && tls != urls.len() {
+                    return Err(invalid(
+                        "REDIS_URL mixes redis:// and rediss:// seed nodes: a Redis Cluster uses TLS on all or none",
+                    ));
+                }
+                if o.redis_ca_file.is_some() && tls == 0 {
                     return Err(invalid(
                         "HERALD_REDIS_CA_FILE is set but REDIS_URL is not rediss://: a CA is for TLS connections",
                     ));
                 }
+                let redis_cluster = match o.redis_cluster {
+                    Some(false) if urls.len() > 1 => {
+                        return Err(invalid(format!(
+                            "REDIS_URL names {} seed nodes, which is a Redis Cluster, but HERALD_REDIS_CLUSTER=false",
+                            urls.len()
+                        )));
+                    }
+                    Some(cluster) => cluster,
+                    None => urls.len() > 1,
+                };
                 for (name, file) in [
                     ("HERALD_DATABASE_CA_FILE", &o.database_ca_file),
                     ("HERALD_REDIS_CA_FILE", &o.redis_ca_file),
@@ -65,6 +86,7 @@ impl StoreConfig {
                 return Ok(StoreConfig::Cluster {
                     database_url: Secret::new(database_url.clone()),
                     redis_url: redis_url.clone(),
+                    redis_cluster,
                     redis_prefix: o
                         .redis_prefix
                         .clone()
@@ -120,10 +142,15 @@ impl StoreConfig {
                 redis_url,
                 ..
             } => {
+                let redis: Vec<String> = redis_url
+                    .expose()
+                    .split(',')
+                    .map(|url| without_password(url.trim()))
+                    .collect();
                 format!(
                     "cluster: {} + {}",
                     without_password(database_url.expose()),
-                    without_password(redis_url.expose())
+                    redis.join(",")
                 )
             }
         }
@@ -161,6 +188,38 @@ mod tests {
 
     fn refusal(options: &Options) -> String {
         StoreConfig::resolve(options).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn several_redis_urls_name_a_redis_cluster() {
+        let with = |redis: &str, cluster: Option<bool>| Options {
+            database_url: Some("postgres://herald:s3cret@db:5432/herald".into()),
+            redis_url: Some(redis.into()),
+            redis_cluster: cluster,
+            ..options()
+        };
+        let cluster_of = |options: &Options| match StoreConfig::resolve(options).expect("resolves") {
+            StoreConfig::Cluster { redis_cluster, .. } => redis_cluster,
+            StoreConfig::Sqlite { .. } => panic!("cluster mode"),
+        };
+        let seeds = with("redis://:pw@r1:6379, redis://:pw@r2:6379", None);
+        assert!(cluster_of(&seeds), "several seeds: a Redis Cluster");
+        assert_eq!(
+            StoreConfig::resolve(&seeds).expect("resolves").describe(),
+            "cluster: postgres://herald:***@db:5432/herald + redis://:***@r1:6379,redis://:***@r2:6379",
+            "no password of any seed is shown"
+        );
+        assert!(!cluster_of(&with("redis://r1:6379", None)), "one URL: one server");
+        assert!(
+            cluster_of(&with("redis://config-endpoint:6379", Some(true))),
+            "one seed, said to be a Cluster"
+        );
+        let err = refusal(&with("redis://r1:6379,redis://r2:6379", Some(false)));
+        assert!(err.contains("HERALD_REDIS_CLUSTER=false"), "{err}");
+        let err = refusal(&with("redis://r1:6379,rediss://r2:6379", None));
+        assert!(err.contains("mixes"), "{err}");
+        let err = refusal(&with("redis://r1:6379,http://r2", None));
+        assert!(err.contains("redis:// or rediss://"), "{err}");
     }
 
     #[test]

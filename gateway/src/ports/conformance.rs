@@ -1,6 +1,8 @@
 //! Conformance tests: one body per behaviour of a port, run against every adapter of that port
 //! (`memory` and `sqlite` now; `postgres` and `redis` instantiate the same bodies).
 
+use std::collections::HashMap;
+
 use crate::domain::connection::ConnectionRecord;
 use crate::domain::rate::{RateDecision, RateLimit};
 
@@ -90,13 +92,19 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
         .register(&record(&format!("{user}-c0"), &user, now), 5, now, 0)
         .await;
     assert_eq!(again.expect("register"), RegisterOutcome::AlreadyRegistered);
-    // Same id claimed by another user: refused, the owner keeps it.
+    // Same id and user with another token: refused.
+    let mut other_token = record(&format!("{user}-c0"), &user, now);
+    other_token.token_id = "another-token".into();
+    let taken = registry.register(&other_token, 5, now, 0).await;
+    assert_eq!(taken.expect("register"), RegisterOutcome::IdTaken);
+    // Same id under another user: a connection is known by its user and id (ids are random, 122
+    // bits), so a registry may refuse it or keep it apart; either way the owner keeps theirs.
     let thief = registry
         .register(&record(&format!("{user}-c0"), "someone-else", now), 5, now, 0)
         .await;
-    assert_eq!(thief.expect("register"), RegisterOutcome::IdTaken);
+    assert!(thief.is_ok());
     let owner = registry
-        .get(&format!("{user}-c0"), now)
+        .get(&user, &format!("{user}-c0"), now)
         .await
         .expect("get")
         .expect("present");
@@ -104,17 +112,24 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
 
     assert!(
         registry
-            .touch(&format!("{user}-c1"), 5_000, 5_000 + 7_200_000)
+            .touch(&user, &format!("{user}-c1"), 5_000, 5_000 + 7_200_000)
             .await
             .expect("touch")
     );
     let touched = registry
-        .get(&format!("{user}-c1"), 5_000)
+        .get(&user, &format!("{user}-c1"), 5_000)
         .await
         .expect("get")
         .expect("present");
     assert_eq!(touched.last_ping_at, 5_000);
-    assert!(!registry.touch("missing", 5_000, 6_000).await.expect("touch"));
+    assert!(!registry.touch(&user, "missing", 5_000, 6_000).await.expect("touch"));
+    assert!(
+        !registry
+            .touch("someone-else-entirely", &format!("{user}-c1"), 5_000, 6_000)
+            .await
+            .expect("touch"),
+        "a connection is known by its user and id"
+    );
 
     registry
         .set_subscriptions(&user, &["social".into()])
@@ -124,9 +139,12 @@ pub async fn connection_registry(registry: &dyn ConnectionRegistry) {
         assert_eq!(record.subscriptions, ["social"], "every connection of the user changes");
     }
 
-    let removed = registry.remove(&format!("{user}-c2")).await.expect("remove");
+    let removed = registry.remove(&user, &format!("{user}-c2")).await.expect("remove");
     assert_eq!(removed.map(|r| r.connection_id), Some(format!("{user}-c2")));
-    assert_eq!(registry.remove(&format!("{user}-c2")).await.expect("remove"), None);
+    assert_eq!(
+        registry.remove(&user, &format!("{user}-c2")).await.expect("remove"),
+        None
+    );
     assert_eq!(registry.list_for_user(&user, now).await.expect("list").len(), 2);
 }
 
@@ -136,15 +154,53 @@ pub async fn connection_registry_ttl(registry: &dyn ConnectionRegistry) {
     stale.expires_at = 10_000;
     registry.register(&stale, 1, 0, 0).await.expect("register");
     // Expired registrations neither count against the cap nor show up.
-    assert!(registry.get(&stale.connection_id, 10_000).await.expect("get").is_none());
+    assert!(
+        registry
+            .get(&user, &stale.connection_id, 10_000)
+            .await
+            .expect("get")
+            .is_none()
+    );
     assert!(registry.list_for_user(&user, 10_000).await.expect("list").is_empty());
     let fresh = record(&format!("{user}-fresh"), &user, 10_000);
     assert_eq!(
         registry.register(&fresh, 1, 10_000, 0).await.expect("register"),
         RegisterOutcome::Registered
     );
+    // A heartbeat moves a connection's expiry: the purge keeps it, and purges it once that passed.
+    let mut beating = record(&format!("{user}-beating"), &user, 0);
+    beating.expires_at = 10_000;
+    registry.register(&beating, 5, 0, 0).await.expect("register");
+    assert!(
+        registry
+            .touch(&user, &beating.connection_id, 9_000, 20_000)
+            .await
+            .expect("touch")
+    );
     assert!(registry.purge_expired(10_000).await.expect("purge") >= 1);
-    assert!(registry.remove(&stale.connection_id).await.expect("remove").is_none());
+    assert!(
+        registry
+            .remove(&user, &stale.connection_id)
+            .await
+            .expect("remove")
+            .is_none()
+    );
+    assert!(
+        registry
+            .get(&user, &beating.connection_id, 10_000)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(registry.purge_expired(20_000).await.expect("purge") >= 1);
+    assert!(
+        registry
+            .get(&user, &beating.connection_id, 10_000)
+            .await
+            .expect("get")
+            .is_none(),
+        "purged"
+    );
 }
 
 pub async fn connection_registry_ignores_silent_connections_in_the_cap(registry: &dyn ConnectionRegistry) {
@@ -172,7 +228,7 @@ pub async fn connection_registry_ignores_silent_connections_in_the_cap(registry:
     registry.register(&pinging, 1, 1_000, 0).await.expect("register");
     assert!(
         registry
-            .touch(&pinging.connection_id, 150_000, 150_000 + 7_200_000)
+            .touch(&other, &pinging.connection_id, 150_000, 150_000 + 7_200_000)
             .await
             .expect("touch")
     );
@@ -250,9 +306,60 @@ pub async fn subscription_store(store: &dyn SubscriptionStore) {
     );
 }
 
+/// What `event` says to each user, in order: a bus may carry a publish to several users as one
+/// event or as one per user, so events are compared by what each user hears.
+fn per_user(event: &BusEvent) -> Vec<(String, String)> {
+    match event {
+        BusEvent::Published {
+            notifications,
+            unread,
+            trace,
+        } => notifications
+            .iter()
+            .map(|n| (n.user_id.clone(), format!("{n:?} traced {trace:?}")))
+            .chain(
+                unread
+                    .iter()
+                    .map(|(user, count)| (user.clone(), format!("unread {count:?}"))),
+            )
+            .collect(),
+        BusEvent::UnreadCount { user_id, count } => vec![(user_id.clone(), format!("unread {count:?}"))],
+        BusEvent::SubscriptionsChanged { user_id } => vec![(user_id.clone(), "subscriptions changed".into())],
+        BusEvent::TokensRevoked { user_id } => vec![(user_id.clone(), "tokens revoked".into())],
+        BusEvent::Resync | BusEvent::ResyncUser { .. } => Vec::new(),
+    }
+}
+
+/// Reads `receiver` until it heard `expected` (by user, in order), or fails after 5 s of silence.
+async fn hears(receiver: &mut tokio::sync::broadcast::Receiver<BusEvent>, expected: &[BusEvent]) {
+    let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
+    for (user, said) in expected.iter().flat_map(per_user) {
+        wanted.entry(user).or_default().push(said);
+    }
+    let total: usize = wanted.values().map(Vec::len).sum();
+    let mut heard: HashMap<String, Vec<String>> = HashMap::new();
+    while heard.values().map(Vec::len).sum::<usize>() < total {
+        // `Resync` may come at any time (a bus that (re)subscribed); it is not an event of ours.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv()).await {
+            Ok(Ok(event)) => {
+                for (user, said) in per_user(&event) {
+                    heard.entry(user).or_default().push(said);
+                }
+            }
+            Ok(Err(err)) => panic!("the bus failed: {err}"),
+            Err(_) => panic!("events never arrived; heard {heard:?}, wanted {wanted:?}"),
+        }
+    }
+    assert_eq!(heard, wanted, "every event, each user's in the order published");
+}
+
 pub async fn event_bus(bus: &dyn EventBus) {
     let mut first = bus.subscribe();
     let mut second = bus.subscribe();
+    let mut interests = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        interests.push(bus.follow(user).await.expect("follow"));
+    }
     let published = |user_id: &str, seq| {
         let new = new_notification(user_id, "social", NotificationType::NewLike, 1_000);
         std::sync::Arc::new(Notification {
@@ -292,19 +399,10 @@ pub async fn event_bus(bus: &dyn EventBus) {
     for event in &events {
         bus.publish(event.clone()).await.expect("publish");
     }
-    // `Resync` may come at any time (a bus that (re)subscribed); it is not an event of ours.
     for receiver in [&mut first, &mut second] {
-        for event in &events {
-            let received = loop {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv()).await {
-                    Ok(Ok(BusEvent::Resync)) => continue,
-                    Ok(other) => break other.expect("an event"),
-                    Err(_) => panic!("the event never arrived"),
-                }
-            };
-            assert_eq!(&received, event, "every event, in the order published");
-        }
+        hears(receiver, &events).await;
     }
+    drop(interests);
 }
 
 pub(crate) fn new_notification(

@@ -67,13 +67,16 @@ pub trait ConnectionRegistry: Send + Sync {
         live_since: UnixMs,
     ) -> Result<RegisterOutcome>;
 
+    // A connection is known by its user and its id: a shared registry keeps each user's connections
+    // together (one Redis Cluster slot per user), so it needs both to find one.
+
     /// Records a heartbeat: sets `lastPingAt` and moves the TTL. `false` if the record is gone.
-    async fn touch(&self, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool>;
+    async fn touch(&self, user_id: &str, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool>;
 
     /// Removes a registration; `None` if it was not there.
-    async fn remove(&self, connection_id: &str) -> Result<Option<ConnectionRecord>>;
+    async fn remove(&self, user_id: &str, connection_id: &str) -> Result<Option<ConnectionRecord>>;
 
-    async fn get(&self, connection_id: &str, now: UnixMs) -> Result<Option<ConnectionRecord>>;
+    async fn get(&self, user_id: &str, connection_id: &str, now: UnixMs) -> Result<Option<ConnectionRecord>>;
 
     /// The user's unexpired connections.
     async fn list_for_user(&self, user_id: &str, now: UnixMs) -> Result<Vec<ConnectionRecord>>;
@@ -252,15 +255,58 @@ pub enum BusEvent {
     },
     /// Events may have been lost (the bus reconnected): every connection catches up from the store.
     Resync,
+    /// `user_id`'s events may have been lost (their subscription was re-established): that user's
+    /// connections catch up from the store.
+    ResyncUser {
+        user_id: String,
+    },
 }
 
-/// Fan-out of events to every replica (in-process for the embedded default, Redis pub/sub in cluster mode).
+/// Fan-out of events to the replicas that hold their users (in-process for the embedded default,
+/// Redis sharded pub/sub in cluster mode).
 #[async_trait]
 pub trait EventBus: Send + Sync {
     async fn publish(&self, event: BusEvent) -> Result<()>;
-    /// A stream of every event published from now on. A receiver that falls behind loses events
+    /// A stream of the events of the users this replica follows (every event, for a bus that
+    /// carries everything everywhere), from now on. A receiver that falls behind loses events
     /// (reported as lagged), which delivery repairs from the store.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BusEvent>;
+    /// Makes `user_id`'s events reach this replica until the returned [`Interest`] is dropped;
+    /// returns once they will (an event published after that arrives). Each session delivering to
+    /// the user holds one. A bus that carries every event everywhere has nothing to do.
+    async fn follow(&self, user_id: &str) -> Result<Interest> {
+        let _ = user_id;
+        Ok(Interest::default())
+    }
+}
+
+/// A replica's interest in one user's events ([`EventBus::follow`]); dropping it ends it.
+#[derive(Default)]
+pub struct Interest {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Interest {
+    /// An interest that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interest")
+    }
 }
 
 /// Something readiness depends on (a database, a cache).

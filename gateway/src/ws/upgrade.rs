@@ -96,7 +96,7 @@ pub async fn upgrade(
         Err(err) => return ApiError::from(err).into_response(),
     };
     let settings = gateway.session_settings;
-    let connection_id = record.connection_id.clone();
+    let (connection_id, user_id) = (record.connection_id.clone(), record.user_id.clone());
     // Boxed until the upgrade completes: axum keeps the callback's captures for the whole session,
     // so a record captured inline would be held twice by every idle connection.
     let record = Box::new(record);
@@ -115,7 +115,7 @@ pub async fn upgrade(
             tasks.spawn(async move {
                 let _ = on_failure
                     .connections
-                    .disconnect(&connection_id, "upgrade failed")
+                    .disconnect(&user_id, &connection_id, "upgrade failed")
                     .await;
             });
         })

@@ -153,6 +153,20 @@ fn the_rendered_config_is_one_the_gateway_accepts() {
 }
 
 #[test]
+fn a_redis_cluster_reaches_the_gateway_as_one() {
+    use herald_gateway::config::StoreConfig;
+    let cluster_of = |gw: &NotificationGateway| match resolved(gw, &[]).0.store {
+        StoreConfig::Cluster { redis_cluster, .. } => redis_cluster,
+        StoreConfig::Sqlite { .. } => panic!("cluster mode"),
+    };
+    let mut gw = cluster_gateway();
+    assert!(!cluster_of(&gw), "one Redis unless said");
+    assert!(!config_map(&gw, &[]).0.data.expect("data")["gateway.yaml"].contains("redis_cluster"));
+    gw.spec.redis.as_mut().expect("redis").cluster = true;
+    assert!(cluster_of(&gw), "spec.redis.cluster: the seed URL names a Redis Cluster");
+}
+
+#[test]
 fn trusted_proxies_reach_the_gateway_as_its_own_ranges() {
     let mut gw = cluster_gateway();
     let (config, yaml) = resolved(&gw, &[]);

@@ -53,6 +53,13 @@ impl Registered {
     }
 }
 
+/// Whether `connection_id` is registered, and to `user_id`.
+fn is_of(registry: &ByUser<Registered>, user_id: &str, connection_id: &str) -> bool {
+    registry
+        .get_full(connection_id)
+        .is_some_and(|(_, owner, _)| **owner == *user_id)
+}
+
 fn live_count(registry: &ByUser<Registered>, user_id: &str, now: UnixMs, live_since: UnixMs) -> usize {
     registry
         .of_user(user_id)
@@ -99,8 +106,11 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
         Ok(RegisterOutcome::Registered)
     }
 
-    async fn touch(&self, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool> {
+    async fn touch(&self, user_id: &str, connection_id: &str, at: UnixMs, expires_at: UnixMs) -> Result<bool> {
         let mut registry = lock(&self.state);
+        if !is_of(&registry, user_id, connection_id) {
+            return Ok(false);
+        }
         Ok(match registry.get_mut(connection_id) {
             Some(registered) => {
                 registered.last_ping_at = at;
@@ -111,16 +121,20 @@ impl ConnectionRegistry for MemoryConnectionRegistry {
         })
     }
 
-    async fn remove(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
-        Ok(lock(&self.state)
+    async fn remove(&self, user_id: &str, connection_id: &str) -> Result<Option<ConnectionRecord>> {
+        let mut registry = lock(&self.state);
+        if !is_of(&registry, user_id, connection_id) {
+            return Ok(None);
+        }
+        Ok(registry
             .remove_entry(connection_id)
             .map(|(user_id, registered)| registered.record(connection_id, &user_id)))
     }
 
-    async fn get(&self, connection_id: &str, now: UnixMs) -> Result<Option<ConnectionRecord>> {
+    async fn get(&self, user_id: &str, connection_id: &str, now: UnixMs) -> Result<Option<ConnectionRecord>> {
         Ok(lock(&self.state)
             .get_full(connection_id)
-            .filter(|(_, _, r)| !r.is_expired(now))
+            .filter(|(_, owner, r)| &***owner == user_id && !r.is_expired(now))
             .map(|(connection_id, user_id, r)| r.record(connection_id, user_id)))
     }
 

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{Redis, ttl_ms, unavailable};
+use super::{Redis, keys, ttl_ms, unavailable};
 use crate::domain::UnixMs;
 use crate::error::Result;
 use crate::ports::TokenLedger;
@@ -30,7 +30,7 @@ impl RedisTokenLedger {
 impl TokenLedger for RedisTokenLedger {
     async fn claim(&self, token_id: &str, now: UnixMs, expires_at: UnixMs) -> Result<bool> {
         let claimed: Option<String> = redis::cmd("SET")
-            .arg(self.redis.key(&["token", token_id]))
+            .arg(keys::plain(&self.redis.prefix, &["token", token_id]))
             .arg(1)
             .arg("NX")
             .arg("PX")
@@ -44,7 +44,7 @@ impl TokenLedger for RedisTokenLedger {
     async fn revoke_before(&self, user_id: &str, at: UnixMs, keep_ms: i64) -> Result<()> {
         let _: i64 = self
             .revoke
-            .key(self.redis.key(&["revoked", user_id]))
+            .key(keys::plain(&self.redis.prefix, &["revoked", user_id]))
             .arg(at)
             .arg(keep_ms.max(1))
             .invoke_async(&mut self.redis.connection())
@@ -55,7 +55,7 @@ impl TokenLedger for RedisTokenLedger {
 
     async fn revoked_before(&self, user_id: &str) -> Result<Option<UnixMs>> {
         redis::cmd("GET")
-            .arg(self.redis.key(&["revoked", user_id]))
+            .arg(keys::plain(&self.redis.prefix, &["revoked", user_id]))
             .query_async(&mut self.redis.connection())
             .await
             .map_err(unavailable)
@@ -71,10 +71,10 @@ mod tests {
 
     #[tokio::test]
     async fn conforms_to_token_ledger() {
-        let Some(redis) = super::super::test_redis().await else {
-            return;
-        };
-        conformance::token_ledger(&RedisTokenLedger::new(redis.clone())).await;
-        conformance::token_ledger_claims_are_atomic(Arc::new(RedisTokenLedger::new(redis))).await;
+        for (name, redis) in super::super::test_redises().await {
+            eprintln!("{name}");
+            conformance::token_ledger(&RedisTokenLedger::new(redis.clone())).await;
+            conformance::token_ledger_claims_are_atomic(Arc::new(RedisTokenLedger::new(redis))).await;
+        }
     }
 }

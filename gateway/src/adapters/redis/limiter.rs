@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{Redis, unavailable};
+use super::{Redis, keys, unavailable};
 use crate::domain::UnixMs;
 use crate::domain::rate::{RateDecision, RateLimit};
 use crate::error::Result;
@@ -43,7 +43,7 @@ impl RateLimiter for RedisRateLimiter {
         let interval = limit.window_ms as f64 / f64::from(limit.limit);
         let retry_after_ms: i64 = self
             .gcra
-            .key(self.redis.key(&["rate", key]))
+            .key(keys::plain(&self.redis.prefix, &["rate", key]))
             .arg(now)
             .arg(interval)
             .arg(limit.window_ms)
@@ -65,9 +65,9 @@ mod tests {
 
     #[tokio::test]
     async fn conforms_to_rate_limiter() {
-        let Some(redis) = super::super::test_redis().await else {
-            return;
-        };
-        conformance::rate_limiter(&RedisRateLimiter::new(redis)).await;
+        for (name, redis) in super::super::test_redises().await {
+            eprintln!("{name}");
+            conformance::rate_limiter(&RedisRateLimiter::new(redis)).await;
+        }
     }
 }

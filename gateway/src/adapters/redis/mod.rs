@@ -5,15 +5,26 @@
 //!
 //! Expiry is logical: callers pass `now` and absolute expiry instants, which are compared inside
 //! scripts; Redis TTLs (relative, `PX`) only make sure dead keys disappear.
+//!
+//! Everything runs on one Redis or on a Redis Cluster alike: a user's keys and bus channel carry the
+//! user as a hash tag (`keys`), so they live in one slot, and every script names all its keys in
+//! `KEYS` (none is built inside Lua), so a script touches one slot only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use tokio::sync::mpsc;
 
 use crate::app::metrics::BackendMetrics;
 use crate::error::{Error, Result};
 use crate::ports::HealthProbe;
 
 mod bus;
+mod keys;
 mod ledger;
 mod limiter;
 mod registry;
@@ -26,77 +37,180 @@ pub use ledger::RedisTokenLedger;
 pub use limiter::RedisRateLimiter;
 pub use registry::RedisConnectionRegistry;
 
-/// A connection to Redis shared by the adapters; it reconnects by itself after a failure.
+/// A connection to Redis shared by the adapters, to one server or to a Redis Cluster; it reconnects
+/// by itself after a failure (and, on a Cluster, follows slots as they move).
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     metrics: BackendMetrics,
+    /// What Redis pushes (RESP3): sharded pub/sub messages, subscription changes, and the client's
+    /// word that a connection was lost. Taken by the bus, the one reader.
+    pushes: Arc<Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>>,
 }
 
+/// The command connection: one multiplexed connection to a single server, or the Cluster client's,
+/// which routes each command to the primary of its key's slot.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How long starting waits for Redis to answer, and each command afterwards.
+const CONNECT_WITHIN: Duration = Duration::from_secs(5);
+const COMMAND_WITHIN: Duration = Duration::from_secs(2);
+
 impl Redis {
-    /// Connects to `url`; a `rediss://` URL uses TLS, verified against `ca_file` (PEM) when given,
-    /// else against the public web roots.
-    pub async fn connect(url: &str, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Self> {
+    /// Connects to `urls`: one `redis://` (or `rediss://`, TLS) URL, or with `cluster` the seed
+    /// nodes of a Redis Cluster, comma-separated (one is enough: the client learns the others). TLS
+    /// is verified against `ca_file` (PEM) when given, else against the public web roots.
+    ///
+    /// The connection speaks RESP3, so that sharded pub/sub messages arrive on it as pushes, and
+    /// starting fails unless the server has sharded pub/sub (Redis 7.0 or later): the bus needs it.
+    pub async fn connect(urls: &str, cluster: bool, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Self> {
         let invalid = |e: redis::RedisError| Error::Backend(format!("invalid REDIS_URL: {e}"));
-        let client = match ca_file {
-            Some(ca_file) => {
-                let root_cert = std::fs::read(ca_file)
-                    .map_err(|e| Error::Backend(format!("HERALD_REDIS_CA_FILE {}: {e}", ca_file.display())))?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                };
-                redis::Client::build_with_tls(url, certificates).map_err(invalid)?
-            }
-            None => redis::Client::open(url).map_err(invalid)?,
+        let mut seeds = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+            let mut info = url.into_connection_info().map_err(invalid)?;
+            info.redis.protocol = ProtocolVersion::RESP3;
+            seeds.push(info);
+        }
+        let certificates = match ca_file {
+            Some(ca_file) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(ca_file)
+                        .map_err(|e| Error::Backend(format!("HERALD_REDIS_CA_FILE {}: {e}", ca_file.display())))?,
+                ),
+            }),
+            None => None,
         };
-        // One plain connection first, bounded: the connection manager retries a failing handshake (a
-        // certificate another CA signed) without end, where starting must fail and say why.
-        let first = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
-        .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
-        drop(first);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(2))
-            .set_response_timeout(std::time::Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let connection = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
-        Ok(Self {
-            client,
+        let (push_sender, pushes) = mpsc::unbounded_channel();
+        let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
+        let connection = if cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(push_sender)
+                .connection_timeout(COMMAND_WITHIN)
+                .response_timeout(COMMAND_WITHIN);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build().map_err(invalid)?;
+            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
+                .map_err(unreachable)?;
+            Connection::Cluster(connection)
+        } else {
+            let [seed] = <[_; 1]>::try_from(seeds).map_err(|seeds| {
+                Error::Backend(format!(
+                    "invalid REDIS_URL: {} URLs name the seed nodes of a Redis Cluster, and cluster mode is off",
+                    seeds.len()
+                ))
+            })?;
+            let client = match certificates {
+                Some(certificates) => redis::Client::build_with_tls(seed, certificates).map_err(invalid)?,
+                None => redis::Client::open(seed).map_err(invalid)?,
+            };
+            // One plain connection first, bounded: the connection manager retries a failing handshake
+            // (a certificate another CA signed) without end, where starting must fail and say why.
+            let first = tokio::time::timeout(CONNECT_WITHIN, client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
+                .map_err(unreachable)?;
+            drop(first);
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(COMMAND_WITHIN)
+                .set_response_timeout(COMMAND_WITHIN)
+                .set_number_of_retries(2)
+                .set_push_sender(push_sender);
+            let manager = client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(unreachable)?;
+            Connection::Single(manager)
+        };
+        let redis = Self {
             connection,
             prefix: prefix.to_owned(),
             metrics: BackendMetrics::default(),
-        })
+            pushes: Arc::new(Mutex::new(Some(pushes))),
+        };
+        redis.require_sharded_pubsub().await?;
+        Ok(redis)
+    }
+
+    /// Sharded pub/sub came with Redis 7.0; on an older server every session's subscription would
+    /// fail, so starting does instead, saying why.
+    async fn require_sharded_pubsub(&self) -> Result<()> {
+        let probe = keys::tagged(&self.prefix, "probe", "herald");
+        let answer: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+            .arg(probe)
+            .arg("")
+            .query_async(&mut self.connection())
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == redis::ErrorKind::ResponseError || err.code() == Some("ERR") => {
+                Err(Error::Unavailable(format!(
+                    "Redis does not offer sharded pub/sub (SPUBLISH: {err}); Herald needs Redis 7.0 or later"
+                )))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     /// Records every command's latency and failure into `metrics` (`/metrics`).
     pub fn with_metrics(mut self, metrics: BackendMetrics) -> Self {
-        // The bus's subscription and publishes, and the scripts every other adapter runs.
-        for operation in ["subscribe", "publish", "evalsha"] {
+        // The bus's subscriptions and publishes, and the scripts every other adapter runs.
+        for operation in ["ssubscribe", "sunsubscribe", "spublish", "evalsha"] {
             metrics.declare(crate::app::metrics::Backend::Redis, operation);
         }
         self.metrics = metrics;
         self
     }
 
-    fn key(&self, parts: &[&str]) -> String {
-        let mut key = self.prefix.clone();
-        key.push_str(&parts.join(":"));
-        key
+    /// The shared connection, timed: every command through it is counted in `/metrics`.
+    fn connection(&self) -> Timed<Connection> {
+        Timed::new(self.connection.clone(), self.metrics.clone())
     }
 
-    /// The shared connection, timed: every command through it is counted in `/metrics`.
-    fn connection(&self) -> Timed {
-        Timed::new(self.connection.clone(), self.metrics.clone())
+    /// The receiver of what Redis pushes; `None` once taken (there is one bus per connection).
+    fn take_pushes(&self) -> Option<mpsc::UnboundedReceiver<PushInfo>> {
+        self.pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -124,11 +238,38 @@ impl HealthProbe for Redis {
     }
 }
 
-/// A Redis handle with a prefix of its own for one test, or `None` (with a loud message) when no
-/// test Redis is configured outside CI.
+/// Redis handles with a prefix of their own for one test: the test Redis, then the test Redis
+/// Cluster (3 primaries). A service not configured is left out outside CI, with a loud message;
+/// in CI it fails the test.
 #[cfg(test)]
-pub(crate) async fn test_redis() -> Option<Redis> {
-    let url = herald_e2e::service_url("HERALD_TEST_REDIS_URL")?;
-    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    Some(Redis::connect(&url, &prefix, None).await.expect("test Redis reachable"))
+pub(crate) async fn test_redises() -> Vec<(&'static str, Redis)> {
+    test_redises_sharing(1)
+        .await
+        .into_iter()
+        .map(|(name, mut handles)| (name, handles.remove(0)))
+        .collect()
+}
+
+/// Like [`test_redises`], `handles` connections sharing one prefix for each service: replicas of
+/// one gateway.
+#[cfg(test)]
+pub(crate) async fn test_redises_sharing(handles: usize) -> Vec<(&'static str, Vec<Redis>)> {
+    let mut redises = Vec::new();
+    for (name, variable, cluster) in [
+        ("redis", "HERALD_TEST_REDIS_URL", false),
+        ("redis cluster", "HERALD_TEST_REDIS_CLUSTER_URL", true),
+    ] {
+        if let Some(url) = herald_e2e::service_url(variable) {
+            let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+            let mut connected = Vec::new();
+            for _ in 0..handles {
+                let redis = Redis::connect(&url, cluster, &prefix, None)
+                    .await
+                    .unwrap_or_else(|err| panic!("test {name} at {url} reachable: {err}"));
+                connected.push(redis);
+            }
+            redises.push((name, connected));
+        }
+    }
+    redises
 }

@@ -4,18 +4,18 @@
 
 use std::time::Instant;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::app::metrics::{Backend, BackendMetrics};
 
-pub struct Timed {
-    inner: ConnectionManager,
+pub struct Timed<C> {
+    inner: C,
     metrics: BackendMetrics,
 }
 
-impl Timed {
-    pub fn new(inner: ConnectionManager, metrics: BackendMetrics) -> Self {
+impl<C> Timed<C> {
+    pub fn new(inner: C, metrics: BackendMetrics) -> Self {
         Self { inner, metrics }
     }
 
@@ -35,15 +35,20 @@ fn operation(cmd: &Cmd) -> &'static str {
     let Some(Arg::Simple(name)) = cmd.args_iter().next() else {
         return "other";
     };
-    const KNOWN: [&str; 11] = [
+    const KNOWN: [&str; 16] = [
         "evalsha",
         "eval",
         "script",
+        "spublish",
+        "ssubscribe",
+        "sunsubscribe",
         "publish",
         "ping",
         "get",
         "set",
         "hgetall",
+        "zadd",
+        "zrem",
         "zrange",
         "zrangebyscore",
         "del",
@@ -54,7 +59,7 @@ fn operation(cmd: &Cmd) -> &'static str {
         .unwrap_or("other")
 }
 
-impl ConnectionLike for Timed {
+impl<C: ConnectionLike + Send> ConnectionLike for Timed<C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let started = Instant::now();
@@ -89,7 +94,7 @@ mod tests {
 
     #[test]
     fn commands_are_named_from_a_fixed_set() {
-        assert_eq!(operation(redis::cmd("PUBLISH").arg("c").arg("m")), "publish");
+        assert_eq!(operation(redis::cmd("SPUBLISH").arg("c").arg("m")), "spublish");
         assert_eq!(operation(&redis::cmd("evalsha")), "evalsha");
         assert_eq!(operation(redis::cmd("FLUSHALL").arg("ASYNC")), "other");
     }

@@ -161,7 +161,7 @@ async fn a_ping_is_answered_with_pong_proves_liveness_and_refreshes_last_ping_at
     let record = f
         .gateway
         .connections
-        .get(session.connection_id())
+        .get("alice", session.connection_id())
         .await
         .expect("get")
         .expect("registered");
@@ -335,7 +335,7 @@ async fn a_registration_that_vanished_closes_the_session_as_expired() {
     let (mut session, _inbox) = f.started("alice").await;
     f.gateway
         .connections
-        .disconnect(session.connection_id(), "removed elsewhere")
+        .disconnect("alice", session.connection_id(), "removed elsewhere")
         .await
         .expect("disconnect");
     let answer = session.handle(Inbound::Text(&ping()), START).await;

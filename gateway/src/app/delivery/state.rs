@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::app::outbox::Frame;
 use crate::domain::UnixMs;
+use crate::ports::Interest;
 
 /// How much one connection may have in flight (sent and not acknowledged): everything else waits
 /// in the store and is sent as acknowledgements come back. It keeps a replay of any size, or a
@@ -42,11 +43,13 @@ pub(in crate::app) struct SessionState {
     pub(super) backlog: bool,
     pending: HashMap<Uuid, Pending>,
     in_flight_bytes: usize,
+    /// Keeps the user's events coming to this replica while the session lives.
+    _interest: Interest,
 }
 
 impl SessionState {
     /// A connection that has seen nothing yet: everything pending in the store is its backlog.
-    pub(super) fn new(connection_id: Arc<str>, user_id: Arc<str>, allowed: Arc<[String]>) -> Self {
+    pub(super) fn new(connection_id: Arc<str>, user_id: Arc<str>, allowed: Arc<[String]>, interest: Interest) -> Self {
         Self {
             connection_id,
             user_id,
@@ -55,6 +58,7 @@ impl SessionState {
             backlog: true,
             pending: HashMap::new(),
             in_flight_bytes: 0,
+            _interest: interest,
         }
     }
 
@@ -118,7 +122,12 @@ mod tests {
     use super::*;
 
     fn state() -> SessionState {
-        SessionState::new("c".into(), "u".into(), Arc::from(Vec::<String>::new()))
+        SessionState::new(
+            "c".into(),
+            "u".into(),
+            Arc::from(Vec::<String>::new()),
+            Interest::default(),
+        )
     }
 
     fn pending(bytes: usize) -> Pending {

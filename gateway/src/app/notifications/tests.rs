@@ -54,6 +54,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         subscriptions,
         sessions.clone(),
         catalog.clone(),
+        bus.clone(),
         clock.clone(),
         settings,
         Arc::default(),
