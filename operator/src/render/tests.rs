@@ -163,7 +163,10 @@ fn a_redis_cluster_reaches_the_gateway_as_one() {
     assert!(!cluster_of(&gw), "one Redis unless said");
     assert!(!config_map(&gw, &[]).0.data.expect("data")["gateway.yaml"].contains("redis_cluster"));
     gw.spec.redis.as_mut().expect("redis").cluster = true;
-    assert!(cluster_of(&gw), "spec.redis.cluster: the seed URL names a Redis Cluster");
+    assert!(
+        cluster_of(&gw),
+        "spec.redis.cluster: the seed URL names a Redis Cluster"
+    );
 }
 
 #[test]

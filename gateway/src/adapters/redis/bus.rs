@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Redis, keys, unavailable};
+use crate::app::metrics::{Backend, BackendMetrics};
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::error::{Error, Result};
 use crate::ports::{BusEvent, EventBus, Interest};
@@ -141,7 +142,13 @@ impl RedisEventBus {
         });
         match redis.take_pushes() {
             Some(pushes) => {
-                tokio::spawn(read_pushes(pushes, redis.prefix.clone(), local.clone(), requests));
+                tokio::spawn(read_pushes(
+                    pushes,
+                    redis.prefix.clone(),
+                    local.clone(),
+                    requests,
+                    redis.metrics.clone(),
+                ));
             }
             None => tracing::error!("bus: a second bus on one Redis connection receives nothing"),
         }
@@ -181,6 +188,7 @@ async fn read_pushes(
     prefix: String,
     local: broadcast::Sender<BusEvent>,
     requests: mpsc::UnboundedSender<Request>,
+    metrics: BackendMetrics,
 ) {
     while let Some(push) = pushes.recv().await {
         match push.kind {
@@ -205,6 +213,8 @@ async fn read_pushes(
                 }
             }
             PushKind::Disconnection => {
+                // Counted beside the subscription commands: the subscriptions on it are lost.
+                metrics.failed(Backend::Redis, "ssubscribe");
                 tracing::warn!("bus: a connection to Redis was lost; subscribing again");
                 let _ = requests.send(Request::Lost);
             }
@@ -231,7 +241,7 @@ async fn keep_subscriptions(
                 .arg(channel)
                 .exec_async(&mut connection)
                 .await
-                .map_err(|err| tracing::warn!(user_id = %user, error = %err, "bus: {name} failed"))
+                .map_err(|err| tracing::warn!(user_id = %user, command = name, error = %err, "bus: cannot subscribe"))
                 .is_ok()
         }
     };
