@@ -140,6 +140,16 @@ async fn replicas_on_a_redis_cluster_lose_nothing_when_a_replica_dies_and_a_prim
     // And after it, through the new primary's slots as well.
     publish_to_all(&replicas[2], &recipients, "after the failover", &mut created).await;
     everyone_received_everything(&mut clients, &created).await;
+    // The failover ended the subscriptions on the old primary; they came back by themselves (and
+    // the users concerned caught up), and no reply went to the wrong command: Redis' unasked
+    // `sunsubscribe` arrives on the subscription connection only.
+    let logs: Vec<String> = replicas.iter().flat_map(GatewayProcess::lines).collect();
+    assert!(
+        logs.iter().any(|line| line.contains("bus:resubscribed")),
+        "the failover moved subscribed users' slots"
+    );
+    let confused: Vec<&String> = logs.iter().filter(|line| line.contains("incompatible type")).collect();
+    assert!(confused.is_empty(), "a reply taken for another command's: {confused:?}");
     assert_eq!(created.len(), USERS);
     let per_user = created.values().map(BTreeSet::len).collect::<BTreeSet<_>>();
     assert_eq!(

@@ -234,7 +234,7 @@ async fn keep_subscriptions(
 ) {
     let channel = |user: &str| keys::tagged(&redis.prefix, EVENTS, user);
     let command = |name: &'static str, user: Arc<str>| {
-        let mut connection = redis.connection();
+        let mut connection = redis.subscriber();
         let channel = channel(&user);
         async move {
             redis::cmd(name)
@@ -322,6 +322,12 @@ async fn keep_subscriptions(
         // A failed unsubscription only leaves events coming that no session here wants (dropped on
         // arrival); a lost connection ends it anyway.
         join_all(unsubscribe.into_iter().map(|user| command("SUNSUBSCRIBE", user))).await;
+        if !caught_up.is_empty() {
+            tracing::info!(
+                users = caught_up.len(),
+                "bus:resubscribed, their connections catch up from the store"
+            );
+        }
         if caught_up.len() > RESYNC_ALL_ABOVE {
             let _ = local.send(BusEvent::Resync);
         } else {
@@ -564,7 +570,7 @@ mod tests {
             let [replica, admin] = <[Redis; 2]>::try_from(redises).unwrap_or_else(|_| panic!("two handles"));
             let id: i64 = redis::cmd("CLIENT")
                 .arg("ID")
-                .query_async(&mut replica.connection())
+                .query_async(&mut replica.subscriber())
                 .await
                 .expect("CLIENT ID");
             let bus = RedisEventBus::start(replica);

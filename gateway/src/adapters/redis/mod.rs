@@ -42,6 +42,8 @@ pub use registry::RedisConnectionRegistry;
 #[derive(Clone)]
 pub struct Redis {
     connection: Connection,
+    /// The bus's subscriptions, alone (see `connect`).
+    subscriber: Connection,
     prefix: String,
     metrics: BackendMetrics,
     /// What Redis pushes (RESP3): sharded pub/sub messages, subscription changes, and the client's
@@ -85,6 +87,64 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// Where Redis is: the URLs, whether they name a Cluster, and the CA to verify it with.
+struct Target {
+    seeds: Vec<redis::ConnectionInfo>,
+    cluster: bool,
+    certificates: Option<redis::TlsCertificates>,
+}
+
+impl Target {
+    /// A connection that speaks RESP3, reconnects by itself, and passes what Redis pushes (and the
+    /// client's word that a connection was lost) to `pushes` when given.
+    async fn open(&self, pushes: Option<mpsc::UnboundedSender<PushInfo>>) -> Result<Connection> {
+        let invalid = |e: redis::RedisError| Error::Backend(format!("invalid REDIS_URL: {e}"));
+        let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
+        if self.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
+                .use_protocol(ProtocolVersion::RESP3)
+                .connection_timeout(COMMAND_WITHIN)
+                .response_timeout(COMMAND_WITHIN);
+            if let Some(pushes) = pushes {
+                builder = builder.push_sender(pushes);
+            }
+            if let Some(certificates) = &self.certificates {
+                builder = builder.certs(certificates.clone());
+            }
+            let client = builder.build().map_err(invalid)?;
+            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
+                .map_err(unreachable)?;
+            return Ok(Connection::Cluster(connection));
+        }
+        let seed = self.seeds[0].clone();
+        let client = match &self.certificates {
+            Some(certificates) => redis::Client::build_with_tls(seed, certificates.clone()).map_err(invalid)?,
+            None => redis::Client::open(seed).map_err(invalid)?,
+        };
+        // One plain connection first, bounded: the connection manager retries a failing handshake
+        // (a certificate another CA signed) without end, where starting must fail and say why.
+        let first = tokio::time::timeout(CONNECT_WITHIN, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
+            .map_err(unreachable)?;
+        drop(first);
+        let mut config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_WITHIN)
+            .set_response_timeout(COMMAND_WITHIN)
+            .set_number_of_retries(2);
+        if let Some(pushes) = pushes {
+            config = config.set_push_sender(pushes);
+        }
+        let manager = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unreachable)?;
+        Ok(Connection::Single(manager))
+    }
+}
+
 /// How long starting waits for Redis to answer, and each command afterwards.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 const COMMAND_WITHIN: Duration = Duration::from_secs(2);
@@ -114,54 +174,27 @@ impl Redis {
             }),
             None => None,
         };
-        let (push_sender, pushes) = mpsc::unbounded_channel();
-        let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
-        let connection = if cluster {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
-                .use_protocol(ProtocolVersion::RESP3)
-                .push_sender(push_sender)
-                .connection_timeout(COMMAND_WITHIN)
-                .response_timeout(COMMAND_WITHIN);
-            if let Some(certificates) = certificates {
-                builder = builder.certs(certificates);
-            }
-            let client = builder.build().map_err(invalid)?;
-            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
-                .map_err(unreachable)?;
-            Connection::Cluster(connection)
-        } else {
-            let [seed] = <[_; 1]>::try_from(seeds).map_err(|seeds| {
-                Error::Backend(format!(
-                    "invalid REDIS_URL: {} URLs name the seed nodes of a Redis Cluster, and cluster mode is off",
-                    seeds.len()
-                ))
-            })?;
-            let client = match certificates {
-                Some(certificates) => redis::Client::build_with_tls(seed, certificates).map_err(invalid)?,
-                None => redis::Client::open(seed).map_err(invalid)?,
-            };
-            // One plain connection first, bounded: the connection manager retries a failing handshake
-            // (a certificate another CA signed) without end, where starting must fail and say why.
-            let first = tokio::time::timeout(CONNECT_WITHIN, client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
-                .map_err(unreachable)?;
-            drop(first);
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(COMMAND_WITHIN)
-                .set_response_timeout(COMMAND_WITHIN)
-                .set_number_of_retries(2)
-                .set_push_sender(push_sender);
-            let manager = client
-                .get_connection_manager_with_config(config)
-                .await
-                .map_err(unreachable)?;
-            Connection::Single(manager)
+        if !cluster && seeds.len() != 1 {
+            return Err(Error::Backend(format!(
+                "invalid REDIS_URL: {} URLs name the seed nodes of a Redis Cluster, and cluster mode is off",
+                seeds.len()
+            )));
+        }
+        let target = Target {
+            seeds,
+            cluster,
+            certificates,
         };
+        // Two connections: subscriptions on one, every other command on the other. Redis may end a
+        // sharded subscription by itself (its slot moved), and the client takes that unasked
+        // `sunsubscribe` for the reply to the oldest command in flight on its connection; on a
+        // connection of its own it can only meet a subscription command, never another's reply.
+        let connection = target.open(None).await?;
+        let (push_sender, pushes) = mpsc::unbounded_channel();
+        let subscriber = target.open(Some(push_sender)).await?;
         let redis = Self {
             connection,
+            subscriber,
             prefix: prefix.to_owned(),
             metrics: BackendMetrics::default(),
             pushes: Arc::new(Mutex::new(Some(pushes))),
@@ -203,6 +236,11 @@ impl Redis {
     /// The shared connection, timed: every command through it is counted in `/metrics`.
     fn connection(&self) -> Timed<Connection> {
         Timed::new(self.connection.clone(), self.metrics.clone())
+    }
+
+    /// The subscription connection, timed.
+    fn subscriber(&self) -> Timed<Connection> {
+        Timed::new(self.subscriber.clone(), self.metrics.clone())
     }
 
     /// The receiver of what Redis pushes; `None` once taken (there is one bus per connection).
