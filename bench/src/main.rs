@@ -5,6 +5,8 @@
 //!   echo server with the same buffer settings (the peer DESIGN.md's figures come from), plus how fast
 //!   connections are established (token + upgrade).
 //! - `peer-echo`: the peer itself (started by `idle-memory`).
+//! - `capacity`: a model (no server started) of the load of many connections and notifications on
+//!   replicas, Redis primaries and PostgreSQL, from measured per-operation costs (docs/scaling.md).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use herald_e2e::{GatewayProcess, Ws, recv_json};
 
+mod capacity;
 mod cluster;
 mod openloop;
 
@@ -93,12 +96,74 @@ enum Bench {
         #[arg(long)]
         write: Option<std::path::PathBuf>,
     },
+    /// A model, not a run: the load of a population of connections and a notification rate on each
+    /// replica, Redis primary and PostgreSQL, before and after sharding the bus, from measured
+    /// per-operation costs (docs/scaling.md). Deterministic for a given seed.
+    Capacity {
+        /// Connections held across all replicas.
+        #[arg(long, default_value_t = 1_000_000)]
+        connections: u64,
+        /// Notifications stored per second (a publish to N recipients stores N).
+        #[arg(long, default_value_t = 100_000.0)]
+        notifications_per_second: f64,
+        /// Recipients of each publish.
+        #[arg(long, default_value_t = 1)]
+        recipients: u32,
+        /// Replica counts to model, one table row each.
+        #[arg(long, value_delimiter = ',', default_value = "2,5,10,20,50,100")]
+        replicas: Vec<u32>,
+        /// Redis primaries (a Redis Cluster's; 1: one Redis).
+        #[arg(long, default_value_t = 1)]
+        primaries: u32,
+        /// Connections per connected user, on average (a browser tab and a phone: 2).
+        #[arg(long, default_value_t = 1.5)]
+        connections_per_user: f64,
+        /// Share of notifications whose recipient is connected (the others are only stored).
+        #[arg(long, default_value_t = 1.0)]
+        online: f64,
+        /// Connections opened per second, and as many closed [default: every connection once per
+        /// 57 minutes, the mean session lifetime: 1 h, each ending between 0.9 and 1 of it].
+        #[arg(long)]
+        churn: Option<f64>,
+        /// Seconds between two heartbeats of a connection.
+        #[arg(long, default_value_t = 30.0)]
+        heartbeat_seconds: f64,
+        /// Bytes of one notification and its unread count in a bus message.
+        #[arg(long, default_value_t = 400.0)]
+        bytes_per_notification: f64,
+        /// Bytes of a bus message around its notifications (envelope, channel name, framing).
+        #[arg(long, default_value_t = 120.0)]
+        bytes_per_message: f64,
+        /// How connections are placed on replicas.
+        #[arg(long, value_enum, default_value_t = capacity::Placement::Random)]
+        placement: capacity::Placement,
+        /// Uneven placement: replica r (from 0) drawn with weight 1 / (r + 1)^skew.
+        #[arg(long, default_value_t = 0.0)]
+        skew: f64,
+        /// Seed of the placement.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A JSON object of per-operation costs (names as `--list-costs` prints them) replacing the
+        /// measured ones.
+        #[arg(long)]
+        costs: Option<std::path::PathBuf>,
+        /// One cost, `name=value` (after `--costs`); repeatable.
+        #[arg(long = "cost", value_name = "NAME=VALUE")]
+        cost: Vec<String>,
+        /// Print the per-operation costs and stop.
+        #[arg(long)]
+        list_costs: bool,
+    },
     /// A bare axum WebSocket echo server (4 KiB read buffer, no write buffer).
     PeerEcho {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
 }
+
+/// A session lasts at most an hour (the gateway's default) and ends between nine tenths and the
+/// whole of it: 57 minutes on average, after which its client reconnects.
+const MEAN_SESSION_SECONDS: f64 = 0.95 * 3_600.0;
 
 pub(crate) const JWT_SECRET: &str = "bench-user-jwt-secret-0123456789-abcdefghij";
 pub(crate) const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJKL";
@@ -107,6 +172,48 @@ pub(crate) const TOKEN_SECRET: &str = "bench-token-secret-0123456789-ABCDEFGHIJK
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::PeerEcho { listen } => peer_echo(listen).await,
+        Bench::Capacity {
+            connections,
+            notifications_per_second,
+            recipients,
+            replicas,
+            primaries,
+            connections_per_user,
+            online,
+            churn,
+            heartbeat_seconds,
+            bytes_per_notification,
+            bytes_per_message,
+            placement,
+            skew,
+            seed,
+            costs,
+            cost,
+            list_costs,
+        } => {
+            let costs = capacity::Costs::load(costs.as_deref(), &cost)?;
+            if list_costs {
+                print!("{}", capacity::costs_table(&costs));
+                return Ok(());
+            }
+            let workload = capacity::Workload {
+                connections,
+                notifications_per_s: notifications_per_second,
+                recipients,
+                connections_per_user,
+                online,
+                churn_per_s: churn.unwrap_or(connections as f64 / MEAN_SESSION_SECONDS),
+                heartbeat_s: heartbeat_seconds,
+                primaries,
+                bytes_per_notification,
+                bytes_per_message,
+                placement,
+                skew,
+                seed,
+            };
+            print!("{}", capacity::run(&workload, &costs, &replicas)?);
+            Ok(())
+        }
         Bench::OpenLoop {
             users,
             notifications,
