@@ -62,9 +62,10 @@ enum Wire<N> {
     },
 }
 
-/// A subscription attempt that failed is retried after this, doubling up to [`MAX_BACKOFF`].
+/// A subscription attempt that failed is retried after this, doubling up to [`MAX_BACKOFF`]: at
+/// most a second after Redis is back, the users' events flow again.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a session waits for its user's subscription before its connect fails.
 const FOLLOW_WITHIN: Duration = Duration::from_secs(5);
 /// Subscription changes handled in one round, their commands in flight together.
@@ -234,12 +235,11 @@ async fn keep_subscriptions(
 ) {
     let channel = |user: &str| keys::tagged(&redis.prefix, EVENTS, user);
     let command = |name: &'static str, user: Arc<str>| {
-        let mut connection = redis.subscriber();
         let channel = channel(&user);
+        let redis = &redis;
         async move {
-            redis::cmd(name)
-                .arg(channel)
-                .exec_async(&mut connection)
+            redis
+                .subscription(name, &channel)
                 .await
                 .map_err(|err| tracing::warn!(user_id = %user, command = name, error = %err, "bus: cannot subscribe"))
                 .is_ok()
@@ -484,7 +484,7 @@ impl EventBus for RedisEventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::conformance;
+    use crate::ports::{HealthProbe, conformance};
 
     #[tokio::test]
     async fn conforms_to_event_bus() {
@@ -568,11 +568,7 @@ mod tests {
                 continue;
             }
             let [replica, admin] = <[Redis; 2]>::try_from(redises).unwrap_or_else(|_| panic!("two handles"));
-            let id: i64 = redis::cmd("CLIENT")
-                .arg("ID")
-                .query_async(&mut replica.subscriber())
-                .await
-                .expect("CLIENT ID");
+            let id = replica.subscriber.client_id().await;
             let bus = RedisEventBus::start(replica);
             let mut heard = bus.subscribe();
             let _alice = bus.follow("alice").await.expect("follow");
@@ -591,6 +587,39 @@ mod tests {
             bus.publish(count_for("alice", 5)).await.expect("publish");
             until(&mut heard, |e| *e == count_for("alice", 5)).await;
         }
+    }
+
+    /// Redis goes away and comes back (a restart, a crash): the subscriptions come back by
+    /// themselves once it answers again, the users concerned catch up, and events flow.
+    #[tokio::test]
+    async fn subscriptions_come_back_after_redis_restarts() {
+        let mut server = herald_e2e::RedisServer::start();
+        let redis = Redis::connect(&server.url(), false, "restart:", None)
+            .await
+            .expect("connects");
+        let commands = redis.clone();
+        let bus = RedisEventBus::start(redis);
+        let mut heard = bus.subscribe();
+        let _alice = bus.follow("alice").await.expect("follow");
+        server.kill();
+        // Commands fail while it is gone, in bounded time (not the crate's minutes of backoff).
+        let ping = tokio::time::timeout(Duration::from_secs(10), HealthProbe::check(&commands)).await;
+        assert!(matches!(ping, Ok(Err(_))), "fails, within 10 s: {ping:?}");
+        // Long enough for several attempts to fail while it is gone.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        server.restart();
+        let ping = tokio::time::timeout(Duration::from_secs(5), HealthProbe::check(&commands)).await;
+        assert!(matches!(ping, Ok(Ok(()))), "answers again within 5 s: {ping:?}");
+        let caught_up = tokio::time::timeout(
+            Duration::from_secs(10),
+            until(&mut heard, |e| {
+                matches!(e, BusEvent::ResyncUser { user_id } if user_id == "alice") || *e == BusEvent::Resync
+            }),
+        )
+        .await;
+        assert!(caught_up.is_ok(), "alice's subscription came back within 10 s");
+        bus.publish(count_for("alice", 7)).await.expect("publish");
+        until(&mut heard, |e| *e == count_for("alice", 7)).await;
     }
 
     /// During a rolling upgrade replicas of both kinds share the bus: each reads the other's events.

@@ -28,7 +28,10 @@ mod keys;
 mod ledger;
 mod limiter;
 mod registry;
+mod subscriber;
 mod timed;
+
+use subscriber::{SharedSubscriber, Subscriber};
 
 use timed::Timed;
 
@@ -43,7 +46,7 @@ pub use registry::RedisConnectionRegistry;
 pub struct Redis {
     connection: Connection,
     /// The bus's subscriptions, alone (see `connect`).
-    subscriber: Connection,
+    subscriber: SharedSubscriber,
     prefix: String,
     metrics: BackendMetrics,
     /// What Redis pushes (RESP3): sharded pub/sub messages, subscription changes, and the client's
@@ -95,34 +98,18 @@ struct Target {
 }
 
 impl Target {
-    /// A connection that speaks RESP3, reconnects by itself, and passes what Redis pushes (and the
-    /// client's word that a connection was lost) to `pushes` when given.
-    async fn open(&self, pushes: Option<mpsc::UnboundedSender<PushInfo>>) -> Result<Connection> {
-        let invalid = |e: redis::RedisError| Error::Backend(format!("invalid REDIS_URL: {e}"));
+    /// A command connection: RESP3, reconnecting by itself.
+    async fn open(&self) -> Result<Connection> {
         let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
         if self.cluster {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
-                .use_protocol(ProtocolVersion::RESP3)
-                .connection_timeout(COMMAND_WITHIN)
-                .response_timeout(COMMAND_WITHIN);
-            if let Some(pushes) = pushes {
-                builder = builder.push_sender(pushes);
-            }
-            if let Some(certificates) = &self.certificates {
-                builder = builder.certs(certificates.clone());
-            }
-            let client = builder.build().map_err(invalid)?;
+            let client = self.cluster_client(None)?;
             let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
                 .await
                 .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
                 .map_err(unreachable)?;
             return Ok(Connection::Cluster(connection));
         }
-        let seed = self.seeds[0].clone();
-        let client = match &self.certificates {
-            Some(certificates) => redis::Client::build_with_tls(seed, certificates.clone()).map_err(invalid)?,
-            None => redis::Client::open(seed).map_err(invalid)?,
-        };
+        let client = self.client()?;
         // One plain connection first, bounded: the connection manager retries a failing handshake
         // (a certificate another CA signed) without end, where starting must fail and say why.
         let first = tokio::time::timeout(CONNECT_WITHIN, client.get_multiplexed_async_connection())
@@ -130,18 +117,61 @@ impl Target {
             .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
             .map_err(unreachable)?;
         drop(first);
-        let mut config = redis::aio::ConnectionManagerConfig::new()
+        let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(COMMAND_WITHIN)
             .set_response_timeout(COMMAND_WITHIN)
-            .set_number_of_retries(2);
-        if let Some(pushes) = pushes {
-            config = config.set_push_sender(pushes);
-        }
+            .set_number_of_retries(2)
+            // The crate's default factor (100) multiplies a 1 s first delay: its second reconnect
+            // attempt came 100 s later, and every command waited for it (a PING to a Redis just
+            // restarted took 118 s). At most a second between attempts.
+            .set_max_delay(1_000);
         let manager = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(unreachable)?;
         Ok(Connection::Single(manager))
+    }
+
+    /// The subscription connection, passing what Redis pushes (and the word that a connection was
+    /// lost) to `pushes`.
+    async fn open_subscriber(&self, pushes: mpsc::UnboundedSender<PushInfo>) -> Result<Subscriber> {
+        if self.cluster {
+            let client = self.cluster_client(Some(pushes))?;
+            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
+                .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
+            return Ok(Subscriber::Cluster(connection));
+        }
+        Ok(Subscriber::Single(Box::new(subscriber::Single::new(
+            self.client()?,
+            pushes,
+        ))))
+    }
+
+    fn client(&self) -> Result<redis::Client> {
+        let seed = self.seeds[0].clone();
+        match &self.certificates {
+            Some(certificates) => redis::Client::build_with_tls(seed, certificates.clone()),
+            None => redis::Client::open(seed),
+        }
+        .map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))
+    }
+
+    fn cluster_client(&self, pushes: Option<mpsc::UnboundedSender<PushInfo>>) -> Result<redis::cluster::ClusterClient> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
+            .use_protocol(ProtocolVersion::RESP3)
+            .connection_timeout(COMMAND_WITHIN)
+            .response_timeout(COMMAND_WITHIN);
+        if let Some(pushes) = pushes {
+            builder = builder.push_sender(pushes);
+        }
+        if let Some(certificates) = &self.certificates {
+            builder = builder.certs(certificates.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))
     }
 }
 
@@ -189,9 +219,9 @@ impl Redis {
         // sharded subscription by itself (its slot moved), and the client takes that unasked
         // `sunsubscribe` for the reply to the oldest command in flight on its connection; on a
         // connection of its own it can only meet a subscription command, never another's reply.
-        let connection = target.open(None).await?;
+        let connection = target.open().await?;
         let (push_sender, pushes) = mpsc::unbounded_channel();
-        let subscriber = target.open(Some(push_sender)).await?;
+        let subscriber = Arc::new(target.open_subscriber(push_sender).await?);
         let redis = Self {
             connection,
             subscriber,
@@ -238,9 +268,10 @@ impl Redis {
         Timed::new(self.connection.clone(), self.metrics.clone())
     }
 
-    /// The subscription connection, timed.
-    fn subscriber(&self) -> Timed<Connection> {
-        Timed::new(self.subscriber.clone(), self.metrics.clone())
+    /// Sends a subscription command (`SSUBSCRIBE`, `SUNSUBSCRIBE`) for `channel` on the
+    /// subscription connection.
+    async fn subscription(&self, name: &'static str, channel: &str) -> std::result::Result<(), String> {
+        self.subscriber.send(name, channel, &self.metrics).await
     }
 
     /// The receiver of what Redis pushes; `None` once taken (there is one bus per connection).

@@ -1,0 +1,157 @@
+//! The bus's subscription connection, apart from the one that carries every other command (see
+//! `Redis::connect`): what Redis pushes on it (sharded messages, ended subscriptions) and the word
+//! that it was lost reach the bus through the push channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind};
+use tokio::sync::{Mutex, mpsc};
+
+use super::timed::Timed;
+use crate::app::metrics::BackendMetrics;
+
+/// How long a subscription command may take before it counts as failed (and is retried).
+const WITHIN: Duration = Duration::from_secs(2);
+
+pub(super) enum Subscriber {
+    /// One server: a multiplexed connection of our own, replaced after any failure, and its loss
+    /// told to the bus at once. (The crate's connection manager reconnects at its own pace and
+    /// wedged here: after Redis had been gone for a few seconds its subscription commands never
+    /// answered, even once Redis was back.)
+    Single(Box<Single>),
+    /// A Redis Cluster: the Cluster client, which reconnects and follows moved slots by itself.
+    Cluster(ClusterConnection),
+}
+
+pub(super) struct Single {
+    client: redis::Client,
+    pushes: mpsc::UnboundedSender<PushInfo>,
+    /// The connection in use and its generation (a failure replaces only the one that failed).
+    current: Mutex<(u64, Option<MultiplexedConnection>)>,
+    /// When connecting last failed: until [`RECONNECT_AFTER`] has passed, commands fail at once
+    /// rather than each trying (a round may hold thousands).
+    refused_at: std::sync::Mutex<Option<Instant>>,
+}
+
+const RECONNECT_AFTER: Duration = Duration::from_millis(200);
+
+impl Single {
+    pub(super) fn new(client: redis::Client, pushes: mpsc::UnboundedSender<PushInfo>) -> Self {
+        Self {
+            client,
+            pushes,
+            current: Mutex::new((0, None)),
+            refused_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
+        let mut current = self.current.lock().await;
+        if let Some(connection) = &current.1 {
+            return Ok((current.0, connection.clone()));
+        }
+        let refused_at = *self
+            .refused_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused_at.is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis unreachable a moment ago",
+            )));
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(WITHIN)
+            .set_response_timeout(WITHIN)
+            .set_push_sender(self.pushes.clone());
+        let connection = match self.client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(connection) => connection,
+            Err(err) => {
+                *self
+                    .refused_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                return Err(err);
+            }
+        };
+        current.0 += 1;
+        current.1 = Some(connection.clone());
+        Ok((current.0, connection))
+    }
+
+    /// The connection of `generation` failed: it goes, and with it every subscription on it, which
+    /// the bus hears as a lost connection (and subscribes again, on a new one).
+    async fn failed(&self, generation: u64) {
+        let mut current = self.current.lock().await;
+        if current.0 == generation && current.1.take().is_some() {
+            let _ = self.pushes.send(PushInfo {
+                kind: PushKind::Disconnection,
+                data: Vec::new(),
+            });
+        }
+    }
+}
+
+impl Subscriber {
+    /// Sends `name` (`SSUBSCRIBE`, `SUNSUBSCRIBE`) for `channel`, timed into `metrics`; an error, or
+    /// no answer within [`WITHIN`], is a failure.
+    pub(super) async fn send(&self, name: &'static str, channel: &str, metrics: &BackendMetrics) -> Result<(), String> {
+        let mut command = redis::cmd(name);
+        command.arg(channel);
+        match self {
+            Subscriber::Cluster(connection) => {
+                let mut connection = Timed::new(connection.clone(), metrics.clone());
+                match tokio::time::timeout(WITHIN, command.exec_async(&mut connection)).await {
+                    Ok(answer) => answer.map_err(|err| err.to_string()),
+                    Err(_) => Err("no answer in time".into()),
+                }
+            }
+            Subscriber::Single(single) => {
+                let sent = tokio::time::timeout(WITHIN, async {
+                    let (generation, connection) = single.connection().await.map_err(|err| (None, err.to_string()))?;
+                    let mut connection = Timed::new(connection, metrics.clone());
+                    command
+                        .exec_async(&mut connection)
+                        .await
+                        .map_err(|err| (Some(generation), err.to_string()))
+                })
+                .await;
+                match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err((generation, err))) => {
+                        if let Some(generation) = generation {
+                            single.failed(generation).await;
+                        }
+                        Err(err)
+                    }
+                    Err(_) => {
+                        // No answer: the connection in use is not to be trusted any more.
+                        let generation = single.current.lock().await.0;
+                        single.failed(generation).await;
+                        Err("no answer in time".into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// `CLIENT ID` of the connection (one server only): tests kill it to lose the subscriptions.
+    #[cfg(test)]
+    pub(super) async fn client_id(&self) -> i64 {
+        let Subscriber::Single(single) = self else {
+            panic!("one server only");
+        };
+        let (_, mut connection) = single.connection().await.expect("subscriber connects");
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut connection)
+            .await
+            .expect("CLIENT ID")
+    }
+}
+
+/// Shared by every clone of a [`super::Redis`].
+pub(super) type SharedSubscriber = Arc<Subscriber>;
