@@ -608,8 +608,15 @@ mod tests {
         // Long enough for several attempts to fail while it is gone.
         tokio::time::sleep(Duration::from_secs(3)).await;
         server.restart();
-        let ping = tokio::time::timeout(Duration::from_secs(5), HealthProbe::check(&commands)).await;
-        assert!(matches!(ping, Ok(Ok(()))), "answers again within 5 s: {ping:?}");
+        // The first command may still meet the reconnect that failed while it was gone; within a
+        // few seconds (not minutes) commands are answered again.
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            while HealthProbe::check(&commands).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "answers again within 5 s");
         let caught_up = tokio::time::timeout(
             Duration::from_secs(10),
             until(&mut heard, |e| {
