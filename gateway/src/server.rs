@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::listener::ListenerLimits;
 
 use crate::adapters::clock::SystemClock;
+use crate::adapters::coalesced::CoalescedPreferences;
 use crate::adapters::jwt::JwtVerifier;
 use crate::adapters::memory::{MemoryConnectionRegistry, MemoryEventBus, MemoryRateLimiter, MemoryTokenLedger};
 use crate::adapters::postgres::{
@@ -104,7 +105,12 @@ async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Back
             .with_metrics(metrics.backend());
             let bus = RedisEventBus::start(redis.clone());
             Backends {
-                preferences: timed(PostgresPreferenceStore::new(pool.clone()), metrics, Backend::Postgres),
+                // Concurrent publishes' preference reads share one query (adapters/coalesced.rs).
+                preferences: Arc::new(CoalescedPreferences::new(timed(
+                    PostgresPreferenceStore::new(pool.clone()),
+                    metrics,
+                    Backend::Postgres,
+                ))),
                 notifications: timed(
                     PostgresNotificationStore::with_metrics(pool.clone(), metrics.backend()),
                     metrics,

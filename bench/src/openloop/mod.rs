@@ -139,13 +139,15 @@ pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::pat
         };
         eprintln!("open-loop: {} ...", target.name());
         // PostgreSQL and Redis work for the cluster rows; their CPU is reported beside the server's.
-        let store_pids = match kind {
+        // Their processes are listed when the publishing starts and again when it ends: the pool's
+        // connections open after the servers start.
+        let store = match kind {
             ServerKind::HeraldCluster | ServerKind::SocketioRedis => {
-                process::service_pids(BENCH_PG_DIR, BENCH_REDIS_PORT)
+                Some(|| process::service_pids(BENCH_PG_DIR, BENCH_REDIS_PORT))
             }
-            _ => Vec::new(),
+            _ => None,
         };
-        let outcome = run(target, plan, &store_pids).await?;
+        let outcome = run(target, plan, store).await?;
         eprintln!("{}", table(std::slice::from_ref(&outcome)));
         outcomes.push(outcome);
     }
@@ -367,7 +369,11 @@ impl Tally {
 
 /// Runs `plan` against `target`: connect every user, publish at the offered rate, wait for every
 /// delivery (or the drain deadline), measure.
-pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> anyhow::Result<Outcome> {
+pub async fn run(
+    target: Arc<dyn Target>,
+    plan: Plan,
+    store_pids: Option<impl Fn() -> Vec<u32>>,
+) -> anyhow::Result<Outcome> {
     let pids = target.pids();
     let rss_idle_kib = process::rss_kib(&pids)?;
     let clients: Vec<Box<dyn Client>> = futures_util::stream::iter(0..plan.users)
@@ -412,7 +418,7 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
         .collect();
 
     let server_cpu_before = process::cpu_seconds(&pids)?;
-    let store_cpu_before = process::cpu_seconds(store_pids).unwrap_or_default();
+    let store_cpu_before = store_pids.as_ref().map(|pids| process::cpu_by_pid(&pids()));
     let client_cpu_before = process::own_cpu_seconds()?;
     let publish_errors = Arc::new(AtomicUsize::new(0));
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
@@ -440,7 +446,10 @@ pub async fn run(target: Arc<dyn Target>, plan: Plan, store_pids: &[u32]) -> any
         let _ = tokio::time::timeout(plan.drain, everything).await;
     }
     let server_cpu_s = process::cpu_seconds(&pids)? - server_cpu_before;
-    let store_cpu_s = process::cpu_seconds(store_pids).unwrap_or_default() - store_cpu_before;
+    let store_cpu_s = match (&store_pids, &store_cpu_before) {
+        (Some(pids), Some(before)) => process::cpu_since(before, &pids()),
+        _ => 0.0,
+    };
     let client_cpu_s = process::own_cpu_seconds()? - client_cpu_before;
     let rss_after_kib = process::rss_kib(&pids)?;
     for reader in readers {

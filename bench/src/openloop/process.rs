@@ -12,6 +12,22 @@ pub fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
         .sum()
 }
 
+/// User + system CPU seconds consumed so far by each of `pids` (those that can be read).
+pub fn cpu_by_pid(pids: &[u32]) -> std::collections::HashMap<u32, f64> {
+    pids.iter()
+        .filter_map(|pid| Some((*pid, stat_cpu_seconds(&format!("/proc/{pid}/stat")).ok()?)))
+        .collect()
+}
+
+/// CPU seconds `pids` consumed since `before` was read: a process started since (a database
+/// connection the pool opened meanwhile) counts from zero, so none is left out.
+pub fn cpu_since(before: &std::collections::HashMap<u32, f64>, pids: &[u32]) -> f64 {
+    cpu_by_pid(pids)
+        .into_iter()
+        .map(|(pid, now)| now - before.get(&pid).copied().unwrap_or(0.0))
+        .sum()
+}
+
 /// User + system CPU seconds consumed so far by this process (the benchmark's own client).
 pub fn own_cpu_seconds() -> anyhow::Result<f64> {
     stat_cpu_seconds("/proc/self/stat")

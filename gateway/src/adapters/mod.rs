@@ -3,6 +3,7 @@
 //! SQLite and PostgreSQL adapters share). Transports never use these directly.
 
 pub mod clock;
+pub mod coalesced;
 pub mod group_commit;
 pub mod jwt;
 pub mod memory;

@@ -56,6 +56,10 @@ pub async fn connect(url: &str, max_connections: u32, ca_file: Option<&Path>) ->
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
+        // No ping before each use of a pooled connection: it was a round trip for every statement
+        // (docs/scaling.md). A connection that broke while idle fails its next statement instead,
+        // and is dropped: the caller answers 503 (retryable) and the pool opens a fresh one.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
