@@ -11,12 +11,9 @@
 //! `KEYS` (none is built inside Lua), so a script touches one slot only.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo};
 use tokio::sync::mpsc;
 
 use crate::app::metrics::BackendMetrics;
@@ -24,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ports::HealthProbe;
 
 mod bus;
+mod connection;
 mod keys;
 mod ledger;
 mod limiter;
@@ -31,8 +29,8 @@ mod registry;
 mod subscriber;
 mod timed;
 
-use subscriber::{SharedSubscriber, Subscriber};
-
+use connection::{Connection, Target};
+use subscriber::SharedSubscriber;
 use timed::Timed;
 
 pub use bus::RedisEventBus;
@@ -53,131 +51,6 @@ pub struct Redis {
     /// word that a connection was lost. Taken by the bus, the one reader.
     pushes: Arc<Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>>,
 }
-
-/// The command connection: one multiplexed connection to a single server, or the Cluster client's,
-/// which routes each command to the primary of its key's slot.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Where Redis is: the URLs, whether they name a Cluster, and the CA to verify it with.
-struct Target {
-    seeds: Vec<redis::ConnectionInfo>,
-    cluster: bool,
-    certificates: Option<redis::TlsCertificates>,
-}
-
-impl Target {
-    /// A command connection: RESP3, reconnecting by itself.
-    async fn open(&self) -> Result<Connection> {
-        let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
-        if self.cluster {
-            let client = self.cluster_client(None)?;
-            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
-                .map_err(unreachable)?;
-            return Ok(Connection::Cluster(connection));
-        }
-        let client = self.client()?;
-        // One plain connection first, bounded: the connection manager retries a failing handshake
-        // (a certificate another CA signed) without end, where starting must fail and say why.
-        let first = tokio::time::timeout(CONNECT_WITHIN, client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| Error::Unavailable("cannot connect to Redis: no answer within 5 s".into()))?
-            .map_err(unreachable)?;
-        drop(first);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(COMMAND_WITHIN)
-            .set_response_timeout(COMMAND_WITHIN)
-            .set_number_of_retries(2)
-            // The crate's default factor (100) multiplies a 1 s first delay: its second reconnect
-            // attempt came 100 s later, and every command waited for it (a PING to a Redis just
-            // restarted took 118 s). At most a second between attempts.
-            .set_max_delay(1_000);
-        let manager = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unreachable)?;
-        Ok(Connection::Single(manager))
-    }
-
-    /// The subscription connection, passing what Redis pushes (and the word that a connection was
-    /// lost) to `pushes`.
-    async fn open_subscriber(&self, pushes: mpsc::UnboundedSender<PushInfo>) -> Result<Subscriber> {
-        if self.cluster {
-            let client = self.cluster_client(Some(pushes))?;
-            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
-                .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
-            return Ok(Subscriber::Cluster(connection));
-        }
-        Ok(Subscriber::Single(Box::new(subscriber::Single::new(
-            self.client()?,
-            pushes,
-        ))))
-    }
-
-    fn client(&self) -> Result<redis::Client> {
-        let seed = self.seeds[0].clone();
-        match &self.certificates {
-            Some(certificates) => redis::Client::build_with_tls(seed, certificates.clone()),
-            None => redis::Client::open(seed),
-        }
-        .map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))
-    }
-
-    fn cluster_client(&self, pushes: Option<mpsc::UnboundedSender<PushInfo>>) -> Result<redis::cluster::ClusterClient> {
-        let mut builder = redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
-            .use_protocol(ProtocolVersion::RESP3)
-            .connection_timeout(COMMAND_WITHIN)
-            .response_timeout(COMMAND_WITHIN);
-        if let Some(pushes) = pushes {
-            builder = builder.push_sender(pushes);
-        }
-        if let Some(certificates) = &self.certificates {
-            builder = builder.certs(certificates.clone());
-        }
-        builder
-            .build()
-            .map_err(|e| Error::Backend(format!("invalid REDIS_URL: {e}")))
-    }
-}
-
-/// How long starting waits for Redis to answer, and each command afterwards.
-const CONNECT_WITHIN: Duration = Duration::from_secs(5);
-const COMMAND_WITHIN: Duration = Duration::from_secs(2);
 
 impl Redis {
     /// Connects to `urls`: one `redis://` (or `rediss://`, TLS) URL, or with `cluster` the seed
