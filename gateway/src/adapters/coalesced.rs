@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::domain::preferences::Preferences;
@@ -85,7 +86,13 @@ impl Inner {
                 .filter(|id| seen.insert(id.as_str()))
                 .cloned()
                 .collect();
-            match self.store.get_many(&users).await {
+            // A panic in the store answers this round with an error instead of leaving `reading`
+            // set and every later read waiting for a round that never comes.
+            let read = std::panic::AssertUnwindSafe(self.store.get_many(&users))
+                .catch_unwind()
+                .await;
+            let read = read.unwrap_or_else(|_| Err(Error::Unavailable("preferences read failed".into())));
+            match read {
                 Ok(found) => {
                     for waiter in round {
                         let theirs = waiter

@@ -120,6 +120,9 @@ impl ClientSession {
     async fn try_start(&mut self) -> Result<()> {
         let gateway = &self.gateway;
         let (connection_id, user_id) = (&*self.connection_id, &*self.user_id);
+        // The user's events come here first: a revocation, a count or a subscription change
+        // announced while the session starts reaches it, as every read below comes after.
+        let interest = gateway.delivery.follow(user_id).await?;
         let settings = gateway.session_settings;
         let catalog = gateway.catalog.current();
         let subscriptions: Vec<String> = gateway
@@ -154,6 +157,7 @@ impl ClientSession {
                 self.connection_id.clone(),
                 self.user_id.clone(),
                 self.allowed_channels.clone(),
+                interest,
             )
             .await?;
         Ok(())

@@ -25,7 +25,7 @@ use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::protocol::{ServerEnvelope, ServerMessage, close_code};
 use crate::error::Result;
-use crate::ports::{BusEvent, Clock, EventBus, NotificationStore};
+use crate::ports::{BusEvent, Clock, EventBus, Interest, NotificationStore};
 
 use super::metrics::Metrics;
 use super::sessions::{CloseRequest, Frame, LocalSessions, SendOutcome};
@@ -224,11 +224,12 @@ impl DeliveryService {
         connection_id: impl Into<Arc<str>>,
         user_id: impl Into<Arc<str>>,
         allowed: impl Into<Arc<[String]>>,
+        interest: Interest,
     ) -> Result<usize> {
         let (connection_id, user_id) = (connection_id.into(), user_id.into());
-        // First the user's events come here, then the store is read: a notification is either in
-        // the replay or in an event that arrives after it (ordered by seq), never in neither.
-        let interest = self.bus.follow(&user_id).await?;
+        // `interest` came first (`follow`): the user's events come here, then the store is read, so
+        // a notification is either in the replay or in an event that arrives after it (ordered by
+        // seq), never in neither.
         let state = Arc::new(tokio::sync::Mutex::new(SessionState::new(
             connection_id.clone(),
             user_id.clone(),
@@ -253,6 +254,13 @@ impl DeliveryService {
             tracing::info!(connection_id = %connection_id, user_id = %user_id, replayed, backlog, "notification:replayed");
         }
         Ok(replayed)
+    }
+
+    /// Makes `user_id`'s events reach this replica while the returned interest is held; returns once
+    /// they will. A session follows its user before it reads anything of the user's, and hands the
+    /// interest to [`DeliveryService::attach`].
+    pub async fn follow(&self, user_id: &str) -> Result<Interest> {
+        self.bus.follow(user_id).await
     }
 
     /// The connection leaves delivery; call it before the session is removed from [`LocalSessions`].

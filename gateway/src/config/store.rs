@@ -45,12 +45,15 @@ impl StoreConfig {
         match (postgres, &o.redis_url) {
             (Some(database_url), Some(redis_url)) => {
                 let urls: Vec<&str> = redis_url.expose().split(',').map(str::trim).collect();
-                for redis in &urls {
+                for (i, redis) in urls.iter().enumerate() {
                     if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+                        // Not echoed: a comma inside a password (it must be written %2C) would cut
+                        // the URL there and show the rest of the password.
                         return Err(invalid(format!(
                             "REDIS_URL must be redis:// or rediss:// URLs (comma-separated for a Redis Cluster's \
-                             seed nodes), got `{}`",
-                            without_password(redis)
+                             seed nodes; a comma in a password is written %2C), and URL {} of {} is not",
+                            i + 1,
+                            urls.len()
                         )));
                     }
                 }
@@ -87,10 +90,17 @@ impl StoreConfig {
                     database_url: Secret::new(database_url.clone()),
                     redis_url: redis_url.clone(),
                     redis_cluster,
-                    redis_prefix: o
-                        .redis_prefix
-                        .clone()
-                        .unwrap_or_else(|| defaults::REDIS_PREFIX.to_owned()),
+                    redis_prefix: match &o.redis_prefix {
+                        // A brace would move the hash tag of every key (a Redis Cluster would then
+                        // refuse the registry's scripts as touching several slots).
+                        Some(prefix) if prefix.contains(['{', '}']) => {
+                            return Err(invalid(format!(
+                                "HERALD_REDIS_PREFIX must not contain braces (Redis Cluster hash tags), got `{prefix}`"
+                            )));
+                        }
+                        Some(prefix) => prefix.clone(),
+                        None => defaults::REDIS_PREFIX.to_owned(),
+                    },
                     database_ca_file: o.database_ca_file.clone(),
                     redis_ca_file: o.redis_ca_file.clone(),
                     max_connections: positive(
@@ -219,7 +229,17 @@ mod tests {
         let err = refusal(&with("redis://r1:6379,rediss://r2:6379", None));
         assert!(err.contains("mixes"), "{err}");
         let err = refusal(&with("redis://r1:6379,http://r2", None));
-        assert!(err.contains("redis:// or rediss://"), "{err}");
+        assert!(
+            err.contains("redis:// or rediss://") && err.contains("URL 2 of 2"),
+            "{err}"
+        );
+        let err = refusal(&with("redis://:s3cr,etZ9@r1:6379", None));
+        assert!(!err.contains("etZ9"), "no part of a password shown: {err}");
+        let braces = Options {
+            redis_prefix: Some("herald:{team}:".into()),
+            ..with("redis://r1:6379", None)
+        };
+        assert!(refusal(&braces).contains("braces"));
     }
 
     #[test]

@@ -248,6 +248,8 @@ async fn keep_subscriptions(
     // Subscribed and active.
     let mut active: HashSet<Arc<str>> = HashSet::new();
     // Whose subscription failed (retried after `backoff`), and who must catch up once subscribed.
+    // A failed `SSUBSCRIBE` may still have reached Redis (or the Cluster client, which repeats it
+    // after reconnecting): a user in `failed` who is no longer wanted is unsubscribed all the same.
     let mut failed: HashSet<Arc<str>> = HashSet::new();
     let mut lost: HashSet<Arc<str>> = HashSet::new();
     let mut backoff = MIN_BACKOFF;
@@ -265,8 +267,9 @@ async fn keep_subscriptions(
             return; // The bus is gone.
         }
         let mut waiting: HashMap<Arc<str>, Vec<oneshot::Sender<bool>>> = HashMap::new();
-        for user in failed.drain() {
-            waiting.entry(user).or_default();
+        let tried: HashSet<Arc<str>> = std::mem::take(&mut failed);
+        for user in &tried {
+            waiting.entry(user.clone()).or_default();
         }
         for request in round.drain(..) {
             match request {
@@ -293,7 +296,7 @@ async fn keep_subscriptions(
                 ready.into_iter().for_each(|r| {
                     let _ = r.send(false);
                 });
-                if active.remove(&user) {
+                if active.remove(&user) || tried.contains(&user) {
                     unsubscribe.push(user);
                 }
             } else if active.contains(&user) {
@@ -304,7 +307,12 @@ async fn keep_subscriptions(
                 subscribe.push((user, ready));
             }
         }
-        let subscribed = join_all(subscribe.iter().map(|(user, _)| command("SSUBSCRIBE", user.clone()))).await;
+        // At most a round's worth in flight at once: after a lost connection every user here is
+        // subscribed again, and thousands of commands at once would time out together.
+        let mut subscribed = Vec::with_capacity(subscribe.len());
+        for chunk in subscribe.chunks(ROUND) {
+            subscribed.extend(join_all(chunk.iter().map(|(user, _)| command("SSUBSCRIBE", user.clone()))).await);
+        }
         let mut caught_up = Vec::new();
         for ((user, ready), ok) in subscribe.into_iter().zip(subscribed) {
             ready.into_iter().for_each(|r| {
@@ -321,7 +329,9 @@ async fn keep_subscriptions(
         }
         // A failed unsubscription only leaves events coming that no session here wants (dropped on
         // arrival); a lost connection ends it anyway.
-        join_all(unsubscribe.into_iter().map(|user| command("SUNSUBSCRIBE", user))).await;
+        for chunk in unsubscribe.chunks(ROUND) {
+            join_all(chunk.iter().map(|user| command("SUNSUBSCRIBE", user.clone()))).await;
+        }
         if !caught_up.is_empty() {
             tracing::info!(
                 users = caught_up.len(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{PushInfo, PushKind};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Mutex, mpsc};
 
 use super::timed::Timed;
@@ -97,45 +97,43 @@ impl Single {
 
 impl Subscriber {
     /// Sends `name` (`SSUBSCRIBE`, `SUNSUBSCRIBE`) for `channel`, timed into `metrics`; an error, or
-    /// no answer within [`WITHIN`], is a failure.
+    /// no answer within [`WITHIN`], is a failure, and so is a subscription answered by anything but
+    /// its own confirmation (the client may hand it an unasked `sunsubscribe` of another channel).
     pub(super) async fn send(&self, name: &'static str, channel: &str, metrics: &BackendMetrics) -> Result<(), String> {
         let mut command = redis::cmd(name);
         command.arg(channel);
-        match self {
+        let answer = match self {
             Subscriber::Cluster(connection) => {
                 let mut connection = Timed::new(connection.clone(), metrics.clone());
-                match tokio::time::timeout(WITHIN, command.exec_async(&mut connection)).await {
-                    Ok(answer) => answer.map_err(|err| err.to_string()),
-                    Err(_) => Err("no answer in time".into()),
+                match tokio::time::timeout(WITHIN, command.query_async::<Value>(&mut connection)).await {
+                    Ok(answer) => answer.map_err(|err| err.to_string())?,
+                    Err(_) => return Err("no answer in time".into()),
                 }
             }
             Subscriber::Single(single) => {
-                let sent = tokio::time::timeout(WITHIN, async {
-                    let (generation, connection) = single.connection().await.map_err(|err| (None, err.to_string()))?;
-                    let mut connection = Timed::new(connection, metrics.clone());
-                    command
-                        .exec_async(&mut connection)
-                        .await
-                        .map_err(|err| (Some(generation), err.to_string()))
-                })
-                .await;
-                match sent {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err((generation, err))) => {
-                        if let Some(generation) = generation {
-                            single.failed(generation).await;
-                        }
-                        Err(err)
+                let (generation, connection) = match tokio::time::timeout(WITHIN, single.connection()).await {
+                    Ok(connected) => connected.map_err(|err| err.to_string())?,
+                    Err(_) => return Err("no connection in time".into()),
+                };
+                let mut connection = Timed::new(connection, metrics.clone());
+                match tokio::time::timeout(WITHIN, command.query_async::<Value>(&mut connection)).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(err)) => {
+                        single.failed(generation).await;
+                        return Err(err.to_string());
                     }
                     Err(_) => {
-                        // No answer: the connection in use is not to be trusted any more.
-                        let generation = single.current.lock().await.0;
+                        // No answer: the connection it went on is not to be trusted any more.
                         single.failed(generation).await;
-                        Err("no answer in time".into())
+                        return Err("no answer in time".into());
                     }
                 }
             }
+        };
+        if name.eq_ignore_ascii_case("SSUBSCRIBE") && !confirms(&answer, channel) {
+            return Err(format!("answered {answer:?}, not its confirmation"));
         }
+        Ok(())
     }
 
     /// `CLIENT ID` of the connection (one server only): tests kill it to lose the subscriptions.
@@ -153,5 +151,51 @@ impl Subscriber {
     }
 }
 
+/// Whether `answer` is Redis' confirmation of a subscription to `channel`.
+fn confirms(answer: &Value, channel: &str) -> bool {
+    let data = match answer {
+        Value::Push {
+            kind: PushKind::SSubscribe,
+            data,
+        } => data,
+        // RESP2 answers a subscription with an array: ["ssubscribe", channel, count].
+        Value::Array(items) if items.len() == 3 => &items[1..],
+        _ => return false,
+    };
+    data.first()
+        .and_then(|named| redis::from_redis_value::<String>(named).ok())
+        .is_some_and(|named| named == channel)
+}
+
 /// Shared by every clone of a [`super::Redis`].
 pub(super) type SharedSubscriber = Arc<Subscriber>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_its_own_confirmation_confirms_a_subscription() {
+        let ours = Value::Push {
+            kind: PushKind::SSubscribe,
+            data: vec![bulk("h:events:{u:alice}"), Value::Int(1)],
+        };
+        assert!(confirms(&ours, "h:events:{u:alice}"));
+        assert!(!confirms(&ours, "h:events:{u:bob}"), "another channel's");
+        let unasked = Value::Push {
+            kind: PushKind::SUnsubscribe,
+            data: vec![bulk("h:events:{u:alice}"), Value::Int(0)],
+        };
+        assert!(
+            !confirms(&unasked, "h:events:{u:alice}"),
+            "a slot moved, not a confirmation"
+        );
+        assert!(!confirms(&Value::Okay, "h:events:{u:alice}"));
+        let resp2 = Value::Array(vec![bulk("ssubscribe"), bulk("h:events:{u:alice}"), Value::Int(1)]);
+        assert!(confirms(&resp2, "h:events:{u:alice}"));
+    }
+}

@@ -99,8 +99,9 @@ fn all_channels() -> Vec<String> {
 impl Fixture {
     async fn connect(&self, connection_id: &str, user_id: &str, capacity: usize) -> SessionInbox {
         let inbox = self.sessions.open(connection_id, user_id, capacity);
+        let interest = self.delivery.follow(user_id).await.expect("follow");
         self.delivery
-            .attach(connection_id, user_id, all_channels())
+            .attach(connection_id, user_id, all_channels(), interest)
             .await
             .expect("attach");
         inbox
