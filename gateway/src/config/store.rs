@@ -47,11 +47,17 @@ impl StoreConfig {
                 let urls: Vec<&str> = redis_url.expose().split(',').map(str::trim).collect();
                 for (i, redis) in urls.iter().enumerate() {
                     if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
-                        // Not echoed: a comma inside a password (it must be written %2C) would cut
-                        // the URL there and show the rest of the password.
+                        // Shown redacted only when it is a whole URL: a comma inside a password (it
+                        // must be written %2C) cuts it there, and the rest of the password would
+                        // show in a piece without a scheme.
+                        let shown = if redis.contains("://") {
+                            format!(", got `{}`", without_password(redis))
+                        } else {
+                            String::new()
+                        };
                         return Err(invalid(format!(
                             "REDIS_URL must be redis:// or rediss:// URLs (comma-separated for a Redis Cluster's \
-                             seed nodes; a comma in a password is written %2C), and URL {} of {} is not",
+                             seed nodes; a comma in a password is written %2C), and URL {} of {} is not{shown}",
                             i + 1,
                             urls.len()
                         )));
