@@ -166,15 +166,11 @@ impl RedisEventBus {
         })
     }
 
-    fn channel(&self, user_id: &str) -> String {
-        keys::tagged(&self.redis.prefix, EVENTS, user_id)
-    }
-
     /// Publishes `wire` on `user_id`'s channel.
     async fn send(&self, user_id: &str, wire: &Wire<&Notification>) -> Result<()> {
         let payload = serde_json::to_string(wire).map_err(Error::backend)?;
         let _: i64 = redis::cmd("SPUBLISH")
-            .arg(self.channel(user_id))
+            .arg(channel_of(&self.redis.prefix, user_id))
             .arg(payload)
             .query_async(&mut self.redis.connection())
             .await
@@ -224,6 +220,18 @@ async fn read_pushes(
     }
 }
 
+/// Tells the sessions waiting for a subscription whether it is active.
+fn answer(ready: Vec<oneshot::Sender<bool>>, active: bool) {
+    for session in ready {
+        let _ = session.send(active);
+    }
+}
+
+/// `user_id`'s bus channel.
+fn channel_of(prefix: &str, user_id: &str) -> String {
+    keys::tagged(prefix, EVENTS, user_id)
+}
+
 /// Makes Redis' subscriptions match the users followed here, round after round: each round takes
 /// every request waiting, sends the (un)subscriptions it calls for together, and answers the
 /// sessions waiting. Rounds run one after another, so a user's commands keep their order.
@@ -233,9 +241,8 @@ async fn keep_subscriptions(
     mut requests: mpsc::UnboundedReceiver<Request>,
     local: broadcast::Sender<BusEvent>,
 ) {
-    let channel = |user: &str| keys::tagged(&redis.prefix, EVENTS, user);
     let command = |name: &'static str, user: Arc<str>| {
-        let channel = channel(&user);
+        let channel = channel_of(&redis.prefix, &user);
         let redis = &redis;
         async move {
             redis
@@ -293,16 +300,12 @@ async fn keep_subscriptions(
         for (user, ready) in waiting {
             if !followers.wants(&user) {
                 lost.remove(&user);
-                ready.into_iter().for_each(|r| {
-                    let _ = r.send(false);
-                });
+                answer(ready, false);
                 if active.remove(&user) || tried.contains(&user) {
                     unsubscribe.push(user);
                 }
             } else if active.contains(&user) {
-                ready.into_iter().for_each(|r| {
-                    let _ = r.send(true);
-                });
+                answer(ready, true);
             } else {
                 subscribe.push((user, ready));
             }
@@ -315,9 +318,7 @@ async fn keep_subscriptions(
         }
         let mut caught_up = Vec::new();
         for ((user, ready), ok) in subscribe.into_iter().zip(subscribed) {
-            ready.into_iter().for_each(|r| {
-                let _ = r.send(ok);
-            });
+            answer(ready, ok);
             if ok {
                 if lost.remove(&user) {
                     caught_up.push(user.clone());

@@ -59,12 +59,7 @@ impl Target {
     pub(super) async fn open(&self) -> Result<Connection> {
         let unreachable = |e: redis::RedisError| Error::Unavailable(format!("cannot connect to Redis: {e}"));
         if self.cluster {
-            let client = self.cluster_client(None)?;
-            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
-                .map_err(unreachable)?;
-            return Ok(Connection::Cluster(connection));
+            return Ok(Connection::Cluster(self.connect_cluster(None).await?));
         }
         let client = self.client()?;
         // One plain connection first, bounded: the connection manager retries a failing handshake
@@ -93,17 +88,21 @@ impl Target {
     /// lost) to `pushes`.
     pub(super) async fn open_subscriber(&self, pushes: mpsc::UnboundedSender<PushInfo>) -> Result<Subscriber> {
         if self.cluster {
-            let client = self.cluster_client(Some(pushes))?;
-            let connection = tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
-                .await
-                .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
-                .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))?;
-            return Ok(Subscriber::Cluster(connection));
+            return Ok(Subscriber::Cluster(self.connect_cluster(Some(pushes)).await?));
         }
         Ok(Subscriber::Single(Box::new(subscriber::Single::new(
             self.client()?,
             pushes,
         ))))
+    }
+
+    /// A connection of the Cluster client, bounded by [`CONNECT_WITHIN`].
+    async fn connect_cluster(&self, pushes: Option<mpsc::UnboundedSender<PushInfo>>) -> Result<ClusterConnection> {
+        let client = self.cluster_client(pushes)?;
+        tokio::time::timeout(CONNECT_WITHIN, client.get_async_connection())
+            .await
+            .map_err(|_| Error::Unavailable("cannot connect to the Redis Cluster: no answer within 5 s".into()))?
+            .map_err(|e| Error::Unavailable(format!("cannot connect to Redis: {e}")))
     }
 
     fn client(&self) -> Result<redis::Client> {
