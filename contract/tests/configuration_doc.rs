@@ -9,14 +9,16 @@
 
 use std::collections::BTreeMap;
 
-use clap::{Arg, Args, Command};
+use clap::{Args, Command};
 use herald_contract::Options;
 use serde::Deserialize;
 
-const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+mod settings_doc;
+use settings_doc::{Row, Setting};
+
 const DEFAULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/defaults.rs");
-/// The header cells that make a Markdown table a settings table.
-const COLUMNS: [&str; 4] = ["Flag", "Environment", "YAML key", "Default"];
+/// Where the doc's truth is, for its messages.
+const TRUTH: &str = "contract/src/settings.rs, contract/src/defaults.rs";
 
 /// The gateway's settings on its command line (`gateway/src/config/mod.rs` flattens `Options` into its
 /// `Cli`; the subcommands have no arguments of their own).
@@ -24,27 +26,9 @@ fn command() -> Command {
     Options::augment_args(Command::new("herald-gateway"))
 }
 
-/// A setting as the code defines it; `None` where it has no flag, variable or YAML key.
-#[derive(Debug)]
-struct Setting {
-    flag: Option<String>,
-    env: Option<String>,
-    yaml_key: Option<String>,
-    /// The default the code writes as a literal, and where.
-    default: Option<(String, String)>,
-}
-
-impl Setting {
-    fn name(&self) -> String {
-        let name = self.flag.as_ref().or(self.env.as_ref()).or(self.yaml_key.as_ref());
-        format!("`{}`", name.map_or("?", String::as_str))
-    }
-
-    /// Whether `row` is about this setting: it names its flag, its variable or its YAML key.
-    fn described_by(&self, row: &Row) -> bool {
-        let same = |code: &Option<String>, doc: &str| code.as_deref().is_some_and(|code| code == doc);
-        same(&self.flag, &row.flag) || same(&self.env, &row.env) || same(&self.yaml_key, &row.yaml_key)
-    }
+/// The gateway's tables: every settings table but the operator's (`operator/tests/configuration_doc.rs`).
+fn documented_rows() -> Vec<Row> {
+    settings_doc::documented_rows(|section| section != settings_doc::OPERATOR_SECTION)
 }
 
 /// Every setting: each argument with a flag or a variable, then each YAML key without an argument
@@ -52,33 +36,22 @@ impl Setting {
 fn settings() -> Vec<Setting> {
     let yaml_keys = yaml_keys();
     let defaults = literal_defaults(&std::fs::read_to_string(DEFAULTS).expect("contract/src/defaults.rs reads"));
-    let mut settings: Vec<Setting> = command()
-        .get_arguments()
-        .filter(|arg| arg.get_long().is_some() || arg.get_env().is_some())
+    let command = command();
+    let mut settings: Vec<Setting> = settings_doc::arguments(&command)
         .map(|arg| {
             let id = arg.get_id().as_str();
-            let clap_default = arg
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy())
-                .collect::<Vec<_>>();
-            let constant = id.to_uppercase();
-            let default = if clap_default.is_empty() {
-                defaults
+            let mut setting = Setting::of(arg);
+            setting.yaml_key = yaml_keys.contains(&id).then(|| id.to_owned());
+            if setting.default.is_none() {
+                let constant = id.to_uppercase();
+                setting.default = defaults
                     .get(&constant)
-                    .map(|value| (value.clone(), format!("defaults::{constant}")))
-            } else {
-                Some((clap_default.join(","), "clap's default_value".to_owned()))
-            };
-            Setting {
-                flag: arg.get_long().map(|long| format!("--{long}")),
-                env: arg.get_env().map(|env| env.to_string_lossy().into_owned()),
-                yaml_key: yaml_keys.contains(&id).then(|| id.to_owned()),
-                default,
+                    .map(|value| (value.clone(), format!("defaults::{constant}")));
             }
+            setting
         })
         .collect();
-    let with_argument: Vec<String> = command().get_arguments().map(|arg| arg.get_id().to_string()).collect();
+    let with_argument: Vec<String> = command.get_arguments().map(|arg| arg.get_id().to_string()).collect();
     for key in yaml_keys
         .iter()
         .filter(|key| !with_argument.iter().any(|id| id == *key))
@@ -174,245 +147,19 @@ fn literal_defaults(source: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A row of a settings table, its cells trimmed and without their backticks (`default` kept whole).
-#[derive(Debug)]
-struct Row {
-    line: usize,
-    flag: String,
-    env: String,
-    yaml_key: String,
-    default: String,
-}
-
-impl Row {
-    fn name(&self) -> String {
-        let name = [&self.flag, &self.env, &self.yaml_key]
-            .into_iter()
-            .find(|cell| !cell.is_empty());
-        format!("`{}`", name.map_or("?", String::as_str))
-    }
-}
-
-/// The cells of a Markdown table line (`\|` does not split).
-fn cells(line: &str) -> Vec<String> {
-    let inner = line.trim().trim_start_matches('|');
-    let inner = inner.strip_suffix('|').filter(|s| !s.ends_with('\\')).unwrap_or(inner);
-    let mut cells = vec![String::new()];
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&'|') => cells.last_mut().expect("a cell").push(chars.next().expect("|")),
-            '|' => cells.push(String::new()),
-            c => cells.last_mut().expect("a cell").push(c),
-        }
-    }
-    cells.into_iter().map(|cell| cell.trim().to_owned()).collect()
-}
-
-/// The content of a cell that is one code span (`` `20` ``), else `None` (prose such as `none (any)`).
-fn code_span(cell: &str) -> Option<&str> {
-    cell.strip_prefix('`')
-        .and_then(|s| s.strip_suffix('`'))
-        .filter(|s| !s.contains('`'))
-}
-
-/// A name cell for a message: in backticks, or "an empty cell".
-fn shown(cell: &str) -> String {
-    if cell.is_empty() {
-        "an empty cell".to_owned()
-    } else {
-        format!("`{cell}`")
-    }
-}
-
-/// Every row of every settings table of the doc (a table whose header has the [`COLUMNS`]).
-fn documented_rows() -> Vec<Row> {
-    let doc = std::fs::read_to_string(DOC).expect("docs/configuration.md reads");
-    let mut rows = Vec::new();
-    let mut columns: Option<[usize; 4]> = None;
-    let mut in_table = false;
-    for (index, line) in doc.lines().enumerate() {
-        if !line.trim_start().starts_with('|') {
-            (in_table, columns) = (false, None);
-            continue;
-        }
-        let cells = cells(line);
-        if !in_table {
-            in_table = true;
-            let position = |name: &str| cells.iter().position(|cell| cell == name);
-            columns = COLUMNS
-                .iter()
-                .map(|name| position(name))
-                .collect::<Option<Vec<_>>>()
-                .map(|found| {
-                    let mut columns = [0; 4];
-                    columns.copy_from_slice(&found);
-                    columns
-                });
-            continue;
-        }
-        let Some([flag, env, yaml_key, default]) = columns else {
-            continue;
-        };
-        if cells.iter().all(|cell| cell.chars().all(|c| matches!(c, '-' | ':'))) {
-            continue; // the header's separator
-        }
-        let cell = |column: usize| cells.get(column).cloned().unwrap_or_default();
-        let bare = |column: usize| {
-            let cell = cell(column);
-            code_span(&cell).map_or(cell.clone(), str::to_owned)
-        };
-        rows.push(Row {
-            line: index + 1,
-            flag: bare(flag),
-            env: bare(env),
-            yaml_key: bare(yaml_key),
-            default: cell(default),
-        });
-    }
-    assert!(
-        !rows.is_empty(),
-        "docs/configuration.md has no settings table (a table whose header has the columns {COLUMNS:?})"
-    );
-    rows
-}
-
-/// The rows about `setting`.
-fn rows_of<'a>(setting: &Setting, rows: &'a [Row]) -> Vec<&'a Row> {
-    rows.iter().filter(|row| setting.described_by(row)).collect()
-}
-
-fn assert_none(problems: Vec<String>, what: &str) {
-    assert!(
-        problems.is_empty(),
-        "docs/configuration.md disagrees with the settings' code (contract/src/settings.rs, \
-         contract/src/defaults.rs), which is the truth: {what}\n  - {}\n",
-        problems.join("\n  - ")
-    );
-}
-
 #[test]
 fn every_setting_is_documented_with_its_flag_variable_and_yaml_key() {
-    let rows = documented_rows();
-    let mut problems = Vec::new();
-    for setting in settings() {
-        let matches = rows_of(&setting, &rows);
-        let row = match matches.as_slice() {
-            [] => {
-                let shown = |name: &Option<String>| name.as_deref().map_or("none".to_owned(), |n| format!("`{n}`"));
-                problems.push(format!(
-                    "{} is not documented (flag {}, variable {}, YAML key {})",
-                    setting.name(),
-                    shown(&setting.flag),
-                    shown(&setting.env),
-                    shown(&setting.yaml_key)
-                ));
-                continue;
-            }
-            [row] => row,
-            several => {
-                let lines: Vec<usize> = several.iter().map(|row| row.line).collect();
-                problems.push(format!("{} is documented on several lines: {lines:?}", setting.name()));
-                continue;
-            }
-        };
-        let columns = [("flag", &setting.flag, &row.flag), ("variable", &setting.env, &row.env)];
-        let columns = columns
-            .into_iter()
-            .chain([("YAML key", &setting.yaml_key, &row.yaml_key)]);
-        for (column, code, doc) in columns {
-            if code.as_deref().unwrap_or_default() != doc.as_str() {
-                let code = code
-                    .as_deref()
-                    .map_or("none (an empty cell)".to_owned(), |c| format!("`{c}`"));
-                problems.push(format!(
-                    "line {}: {}: the {column} is {code}, the doc says {}",
-                    row.line,
-                    setting.name(),
-                    shown(doc)
-                ));
-            }
-        }
-    }
-    assert_none(problems, "settings missing or named differently");
+    settings_doc::assert_every_setting_documented(&settings(), &documented_rows(), TRUTH);
 }
 
 #[test]
 fn every_documented_row_names_a_setting() {
-    let settings = settings();
-    let problems = documented_rows()
-        .iter()
-        .filter_map(|row| {
-            let about: Vec<String> = settings
-                .iter()
-                .filter(|setting| setting.described_by(row))
-                .map(Setting::name)
-                .collect();
-            match about.as_slice() {
-                [] => Some(format!(
-                    "line {}: {} names no setting (flag {}, variable {}, YAML key {})",
-                    row.line,
-                    row.name(),
-                    shown(&row.flag),
-                    shown(&row.env),
-                    shown(&row.yaml_key)
-                )),
-                [_] => None,
-                several => Some(format!(
-                    "line {}: one row mixes several settings: {}",
-                    row.line,
-                    several.join(", ")
-                )),
-            }
-        })
-        .collect();
-    assert_none(problems, "stale rows");
+    settings_doc::assert_no_stale_row(&settings(), &documented_rows(), TRUTH);
 }
 
 #[test]
 fn documented_defaults_match_the_code() {
-    let rows = documented_rows();
-    // Without environment variables, so that the test's own environment cannot refuse a value.
-    let parser = command().mut_args(|arg: Arg| arg.env(None));
-    let mut problems = Vec::new();
-    for setting in settings() {
-        // A missing or repeated row is every_setting_is_documented_with_its_flag_variable_and_yaml_key's.
-        let [row] = rows_of(&setting, &rows)[..] else { continue };
-        let documented = code_span(&row.default);
-        match &setting.default {
-            Some((value, source)) if documented != Some(value.as_str()) => problems.push(format!(
-                "line {}: {}: the default is `{value}` ({source}), the doc says {}",
-                row.line,
-                setting.name(),
-                if row.default.is_empty() {
-                    "an empty cell"
-                } else {
-                    &row.default
-                }
-            )),
-            None if row.default.is_empty() => problems.push(format!(
-                "line {}: {}: the default is not documented",
-                row.line,
-                setting.name()
-            )),
-            _ => {}
-        }
-        if let (Some(flag), Some(value)) = (&setting.flag, documented) {
-            if let Err(error) = parser
-                .clone()
-                .try_get_matches_from(["herald-gateway", &format!("{flag}={value}")])
-            {
-                let reason = error.to_string();
-                let reason = reason.lines().next().unwrap_or_default();
-                problems.push(format!(
-                    "line {}: {}: the documented default `{value}` is refused: {reason}",
-                    row.line,
-                    setting.name()
-                ));
-            }
-        }
-    }
-    assert_none(problems, "defaults");
+    settings_doc::assert_defaults_match(&settings(), &documented_rows(), command(), TRUTH);
 }
 
 #[test]

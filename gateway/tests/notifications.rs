@@ -623,15 +623,7 @@ async fn metrics_count_connections_publishes_and_deliveries() {
     let (mut ws, _) = gw.connect_user("alice").await;
     gw.publish_to(&["alice"], "new_like", "counted").await;
     recv_type(&mut ws, "notification").await;
-    let text = gw
-        .http
-        .get(gw.internal_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = gw.metrics().await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -318,6 +318,15 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     };
     let _ = tokio::time::timeout(Duration::from_secs(60), flood).await;
     gw.await_connection_count("alice", 0).await;
+    // Counted by its reason (the session counts its end before it leaves the registry), for the
+    // HeraldSlowConsumers alert.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == r#"herald_connections_closed_total{reason="slow_consumer"} 1"#),
+        "one slow consumer closed:\n{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -480,11 +480,20 @@ async fn a_paused_leader_never_acts_beside_the_one_that_took_over_and_a_stopped_
     assert_eq!(b.logged("leader:released"), 1);
 }
 
-/// The metric names a PromQL expression reads: Herald's own, controller-runtime's and client-go's
-/// (every series the dashboard and the alerts use has one of these prefixes).
-fn series_read_by(expr: &str) -> Vec<String> {
+/// A series a PromQL expression reads: its metric name, and what its equality matchers on literal
+/// values (`name{label="value"}`) ask of its labels. Regex and negative matchers, and values naming a
+/// Grafana variable (`$namespace`), ask nothing checkable here.
+#[derive(Debug, PartialEq)]
+struct Selector {
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+/// The series a PromQL expression reads: Herald's own, controller-runtime's and client-go's (every
+/// series the dashboard and the alerts use has one of these prefixes).
+fn series_read_by(expr: &str) -> Vec<Selector> {
     const PREFIXES: [&str; 4] = ["herald_", "controller_runtime_", "workqueue_", "leader_election_"];
-    let mut names = Vec::new();
+    let mut selectors = Vec::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -493,13 +502,95 @@ fn series_read_by(expr: &str) -> Vec<String> {
             let end = expr[i..]
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .map_or(expr.len(), |n| i + n);
-            names.push(expr[i..end].to_owned());
-            i = end;
+            let (matchers, braces) = matchers(&expr[end..]);
+            let labels = matchers
+                .into_iter()
+                .filter(|(_, operator, value)| operator == "=" && !value.contains('$'))
+                .map(|(label, _, value)| (label, value))
+                .collect();
+            selectors.push(Selector {
+                name: expr[i..end].to_owned(),
+                labels,
+            });
+            i = end + braces;
         } else {
             i += 1;
         }
     }
-    names
+    selectors
+}
+
+/// The label matchers in the braces `text` starts with (`{a="x", b=~"y"}`), as (label, operator,
+/// value), and how many bytes the braces take; none and 0 when `text` starts with no braces. A
+/// scraped series' labels (`{a="x",b="y"}`) read the same way, with `=` each.
+fn matchers(text: &str) -> (Vec<(String, String, String)>, usize) {
+    let Some(mut rest) = text.strip_prefix('{') else {
+        return (Vec::new(), 0);
+    };
+    let mut found = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        if let Some(after) = rest.strip_prefix('}') {
+            return (found, text.len() - after.len());
+        }
+        let label_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or_else(|| panic!("a label matcher in {text:?}"));
+        let label = rest[..label_end].to_owned();
+        rest = rest[label_end..].trim_start();
+        let operator = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|operator| rest.starts_with(operator))
+            .unwrap_or_else(|| panic!("a matcher's operator in {text:?}"));
+        rest = rest[operator.len()..].trim_start();
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '"' | '\'' | '`'))
+            .unwrap_or_else(|| panic!("a quoted value in {text:?}"));
+        let mut value = String::new();
+        let mut chars = rest[1..].char_indices();
+        let close = loop {
+            match chars.next() {
+                Some((_, '\\')) if quote != '`' => value.extend(chars.next().map(|(_, c)| c)),
+                Some((at, c)) if c == quote => break at,
+                Some((_, c)) => value.push(c),
+                None => panic!("an unterminated value in {text:?}"),
+            }
+        };
+        found.push((label, operator.to_owned(), value));
+        rest = &rest[1 + close + 1..];
+    }
+}
+
+/// The label sets of each series of a scrape, by the series' name as exported (a histogram's
+/// `_bucket`, `_sum` and `_count` apart).
+fn series_labels(text: &str) -> std::collections::BTreeMap<String, Vec<Vec<(String, String)>>> {
+    let mut series: std::collections::BTreeMap<String, Vec<Vec<(String, String)>>> = Default::default();
+    for line in text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+    {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = matchers(&line[name_end..])
+            .0
+            .into_iter()
+            .map(|(label, _, value)| (label, value))
+            .collect();
+        series.entry(line[..name_end].to_owned()).or_default().push(labels);
+    }
+    series
+}
+
+/// Whether some series of `selector`'s name has every label value its equality matchers ask for.
+fn has_series_for(
+    selector: &Selector,
+    series: &std::collections::BTreeMap<String, Vec<Vec<(String, String)>>>,
+) -> bool {
+    series.get(&selector.name).is_some_and(|sets| {
+        sets.iter()
+            .any(|labels| selector.labels.iter().all(|wanted| labels.contains(wanted)))
+    })
 }
 
 /// Each `# TYPE <name> <type>` of a scrape, as name -> type.
@@ -523,11 +614,17 @@ fn is_exported(name: &str, types: &std::collections::BTreeMap<String, String>) -
 
 /// Issue 14: every series the Grafana dashboard and the alerts query is one a live gateway or the
 /// leading operator exports (scraped from the binaries, after a gateway was reconciled so that the
-/// per-gateway series exist). A renamed metric fails here, not on a platform team's empty panel.
+/// per-gateway series exist), and every literal label value they ask for (`reason="slow_consumer"`)
+/// is one of its series' values. The gateways are an embedded one and a cluster-mode one, so every
+/// backend's series are seen. A renamed metric or label value fails here, not on a platform team's
+/// empty panel.
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_query_only_series_the_binaries_export() {
     let _alone = ONE_OPERATOR_AT_A_TIME.lock().await;
     let Some(client) = client().await else { return };
+    let Some(cluster) = herald_e2e::cluster::Cluster::new(None) else {
+        return;
+    };
     let namespace = herald_e2e::unique_name("mon");
     create_namespace(&client, &namespace).await;
     let port = herald_e2e::free_port();
@@ -555,9 +652,34 @@ async fn the_dashboard_and_the_alerts_query_only_series_the_binaries_export() {
         })
     })
     .await;
-    let mut types = exported(&operator_metrics().await.expect("operator metrics"));
-    let gateway = herald_e2e::GatewayProcess::start(&["--dev"], &[]);
-    types.extend(exported(&gateway.metrics().await));
+    // The embedded gateway (SQLite) and a cluster-mode one (PostgreSQL and Redis): each exports the
+    // series of its own backends.
+    let scrapes = [
+        operator_metrics().await.expect("operator metrics"),
+        herald_e2e::GatewayProcess::start(&["--dev"], &[]).metrics().await,
+        cluster.replica(&[]).metrics().await,
+    ];
+    let mut types = std::collections::BTreeMap::new();
+    let mut series: std::collections::BTreeMap<String, Vec<Vec<(String, String)>>> = Default::default();
+    for scrape in &scrapes {
+        types.extend(exported(scrape));
+        for (name, sets) in series_labels(scrape) {
+            series.entry(name).or_default().extend(sets);
+        }
+    }
+    assert!(
+        ["sqlite", "postgres", "redis"].iter().all(|backend| {
+            has_series_for(
+                &Selector {
+                    name: "herald_backend_errors_total".into(),
+                    labels: vec![("backend".into(), (*backend).into())],
+                },
+                &series,
+            )
+        }),
+        "every backend's series were scraped: {:?}",
+        series.get("herald_backend_errors_total")
+    );
 
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/herald-operator/files");
     let dashboard: serde_json::Value =
@@ -593,16 +715,45 @@ async fn the_dashboard_and_the_alerts_query_only_series_the_binaries_export() {
         .flat_map(|(whose, expr)| {
             series_read_by(expr)
                 .into_iter()
-                .filter(|name| !is_exported(name, &types))
-                .map(move |name| format!("{whose}: {name}"))
+                .filter(|selector| !is_exported(&selector.name, &types))
+                .map(move |selector| format!("{whose}: {}", selector.name))
         })
         .collect();
     assert!(
         missing.is_empty(),
         "queried but exported by neither binary: {missing:#?}"
     );
+    // A label value no series has (a renamed reason, an operation never declared) is an empty panel
+    // or an alert that cannot fire, as much as a renamed metric. Fixed label sets start at zero, so
+    // their series exist from the start.
+    let unmatched: Vec<String> = queries
+        .iter()
+        .flat_map(|(whose, expr)| {
+            series_read_by(expr)
+                .into_iter()
+                .filter(|selector| !selector.labels.is_empty() && !has_series_for(selector, &series))
+                .map(move |selector| format!("{whose}: {} {:?}", selector.name, selector.labels))
+        })
+        .collect();
     assert!(
-        series_read_by("rate(herald_a_total[5m]) / on() herald_b_bucket") == ["herald_a_total", "herald_b_bucket"],
-        "the reader finds names"
+        unmatched.is_empty(),
+        "queried label values no exported series has: {unmatched:#?}"
+    );
+    let read = series_read_by(
+        r#"rate(herald_a_total{namespace=~"$namespace", reason="slow", kind!="x"}[5m]) / on() herald_b_bucket{le='0.5',pod="$pod"}"#,
+    );
+    assert_eq!(
+        read,
+        [
+            Selector {
+                name: "herald_a_total".into(),
+                labels: vec![("reason".into(), "slow".into())],
+            },
+            Selector {
+                name: "herald_b_bucket".into(),
+                labels: vec![("le".into(), "0.5".into())],
+            },
+        ],
+        "the reader finds names and literal equality matchers"
     );
 }

@@ -228,6 +228,26 @@ impl GatewayProcess {
         }
     }
 
+    /// Waits (at most [`WAIT`]) until `GET /readyz` answers `status` with its check `check`
+    /// (`redis`, `postgres`, ...) reporting `state` (`ok`, `unavailable`).
+    pub async fn wait_for_readiness(&self, status: u16, check: &str, state: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let answer = reqwest::get(self.url("/readyz")).await.expect("GET /readyz");
+            let got = answer.status().as_u16();
+            let body: Value = answer.json().await.expect("readiness JSON");
+            if (got, body["checks"][check].as_str()) == (status, Some(state)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: readiness still {got} {body}, expected {status} with {check} {state}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A connection token for the holder of the user JWT `jwt` (`POST /ws/token` must answer 200).
     pub async fn issue_token(&self, jwt: &str) -> String {
         let response = reqwest::Client::new()

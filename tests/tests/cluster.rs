@@ -101,36 +101,23 @@ async fn redis_restart_loses_no_notification() {
     let recipients: Vec<&str> = users.iter().map(String::as_str).collect();
     let publisher = async {
         let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        // Polls readiness (at most the wait) until it answers `status` with Redis `check`.
-        let readyz = publisher_side.url("/readyz");
-        let readiness_becomes = |status: u16, check: &'static str| {
-            let readyz = readyz.clone();
-            async move {
-                let deadline = Instant::now() + herald_e2e::WAIT;
-                loop {
-                    let answer = reqwest::get(&readyz).await.expect("readyz");
-                    let got = answer.status().as_u16();
-                    let body: Value = answer.json().await.expect("json");
-                    if (got, body["checks"]["redis"].as_str()) == (status, Some(check)) {
-                        return;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "readiness still {got} {body}, expected {status} {check}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
+        // The bus's failed publishes are counted for the alert (HeraldBackendErrors).
+        const SPUBLISH_ERRORS: &str = r#"herald_backend_errors_total{backend="redis",operation="spublish"}"#;
         for i in 0..TOTAL {
             if i == 20 {
+                assert_eq!(
+                    publisher_side.metric(SPUBLISH_ERRORS).await,
+                    Some(0.0),
+                    "no failure while Redis is up"
+                );
                 redis.kill();
                 // Readiness says so: the probe asks Redis itself.
-                readiness_becomes(503, "unavailable").await;
+                publisher_side.wait_for_readiness(503, "redis", "unavailable").await;
             }
             if i == 40 {
+                publisher_side.wait_for_metric(SPUBLISH_ERRORS, 1.0).await;
                 redis.restart();
-                readiness_becomes(200, "ok").await;
+                publisher_side.wait_for_readiness(200, "redis", "ok").await;
             }
             let response = publish(&publisher_side, &recipients, &format!("n{i}")).await;
             assert_eq!(response.status(), 202, "publishing answers while Redis is down");

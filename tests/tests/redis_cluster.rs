@@ -56,6 +56,16 @@ async fn publish_to_all(
     }
 }
 
+/// Every replica answers `/readyz` with 200, its `redis` check `ok` (each polled, at most the wait).
+async fn every_replica_is_ready(replicas: &[GatewayProcess]) {
+    futures_util::future::join_all(
+        replicas
+            .iter()
+            .map(|replica| replica.wait_for_readiness(200, "redis", "ok")),
+    )
+    .await;
+}
+
 async fn everyone_received_everything(clients: &mut [Client], created: &BTreeMap<String, BTreeSet<String>>) {
     futures_util::future::join_all(clients.iter_mut().map(|client| {
         let expected = created.get(&client.user).cloned().unwrap_or_default();
@@ -73,6 +83,7 @@ async fn replicas_on_a_redis_cluster_lose_nothing_when_a_replica_dies_and_a_prim
         return;
     };
     let mut replicas = cluster.replicas(REPLICAS);
+    every_replica_is_ready(&replicas).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("spread-{i}")).collect();
     let recipients: Vec<&str> = users.iter().map(String::as_str).collect();
     // User i on replica i % 4: every replica holds users of every Redis primary.
@@ -137,6 +148,9 @@ async fn replicas_on_a_redis_cluster_lose_nothing_when_a_replica_dies_and_a_prim
     let (all, (old_primary, new_primary)) = tokio::join!(publishing, failing_over);
     created = all;
     assert_ne!(old_primary, new_primary);
+    // Every replica is ready once the failover completed (readiness asks whether a replica reaches
+    // the Cluster, one node of it: docs/architecture.md).
+    every_replica_is_ready(&replicas).await;
     // And after it, through the new primary's slots as well.
     publish_to_all(&replicas[2], &recipients, "after the failover", &mut created).await;
     everyone_received_everything(&mut clients, &created).await;

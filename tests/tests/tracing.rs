@@ -98,6 +98,21 @@ fn spans_of(request: &Value) -> Vec<Exported> {
 #[tokio::test]
 async fn a_publish_and_its_delivery_on_another_replica_are_one_trace() {
     let Some(cluster) = Cluster::new(None) else { return };
+    publish_and_delivery_are_one_trace(cluster).await;
+}
+
+/// The same over a Redis Cluster: the trace context crosses it in the sharded message.
+#[tokio::test]
+async fn a_publish_and_its_delivery_across_a_redis_cluster_are_one_trace() {
+    let Some(url) = herald_e2e::redis_cluster_url() else {
+        return;
+    };
+    let Some(cluster) = Cluster::new(Some(url)) else { return };
+    publish_and_delivery_are_one_trace(cluster).await;
+}
+
+/// Two traced replicas of `cluster`: a publish on one and its delivery on the other are one trace.
+async fn publish_and_delivery_are_one_trace(cluster: Cluster) {
     let (port, spans) = collector().await;
     let endpoint = format!("http://127.0.0.1:{port}");
     let traced = |instance: &str| -> Vec<(&'static str, String)> {

@@ -474,7 +474,7 @@ mod tests {
         metrics.observe_replay(0, false);
         metrics.observe_replay(64, true);
         let backend = metrics.backend();
-        backend.observe(Backend::Redis, "publish", std::time::Duration::from_micros(300), true);
+        backend.observe(Backend::Redis, "spublish", std::time::Duration::from_micros(300), true);
         backend.observe(Backend::Postgres, "commit", std::time::Duration::from_millis(30), false);
         let text = metrics.render(live::Snapshot {
             sessions: crate::app::sessions::SessionStats {
@@ -491,7 +491,7 @@ mod tests {
             "herald_replay_notifications_bucket{le=\"0\"} 1",
             "herald_replay_notifications_bucket{le=\"100\"} 2",
             "herald_replays_backlogged_total 1",
-            "herald_backend_request_duration_seconds_bucket{backend=\"redis\",operation=\"publish\",le=\"0.0005\"} 1",
+            "herald_backend_request_duration_seconds_bucket{backend=\"redis\",operation=\"spublish\",le=\"0.0005\"} 1",
             "herald_backend_request_duration_seconds_count{backend=\"postgres\",operation=\"commit\"} 1",
             "herald_backend_errors_total{backend=\"postgres\",operation=\"commit\"} 1",
             "herald_outbound_queued_frames 9",

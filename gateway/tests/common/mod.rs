@@ -115,6 +115,12 @@ impl TestGateway {
         format!("http://{}{path}", self.internal_addr)
     }
 
+    /// The whole `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.internal_url("/metrics")).send().await;
+        response.expect("GET /metrics").text().await.expect("metrics text")
+    }
+
     pub async fn post_token(&self, jwt: Option<&str>) -> reqwest::Response {
         let mut request = self.http.post(self.url("/ws/token"));
         if let Some(jwt) = jwt {

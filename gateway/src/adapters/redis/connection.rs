@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
 
 use super::subscriber::{self, Subscriber};
@@ -17,6 +18,23 @@ use crate::error::{Error, Result};
 pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// A `PING` answered by one node. On a Cluster the client sends a keyless `PING` to every
+    /// primary and fails if any of them fails; this one goes to a node picked at random, so that it
+    /// asks whether this replica reaches the Cluster, not whether every slot is served now (the
+    /// readiness probe's question: docs/architecture.md, "Readiness asks one node of a Cluster").
+    pub(super) async fn ping_one_node(&mut self) -> RedisResult<Value> {
+        let ping = redis::cmd("PING");
+        match self {
+            Connection::Single(c) => c.req_packed_command(&ping).await,
+            Connection::Cluster(c) => {
+                c.route_command(&ping, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                    .await
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Connection {

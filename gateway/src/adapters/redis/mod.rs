@@ -171,11 +171,10 @@ impl HealthProbe for Redis {
         "redis"
     }
 
+    /// Whether this replica reaches Redis: on a Cluster, one node of it (see
+    /// `Connection::ping_one_node`); a slot whose primary fails shows in `herald_backend_errors_total`.
     async fn check(&self) -> Result<()> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
+        self.connection().ping_one_node().await.map_err(unavailable)?;
         Ok(())
     }
 }

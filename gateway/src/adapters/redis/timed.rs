@@ -59,6 +59,16 @@ fn operation(cmd: &Cmd) -> &'static str {
         .unwrap_or("other")
 }
 
+impl Timed<super::Connection> {
+    /// [`super::Connection::ping_one_node`], timed as `ping`.
+    pub async fn ping_one_node(&mut self) -> RedisResult<Value> {
+        let started = Instant::now();
+        let result = self.inner.ping_one_node().await;
+        self.record("ping", started, &result);
+        result
+    }
+}
+
 impl<C: ConnectionLike + Send> ConnectionLike for Timed<C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
