@@ -145,6 +145,54 @@ impl Target for Herald {
         }
         Ok(())
     }
+
+    async fn own_account(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let replicas = [
+            Some(("publisher", &self.publisher)),
+            self.receiver.as_ref().map(|r| ("receiver", r)),
+        ];
+        for (role, replica) in replicas.into_iter().flatten() {
+            let text = match self.http.get(replica.internal_url("/metrics")).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(err) => {
+                    lines.push(format!("{role}: /metrics unreadable: {err}"));
+                    continue;
+                }
+            };
+            lines.extend(backend_times(&text).into_iter().map(|(operation, count, mean_ms)| {
+                format!("{role}: {operation} x{count}, mean {mean_ms:.3} ms (since start)")
+            }));
+        }
+        lines
+    }
+}
+
+/// Each backend operation's count and mean duration in milliseconds, from the
+/// `herald_backend_request_duration_seconds` histogram in a `/metrics` text; operations never
+/// called are left out.
+fn backend_times(metrics: &str) -> Vec<(String, u64, f64)> {
+    const FAMILY: &str = "herald_backend_request_duration_seconds";
+    let read = |suffix: &str| -> std::collections::BTreeMap<String, f64> {
+        let prefix = format!("{FAMILY}_{suffix}{{");
+        metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| {
+                let (labels, value) = rest.split_once("} ")?;
+                Some((labels.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let sums = read("sum");
+    read("count")
+        .into_iter()
+        .filter(|(_, count)| *count > 0.0)
+        .map(|(labels, count)| {
+            let mean_ms = sums.get(&labels).copied().unwrap_or_default() / count * 1_000.0;
+            (labels, count as u64, mean_ms)
+        })
+        .collect()
 }
 
 struct HeraldClient {
@@ -182,5 +230,29 @@ impl Client for HeraldClient {
                 .await?;
             return Ok(Some(key));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend_times;
+
+    #[test]
+    fn backend_times_are_counts_and_means_of_the_histogram() {
+        let text = "\
+herald_backend_request_duration_seconds_sum{backend=\"postgres\",operation=\"commit\"} 0.5
+herald_backend_request_duration_seconds_count{backend=\"postgres\",operation=\"commit\"} 250
+herald_backend_request_duration_seconds_sum{backend=\"redis\",operation=\"spublish\"} 0
+herald_backend_request_duration_seconds_count{backend=\"redis\",operation=\"spublish\"} 0
+herald_backend_errors_total{backend=\"postgres\",operation=\"commit\"} 3
+";
+        let times = backend_times(text);
+        assert_eq!(times.len(), 1, "never called: left out; {times:?}");
+        let (labels, count, mean_ms) = &times[0];
+        assert_eq!(
+            (labels.as_str(), *count),
+            ("backend=\"postgres\",operation=\"commit\"", 250)
+        );
+        assert!((mean_ms - 2.0).abs() < 1e-9, "{mean_ms}");
     }
 }

@@ -147,8 +147,19 @@ pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::pat
             }
             _ => None,
         };
-        let outcome = run(target, plan, store).await?;
+        let outcome = run(target.clone(), plan, store).await?;
         eprintln!("{}", table(std::slice::from_ref(&outcome)));
+        eprintln!(
+            "{}: publish answered p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+            outcome.name,
+            outcome.answered_percentile_ms(50.0),
+            outcome.answered_percentile_ms(90.0),
+            outcome.answered_percentile_ms(99.0),
+            outcome.answered_percentile_ms(100.0),
+        );
+        for line in target.own_account().await {
+            eprintln!("{}: {line}", outcome.name);
+        }
         outcomes.push(outcome);
     }
     let report = report(&outcomes, plan);
@@ -260,6 +271,9 @@ pub struct Outcome {
     pub delivered_rate: f64,
     /// Publish sent -> notification received, in microseconds, sorted.
     pub latencies_us: Vec<u64>,
+    /// Publish sent -> the server's answer, in microseconds, sorted: the part of the latency spent
+    /// before the server let go of the request (Herald: until the commit).
+    pub answered_us: Vec<u64>,
     pub server_cpu_s: f64,
     /// PostgreSQL and Redis, for the rows that use them.
     pub store_cpu_s: f64,
@@ -271,11 +285,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[rank.min(self.latencies_us.len() - 1)] as f64 / 1_000.0
+        percentile_ms(&self.latencies_us, p)
+    }
+
+    /// The `p`th percentile of publish sent -> answered, in milliseconds.
+    pub fn answered_percentile_ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.answered_us, p)
     }
 
     /// Server CPU per delivered notification, in milliseconds.
@@ -287,6 +302,15 @@ impl Outcome {
     pub fn bytes_per_connection(&self) -> f64 {
         (self.rss_connected_kib.saturating_sub(self.rss_idle_kib) * 1_024) as f64 / self.plan.users.max(1) as f64
     }
+}
+
+/// The `p`th percentile of `sorted_us` (sorted, microseconds), in milliseconds; NaN when empty.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
+    sorted_us[rank.min(sorted_us.len() - 1)] as f64 / 1_000.0
 }
 
 impl Plan {
@@ -319,6 +343,8 @@ struct Tally {
     duplicates: AtomicUsize,
     last_delivery_us: AtomicU64,
     latencies_us: std::sync::Mutex<Vec<u64>>,
+    /// Publish sent -> the server's answer (Herald: the `202` after the commit), in microseconds.
+    answered_us: std::sync::Mutex<Vec<u64>>,
     all_delivered: Notify,
 }
 
@@ -334,6 +360,7 @@ impl Tally {
             duplicates: AtomicUsize::new(0),
             last_delivery_us: AtomicU64::new(0),
             latencies_us: std::sync::Mutex::new(Vec::with_capacity(deliveries)),
+            answered_us: std::sync::Mutex::new(Vec::with_capacity(plan.notifications)),
             all_delivered: Notify::new(),
         }
     }
@@ -431,10 +458,18 @@ pub async fn run(
         let permit = in_flight.clone().acquire_owned().await?;
         let (target, tally, errors) = (target.clone(), tally.clone(), publish_errors.clone());
         tokio::spawn(async move {
-            tally.sent_us[key].store(tally.now_us().max(1), Ordering::SeqCst);
-            if let Err(err) = target.publish(&plan.recipients_of(key), key as u64).await {
-                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                    eprintln!("first publish error: {err:#}");
+            let sent_us = tally.now_us().max(1);
+            tally.sent_us[key].store(sent_us, Ordering::SeqCst);
+            match target.publish(&plan.recipients_of(key), key as u64).await {
+                Ok(()) => tally
+                    .answered_us
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(tally.now_us().saturating_sub(sent_us)),
+                Err(err) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("first publish error: {err:#}");
+                    }
                 }
             }
             drop(permit);
@@ -462,13 +497,8 @@ pub async fn run(
         .load(Ordering::SeqCst)
         .saturating_sub(publish_started)) as f64
         / 1e6;
-    let mut latencies_us = std::mem::take(
-        &mut *tally
-            .latencies_us
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    latencies_us.sort_unstable();
+    let latencies_us = take_sorted(&tally.latencies_us);
+    let answered_us = take_sorted(&tally.answered_us);
     Ok(Outcome {
         name: target.name(),
         caveat: target.caveat(),
@@ -479,6 +509,7 @@ pub async fn run(
         duplicates: tally.duplicates.load(Ordering::SeqCst),
         delivered_rate: delivered as f64 / delivery_window_s.max(1e-6),
         latencies_us,
+        answered_us,
         server_cpu_s,
         store_cpu_s,
         client_cpu_s,
@@ -486,6 +517,13 @@ pub async fn run(
         rss_connected_kib,
         rss_after_kib,
     })
+}
+
+/// The durations recorded in `recorded`, sorted (and taken out).
+fn take_sorted(recorded: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
+    let mut taken = std::mem::take(&mut *recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    taken.sort_unstable();
+    taken
 }
 
 /// The results as a Markdown table, one row per server.
@@ -547,6 +585,7 @@ mod tests {
             duplicates: 0,
             delivered_rate: 1.0,
             latencies_us,
+            answered_us: Vec::new(),
             server_cpu_s: 0.004,
             store_cpu_s: 0.0,
             client_cpu_s: 0.0,

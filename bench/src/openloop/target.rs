@@ -25,6 +25,12 @@ pub trait Target: Send + Sync {
     /// server allows it); returns once the server accepted it (for Herald: the `202` after the
     /// commit). `key` must come back out of [`Client::next`] of each of them.
     async fn publish(&self, users: &[usize], key: u64) -> anyhow::Result<()>;
+
+    /// The server's own account of the run, one line per item, printed beside its row (Herald: the
+    /// time its backends took per operation, from each replica's `/metrics`); empty for peers.
+    async fn own_account(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One connected user.

@@ -112,8 +112,8 @@ impl<S: NotificationStore + ?Sized> NotificationStore for Timed<S> {
         self.timed("delete", self.inner.delete(user_id, id)).await
     }
 
-    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.timed("mark_delivered", self.inner.mark_delivered(user_id, id, at))
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs, attempts: u32) -> Result<bool> {
+        self.timed("mark_delivered", self.inner.mark_delivered(user_id, id, at, attempts))
             .await
     }
 

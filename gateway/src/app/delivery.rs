@@ -12,6 +12,7 @@
 //! as acknowledgements drain the window: a replay of 100,000 notifications, or a burst, reaches a
 //! client that reads and acknowledges without ever filling its outbound queue.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use herald_contract::defaults;
@@ -90,11 +91,17 @@ pub struct DeliveryService {
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     metrics: Arc<Metrics>,
-    /// First-round attempts not recorded yet: delivery never waits on a store write, the recorder
-    /// task writes them in batches (a count lost to a crash only understates an informational column).
-    attempts: Mutex<Vec<Uuid>>,
+    /// Delivery rounds not recorded yet, by notification: delivery never waits on a store write; the
+    /// recorder task writes them in batches, or an acknowledgement takes them along (a count lost to
+    /// a crash only understates an informational column).
+    attempts: Mutex<HashMap<Uuid, u32>>,
     attempts_ready: tokio::sync::Notify,
 }
+
+/// How long the attempt recorder gathers delivery rounds before writing them: long enough for most
+/// acknowledgements to come back and take their notification's rounds along (one row update instead
+/// of two), short enough that a crash loses little of an informational count.
+pub const ATTEMPTS_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl DeliveryService {
     // Each is a collaborator of its own, wired once in `server::build`; a struct of them would only
@@ -319,16 +326,17 @@ impl DeliveryService {
         Ok(connections)
     }
 
-    /// The user acknowledged `id`: no connection here re-sends it. `true` when it was awaiting an
-    /// acknowledgement here, i.e. this replica sent it to this user and it exists.
-    pub async fn acknowledged(&self, user_id: &str, id: Uuid) -> bool {
+    /// The user acknowledged `id`: no connection here re-sends it. `Some` when it was awaiting an
+    /// acknowledgement here, i.e. this replica sent it to this user and it exists, with its delivery
+    /// rounds not recorded yet, for the acknowledgement's write to record.
+    pub async fn acknowledged(&self, user_id: &str, id: Uuid) -> Option<u32> {
         let mut pending = false;
         for state in self.states_of(user_id) {
             let mut state = state.lock().await;
             pending |= state.untrack(&id);
             self.refill(&mut state, self.clock.now_ms()).await;
         }
-        pending
+        pending.then(|| self.take_attempts(&id))
     }
 
     /// Re-sends what is due and unacknowledged; gives up after `max_attempts` with
@@ -527,30 +535,55 @@ impl DeliveryService {
 
     /// Counts one delivery round of `id`; the recorder writes the counts in batches.
     fn count_attempt(&self, id: Uuid) {
+        *self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id)
+            .or_default() += 1;
+        self.attempts_ready.notify_one();
+    }
+
+    /// The delivery rounds of `id` not recorded yet, which the caller now records (with the
+    /// acknowledgement): the recorder will not.
+    fn take_attempts(&self, id: &Uuid) -> u32 {
         self.attempts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(id);
-        self.attempts_ready.notify_one();
+            .remove(id)
+            .unwrap_or(0)
     }
 
     /// Records the attempt counts gathered so far; the recorder does it continuously.
     pub async fn flush_attempts(&self) -> Result<()> {
-        let ids = std::mem::take(&mut *self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if ids.is_empty() {
+        let counts = std::mem::take(&mut *self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if counts.is_empty() {
             return Ok(());
         }
+        // An id counted twice is listed twice (the store counts each).
+        let ids: Vec<Uuid> = counts
+            .into_iter()
+            .flat_map(|(id, rounds)| std::iter::repeat_n(id, rounds as usize))
+            .collect();
         self.store.record_attempt(&ids).await
     }
 
-    /// Writes attempt counts as they come, in batches (everything gathered while the previous write
-    /// was in flight), and what is left when the replica stops.
+    /// Writes attempt counts in batches, each [`ATTEMPTS_GATHER`] after the first round it holds, and
+    /// what is left when the replica stops.
     pub async fn run_attempt_recorder(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let stopping = tokio::select! {
+            let mut stopping = tokio::select! {
                 () = shutdown.cancelled() => true,
                 () = self.attempts_ready.notified() => false,
             };
+            if !stopping {
+                // Most notifications are acknowledged within this time: their rounds then ride on
+                // the acknowledgement's write, and the recorder writes only the others.
+                stopping = tokio::select! {
+                    () = shutdown.cancelled() => true,
+                    () = tokio::time::sleep(ATTEMPTS_GATHER) => false,
+                };
+            }
             if let Err(err) = self.flush_attempts().await {
                 tracing::warn!(error = %err, "delivery: attempt counts not recorded");
             }

@@ -303,13 +303,14 @@ impl NotificationService {
     /// wait for a commit per ack. If that write were lost, the notification would only be replayed on
     /// the next connect, which the client dedupes by id. `false` when `id` was not awaited here.
     pub async fn acknowledge_awaited(&self, user_id: &str, id: Uuid) -> bool {
-        if !self.delivery.acknowledged(user_id, id).await {
+        // Delivery rounds of `id` not written yet ride on the acknowledgement's write.
+        let Some(attempts) = self.delivery.acknowledged(user_id, id).await else {
             return false;
-        }
+        };
         self.metrics.count_ack(AckOutcome::Awaited);
         let now = self.clock.now_ms();
         let Ok(permit) = self.acks_in_flight.clone().try_acquire_owned() else {
-            if let Err(err) = self.store.mark_delivered(user_id, id, now).await {
+            if let Err(err) = self.store.mark_delivered(user_id, id, now, attempts).await {
                 tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
             }
             return true;
@@ -317,7 +318,7 @@ impl NotificationService {
         let store = self.store.clone();
         let user_id = user_id.to_owned();
         self.tasks.spawn(async move {
-            if let Err(err) = store.mark_delivered(&user_id, id, now).await {
+            if let Err(err) = store.mark_delivered(&user_id, id, now, attempts).await {
                 tracing::warn!(user_id, notification_id = %id, error = %err, "notification:ack-not-recorded, it will be replayed");
             }
             drop(permit);
@@ -339,7 +340,7 @@ impl NotificationService {
                 Ok(())
             }
             Some(_) => {
-                self.store.mark_delivered(user_id, id, self.clock.now_ms()).await?;
+                self.store.mark_delivered(user_id, id, self.clock.now_ms(), 0).await?;
                 self.metrics.count_ack(AckOutcome::Recorded);
                 Ok(())
             }

@@ -550,16 +550,21 @@ pub async fn notification_store(store: &dyn NotificationStore) {
     assert_eq!(first_page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
     let second_page = store.pending(&alice, 1, 1, 0, now).await.expect("pending");
     assert_eq!(second_page.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
-    assert!(store.mark_delivered(&alice, stored[0].id, now + 7).await.expect("ack"));
     assert!(
         store
-            .mark_delivered(&alice, stored[0].id, now + 9)
+            .mark_delivered(&alice, stored[0].id, now + 7, 1)
+            .await
+            .expect("ack")
+    );
+    assert!(
+        store
+            .mark_delivered(&alice, stored[0].id, now + 9, 0)
             .await
             .expect("ack again"),
         "idempotent"
     );
     assert!(
-        !store.mark_delivered(&bob, stored[0].id, now + 7).await.expect("ack"),
+        !store.mark_delivered(&bob, stored[0].id, now + 7, 0).await.expect("ack"),
         "not bob's"
     );
     assert_eq!(

@@ -183,9 +183,10 @@ pub trait NotificationStore: Send + Sync {
 
     async fn delete(&self, user_id: &str, id: Uuid) -> Result<bool>;
 
-    /// Records the acknowledgement (idempotent: the first time is kept). `false` when the user has no
-    /// such notification.
-    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool>;
+    /// Records the acknowledgement (idempotent: the first time is kept) and adds `attempts` delivery
+    /// rounds not recorded yet to the notification's attempt count (they ride on the acknowledgement:
+    /// one write instead of two). `false` when the user has no such notification.
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs, attempts: u32) -> Result<bool>;
 
     /// The first `limit` unacknowledged, unexpired notifications with `seq > after_seq` created at or
     /// after `created_since`, in `seq` order: one page of a connection's replay, gap fill or backlog.

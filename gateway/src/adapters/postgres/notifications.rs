@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::ms;
 use super::writer::{PostgresCommitter, expired_unread};
-use crate::adapters::group_commit::Writer;
+use crate::adapters::group_commit::{ACKNOWLEDGED, Writer};
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
 use crate::app::metrics::BackendMetrics;
 use crate::domain::UnixMs;
@@ -108,7 +108,7 @@ impl NotificationStore for PostgresNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.writer.stamp("read_at", user_id, id, at).await
+        self.writer.stamp("read_at", user_id, id, at, 0).await
     }
 
     async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
@@ -133,8 +133,8 @@ impl NotificationStore for PostgresNotificationStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.writer.stamp("delivered_at", user_id, id, at).await
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs, attempts: u32) -> Result<bool> {
+        self.writer.stamp(ACKNOWLEDGED, user_id, id, at, attempts).await
     }
 
     async fn pending(

@@ -388,7 +388,8 @@ async fn batch(
 const NO_FLUSH: &str = "WITH no_flush AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) ";
 
 /// Sets the group's column on each `(user, id)` that has none yet (first time wins) to its own
-/// stamp's time, and returns the pairs that exist: another user's id finds nothing.
+/// stamp's time, adds each stamp's attempts (rounds that ride on an acknowledgement) to the row's
+/// count, and returns the pairs that exist: another user's id finds nothing.
 async fn stamp_group<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     group: &[Stamp],
@@ -401,8 +402,9 @@ async fn stamp_group<'c>(
     let (with, joined) = if no_flush { (NO_FLUSH, ", no_flush") } else { ("", "") };
     // Each row gets its own stamp's time.
     let sql = format!(
-        "{with}UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp(s.at::float8 / 1000))
-         FROM UNNEST($1::int8[], $2::text[], $3::uuid[]) AS s(at, user_id, id){joined}
+        "{with}UPDATE notifications n SET {column} = COALESCE(n.{column}, to_timestamp(s.at::float8 / 1000)),
+                attempts = n.attempts + s.attempts
+         FROM UNNEST($1::int8[], $2::text[], $3::uuid[], $4::int4[]) AS s(at, user_id, id, attempts){joined}
          WHERE n.id = s.id AND n.user_id = s.user_id
          RETURNING n.user_id, n.id"
     );
@@ -410,6 +412,13 @@ async fn stamp_group<'c>(
         .bind(group.iter().map(|s| s.at).collect::<Vec<_>>())
         .bind(group.iter().map(|s| s.user_id.clone()).collect::<Vec<_>>())
         .bind(group.iter().map(|s| s.id).collect::<Vec<_>>())
+        // A count fits: the delivery service counts at most `max_attempts` rounds.
+        .bind(
+            group
+                .iter()
+                .map(|s| i32::try_from(s.attempts).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(executor)
         .await
         .map_err(db_error)?;
@@ -552,6 +561,7 @@ mod tests {
             user_id: user.into(),
             id: first,
             at: 2_000,
+            attempts: 0,
             reply,
         };
         commit(
@@ -578,6 +588,67 @@ mod tests {
             .await
             .expect("row");
         assert_eq!(attempts, 1);
+    }
+
+    /// The attempt count of notification `id`.
+    async fn attempts_of(pool: &PgPool, id: Uuid) -> i32 {
+        sqlx::query_scalar("SELECT attempts FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("row")
+    }
+
+    #[tokio::test]
+    async fn attempts_ride_on_acknowledgements() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let (first, second, third) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, a_answer) = oneshot::channel();
+        let (b, b_answer) = oneshot::channel();
+        commit(&pool, vec![publish(first, a), publish(second, b)]).await;
+        for answer in [a_answer, b_answer] {
+            answer.await.expect("answered").expect("published");
+        }
+        let stamp = |user: &str, id: Uuid, attempts, reply| Write::Stamp {
+            column: "delivered_at",
+            user_id: user.into(),
+            id,
+            at: 2_000,
+            attempts,
+            reply,
+        };
+        // Without a publish: first sent twice (one round recorded on its own, one riding on its
+        // acknowledgement); second sent once, and "acknowledged" by somebody else.
+        let (acked, acked_answer) = oneshot::channel();
+        let (forged, forged_answer) = oneshot::channel();
+        let (sent, sent_answer) = oneshot::channel();
+        let rounds = Write::RecordAttempt {
+            ids: vec![first, second],
+            reply: sent,
+        };
+        let writes = vec![
+            rounds,
+            stamp("alice", first, 1, acked),
+            stamp("mallory", second, 0, forged),
+        ];
+        assert!(commit(&pool, writes).await);
+        assert!(acked_answer.await.expect("answered").expect("stamped"));
+        assert!(
+            !forged_answer.await.expect("answered").expect("answered"),
+            "not mallory's"
+        );
+        sent_answer.await.expect("answered").expect("counted");
+        assert_eq!(attempts_of(&pool, first).await, 2, "a round on its own and one riding");
+        assert_eq!(attempts_of(&pool, second).await, 1);
+        // With a publish in the batch (one transaction): the same.
+        let (c, c_answer) = oneshot::channel();
+        let (acked, acked_answer) = oneshot::channel();
+        assert!(commit(&pool, vec![publish(third, c), stamp("alice", second, 1, acked)]).await);
+        c_answer.await.expect("answered").expect("published");
+        assert!(acked_answer.await.expect("answered").expect("stamped"));
+        assert_eq!(attempts_of(&pool, second).await, 2);
     }
 
     #[tokio::test]

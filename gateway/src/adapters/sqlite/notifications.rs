@@ -6,7 +6,7 @@ use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
 use super::writer::SqliteCommitter;
-use crate::adapters::group_commit::Writer;
+use crate::adapters::group_commit::{ACKNOWLEDGED, Writer};
 use crate::adapters::sql::{NotificationRow, db_error, into_notifications, push_history_filters, unread_count};
 use crate::adapters::sqlite::writer::EXPIRED_UNREAD;
 use crate::app::metrics::BackendMetrics;
@@ -103,7 +103,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn mark_read(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.writer.stamp("read_at", user_id, id, at).await
+        self.writer.stamp("read_at", user_id, id, at, 0).await
     }
 
     async fn mark_all_read(&self, user_id: &str, at: UnixMs) -> Result<u64> {
@@ -126,8 +126,8 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs) -> Result<bool> {
-        self.writer.stamp("delivered_at", user_id, id, at).await
+    async fn mark_delivered(&self, user_id: &str, id: Uuid, at: UnixMs, attempts: u32) -> Result<bool> {
+        self.writer.stamp(ACKNOWLEDGED, user_id, id, at, attempts).await
     }
 
     async fn pending(

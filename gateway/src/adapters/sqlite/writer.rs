@@ -335,27 +335,34 @@ fn add_unread_counts(conn: &Connection, published: &mut [(Publish, Result<Publis
 }
 
 /// Sets `column` on every stamped notification that has none yet (first time wins) to its own
-/// stamp's time, and returns which `(user, id)` pairs exist: a stamp of another user's notification
-/// finds nothing.
+/// stamp's time, adds each stamp's attempts (rounds riding on an acknowledgement) to the count, and
+/// returns which `(user, id)` pairs exist: a stamp of another user's notification finds nothing.
 fn stamp_all(conn: &Connection, column: &'static str, stamps: &[Stamp]) -> Result<HashSet<(String, Uuid)>> {
     let mut found = HashSet::new();
-    // Five parameters a stamp: well under SQLite's oldest limit of 999 per statement.
-    for chunk in stamps.chunks(150) {
+    // Seven parameters a stamp: well under SQLite's oldest limit of 999 per statement.
+    for chunk in stamps.chunks(120) {
         let cases = " WHEN ? THEN ?".repeat(chunk.len());
         let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
-        // Each row gets its own stamp's time; `id IN` finds the rows by primary key; the pairs keep
-        // each user to their own.
+        // Each row gets its own stamp's time and attempts; `id IN` finds the rows by primary key;
+        // the pairs keep each user to their own.
         let sql = format!(
-            "UPDATE notifications SET {column} = COALESCE({column}, CASE id{cases} END)
+            "UPDATE notifications SET {column} = COALESCE({column}, CASE id{cases} END),
+                 attempts = attempts + CASE id{cases} END
              WHERE id IN ({}) AND (user_id, id) IN (VALUES {pairs}) RETURNING user_id, id",
             placeholders(chunk.len())
         );
-        let mut values = Vec::with_capacity(chunk.len() * 5);
+        let mut values = Vec::with_capacity(chunk.len() * 7);
         values.extend(
             chunk
                 .iter()
                 .flat_map(|stamp| [Value::Text(stamp.id.to_string()), Value::Integer(stamp.at)]),
         );
+        values.extend(chunk.iter().flat_map(|stamp| {
+            [
+                Value::Text(stamp.id.to_string()),
+                Value::Integer(i64::from(stamp.attempts)),
+            ]
+        }));
         values.extend(chunk.iter().map(|stamp| Value::Text(stamp.id.to_string())));
         values.extend(
             chunk
@@ -420,6 +427,7 @@ mod tests {
             user_id: user_id.into(),
             id,
             at: 2_000,
+            attempts: 0,
             reply,
         };
         // One batch: the second publish repeats the id (a primary-key violation); the writes after
@@ -566,6 +574,7 @@ mod tests {
                 user_id: "alice".into(),
                 id,
                 at: 2_000,
+                attempts: 0,
                 reply,
             }
         };

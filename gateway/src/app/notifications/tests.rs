@@ -313,6 +313,23 @@ async fn should_track_delivery_status() {
     f.delivery.retry_due().await.expect("retry");
     no_notification(&mut inbox).await;
 
+    // Acknowledged before the recorder wrote its round: the round rides on the acknowledgement,
+    // counted once.
+    let answer_again = f.publish(&["alice"], "moc_featured").await;
+    let quick = Uuid::parse_str(answer_again["created"][0]["id"].as_str().expect("id")).expect("uuid");
+    assert_eq!(next_notification(&mut inbox).await["payload"]["id"], json!(quick));
+    f.service.acknowledge("alice", quick).await.expect("ack");
+    f.service.settle().await;
+    let stored = f.store.get("alice", quick).await.expect("get").expect("stored");
+    assert_eq!(
+        (stored.attempts, stored.delivered_at.is_some()),
+        (1, true),
+        "with the ack"
+    );
+    f.delivery.flush_attempts().await.expect("attempts recorded");
+    let stored = f.store.get("alice", quick).await.expect("get").expect("stored");
+    assert_eq!(stored.attempts, 1, "and not again");
+
     // Someone else's notification, or an unknown id, cannot be acknowledged.
     let bobs = Uuid::parse_str(answer["created"][1]["id"].as_str().expect("id")).expect("uuid");
     assert_eq!(
