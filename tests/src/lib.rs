@@ -652,11 +652,22 @@ pub fn sign_hs256(secret: &str, claims: &Value) -> String {
 /// A loopback TCP proxy a test can cut, as a network partition or a stopped server would look to
 /// the gateway: cutting resets every open connection and refuses new ones until restored. Lets a
 /// test take a shared service (the test PostgreSQL) away from one gateway without stopping it for
-/// every other test.
+/// every other test. Freezing is the silent partition: nothing is reset or refused, nothing gets
+/// through either.
 pub struct FaultProxy {
     pub port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<Fault>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`FaultProxy`] does to its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Open connections reset, new ones refused.
+    Cut,
+    /// Open connections (and new ones, accepted) stay open and carry nothing, for good.
+    Frozen,
 }
 
 impl FaultProxy {
@@ -664,42 +675,61 @@ impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let port = listener.local_addr().expect("addr").port();
-        let (cut, watch) = tokio::sync::watch::channel(false);
+        let (state, watch) = tokio::sync::watch::channel(Fault::None);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     continue;
                 };
-                if *watch.borrow() {
-                    drop(client);
-                    continue;
-                }
                 let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watch.wait_for(|cut| *cut) => {
+                let fault = *watch.borrow();
+                match fault {
+                    Fault::Cut => drop(client),
+                    Fault::Frozen => {
+                        tokio::spawn(async move {
+                            let _ = watch.wait_for(|fault| *fault == Fault::Cut).await;
+                            let _ = client.set_zero_linger();
+                        });
+                    }
+                    Fault::None => {
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                                _ = watch.wait_for(|fault| *fault != Fault::None) => {}
+                            }
+                            if *watch.borrow() == Fault::Frozen {
+                                // Both ends stay open, nothing more is carried: held until cut (or
+                                // the proxy goes).
+                                let _ = watch.wait_for(|fault| *fault == Fault::Cut).await;
+                            }
                             // Reset rather than close: as abrupt as a crash.
                             let _ = client.set_zero_linger();
-                        }
+                        });
                     }
-                });
+                }
             }
         });
-        Self { port, cut, task }
+        Self { port, state, task }
     }
 
     /// Resets every connection through the proxy and refuses new ones.
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.state.send_replace(Fault::Cut);
     }
 
-    /// Lets connections through again.
+    /// Carries nothing more on the connections open now, and accepts new ones without carrying
+    /// anything on them either: a partition that resets nothing. They stay silent after
+    /// [`FaultProxy::restore`], as connections through a partition do.
+    pub fn freeze(&self) {
+        self.state.send_replace(Fault::Frozen);
+    }
+
+    /// Lets new connections through again.
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.state.send_replace(Fault::None);
     }
 }
 

@@ -8,7 +8,7 @@ use redis::{PushInfo, PushKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Redis, keys, unavailable};
+use super::{Redis, keys, subscriber, unavailable};
 use crate::app::metrics::{Backend, BackendMetrics};
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::error::{Error, Result};
@@ -159,6 +159,10 @@ impl RedisEventBus {
             requested,
             local.clone(),
         ));
+        tokio::spawn(check_subscriber(
+            Arc::downgrade(&redis.subscriber),
+            redis.metrics.clone(),
+        ));
         Arc::new(Self {
             redis,
             local,
@@ -217,6 +221,20 @@ async fn read_pushes(
             }
             _ => {}
         }
+    }
+}
+
+/// Checks the subscription connection every [`subscriber::ALIVE_EVERY`] until the Redis handle
+/// that holds it is gone (`Subscriber::check_alive`).
+async fn check_subscriber(subscriber: std::sync::Weak<subscriber::Subscriber>, metrics: BackendMetrics) {
+    let mut every = tokio::time::interval(subscriber::ALIVE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(subscriber) = subscriber.upgrade() else {
+            return;
+        };
+        subscriber.check_alive(&metrics).await;
     }
 }
 
@@ -598,6 +616,54 @@ mod tests {
             bus.publish(count_for("alice", 5)).await.expect("publish");
             until(&mut heard, |e| *e == count_for("alice", 5)).await;
         }
+    }
+
+    /// The subscription connection goes silent (a partition that resets nothing): its check finds
+    /// it out, it is replaced, the user catches up (what was published meanwhile is in the store),
+    /// events flow. Without the check nothing would notice, and the user would hear nothing more here.
+    #[tokio::test]
+    async fn a_silent_subscription_connection_is_found_out_and_replaced() {
+        let Some(url) = herald_e2e::service_url("HERALD_TEST_REDIS_URL") else {
+            return;
+        };
+        let upstream: std::net::SocketAddr = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("the test Redis' address");
+        let proxy = herald_e2e::FaultProxy::start(upstream).await;
+        let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+        let through_proxy = Redis::connect(&format!("redis://127.0.0.1:{}", proxy.port), false, &prefix, None)
+            .await
+            .expect("connects through the proxy");
+        let direct = Redis::connect(&url, false, &prefix, None).await.expect("connects");
+        let bus = RedisEventBus::start(through_proxy);
+        let publisher = RedisEventBus::start(direct);
+        let mut heard = bus.subscribe();
+        let _alice = bus.follow("alice").await.expect("follow");
+        publisher.publish(count_for("alice", 1)).await.expect("publish");
+        until(&mut heard, |e| *e == count_for("alice", 1)).await;
+
+        // The connections open through the proxy stay open and silent for good; new ones get
+        // through: only a check of the open one can find it out.
+        proxy.freeze();
+        publisher.publish(count_for("alice", 2)).await.expect("publish");
+        proxy.restore();
+        // Found out within two checks (a check every 2 s, 2 s for its answer), then subscribed again.
+        let caught_up = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match heard.recv().await {
+                    Ok(BusEvent::ResyncUser { user_id }) if user_id == "alice" => break,
+                    Ok(BusEvent::Resync) => break,
+                    Ok(_) => {}
+                    Err(err) => panic!("bus: {err}"),
+                }
+            }
+        })
+        .await;
+        assert!(caught_up.is_ok(), "alice catches up once subscribed again");
+        publisher.publish(count_for("alice", 3)).await.expect("publish");
+        until(&mut heard, |e| *e == count_for("alice", 3)).await;
     }
 
     /// Redis goes away and comes back (a restart, a crash): the subscriptions come back by

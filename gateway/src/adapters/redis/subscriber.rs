@@ -38,6 +38,10 @@ pub(super) struct Single {
 
 const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 
+/// How often the subscription connection to one server is asked whether it still answers (see
+/// [`Subscriber::check_alive`]).
+pub(super) const ALIVE_EVERY: Duration = Duration::from_secs(2);
+
 impl Single {
     pub(super) fn new(client: redis::Client, pushes: mpsc::UnboundedSender<PushInfo>) -> Self {
         Self {
@@ -80,6 +84,12 @@ impl Single {
         current.0 += 1;
         current.1 = Some(connection.clone());
         Ok((current.0, connection))
+    }
+
+    /// The connection in use, if there is one (none is opened for asking).
+    async fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        let current = self.current.lock().await;
+        current.1.clone().map(|connection| (current.0, connection))
     }
 
     /// The connection of `generation` failed: it goes, and with it every subscription on it, which
@@ -134,6 +144,34 @@ impl Subscriber {
             return Err(format!("answered {answer:?}, not its confirmation"));
         }
         Ok(())
+    }
+
+    /// One server: `PING`s the subscription connection in use, timed into `metrics`; an error, or
+    /// no answer within [`WITHIN`], replaces it, and the bus hears the loss (and subscribes again).
+    /// A connection that died without a word (a partition, a NAT or firewall that forgot it: no reset,
+    /// no close) carries no more pushes, and nothing else would notice: subscription commands go out
+    /// only when sessions come and go, and TCP keepalive takes hours. A Cluster's connections are
+    /// the Cluster client's own, which has no such check (docs/architecture.md).
+    pub(super) async fn check_alive(&self, metrics: &BackendMetrics) {
+        let Subscriber::Single(single) = self else {
+            return;
+        };
+        let Some((generation, connection)) = single.current().await else {
+            return;
+        };
+        let mut connection = Timed::new(connection, metrics.clone());
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(WITHIN, ping.query_async::<Value>(&mut connection)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "bus: the subscription connection failed its check");
+                single.failed(generation).await;
+            }
+            Err(_) => {
+                tracing::warn!("bus: the subscription connection did not answer its check in time");
+                single.failed(generation).await;
+            }
+        }
     }
 
     /// `CLIENT ID` of the connection (one server only): tests kill it to lose the subscriptions.
