@@ -20,6 +20,7 @@ use crate::adapters::memory::{MemoryConnectionRegistry, MemoryEventBus, MemoryRa
 use crate::adapters::postgres::{
     self, PostgresHealth, PostgresNotificationStore, PostgresPreferenceStore, PostgresSubscriptionStore,
 };
+use crate::adapters::preference_cache::PreferenceCache;
 use crate::adapters::redis::{Redis, RedisConnectionRegistry, RedisEventBus, RedisRateLimiter, RedisTokenLedger};
 use crate::adapters::sqlite::{
     self, SqliteHealth, SqliteNotificationStore, SqlitePreferenceStore, SqliteSubscriptionStore,
@@ -105,12 +106,14 @@ async fn backends(store: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Back
             .with_metrics(metrics.backend());
             let bus = RedisEventBus::start(redis.clone());
             Backends {
-                // Concurrent publishes' preference reads share one query (adapters/coalesced.rs).
-                preferences: Arc::new(CoalescedPreferences::new(timed(
+                // Preferences remembered per replica, checked at each publish's commit
+                // (adapters/preference_cache.rs); the reads that reach PostgreSQL share one query
+                // (adapters/coalesced.rs).
+                preferences: Arc::new(PreferenceCache::new(Arc::new(CoalescedPreferences::new(timed(
                     PostgresPreferenceStore::new(pool.clone()),
                     metrics,
                     Backend::Postgres,
-                ))),
+                ))))),
                 notifications: timed(
                     PostgresNotificationStore::with_metrics(pool.clone(), metrics.backend()),
                     metrics,

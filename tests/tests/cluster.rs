@@ -476,3 +476,37 @@ async fn a_drain_of_500_connections_hands_every_client_over_in_waves_and_loses_n
     );
     assert!(created.values().all(|ids| ids.len() == 6));
 }
+
+/// A replica remembers its recipients' preferences and does not read them for every publish; a
+/// change made through another replica still holds for the very next publish, which the commit's
+/// check sends back to read them again.
+#[tokio::test]
+async fn a_preference_changed_through_one_replica_holds_for_the_next_publish_on_another() {
+    let Some(cluster) = Cluster::new(None) else { return };
+    let replicas = cluster.replicas(2);
+    let (r1, r2) = (&replicas[0], &replicas[1]);
+    let reads =
+        "herald_backend_request_duration_seconds_count{backend=\"postgres\",operation=\"preferences_get_many\"}";
+    let answer = |title: &'static str| async move {
+        let answer: Value = publish(r2, &["alice"], title).await.json().await.expect("json");
+        answer
+    };
+    assert_eq!(answer("one").await["created"].as_array().map(Vec::len), Some(1));
+    let read_once = r2.metric(reads).await.expect("preference reads timed");
+    assert_eq!(answer("two").await["created"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r2.metric(reads).await, Some(read_once), "remembered, not read again");
+
+    // Alice turns the type off through the other replica.
+    let muted = reqwest::Client::new()
+        .patch(r1.url("/notifications/preferences"))
+        .bearer_auth(user_jwt("alice"))
+        .json(&json!({"types": {"new_comment": {"inApp": false}}}))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(muted.status(), 200, "{:?}", muted.text().await);
+    let skipped = answer("three").await;
+    assert_eq!(skipped["created"], json!([]), "{skipped}");
+    assert_eq!(skipped["skipped"][0]["userId"], "alice");
+    assert!(r2.metric(reads).await > Some(read_once), "read again after the check");
+}

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::preferences::Preferences;
 use crate::error::{Error, Result};
-use crate::ports::PreferenceStore;
+use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
 
 /// Most users read in one round; more wait for the next one (one publish is never split).
 const ROUND_USERS: usize = 2_000;
@@ -39,7 +39,7 @@ struct Rounds {
 
 struct Waiter {
     user_ids: Vec<String>,
-    answer: oneshot::Sender<Result<HashMap<String, Preferences>>>,
+    answer: oneshot::Sender<Result<PreferencesRead>>,
 }
 
 impl CoalescedPreferences {
@@ -93,14 +93,24 @@ impl Inner {
                 .await;
             let read = read.unwrap_or_else(|_| Err(Error::Unavailable("preferences read failed".into())));
             match read {
-                Ok(found) => {
+                Ok(read) => {
+                    let versions: HashMap<&str, &Option<String>> =
+                        read.versions.0.iter().map(|(id, v)| (id.as_str(), v)).collect();
                     for waiter in round {
-                        let theirs = waiter
+                        let found = waiter
                             .user_ids
                             .iter()
-                            .filter_map(|id| found.get(id).map(|p| (id.clone(), p.clone())))
+                            .filter_map(|id| read.found.get(id).map(|p| (id.clone(), p.clone())))
                             .collect();
-                        let _ = waiter.answer.send(Ok(theirs));
+                        let versions = waiter
+                            .user_ids
+                            .iter()
+                            .filter_map(|id| versions.get(id.as_str()).map(|v| (id.clone(), (*v).clone())))
+                            .collect();
+                        let _ = waiter.answer.send(Ok(PreferencesRead {
+                            found,
+                            versions: PreferenceVersions(versions),
+                        }));
                     }
                 }
                 Err(err) => {
@@ -128,7 +138,7 @@ impl PreferenceStore for CoalescedPreferences {
         self.inner.store.get(user_id).await
     }
 
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         let (answer, answered) = oneshot::channel();
         let lead = {
             let mut rounds = self.inner.rounds();
@@ -172,7 +182,7 @@ mod tests {
             self.store.get(user_id).await
         }
 
-        async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+        async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             self.release.acquire().await.expect("open").forget();
             self.store.get_many(user_ids).await
@@ -230,11 +240,11 @@ mod tests {
         }
         assert_eq!(gate.reads.load(Ordering::SeqCst), 2, "three reads, one query");
         assert_eq!(
-            answers[0].get("alice"),
+            answers[0].found.get("alice"),
             Some(&muted),
             "the change made before the read is seen"
         );
-        assert!(answers[1].is_empty(), "each read gets only its own users");
-        assert_eq!(answers[2].len(), 1);
+        assert!(answers[1].found.is_empty(), "each read gets only its own users");
+        assert_eq!(answers[2].found.len(), 1);
     }
 }

@@ -18,7 +18,7 @@ use crate::app::metrics::{Backend, BackendMetrics};
 use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
-use crate::ports::{IdempotencyKey, NewNotification, PublishOutcome};
+use crate::ports::{IdempotencyKey, NewNotification, PreferenceVersions, PublishOutcome};
 
 /// Most writes in one transaction: bounds how long one commit keeps the others waiting.
 pub const MAX_BATCH: usize = 512;
@@ -39,6 +39,8 @@ pub enum Write {
         batch: Vec<NewNotification>,
         idempotency: Option<(IdempotencyKey, PublishReceipt)>,
         now: UnixMs,
+        /// The recipients' preference versions to check at the commit (empty: none).
+        checked: PreferenceVersions,
         reply: oneshot::Sender<Result<PublishOutcome>>,
     },
     /// Sets the timestamp `column` unless already set, and adds `attempts` to the notification's
@@ -125,11 +127,13 @@ impl Writer {
         batch: &[NewNotification],
         idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
+        checked: &PreferenceVersions,
     ) -> Result<PublishOutcome> {
         self.write(|reply| Write::Publish {
             batch: batch.to_vec(),
             idempotency: idempotency.map(|(key, receipt)| (key.clone(), receipt.clone())),
             now,
+            checked: checked.clone(),
             reply,
         })
         .await
@@ -272,6 +276,7 @@ pub struct Publish {
     pub batch: Vec<NewNotification>,
     pub idempotency: Option<(IdempotencyKey, PublishReceipt)>,
     pub now: UnixMs,
+    pub checked: PreferenceVersions,
     pub reply: oneshot::Sender<Result<PublishOutcome>>,
 }
 
@@ -295,11 +300,13 @@ impl Sorted {
                     batch,
                     idempotency,
                     now,
+                    checked,
                     reply,
                 } => sorted.publishes.push(Publish {
                     batch,
                     idempotency,
                     now,
+                    checked,
                     reply,
                 }),
                 Write::Stamp {
@@ -466,6 +473,7 @@ pub async fn stamps_keep_their_own_times_and_repeated_attempts_all_count(
             batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
+            checked: PreferenceVersions::default(),
             reply,
         });
     }
@@ -561,6 +569,7 @@ mod tests {
             batch: vec![test_notification(Uuid::new_v4(), "bob")],
             idempotency: None,
             now: 1,
+            checked: PreferenceVersions::default(),
             reply,
         };
         writer.sender.send(publish).await.expect("sent");
@@ -628,6 +637,7 @@ mod tests {
                 batch: vec![test_notification(Uuid::new_v4(), "bob")],
                 idempotency: None,
                 now: 1,
+                checked: PreferenceVersions::default(),
                 reply,
             })
             .await

@@ -8,6 +8,7 @@ pub mod group_commit;
 pub mod jwt;
 pub mod memory;
 pub mod postgres;
+pub mod preference_cache;
 pub mod redis;
 pub mod sql;
 pub mod sqlite;

@@ -19,8 +19,8 @@ use crate::domain::preferences::Preferences;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{
-    HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PreferenceStore, PublishOutcome,
-    SubscriptionStore,
+    HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PreferenceStore, PreferenceVersions,
+    PreferencesRead, PublishOutcome, SubscriptionStore,
 };
 
 /// A port implementation `S`, timed into `metrics` as `backend`.
@@ -55,8 +55,12 @@ impl<S: PreferenceStore + ?Sized> PreferenceStore for Timed<S> {
         self.timed("preferences_get", self.inner.get(user_id)).await
     }
 
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         self.timed("preferences_get_many", self.inner.get_many(user_ids)).await
+    }
+
+    fn forget(&self, user_ids: &[String]) {
+        self.inner.forget(user_ids);
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
@@ -86,6 +90,17 @@ impl<S: NotificationStore + ?Sized> NotificationStore for Timed<S> {
         now: UnixMs,
     ) -> Result<PublishOutcome> {
         self.timed("publish", self.inner.publish(batch, idempotency, now)).await
+    }
+
+    async fn publish_checked(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+        now: UnixMs,
+        read: &PreferenceVersions,
+    ) -> Result<PublishOutcome> {
+        self.timed("publish", self.inner.publish_checked(batch, idempotency, now, read))
+            .await
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {
@@ -173,7 +188,7 @@ mod tests {
         async fn get(&self, _: &str) -> Result<Option<Preferences>> {
             Err(Error::Unavailable("PostgreSQL: connection refused".into()))
         }
-        async fn get_many(&self, _: &[String]) -> Result<HashMap<String, Preferences>> {
+        async fn get_many(&self, _: &[String]) -> Result<PreferencesRead> {
             Err(Error::Unavailable("PostgreSQL: connection refused".into()))
         }
         async fn put(&self, _: &str, _: &Preferences) -> Result<()> {

@@ -16,13 +16,14 @@ use crate::app::catalog::LiveCatalog;
 use crate::domain::UnixMs;
 use crate::domain::link::LinkPolicy;
 use crate::domain::notification::{FieldErrors, Notification, NotificationPayload, NotificationType, UnreadCount};
+use crate::domain::preferences::Preferences;
 use crate::domain::publish::{CreatedNotification, PublishBody, PublishReceipt, PublishRequest, SkippedRecipient};
 use crate::domain::publisher::{Publisher, Publishers};
 use crate::domain::rate::{GcraState, RateDecision, RateLimit};
 use crate::error::{Error, Result};
 use crate::ports::{
-    BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome,
-    UnreadCounts,
+    BusEvent, Clock, EventBus, HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PreferenceVersions,
+    PublishOutcome, UnreadCounts,
 };
 use crate::telemetry::trace;
 
@@ -165,63 +166,45 @@ impl NotificationService {
             None => None,
         };
 
-        let preferences = self.preferences.for_users(&request.user_ids).await?;
-        let mut batch = Vec::with_capacity(request.user_ids.len());
-        let mut skipped = Vec::new();
-        for user_id in request.user_ids.iter().cloned() {
-            let decision = preferences
-                .get(&user_id)
-                .map_or(Ok(()), |p| p.in_app_decision(content.kind, &channel.name));
-            match decision {
-                Ok(()) => batch.push(NewNotification {
-                    // Time-ordered (v7): each insert lands at the end of the primary-key index, one
-                    // page for a whole batch, where random ids each dirtied a page of their own.
-                    id: Uuid::now_v7(),
-                    user_id,
-                    kind: content.kind,
-                    channel: channel.name.clone(),
-                    title: content.title.clone(),
-                    body: content.body.clone(),
-                    icon: content.icon.clone(),
-                    action_url: content.action_url.clone(),
-                    data: content.data.clone(),
-                    created_at: now,
-                    expires_at: content.expires_at,
-                }),
-                Err(reason) => skipped.push(SkippedRecipient { user_id, reason }),
-            }
+        for attempt in 1..=PREFERENCE_READS {
+            let read = self.preferences.for_users(&request.user_ids).await?;
+            let (batch, receipt) = apply_preferences(&request, &channel.name, &read.found, now);
+            // The last attempt is not checked: a recipient whose preferences keep changing must not
+            // keep a publish from being stored. Its read, after `forget`, went to the database and
+            // started after the publish arrived, as every read did before preferences were cached.
+            let checked = if attempt < PREFERENCE_READS {
+                read.versions
+            } else {
+                PreferenceVersions::default()
+            };
+            let outcome = self
+                .store
+                .publish_checked(&batch, idempotency.as_ref().map(|key| (key, &receipt)), now, &checked)
+                .instrument(trace::store_span())
+                .await?;
+            return match outcome {
+                PublishOutcome::Created(created, unread) => {
+                    let skipped = receipt.skipped.len();
+                    self.metrics.notifications_published.inc_by(created.len() as u64);
+                    self.metrics.notifications_skipped.inc_by(skipped as u64);
+                    // Per publish: a debug event (counted in /metrics), not an info line by default.
+                    tracing::debug!(kind = %content.kind, created = created.len(), skipped, "notification:published");
+                    self.fan_out(created, unread);
+                    Ok(receipt)
+                }
+                PublishOutcome::Replayed(first) => {
+                    tracing::info!("notification:publish-replayed (idempotency key)");
+                    Ok(first)
+                }
+                PublishOutcome::KeyReused => Err(Error::IdempotencyKeyReused),
+                PublishOutcome::PreferencesChanged => {
+                    tracing::debug!(attempt, "notification:preferences-changed, reading them again");
+                    self.preferences.forget(&request.user_ids);
+                    continue;
+                }
+            };
         }
-        let receipt = PublishReceipt {
-            created: batch
-                .iter()
-                .map(|n| CreatedNotification {
-                    user_id: n.user_id.clone(),
-                    id: n.id,
-                })
-                .collect(),
-            skipped,
-        };
-        match self
-            .store
-            .publish(&batch, idempotency.as_ref().map(|key| (key, &receipt)), now)
-            .instrument(trace::store_span())
-            .await?
-        {
-            PublishOutcome::Created(created, unread) => {
-                let skipped = receipt.skipped.len();
-                self.metrics.notifications_published.inc_by(created.len() as u64);
-                self.metrics.notifications_skipped.inc_by(skipped as u64);
-                // Per publish: a debug event (counted in /metrics), not an info line by default.
-                tracing::debug!(kind = %content.kind, created = created.len(), skipped, "notification:published");
-                self.fan_out(created, unread);
-                Ok(receipt)
-            }
-            PublishOutcome::Replayed(first) => {
-                tracing::info!("notification:publish-replayed (idempotency key)");
-                Ok(first)
-            }
-            PublishOutcome::KeyReused => Err(Error::IdempotencyKeyReused),
-        }
+        Err(Error::Unavailable("the recipients' preferences kept changing".into()))
     }
 
     /// After the commit, in the background: the notifications and each recipient's new unread count
@@ -485,6 +468,57 @@ impl NotificationService {
         }
         Ok(deleted)
     }
+}
+
+/// How many times a publish reads its recipients' preferences at most: a read a cache answered may
+/// be refused at the commit (another replica changed them), and the next read goes to the database.
+const PREFERENCE_READS: u32 = 3;
+
+/// The notifications `request` stores (one per recipient whose preferences let it through, with a
+/// fresh time-ordered id) and the receipt it answers.
+fn apply_preferences(
+    request: &PublishRequest,
+    channel: &str,
+    preferences: &HashMap<String, Preferences>,
+    now: UnixMs,
+) -> (Vec<NewNotification>, PublishReceipt) {
+    let content = &request.content;
+    let mut batch = Vec::with_capacity(request.user_ids.len());
+    let mut skipped = Vec::new();
+    for user_id in request.user_ids.iter().cloned() {
+        let decision = preferences
+            .get(&user_id)
+            .map_or(Ok(()), |p| p.in_app_decision(content.kind, channel));
+        match decision {
+            Ok(()) => batch.push(NewNotification {
+                // Time-ordered (v7): each insert lands at the end of the primary-key index, one
+                // page for a whole batch, where random ids each dirtied a page of their own.
+                id: Uuid::now_v7(),
+                user_id,
+                kind: content.kind,
+                channel: channel.to_owned(),
+                title: content.title.clone(),
+                body: content.body.clone(),
+                icon: content.icon.clone(),
+                action_url: content.action_url.clone(),
+                data: content.data.clone(),
+                created_at: now,
+                expires_at: content.expires_at,
+            }),
+            Err(reason) => skipped.push(SkippedRecipient { user_id, reason }),
+        }
+    }
+    let receipt = PublishReceipt {
+        created: batch
+            .iter()
+            .map(|n| CreatedNotification {
+                user_id: n.user_id.clone(),
+                id: n.id,
+            })
+            .collect(),
+        skipped,
+    };
+    (batch, receipt)
 }
 
 /// Publishes `user_id`'s unread count on the bus; failures only delay the badge.

@@ -1,12 +1,11 @@
 //! Notification preferences (AC16-AC19) over the preference store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::catalog::LiveCatalog;
 use crate::domain::preferences::{Preferences, PreferencesPatchBody, PreferencesView, parse_patch};
 use crate::error::{Error, Result};
-use crate::ports::PreferenceStore;
+use crate::ports::{PreferenceStore, PreferencesRead};
 
 pub struct PreferenceService {
     store: Arc<dyn PreferenceStore>,
@@ -37,8 +36,15 @@ impl PreferenceService {
         Ok(preferences.effective(&self.catalog.current()))
     }
 
-    /// The preferences of many users at once (defaults for those who never saved any).
-    pub async fn for_users(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+    /// The stored preferences of many users at once (defaults for those who never saved any), with
+    /// what the store checks at the publish's commit.
+    pub async fn for_users(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         self.store.get_many(user_ids).await
+    }
+
+    /// A publish found these users' preferences changed since it read them: the next read asks the
+    /// database.
+    pub fn forget(&self, user_ids: &[String]) {
+        self.store.forget(user_ids);
     }
 }

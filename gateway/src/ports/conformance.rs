@@ -284,8 +284,8 @@ pub async fn preference_store(store: &dyn PreferenceStore) {
     store.put(&user, &preferences).await.expect("put again");
     assert_eq!(store.get(&user).await.expect("get"), Some(preferences.clone()));
     let many = store.get_many(&[user.clone(), other.clone()]).await.expect("get_many");
-    assert_eq!(many.len(), 1, "only users with stored preferences");
-    assert_eq!(many.get(&user), Some(&preferences));
+    assert_eq!(many.found.len(), 1, "only users with stored preferences");
+    assert_eq!(many.found.get(&user), Some(&preferences));
 }
 
 pub async fn subscription_store(store: &dyn SubscriptionStore) {

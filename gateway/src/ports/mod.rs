@@ -99,9 +99,34 @@ pub trait RateLimiter: Send + Sync {
 #[async_trait]
 pub trait PreferenceStore: Send + Sync {
     async fn get(&self, user_id: &str) -> Result<Option<Preferences>>;
-    /// The stored preferences of each of `user_ids` that has any (one round trip for a publish).
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>>;
+    /// The stored preferences of each of `user_ids` that has any (one round trip for a publish),
+    /// with the versions the notification store checks at the publish's commit, where it does.
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead>;
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()>;
+    /// A publish found these users' preferences changed since they were read: a store that
+    /// remembers preferences forgets theirs.
+    fn forget(&self, _user_ids: &[String]) {}
+}
+
+/// What a publish read of its recipients' preferences found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreferencesRead {
+    /// Each recipient that has stored preferences.
+    pub found: HashMap<String, Preferences>,
+    /// What the notification store checks at the commit (a cache may have answered the read).
+    pub versions: PreferenceVersions,
+}
+
+/// Each recipient with the version of its stored preferences (`None`: none stored), as read. A
+/// store that checks them (PostgreSQL: the row's `xmin`) refuses a publish if any changed since
+/// ([`PublishOutcome::PreferencesChanged`]). Empty for stores that need no check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreferenceVersions(pub Vec<(String, Option<String>)>);
+
+impl PreferenceVersions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A notification to store; the store assigns the per-user `seq`.
@@ -140,6 +165,9 @@ pub enum PublishOutcome {
     Replayed(PublishReceipt),
     /// The key was seen before with a different request.
     KeyReused,
+    /// A recipient's preferences changed since they were read ([`PreferenceVersions`]): nothing
+    /// stored; read them again and publish again.
+    PreferencesChanged,
 }
 
 /// Filters and position of a history page (keyset pagination on `seq`, newest first).
@@ -165,6 +193,20 @@ pub trait NotificationStore: Send + Sync {
         idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome>;
+
+    /// [`NotificationStore::publish`], refused ([`PublishOutcome::PreferencesChanged`]) if a
+    /// recipient's preferences are no longer those of `read` at the commit. A store whose
+    /// preferences are never read through a cache shared with other processes needs no check.
+    async fn publish_checked(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+        now: UnixMs,
+        read: &PreferenceVersions,
+    ) -> Result<PublishOutcome> {
+        let _ = read;
+        self.publish(batch, idempotency, now).await
+    }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>>;
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use crate::domain::preferences::Preferences;
 use crate::error::Result;
-use crate::ports::PreferenceStore;
+use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
 
 use super::lock;
 
@@ -21,12 +21,16 @@ impl PreferenceStore for MemoryPreferenceStore {
         Ok(lock(&self.rows).get(user_id).cloned())
     }
 
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         let rows = lock(&self.rows);
-        Ok(user_ids
+        let found = user_ids
             .iter()
             .filter_map(|id| rows.get(id).map(|p| (id.clone(), p.clone())))
-            .collect())
+            .collect();
+        Ok(PreferencesRead {
+            found,
+            versions: PreferenceVersions::default(),
+        })
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {

@@ -13,7 +13,9 @@ use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
 use crate::error::Result;
-use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
+use crate::ports::{
+    HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PreferenceVersions, PublishOutcome,
+};
 
 #[derive(Debug, Clone)]
 pub struct PostgresNotificationStore {
@@ -68,7 +70,19 @@ impl NotificationStore for PostgresNotificationStore {
         idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
-        self.writer.publish(batch, idempotency, now).await
+        self.writer
+            .publish(batch, idempotency, now, &PreferenceVersions::default())
+            .await
+    }
+
+    async fn publish_checked(
+        &self,
+        batch: &[NewNotification],
+        idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
+        now: UnixMs,
+        read: &PreferenceVersions,
+    ) -> Result<PublishOutcome> {
+        self.writer.publish(batch, idempotency, now, read).await
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {

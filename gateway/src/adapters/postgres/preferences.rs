@@ -6,7 +6,15 @@ use sqlx::PgPool;
 use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
 use crate::domain::preferences::Preferences;
 use crate::error::Result;
-use crate::ports::PreferenceStore;
+use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
+
+/// A preferences row with its version.
+#[derive(sqlx::FromRow)]
+struct VersionedRow {
+    version: String,
+    #[sqlx(flatten)]
+    row: PreferencesRow,
+}
 
 #[derive(Debug, Clone)]
 pub struct PostgresPreferenceStore {
@@ -25,13 +33,32 @@ impl PreferenceStore for PostgresPreferenceStore {
         Statements::get_preferences(&self.pool, user_id).await
     }
 
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
-        let rows: Vec<PreferencesRow> = sqlx::query_as(&format!("{SELECT_PREFERENCES} WHERE user_id = ANY($1)"))
-            .bind(user_ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(PreferencesRow::into_preferences).collect())
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
+        // The row's `xmin` (the transaction that wrote it) is its version: any write of the row, and
+        // its delete, changes it; a publish's commit checks it (`postgres::writer`).
+        let rows: Vec<VersionedRow> = sqlx::query_as(&format!(
+            "SELECT xmin::text AS version, {} WHERE user_id = ANY($1)",
+            SELECT_PREFERENCES.trim_start_matches("SELECT ")
+        ))
+        .bind(user_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut versions: HashMap<String, String> = HashMap::with_capacity(rows.len());
+        let mut found = HashMap::with_capacity(rows.len());
+        for VersionedRow { version, row } in rows {
+            let (user_id, preferences) = row.into_preferences();
+            versions.insert(user_id.clone(), version);
+            found.insert(user_id, preferences);
+        }
+        let versions = user_ids
+            .iter()
+            .map(|id| (id.clone(), versions.get(id).cloned()))
+            .collect();
+        Ok(PreferencesRead {
+            found,
+            versions: PreferenceVersions(versions),
+        })
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {

@@ -29,16 +29,15 @@ const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys (publisher, k
      VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000))
      ON CONFLICT (publisher, key) DO NOTHING RETURNING publisher";
 
-/// The common head of both inserts: `batch` unnested, every recipient's sequence bumped, rows
-/// numbered within it in the order given, inserted; `inserted` holds each row's id, user, seq and
-/// expiry.
-const INSERT_CTE: &str = "WITH input AS (
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+/// The rows of a batch: eleven arrays unnested, numbered in the order given.
+const INPUT: &str = "SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                               $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[])
              WITH ORDINALITY AS t(id, user_id, type, channel, title, body, icon, action_url, data,
-                                  created_at, expires_at, ord)
-     ),
-     counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
+                                  created_at, expires_at, ord)";
+
+/// After `input`: every recipient's sequence bumped, the rows inserted; `inserted` holds each row's
+/// id, user, seq and expiry.
+const INSERT_TAIL: &str = "counts AS (SELECT user_id, count(*)::int8 AS n FROM input GROUP BY user_id),
      bumped AS (
          INSERT INTO user_sequences AS s (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
          ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
@@ -55,6 +54,43 @@ const INSERT_CTE: &str = "WITH input AS (
          RETURNING id, user_id, seq, expires_at
      )";
 
+/// The common head of both inserts (see [`INPUT`] and [`INSERT_TAIL`]).
+fn insert_cte() -> String {
+    format!("WITH input AS ({INPUT}), {INSERT_TAIL}")
+}
+
+/// The recipients (`users`, an SQL `text[]`) whose preferences are no longer the `versions` read
+/// (`text[]`, each the row's `xmin`, `NULL` for none stored): a write or a delete of a row gives it
+/// another `xmin`, a new row one where there was none.
+fn changed_preferences(users: &str, versions: &str) -> String {
+    format!(
+        "SELECT c.user_id FROM UNNEST({users}::text[], {versions}::text[]) AS c(user_id, version)
+         LEFT JOIN notification_preferences p USING (user_id)
+         WHERE p.xmin::text IS DISTINCT FROM c.version"
+    )
+}
+
+/// [`insert_cte`] that inserts nothing if a recipient's preferences changed since they were read
+/// (parameters `$13` and `$14`); `changed` names one such recipient then.
+fn checked_insert_cte() -> String {
+    let changed = changed_preferences("$13", "$14");
+    format!(
+        "WITH changed AS ({changed} LIMIT 1),
+     input AS ({INPUT} WHERE NOT EXISTS (SELECT 1 FROM changed)), {INSERT_TAIL}"
+    )
+}
+
+/// Binds the recipients and versions of every publish in `publishes` (checked by
+/// [`checked_insert_cte`] and [`changed_preferences`]).
+fn bind_checked<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    publishes: &[Publish],
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    let checked = publishes.iter().flat_map(|write| write.checked.0.iter());
+    let (users, versions): (Vec<String>, Vec<Option<String>>) = checked.cloned().unzip();
+    query.bind(users).bind(versions)
+}
+
 /// The unread notifications of user `user` (an SQL expression) past their expiry at `now` (a
 /// parameter in Unix milliseconds), which the kept count `user_sequences.unread` still includes
 /// (migration 0003); most notifications have no expiry, and the partial index holds only those that
@@ -66,7 +102,7 @@ pub(super) fn expired_unread(user: &str, now: &str) -> String {
     )
 }
 
-/// Binds the rows of `batch` as the eleven arrays of [`INSERT_CTE`].
+/// Binds the rows of `batch` as the eleven arrays of [`INPUT`].
 fn bind_rows<'q, O>(
     query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
     batch: &[&NewNotification],
@@ -103,7 +139,7 @@ fn insert_notifications<'a>(
         if batch.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = format!("{INSERT_CTE} SELECT id, seq FROM inserted");
+        let sql = format!("{} SELECT id, seq FROM inserted", insert_cte());
         let rows: Vec<(Uuid, i64)> = bind_rows(sqlx::query_as(&sql), batch)
             .fetch_all(&mut **tx)
             .await
@@ -123,8 +159,10 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
     // `bumped.unread` is the kept count before this statement (its trigger adds the rows inserted
     // afterwards), read from the row the statement updates: the latest committed value.
     let expired = expired_unread("b.user_id", "$12");
+    // A recipient whose preferences changed since they were read stops the whole statement; it
+    // answers that recipient alone, in a row without an id.
     let sql = format!(
-        "{INSERT_CTE},
+        "{},
          added AS (
              SELECT user_id, count(*)::int8 AS n FROM inserted
              WHERE expires_at IS NULL OR expires_at > to_timestamp($12::float8 / 1000)
@@ -132,10 +170,12 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
          )
          SELECT i.id, i.seq, b.user_id, b.unread - ({expired}) + COALESCE(a.n, 0),
                 b.last_seq + b.unread_removals
-         FROM inserted i JOIN bumped b USING (user_id) LEFT JOIN added a USING (user_id)"
+         FROM inserted i JOIN bumped b USING (user_id) LEFT JOIN added a USING (user_id)
+         UNION ALL SELECT NULL, NULL, user_id, NULL, NULL FROM changed",
+        checked_insert_cte()
     );
-    let found: Vec<(Uuid, i64, String, i64, i64)> = bind_rows(sqlx::query_as(&sql), &rows)
-        .bind(now)
+    type Found = (Option<Uuid>, Option<i64>, String, Option<i64>, Option<i64>);
+    let found: Vec<Found> = bind_checked(bind_rows(sqlx::query_as(&sql), &rows).bind(now), publishes)
         .fetch_all(pool)
         .await
         .map_err(|err| match err {
@@ -144,11 +184,17 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
             // The connection failed: the commit may have happened.
             _ => Failure::Unsure(Error::backend(err)),
         })?;
+    if found.iter().any(|(id, ..)| id.is_none()) {
+        // Nothing was stored: every publish of the batch reads its preferences again.
+        return Ok(publishes.iter().map(|_| PublishOutcome::PreferencesChanged).collect());
+    }
     let mut seqs = HashMap::with_capacity(found.len());
     let mut counts = UnreadCounts::new();
     for (id, seq, user, unread, version) in found {
-        seqs.insert(id, seq);
-        counts.insert(user, unread_count(unread, version));
+        if let (Some(id), Some(seq), Some(unread), Some(version)) = (id, seq, unread, version) {
+            seqs.insert(id, seq);
+            counts.insert(user, unread_count(unread, version));
+        }
     }
     Ok(publishes
         .iter()
@@ -353,8 +399,23 @@ async fn batch(
         });
     }
     let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
+    let changed = if publishes.iter().all(|write| write.checked.is_empty()) {
+        false
+    } else {
+        let sql = format!("SELECT EXISTS ({})", changed_preferences("$1", "$2"));
+        let (changed,): (bool,) = bind_checked(sqlx::query_as(&sql), publishes)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        changed
+    };
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
+        if changed {
+            // Nothing of it is stored, not even its key: it reads its preferences again.
+            repeated.push(Some(PublishOutcome::PreferencesChanged));
+            continue;
+        }
         let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
         repeated.push(record_key(&mut tx, idempotency, write.now).await?);
     }
@@ -472,13 +533,14 @@ mod tests {
 
     use super::*;
     use crate::adapters::group_commit::{Writer, test_notification};
-    use crate::ports::NotificationStore;
+    use crate::ports::{NotificationStore, PreferenceStore, PreferenceVersions};
 
     fn publish(id: Uuid, reply: oneshot::Sender<Result<PublishOutcome>>) -> Write {
         Write::Publish {
             batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
+            checked: PreferenceVersions::default(),
             reply,
         }
     }
@@ -496,6 +558,7 @@ mod tests {
                 batch: vec![n],
                 idempotency: None,
                 now: 1_000,
+                checked: PreferenceVersions::default(),
                 reply,
             });
         }
@@ -651,6 +714,92 @@ mod tests {
         assert_eq!(attempts_of(&pool, second).await, 2);
     }
 
+    /// Publishes one notification to `user`, checked against `checked`, in a batch of its own (with
+    /// an idempotency key `key` if given: the transaction path).
+    async fn publish_checked(
+        pool: &PgPool,
+        user: &str,
+        checked: &PreferenceVersions,
+        key: Option<&str>,
+    ) -> PublishOutcome {
+        let id = Uuid::new_v4();
+        let idempotency = key.map(|key| {
+            let key = IdempotencyKey {
+                publisher: "tests".into(),
+                key: key.into(),
+                request_hash: "h".into(),
+            };
+            let receipt = PublishReceipt {
+                created: Vec::new(),
+                skipped: Vec::new(),
+            };
+            (key, receipt)
+        });
+        let (reply, answer) = oneshot::channel();
+        let write = Write::Publish {
+            batch: vec![test_notification(id, user)],
+            idempotency,
+            now: 1_000,
+            checked: checked.clone(),
+            reply,
+        };
+        commit(pool, vec![write]).await;
+        answer.await.expect("answered").expect("no error")
+    }
+
+    #[tokio::test]
+    async fn a_publish_whose_recipients_preferences_changed_since_they_were_read_stores_nothing() {
+        let Some(pool) = super::super::test_pool().await else {
+            return;
+        };
+        let preferences = super::super::PostgresPreferenceStore::new(pool.clone());
+        let (alice, bob) = (format!("alice-{}", Uuid::new_v4()), format!("bob-{}", Uuid::new_v4()));
+        preferences.put(&alice, &Default::default()).await.expect("put");
+        let users = [alice.clone(), bob.clone()];
+        let read = preferences.get_many(&users).await.expect("read");
+        assert!(read.versions.0.iter().any(|(u, v)| u == &alice && v.is_some()));
+        assert!(
+            read.versions.0.iter().any(|(u, v)| u == &bob && v.is_none()),
+            "none stored"
+        );
+        let stored = |user: String| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications WHERE user_id = $1")
+                    .bind(user)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+        };
+        // Unchanged: stored, alone and in a transaction.
+        for key in [None, Some("k1")] {
+            let outcome = publish_checked(&pool, &alice, &read.versions, key).await;
+            assert!(matches!(outcome, PublishOutcome::Created(..)), "{outcome:?}");
+        }
+        assert_eq!(stored(alice.clone()).await, 2);
+        // Alice's changed (a write gives the row another version): nothing stored, no key kept.
+        preferences.put(&alice, &Default::default()).await.expect("put again");
+        for key in [None, Some("k2")] {
+            let outcome = publish_checked(&pool, &bob, &read.versions, key).await;
+            assert_eq!(outcome, PublishOutcome::PreferencesChanged, "{key:?}");
+        }
+        assert_eq!(stored(bob.clone()).await, 0);
+        let fresh = preferences.get_many(&users).await.expect("read");
+        let outcome = publish_checked(&pool, &bob, &fresh.versions, Some("k2")).await;
+        assert!(
+            matches!(outcome, PublishOutcome::Created(..)),
+            "the key was not kept: {outcome:?}"
+        );
+        // Bob had none and now has some: changed too.
+        preferences.put(&bob, &Default::default()).await.expect("put");
+        let outcome = publish_checked(&pool, &bob, &fresh.versions, None).await;
+        assert_eq!(outcome, PublishOutcome::PreferencesChanged);
+        // Nothing to check: stored.
+        let outcome = publish_checked(&pool, &bob, &PreferenceVersions::default(), None).await;
+        assert!(matches!(outcome, PublishOutcome::Created(..)));
+    }
+
     #[tokio::test]
     async fn a_failing_batch_is_redone_one_write_at_a_time() {
         let Some(pool) = super::super::test_pool().await else {
@@ -687,7 +836,12 @@ mod tests {
             let writer = writer.clone();
             async move {
                 writer
-                    .publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000)
+                    .publish(
+                        &[test_notification(Uuid::new_v4(), "alice")],
+                        None,
+                        1_000,
+                        &PreferenceVersions::default(),
+                    )
                     .await
             }
         }))

@@ -14,7 +14,9 @@ use crate::domain::UnixMs;
 use crate::domain::notification::{Notification, UnreadCount};
 use crate::domain::publish::PublishReceipt;
 use crate::error::Result;
-use crate::ports::{HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PublishOutcome};
+use crate::ports::{
+    HistoryQuery, IdempotencyKey, NewNotification, NotificationStore, PreferenceVersions, PublishOutcome,
+};
 
 #[derive(Debug, Clone)]
 pub struct SqliteNotificationStore {
@@ -59,7 +61,9 @@ impl NotificationStore for SqliteNotificationStore {
         idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
         now: UnixMs,
     ) -> Result<PublishOutcome> {
-        self.writer.publish(batch, idempotency, now).await
+        self.writer
+            .publish(batch, idempotency, now, &PreferenceVersions::default())
+            .await
     }
 
     async fn get(&self, user_id: &str, id: Uuid) -> Result<Option<Notification>> {

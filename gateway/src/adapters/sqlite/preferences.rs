@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
 use crate::domain::preferences::Preferences;
 use crate::error::Result;
-use crate::ports::PreferenceStore;
+use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
 
 /// Users whose preferences are remembered at most; past it the memory starts over.
 const MAX_REMEMBERED: usize = 100_000;
@@ -74,7 +74,7 @@ impl PreferenceStore for SqlitePreferenceStore {
         Ok(read)
     }
 
-    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>> {
+    async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         let puts_before = self.puts.load(Ordering::SeqCst);
         let mut found = HashMap::new();
         let mut unknown = Vec::new();
@@ -109,7 +109,11 @@ impl PreferenceStore for SqlitePreferenceStore {
                 found.insert(user_id, preferences);
             }
         }
-        Ok(found)
+        // One process reads and writes them, and forgets nothing it wrote: nothing to check.
+        Ok(PreferencesRead {
+            found,
+            versions: PreferenceVersions::default(),
+        })
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
@@ -144,7 +148,7 @@ mod tests {
         let pool = super::super::connect("sqlite::memory:").await.expect("sqlite");
         let store = SqlitePreferenceStore::new(pool);
         let users = ["alice".to_owned(), "bob".to_owned()];
-        assert!(store.get_many(&users).await.expect("first read").is_empty());
+        assert!(store.get_many(&users).await.expect("first read").found.is_empty());
         let quiet = Preferences {
             in_app_enabled: false,
             ..Preferences::default()
@@ -152,8 +156,8 @@ mod tests {
         store.put("alice", &quiet).await.expect("put");
         assert_eq!(store.get("alice").await.expect("get"), Some(quiet.clone()));
         let many = store.get_many(&users).await.expect("second read");
-        assert_eq!(many.get("alice"), Some(&quiet));
-        assert!(!many.contains_key("bob"));
+        assert_eq!(many.found.get("alice"), Some(&quiet));
+        assert!(!many.found.contains_key("bob"));
         // What was remembered is what the database holds.
         let fresh = SqlitePreferenceStore::new(store.pool.clone());
         assert_eq!(fresh.get("alice").await.expect("from the database"), Some(quiet));

@@ -405,6 +405,7 @@ mod tests {
 
     use super::*;
     use crate::adapters::group_commit::{Writer, test_notification};
+    use crate::ports::PreferenceVersions;
     use crate::ports::PublishOutcome;
 
     #[tokio::test]
@@ -420,6 +421,7 @@ mod tests {
             batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
+            checked: PreferenceVersions::default(),
             reply,
         };
         let stamp = |user_id: &str, reply| Write::Stamp {
@@ -475,7 +477,12 @@ mod tests {
         // Nothing else comes: the gathering window passes and the publish commits alone.
         let published = tokio::time::timeout(
             std::time::Duration::from_secs(1),
-            writer.publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000),
+            writer.publish(
+                &[test_notification(Uuid::new_v4(), "alice")],
+                None,
+                1_000,
+                &PreferenceVersions::default(),
+            ),
         )
         .await
         .expect("answered well within a second");
@@ -495,7 +502,12 @@ mod tests {
             let writer = writer.clone();
             async move {
                 writer
-                    .publish(&[test_notification(Uuid::new_v4(), "alice")], None, 1_000)
+                    .publish(
+                        &[test_notification(Uuid::new_v4(), "alice")],
+                        None,
+                        1_000,
+                        &PreferenceVersions::default(),
+                    )
                     .await
             }
         }))
@@ -525,6 +537,7 @@ mod tests {
                 batch: vec![test_notification(taken, "alice")],
                 idempotency: None,
                 now: 1_000,
+                checked: PreferenceVersions::default(),
                 reply: first,
             },
             // Two recipients; the second row repeats an id, so the first must not stay.
@@ -532,6 +545,7 @@ mod tests {
                 batch: vec![test_notification(fresh, "bob"), test_notification(taken, "carol")],
                 idempotency: None,
                 now: 1_000,
+                checked: PreferenceVersions::default(),
                 reply: pair,
             },
         ]);
@@ -597,6 +611,7 @@ mod tests {
             batch: vec![test_notification(id, "alice")],
             idempotency: None,
             now: 1_000,
+            checked: PreferenceVersions::default(),
             reply,
         };
         assert_eq!(commit_and_read_level(publish), FULL, "a publish");
