@@ -21,7 +21,15 @@ pub const REMEMBERED_USERS: usize = 100_000;
 
 pub struct PreferenceCache {
     store: Arc<dyn PreferenceStore>,
-    remembered: Mutex<HashMap<String, Remembered>>,
+    remembered: Mutex<Remembering>,
+}
+
+#[derive(Default)]
+struct Remembering {
+    users: HashMap<String, Remembered>,
+    /// Raised by every forget and put: a read that started before one may have read the old row
+    /// (and put it back after it was forgotten), so what it read is passed on, not remembered.
+    forgotten: u64,
 }
 
 /// A user's stored preferences (none: the defaults) at a version.
@@ -41,13 +49,13 @@ impl PreferenceCache {
         }
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Remembering> {
         self.remembered.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many users are remembered now.
     pub fn len(&self) -> usize {
-        self.remembered().len()
+        self.remembered().users.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,10 +73,10 @@ impl PreferenceStore for PreferenceCache {
     async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
         let mut answer = PreferencesRead::default();
         let mut missing = Vec::new();
-        {
+        let forgotten_before = {
             let remembered = self.remembered();
             for user_id in user_ids {
-                match remembered.get(user_id) {
+                match remembered.users.get(user_id) {
                     Some(known) => {
                         if let Some(preferences) = &known.preferences {
                             answer.found.insert(user_id.clone(), (**preferences).clone());
@@ -78,24 +86,28 @@ impl PreferenceStore for PreferenceCache {
                     None => missing.push(user_id.clone()),
                 }
             }
-        }
+            remembered.forgotten
+        };
         if missing.is_empty() {
             return Ok(answer);
         }
         let mut read = self.store.get_many(&missing).await?;
         let mut remembered = self.remembered();
-        if remembered.len() + missing.len() > REMEMBERED_USERS {
-            remembered.clear();
+        let remember = remembered.forgotten == forgotten_before;
+        if remember && remembered.users.len() + missing.len() > REMEMBERED_USERS {
+            remembered.users.clear();
         }
         for (user_id, version) in read.versions.0 {
             let preferences = read.found.remove(&user_id);
-            remembered.insert(
-                user_id.clone(),
-                Remembered {
-                    preferences: preferences.clone().map(Box::new),
-                    version: version.clone(),
-                },
-            );
+            if remember {
+                remembered.users.insert(
+                    user_id.clone(),
+                    Remembered {
+                        preferences: preferences.clone().map(Box::new),
+                        version: version.clone(),
+                    },
+                );
+            }
             if let Some(preferences) = preferences {
                 answer.found.insert(user_id.clone(), preferences);
             }
@@ -109,15 +121,18 @@ impl PreferenceStore for PreferenceCache {
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
         let written = self.store.put(user_id, preferences).await;
         // Whether or not it was written, the next read asks the store.
-        self.remembered().remove(user_id);
+        let mut remembered = self.remembered();
+        remembered.users.remove(user_id);
+        remembered.forgotten += 1;
         written
     }
 
     fn forget(&self, user_ids: &[String]) {
         let mut remembered = self.remembered();
         for user_id in user_ids {
-            remembered.remove(user_id);
+            remembered.users.remove(user_id);
         }
+        remembered.forgotten += 1;
         drop(remembered);
         self.store.forget(user_ids);
     }
@@ -227,6 +242,52 @@ mod tests {
             cache.get_many(&users[1..]).await.expect("read").found.get("bob"),
             Some(&muted)
         );
+    }
+
+    /// Holds each read until released.
+    struct Held {
+        store: Versioned,
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl PreferenceStore for Held {
+        async fn get(&self, user_id: &str) -> Result<Option<Preferences>> {
+            self.store.get(user_id).await
+        }
+
+        async fn get_many(&self, user_ids: &[String]) -> Result<PreferencesRead> {
+            let read = self.store.get_many(user_ids).await;
+            self.release.acquire().await.expect("open").forget();
+            read
+        }
+
+        async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<()> {
+            self.store.put(user_id, preferences).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_was_in_flight_when_users_were_forgotten_is_not_remembered() {
+        let store = Arc::new(Held {
+            store: Versioned::default(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let cache = Arc::new(PreferenceCache::new(store.clone()));
+        let users = vec!["alice".to_owned()];
+        // A read takes the old row, then a publish finds it changed and forgets it.
+        let in_flight = tokio::spawn({
+            let (cache, users) = (cache.clone(), users.clone());
+            async move { cache.get_many(&users).await }
+        });
+        while store.store.reads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        cache.forget(&users);
+        store.release.add_permits(1);
+        let read = in_flight.await.expect("joins").expect("read");
+        assert_eq!(versions_of(&read)["alice"], None, "its caller gets what it read");
+        assert!(cache.is_empty(), "but it is not remembered");
     }
 
     #[tokio::test]

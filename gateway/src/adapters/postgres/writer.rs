@@ -13,7 +13,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::adapters::group_commit::{
-    Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
+    ACKNOWLEDGED, Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps,
+    clone_result,
 };
 use crate::adapters::sql::{Statements, db_error, stored_notification, unread_count};
 use crate::app::metrics::Backend;
@@ -21,7 +22,7 @@ use crate::domain::UnixMs;
 use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{IdempotencyKey, UnreadCounts};
-use crate::ports::{NewNotification, PublishOutcome};
+use crate::ports::{NewNotification, PreferenceVersions, PublishOutcome};
 
 /// Records an `Idempotency-Key`; returns no row when the key is already there
 /// (`Statements::record_idempotency_key`).
@@ -71,24 +72,42 @@ fn changed_preferences(users: &str, versions: &str) -> String {
 }
 
 /// [`insert_cte`] that inserts nothing if a recipient's preferences changed since they were read
-/// (parameters `$13` and `$14`); `changed` names one such recipient then.
+/// (parameters `$13` and `$14`); `changed` names those recipients then.
 fn checked_insert_cte() -> String {
     let changed = changed_preferences("$13", "$14");
     format!(
-        "WITH changed AS ({changed} LIMIT 1),
+        "WITH changed AS ({changed}),
      input AS ({INPUT} WHERE NOT EXISTS (SELECT 1 FROM changed)), {INSERT_TAIL}"
     )
 }
 
 /// Binds the recipients and versions of every publish in `publishes` (checked by
 /// [`checked_insert_cte`] and [`changed_preferences`]).
-fn bind_checked<'q, O>(
+fn bind_checked<'q, 'p, O>(
     query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
-    publishes: &[Publish],
+    publishes: impl IntoIterator<Item = &'p PreferenceVersions>,
 ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
-    let checked = publishes.iter().flat_map(|write| write.checked.0.iter());
+    let checked = publishes.into_iter().flat_map(|checked| checked.0.iter());
     let (users, versions): (Vec<String>, Vec<Option<String>>) = checked.cloned().unzip();
     query.bind(users).bind(versions)
+}
+
+/// Whether `checked` names one of `changed`.
+fn touches(checked: &PreferenceVersions, changed: &HashSet<String>) -> bool {
+    checked.0.iter().any(|(user, _)| changed.contains(user))
+}
+
+/// The recipients among `checked` whose preferences changed since they were read, in `executor`.
+async fn changed_recipients<'c, 'p>(
+    executor: impl sqlx::PgExecutor<'c>,
+    checked: impl IntoIterator<Item = &'p PreferenceVersions>,
+) -> Result<HashSet<String>> {
+    let sql = changed_preferences("$1", "$2");
+    let rows: Vec<(String,)> = bind_checked(sqlx::query_as(&sql), checked)
+        .fetch_all(executor)
+        .await
+        .map_err(db_error)?;
+    Ok(rows.into_iter().map(|(user,)| user).collect())
 }
 
 /// The unread notifications of user `user` (an SQL expression) past their expiry at `now` (a
@@ -148,19 +167,61 @@ fn insert_notifications<'a>(
     })
 }
 
-/// A batch of publishes without idempotency keys, as one statement in a transaction of its own:
-/// the rows inserted and each recipient's unread count, one round trip to the database instead of
-/// four (begin, insert, count, commit), which on a busy machine decided the cluster's latency.
-/// The count adds the rows just inserted to those there before: a statement does not see its own
-/// inserts.
+/// A batch of publishes without idempotency keys, as one statement in a transaction of its own
+/// ([`insert_alone`]). A publish whose recipients' preferences changed since they were read answers
+/// [`PublishOutcome::PreferencesChanged`]; the others are stored (again one statement, without it:
+/// each round leaves out at least one).
 async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<PublishOutcome>, Failure> {
+    let mut outcomes: Vec<Option<PublishOutcome>> = vec![None; publishes.len()];
+    loop {
+        let round: Vec<(usize, &Publish)> = publishes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcomes[*i].is_none())
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        let writes: Vec<&Publish> = round.iter().map(|(_, write)| *write).collect();
+        match insert_alone(pool, &writes).await? {
+            Inserted::Stored(stored) => {
+                for ((i, _), outcome) in round.into_iter().zip(stored) {
+                    outcomes[i] = Some(outcome);
+                }
+            }
+            Inserted::Changed(changed) => {
+                for (i, write) in round {
+                    if touches(&write.checked, &changed) {
+                        outcomes[i] = Some(PublishOutcome::PreferencesChanged);
+                    }
+                }
+            }
+        }
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// What [`insert_alone`] did.
+enum Inserted {
+    /// Each publish's outcome.
+    Stored(Vec<PublishOutcome>),
+    /// Nothing: these recipients' preferences changed since they were read.
+    Changed(HashSet<String>),
+}
+
+/// `publishes` as one statement in a transaction of its own: the rows inserted and each recipient's
+/// unread count, one round trip to the database instead of four (begin, insert, count, commit),
+/// which on a busy machine decided the cluster's latency. The count adds the rows just inserted to
+/// those there before: a statement does not see its own inserts. Nothing is inserted if a
+/// recipient's preferences changed since they were read.
+async fn insert_alone(pool: &PgPool, publishes: &[&Publish]) -> Result<Inserted, Failure> {
     let rows: Vec<&NewNotification> = publishes.iter().flat_map(|write| write.batch.iter()).collect();
     let now = publishes.iter().map(|write| write.now).max().unwrap_or_default();
     // `bumped.unread` is the kept count before this statement (its trigger adds the rows inserted
     // afterwards), read from the row the statement updates: the latest committed value.
     let expired = expired_unread("b.user_id", "$12");
-    // A recipient whose preferences changed since they were read stops the whole statement; it
-    // answers that recipient alone, in a row without an id.
+    // Recipients whose preferences changed stop the whole statement; each is answered in a row
+    // without an id.
     let sql = format!(
         "{},
          added AS (
@@ -175,7 +236,8 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
         checked_insert_cte()
     );
     type Found = (Option<Uuid>, Option<i64>, String, Option<i64>, Option<i64>);
-    let found: Vec<Found> = bind_checked(bind_rows(sqlx::query_as(&sql), &rows).bind(now), publishes)
+    let checked = publishes.iter().map(|write| &write.checked);
+    let found: Vec<Found> = bind_checked(bind_rows(sqlx::query_as(&sql), &rows).bind(now), checked)
         .fetch_all(pool)
         .await
         .map_err(|err| match err {
@@ -184,9 +246,13 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
             // The connection failed: the commit may have happened.
             _ => Failure::Unsure(Error::backend(err)),
         })?;
-    if found.iter().any(|(id, ..)| id.is_none()) {
-        // Nothing was stored: every publish of the batch reads its preferences again.
-        return Ok(publishes.iter().map(|_| PublishOutcome::PreferencesChanged).collect());
+    let changed: HashSet<String> = found
+        .iter()
+        .filter(|(id, ..)| id.is_none())
+        .map(|(_, _, user, ..)| user.clone())
+        .collect();
+    if !changed.is_empty() {
+        return Ok(Inserted::Changed(changed));
     }
     let mut seqs = HashMap::with_capacity(found.len());
     let mut counts = UnreadCounts::new();
@@ -196,10 +262,12 @@ async fn publish_alone(pool: &PgPool, publishes: &[Publish]) -> Result<Vec<Publi
             counts.insert(user, unread_count(unread, version));
         }
     }
-    Ok(publishes
-        .iter()
-        .map(|write| created(&write.batch, &seqs, &counts))
-        .collect())
+    Ok(Inserted::Stored(
+        publishes
+            .iter()
+            .map(|write| created(&write.batch, &seqs, &counts))
+            .collect(),
+    ))
 }
 
 /// Records a publish's `Idempotency-Key` in `tx`; `Some` answer when the key was already there.
@@ -265,13 +333,14 @@ fn unread_counts<'a>(
 }
 
 /// One publish in a transaction of its own (the writer's fallback when a batch fails).
-async fn publish_one(
-    pool: &PgPool,
-    batch: &[NewNotification],
-    idempotency: Option<(&IdempotencyKey, &PublishReceipt)>,
-    now: UnixMs,
-) -> Result<PublishOutcome> {
+async fn publish_one(pool: &PgPool, write: &Publish) -> Result<PublishOutcome> {
+    let (batch, now) = (&write.batch, write.now);
+    let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
     let mut tx = pool.begin().await.map_err(db_error)?;
+    if !write.checked.is_empty() && !changed_recipients(&mut *tx, [&write.checked]).await?.is_empty() {
+        tx.rollback().await.map_err(db_error)?;
+        return Ok(PublishOutcome::PreferencesChanged);
+    }
     if let Some(repeated) = record_key(&mut tx, idempotency, now).await? {
         tx.rollback().await.map_err(db_error)?;
         return Ok(repeated);
@@ -303,15 +372,37 @@ struct Batched {
 
 /// Whether the batch committed as one (a batch redone write by write did not).
 async fn commit(pool: &PgPool, writes: Vec<Write>) -> bool {
-    let flush = writes.iter().any(Write::needs_flush);
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
     let attempted = sorted.attempt_rounds();
+    // Only a read mark among the stamps must be flushed (`Write::needs_flush`).
+    let flush = groups.iter().flatten().any(|stamp| stamp.column != ACKNOWLEDGED);
     if sorted.publishes.is_empty() {
         return without_publishes(pool, flush, sorted, groups, &attempted).await;
     }
+    if sorted.publishes.iter().all(|write| write.idempotency.is_none()) {
+        // Keyless publishes are one statement of their own; the acknowledgements, read marks and
+        // attempt counts that waited to ride along are statements beside them. In one transaction
+        // they would cost the publishes their single round trip (begin, insert, count, stamps,
+        // attempts, commit).
+        let publishes = Sorted {
+            publishes: std::mem::take(&mut sorted.publishes),
+            ..Sorted::default()
+        };
+        let published = commit_together(pool, publishes, Vec::new(), &[]).await;
+        if groups.is_empty() && sorted.attempts.is_empty() {
+            return published;
+        }
+        return without_publishes(pool, flush, sorted, groups, &attempted).await && published;
+    }
+    commit_together(pool, sorted, groups, &attempted).await
+}
+
+/// The batch in one transaction (one statement when it is only keyless publishes); a batch whose
+/// statement failed is redone one write at a time. Whether the batch committed as one.
+async fn commit_together(pool: &PgPool, sorted: Sorted, groups: Vec<Vec<Stamp>>, attempted: &[Vec<Uuid>]) -> bool {
     let mut answers = Vec::new();
-    let committed = match batch(pool, &sorted.publishes, &groups, &attempted).await {
+    let committed = match batch(pool, &sorted.publishes, &groups, attempted).await {
         Ok(batched) => {
             for (write, outcome) in sorted.publishes.into_iter().zip(batched.publishes) {
                 answers.push(Answer::Publish(write.reply, Ok(outcome)));
@@ -341,13 +432,12 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) -> bool {
         Err(Failure::Statement(err)) => {
             tracing::warn!(error = %err, "postgres:batch-failed, writing one by one");
             for write in sorted.publishes {
-                let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
-                let outcome = publish_one(pool, &write.batch, idempotency, write.now).await;
+                let outcome = publish_one(pool, &write).await;
                 answers.push(Answer::Publish(write.reply, outcome));
             }
             if !attempted.is_empty() {
                 let mut counted = Ok(());
-                for round in &attempted {
+                for round in attempted {
                     counted = counted.and(count_attempts(pool, round, false).await);
                 }
                 for (_, reply) in sorted.attempts {
@@ -400,18 +490,13 @@ async fn batch(
     }
     let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
     let changed = if publishes.iter().all(|write| write.checked.is_empty()) {
-        false
+        HashSet::new()
     } else {
-        let sql = format!("SELECT EXISTS ({})", changed_preferences("$1", "$2"));
-        let (changed,): (bool,) = bind_checked(sqlx::query_as(&sql), publishes)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        changed
+        changed_recipients(&mut *tx, publishes.iter().map(|write| &write.checked)).await?
     };
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
-        if changed {
+        if touches(&write.checked, &changed) {
             // Nothing of it is stored, not even its key: it reads its preferences again.
             repeated.push(Some(PublishOutcome::PreferencesChanged));
             continue;
@@ -798,6 +883,65 @@ mod tests {
         // Nothing to check: stored.
         let outcome = publish_checked(&pool, &bob, &PreferenceVersions::default(), None).await;
         assert!(matches!(outcome, PublishOutcome::Created(..)));
+        // In one batch, only the publish whose recipient changed is refused: in one statement
+        // (with an acknowledgement beside it) and in a transaction (publishes with keys).
+        let now = preferences.get_many(&users).await.expect("read");
+        preferences.put(&alice, &Default::default()).await.expect("put again");
+        let only = |user: &str| PreferenceVersions(now.versions.0.iter().filter(|(u, _)| u == user).cloned().collect());
+        for keyed in [false, true] {
+            let mut answers = Vec::new();
+            let mut writes = Vec::new();
+            let publishes = [
+                (&alice, only(&alice)),
+                (&bob, only(&bob)),
+                (&bob, PreferenceVersions::default()),
+            ];
+            for (user, checked) in publishes {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                let idempotency = keyed.then(|| {
+                    let key = IdempotencyKey {
+                        publisher: "tests".into(),
+                        key: Uuid::new_v4().to_string(),
+                        request_hash: "h".into(),
+                    };
+                    (
+                        key,
+                        PublishReceipt {
+                            created: Vec::new(),
+                            skipped: Vec::new(),
+                        },
+                    )
+                });
+                writes.push(Write::Publish {
+                    batch: vec![test_notification(Uuid::new_v4(), user)],
+                    idempotency,
+                    now: 1_000,
+                    checked,
+                    reply,
+                });
+            }
+            writes.push(Write::Stamp {
+                column: "delivered_at",
+                user_id: bob.clone(),
+                id: Uuid::new_v4(),
+                at: 2_000,
+                attempts: 1,
+                reply: oneshot::channel().0,
+            });
+            commit(&pool, writes).await;
+            let mut outcomes = Vec::new();
+            for answer in answers {
+                outcomes.push(answer.await.expect("answered").expect("no error"));
+            }
+            assert_eq!(outcomes[0], PublishOutcome::PreferencesChanged, "alice's changed");
+            assert!(
+                matches!(outcomes[1], PublishOutcome::Created(..)),
+                "bob's did not: {:?}",
+                outcomes[1]
+            );
+            assert!(matches!(outcomes[2], PublishOutcome::Created(..)), "nothing to check");
+        }
     }
 
     #[tokio::test]

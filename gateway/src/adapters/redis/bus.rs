@@ -224,17 +224,19 @@ async fn read_pushes(
     }
 }
 
-/// Checks the subscription connection every [`subscriber::ALIVE_EVERY`] until the Redis handle
-/// that holds it is gone (`Subscriber::check_alive`).
+/// Checks the subscription connection every [`subscriber::ALIVE_EVERY`]
+/// (`Subscriber::check_alive`) while a Redis handle holds it: in practice for the bus's life, since
+/// the bus's other tasks hold one.
 async fn check_subscriber(subscriber: std::sync::Weak<subscriber::Subscriber>, metrics: BackendMetrics) {
     let mut every = tokio::time::interval(subscriber::ALIVE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut late = subscriber::Late::default();
     loop {
         every.tick().await;
         let Some(subscriber) = subscriber.upgrade() else {
             return;
         };
-        subscriber.check_alive(&metrics).await;
+        subscriber.check_alive(&metrics, &mut late).await;
     }
 }
 
@@ -649,7 +651,8 @@ mod tests {
         proxy.freeze();
         publisher.publish(count_for("alice", 2)).await.expect("publish");
         proxy.restore();
-        // Found out within two checks (a check every 2 s, 2 s for its answer), then subscribed again.
+        // Found out within three checks (one every 2 s, 2 s for each answer, two missed), then
+        // subscribed again.
         let caught_up = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
                 match heard.recv().await {

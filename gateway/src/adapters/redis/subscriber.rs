@@ -42,6 +42,13 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 /// [`Subscriber::check_alive`]).
 pub(super) const ALIVE_EVERY: Duration = Duration::from_secs(2);
 
+/// Checks of one connection that went unanswered in a row.
+#[derive(Debug, Default)]
+pub(super) struct Late {
+    generation: u64,
+    times: u32,
+}
+
 impl Single {
     pub(super) fn new(client: redis::Client, pushes: mpsc::UnboundedSender<PushInfo>) -> Self {
         Self {
@@ -146,30 +153,39 @@ impl Subscriber {
         Ok(())
     }
 
-    /// One server: `PING`s the subscription connection in use, timed into `metrics`; an error, or
-    /// no answer within [`WITHIN`], replaces it, and the bus hears the loss (and subscribes again).
-    /// A connection that died without a word (a partition, a NAT or firewall that forgot it: no reset,
-    /// no close) carries no more pushes, and nothing else would notice: subscription commands go out
-    /// only when sessions come and go, and TCP keepalive takes hours. A Cluster's connections are
-    /// the Cluster client's own, which has no such check (docs/architecture.md).
-    pub(super) async fn check_alive(&self, metrics: &BackendMetrics) {
+    /// One server: `PING`s the subscription connection in use, timed into `metrics`. An error
+    /// replaces it at once; no answer within [`WITHIN`] twice in a row replaces it too (one late
+    /// answer may be a busy moment: a fork of Redis, a starved runtime, the PING queued behind a
+    /// round of subscriptions, and replacing the connection resubscribes every user). Its loss
+    /// reaches the bus, which subscribes again. A connection that died without a word (a partition,
+    /// a NAT or firewall that forgot it: no reset, no close) carries no more pushes, and nothing
+    /// else would notice: subscription commands go out only when sessions come and go, and TCP
+    /// keepalive takes hours. A Cluster's connections are the Cluster client's own, which has no
+    /// such check (docs/architecture.md). `late` is the checker's memory of unanswered checks.
+    pub(super) async fn check_alive(&self, metrics: &BackendMetrics, late: &mut Late) {
         let Subscriber::Single(single) = self else {
             return;
         };
         let Some((generation, connection)) = single.current().await else {
             return;
         };
+        if late.generation != generation {
+            *late = Late { generation, times: 0 };
+        }
         let mut connection = Timed::new(connection, metrics.clone());
         let ping = redis::cmd("PING");
         match tokio::time::timeout(WITHIN, ping.query_async::<Value>(&mut connection)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => late.times = 0,
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "bus: the subscription connection failed its check");
                 single.failed(generation).await;
             }
             Err(_) => {
-                tracing::warn!("bus: the subscription connection did not answer its check in time");
-                single.failed(generation).await;
+                late.times += 1;
+                if late.times >= 2 {
+                    tracing::warn!("bus: the subscription connection did not answer two checks in time");
+                    single.failed(generation).await;
+                }
             }
         }
     }
