@@ -380,15 +380,20 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// The batch did not commit: every write of it failed.
-    pub fn failed(self, message: &str) -> Self {
-        fn err<T>(message: &str) -> Result<T> {
-            Err(Error::Backend(message.to_owned()))
-        }
+    /// The batch did not commit because of `cause`: every write of it failed, the same way (a
+    /// database out of reach stays "unavailable", 503 with a retry, not an internal error).
+    pub fn failed(self, cause: &Error) -> Self {
+        let err = || -> Error {
+            let message = format!("the write could not be committed: {cause}");
+            match cause {
+                Error::Unavailable(_) => Error::Unavailable(message),
+                _ => Error::Backend(message),
+            }
+        };
         match self {
-            Answer::Publish(reply, _) => Answer::Publish(reply, err(message)),
-            Answer::Stamp(reply, _) => Answer::Stamp(reply, err(message)),
-            Answer::RecordAttempt(reply, _) => Answer::RecordAttempt(reply, err(message)),
+            Answer::Publish(reply, _) => Answer::Publish(reply, Err(err())),
+            Answer::Stamp(reply, _) => Answer::Stamp(reply, Err(err())),
+            Answer::RecordAttempt(reply, _) => Answer::RecordAttempt(reply, Err(err())),
         }
     }
 
@@ -443,8 +448,7 @@ pub fn answer_all(answers: Vec<Answer>, committed: Result<()>, store: &str) -> b
         }
         Err(err) => {
             tracing::error!(store, error = %err, writes = answers.len(), "store:batch-failed");
-            let message = format!("the write could not be committed: {err}");
-            answers.into_iter().for_each(|answer| answer.failed(&message).send());
+            answers.into_iter().for_each(|answer| answer.failed(&err).send());
             false
         }
     }

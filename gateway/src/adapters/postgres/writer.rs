@@ -244,7 +244,7 @@ async fn insert_alone(pool: &PgPool, publishes: &[&Publish]) -> Result<Inserted,
             // Refused by the database: nothing was written, each publish can be redone alone.
             sqlx::Error::Database(_) => Failure::Statement(Error::backend(err)),
             // The connection failed: the commit may have happened.
-            _ => Failure::Unsure(Error::backend(err)),
+            _ => Failure::Unsure(db_error(err)),
         })?;
     let changed: HashSet<String> = found
         .iter()
@@ -488,7 +488,7 @@ async fn batch(
             stamped: Vec::new(),
         });
     }
-    let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
+    let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(db_error(err)))?;
     let changed = if publishes.iter().all(|write| write.checked.is_empty()) {
         HashSet::new()
     } else {
@@ -525,7 +525,7 @@ async fn batch(
     for group in groups {
         stamped.push(stamp_group(&mut *tx, group, false).await?);
     }
-    tx.commit().await.map_err(|err| Failure::Unsure(Error::backend(err)))?;
+    tx.commit().await.map_err(|err| Failure::Unsure(db_error(err)))?;
     Ok(Batched { publishes, stamped })
 }
 
