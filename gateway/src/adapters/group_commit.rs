@@ -76,7 +76,7 @@ impl Write {
     pub fn needs_flush(&self) -> bool {
         match self {
             Write::Publish { .. } => true,
-            Write::Stamp { column, .. } => *column != ACKNOWLEDGED,
+            Write::Stamp { column, .. } => Stamp::column_needs_flush(column),
             Write::RecordAttempt { .. } => false,
         }
     }
@@ -289,6 +289,18 @@ pub struct Stamp {
     /// Delivery rounds to add to the attempt count (see [`Write::Stamp`]).
     pub attempts: u32,
     pub reply: oneshot::Sender<Result<bool>>,
+}
+
+impl Stamp {
+    /// Whether a stamp of `column` must be on disk before it is answered: a read mark must, an
+    /// acknowledgement need not ([`Write::needs_flush`]).
+    fn column_needs_flush(column: &str) -> bool {
+        column != ACKNOWLEDGED
+    }
+
+    pub fn needs_flush(&self) -> bool {
+        Self::column_needs_flush(self.column)
+    }
 }
 
 impl Sorted {

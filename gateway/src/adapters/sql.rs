@@ -154,9 +154,8 @@ where
     sql.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(query.limit));
 }
 
-/// Selects every column of [`PreferencesRow`].
-pub(crate) const SELECT_PREFERENCES: &str =
-    "SELECT user_id, email_enabled, push_enabled, in_app_enabled, preferences FROM notification_preferences";
+/// Every column of [`PreferencesRow`], for a `SELECT ... FROM notification_preferences`.
+pub(crate) const PREFERENCE_COLUMNS: &str = "user_id, email_enabled, push_enabled, in_app_enabled, preferences";
 
 /// A `notification_preferences` row. The plan's PostgreSQL columns are nullable, SQLite's are not;
 /// a `NULL` reads as the default.
@@ -243,11 +242,13 @@ where
 
     /// The stored preferences of `user_id`, if any.
     pub(crate) async fn get_preferences(pool: &Pool<DB>, user_id: &str) -> Result<Option<Preferences>> {
-        let row: Option<PreferencesRow> = sqlx::query_as(&format!("{SELECT_PREFERENCES} WHERE user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?;
+        let row: Option<PreferencesRow> = sqlx::query_as(&format!(
+            "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE user_id = $1"
+        ))
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?;
         Ok(row.map(|row| row.into_preferences().1))
     }
 

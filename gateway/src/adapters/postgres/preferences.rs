@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
+use crate::adapters::sql::{PREFERENCE_COLUMNS, PreferencesRow, Statements, db_error};
 use crate::domain::preferences::Preferences;
 use crate::error::Result;
 use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
@@ -37,8 +37,8 @@ impl PreferenceStore for PostgresPreferenceStore {
         // The row's `xmin` (the transaction that wrote it) is its version: any write of the row, and
         // its delete, changes it; a publish's commit checks it (`postgres::writer`).
         let rows: Vec<VersionedRow> = sqlx::query_as(&format!(
-            "SELECT xmin::text AS version, {} WHERE user_id = ANY($1)",
-            SELECT_PREFERENCES.trim_start_matches("SELECT ")
+            "SELECT xmin::text AS version, {PREFERENCE_COLUMNS} FROM notification_preferences
+             WHERE user_id = ANY($1)"
         ))
         .bind(user_ids)
         .fetch_all(&self.pool)

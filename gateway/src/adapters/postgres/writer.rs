@@ -13,8 +13,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::adapters::group_commit::{
-    ACKNOWLEDGED, Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps,
-    clone_result,
+    Answer, Committer, Publish, Sorted, Stamp, Write, answer_all, answer_attempts, answer_stamps, clone_result,
 };
 use crate::adapters::sql::{Statements, db_error, stored_notification, unread_count};
 use crate::app::metrics::Backend;
@@ -97,11 +96,16 @@ fn touches(checked: &PreferenceVersions, changed: &HashSet<String>) -> bool {
     checked.0.iter().any(|(user, _)| changed.contains(user))
 }
 
-/// The recipients among `checked` whose preferences changed since they were read, in `executor`.
+/// The recipients among `checked` whose preferences changed since they were read, in `executor`
+/// (no query when nothing is to be checked).
 async fn changed_recipients<'c, 'p>(
     executor: impl sqlx::PgExecutor<'c>,
     checked: impl IntoIterator<Item = &'p PreferenceVersions>,
 ) -> Result<HashSet<String>> {
+    let checked: Vec<&PreferenceVersions> = checked.into_iter().filter(|c| !c.is_empty()).collect();
+    if checked.is_empty() {
+        return Ok(HashSet::new());
+    }
     let sql = changed_preferences("$1", "$2");
     let rows: Vec<(String,)> = bind_checked(sqlx::query_as(&sql), checked)
         .fetch_all(executor)
@@ -337,7 +341,7 @@ async fn publish_one(pool: &PgPool, write: &Publish) -> Result<PublishOutcome> {
     let (batch, now) = (&write.batch, write.now);
     let idempotency = write.idempotency.as_ref().map(|(key, receipt)| (key, receipt));
     let mut tx = pool.begin().await.map_err(db_error)?;
-    if !write.checked.is_empty() && !changed_recipients(&mut *tx, [&write.checked]).await?.is_empty() {
+    if !changed_recipients(&mut *tx, [&write.checked]).await?.is_empty() {
         tx.rollback().await.map_err(db_error)?;
         return Ok(PublishOutcome::PreferencesChanged);
     }
@@ -375,8 +379,9 @@ async fn commit(pool: &PgPool, writes: Vec<Write>) -> bool {
     let mut sorted = Sorted::of(writes);
     let groups = sorted.stamps_by_column();
     let attempted = sorted.attempt_rounds();
-    // Only a read mark among the stamps must be flushed (`Write::needs_flush`).
-    let flush = groups.iter().flatten().any(|stamp| stamp.column != ACKNOWLEDGED);
+    // Publishes go apart from the stamps below (or in a flushed transaction with them): only a
+    // stamp that must be flushed decides.
+    let flush = groups.iter().flatten().any(Stamp::needs_flush);
     if sorted.publishes.is_empty() {
         return without_publishes(pool, flush, sorted, groups, &attempted).await;
     }
@@ -489,11 +494,7 @@ async fn batch(
         });
     }
     let mut tx = pool.begin().await.map_err(|err| Failure::Unsure(db_error(err)))?;
-    let changed = if publishes.iter().all(|write| write.checked.is_empty()) {
-        HashSet::new()
-    } else {
-        changed_recipients(&mut *tx, publishes.iter().map(|write| &write.checked)).await?
-    };
+    let changed = changed_recipients(&mut *tx, publishes.iter().map(|write| &write.checked)).await?;
     let mut repeated: Vec<Option<PublishOutcome>> = Vec::with_capacity(publishes.len());
     for write in publishes {
         if touches(&write.checked, &changed) {

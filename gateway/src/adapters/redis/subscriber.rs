@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Mutex, mpsc};
@@ -120,26 +120,23 @@ impl Subscriber {
         let mut command = redis::cmd(name);
         command.arg(channel);
         let answer = match self {
-            Subscriber::Cluster(connection) => {
-                let mut connection = Timed::new(connection.clone(), metrics.clone());
-                match tokio::time::timeout(WITHIN, command.query_async::<Value>(&mut connection)).await {
-                    Ok(answer) => answer.map_err(|err| err.to_string())?,
-                    Err(_) => return Err("no answer in time".into()),
-                }
-            }
+            Subscriber::Cluster(connection) => match ask(connection.clone(), &command, metrics).await {
+                Asked::Answered(answer) => answer,
+                Asked::Failed(err) => return Err(err.to_string()),
+                Asked::Late => return Err("no answer in time".into()),
+            },
             Subscriber::Single(single) => {
                 let (generation, connection) = match tokio::time::timeout(WITHIN, single.connection()).await {
                     Ok(connected) => connected.map_err(|err| err.to_string())?,
                     Err(_) => return Err("no connection in time".into()),
                 };
-                let mut connection = Timed::new(connection, metrics.clone());
-                match tokio::time::timeout(WITHIN, command.query_async::<Value>(&mut connection)).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(err)) => {
+                match ask(connection, &command, metrics).await {
+                    Asked::Answered(answer) => answer,
+                    Asked::Failed(err) => {
                         single.failed(generation).await;
                         return Err(err.to_string());
                     }
-                    Err(_) => {
+                    Asked::Late => {
                         // No answer: the connection it went on is not to be trusted any more.
                         single.failed(generation).await;
                         return Err("no answer in time".into());
@@ -172,15 +169,13 @@ impl Subscriber {
         if late.generation != generation {
             *late = Late { generation, times: 0 };
         }
-        let mut connection = Timed::new(connection, metrics.clone());
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(WITHIN, ping.query_async::<Value>(&mut connection)).await {
-            Ok(Ok(_)) => late.times = 0,
-            Ok(Err(err)) => {
+        match ask(connection, &redis::cmd("PING"), metrics).await {
+            Asked::Answered(_) => late.times = 0,
+            Asked::Failed(err) => {
                 tracing::warn!(error = %err, "bus: the subscription connection failed its check");
                 single.failed(generation).await;
             }
-            Err(_) => {
+            Asked::Late => {
                 late.times += 1;
                 if late.times >= 2 {
                     tracing::warn!("bus: the subscription connection did not answer two checks in time");
@@ -202,6 +197,24 @@ impl Subscriber {
             .query_async(&mut connection)
             .await
             .expect("CLIENT ID")
+    }
+}
+
+/// What a command on a subscription connection got.
+enum Asked {
+    Answered(Value),
+    Failed(redis::RedisError),
+    /// No answer within [`WITHIN`].
+    Late,
+}
+
+/// Sends `command` on `connection`, timed into `metrics`, waiting at most [`WITHIN`].
+async fn ask<C: ConnectionLike + Send>(connection: C, command: &redis::Cmd, metrics: &BackendMetrics) -> Asked {
+    let mut connection = Timed::new(connection, metrics.clone());
+    match tokio::time::timeout(WITHIN, command.query_async::<Value>(&mut connection)).await {
+        Ok(Ok(answer)) => Asked::Answered(answer),
+        Ok(Err(err)) => Asked::Failed(err),
+        Err(_) => Asked::Late,
     }
 }
 

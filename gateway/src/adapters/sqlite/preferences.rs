@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use crate::adapters::sql::{PreferencesRow, SELECT_PREFERENCES, Statements, db_error};
+use crate::adapters::sql::{PREFERENCE_COLUMNS, PreferencesRow, Statements, db_error};
 use crate::domain::preferences::Preferences;
 use crate::error::Result;
 use crate::ports::{PreferenceStore, PreferenceVersions, PreferencesRead};
@@ -93,7 +93,9 @@ impl PreferenceStore for SqlitePreferenceStore {
         let mut read = HashMap::new();
         // SQLite caps bound parameters per statement; 500 stays well below every version's limit.
         for chunk in unknown.chunks(500) {
-            let mut query = QueryBuilder::<Sqlite>::new(format!("{SELECT_PREFERENCES} WHERE user_id IN ("));
+            let mut query = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE user_id IN ("
+            ));
             let mut ids = query.separated(", ");
             for id in chunk {
                 ids.push_bind(id);
