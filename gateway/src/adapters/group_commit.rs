@@ -1,5 +1,5 @@
 //! Group commit, shared by the SQL stores: the hot writes of a replica (publishes, acknowledgements,
-//! attempt counts) go to one writer task, which takes everything waiting (up to [`MAX_BATCH`]),
+//! attempt counts) go to one writer task, which takes everything waiting (up to [`MAX_BATCH_ROWS`]),
 //! applies it in one transaction with as few statements as it can (the store's [`Committer`]),
 //! commits once and only then answers every write. Durability is unchanged (nothing is answered
 //! before its commit); the commit's flush to disk and the round trips are shared by the batch.
@@ -20,8 +20,13 @@ use crate::domain::publish::PublishReceipt;
 use crate::error::{Error, Result};
 use crate::ports::{IdempotencyKey, NewNotification, PreferenceVersions, PublishOutcome};
 
-/// Most writes in one transaction: bounds how long one commit keeps the others waiting.
-pub const MAX_BATCH: usize = 512;
+/// Rows a batch takes at most (notifications inserted, stamped or counted; the write that crosses
+/// the bound is still taken, so a batch holds less than this plus one publish's recipients). It
+/// bounds how long one commit keeps the others waiting. Counted in rows, not writes: a batch of 512
+/// writes (the bound before) was mostly acknowledgements under load, and each commit wrote every
+/// page it touched to the WAL again (one index page per recipient of a publish): with larger
+/// batches a busy writer writes each page once for several rows (docs/benchmarks.md).
+pub const MAX_BATCH_ROWS: usize = 8_192;
 /// Writes waiting for the writer at most; past it senders wait (back-pressure, not memory growth).
 const QUEUE: usize = 4_096;
 
@@ -69,6 +74,15 @@ pub trait BlockingCommitter: Send + 'static {
 }
 
 impl Write {
+    /// How many rows the write inserts or updates (at least one): what [`MAX_BATCH_ROWS`] counts.
+    pub fn rows(&self) -> usize {
+        match self {
+            Write::Publish { batch, .. } => batch.len().max(1),
+            Write::Stamp { .. } => 1,
+            Write::RecordAttempt { ids, .. } => ids.len().max(1),
+        }
+    }
+
     /// Whether the write must be on disk before it is answered. An acknowledgement (`delivered_at`)
     /// or an attempt count may ride on a later flush (the next publish's, or the store's own): lost
     /// to a power failure, it only means a replay that the client dedupes. A batch of only such
@@ -174,9 +188,9 @@ impl Writer {
 /// not be flushed waits up to [`DEFER_UNFLUSHED`] for company first (see [`gather`]).
 async fn run<C: Committer>(committer: C, mut receiver: mpsc::Receiver<Write>, metrics: BackendMetrics) {
     while let Some(first) = receiver.recv().await {
-        let (batch, _) = gather(first, &mut receiver).await;
+        let batch = gather(first, &mut receiver).await;
         let started = std::time::Instant::now();
-        let committed = committer.commit(batch).await;
+        let committed = committer.commit(batch.writes).await;
         metrics.observe(C::BACKEND, "commit", started.elapsed(), committed);
     }
 }
@@ -197,43 +211,65 @@ const GATHER_BELOW: usize = 8;
 /// they only mean a replay the client dedupes.
 pub const DEFER_UNFLUSHED: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Takes what is waiting, up to [`MAX_BATCH`]; `true` when something taken must be flushed.
-fn take_waiting(batch: &mut Vec<Write>, receiver: &mut mpsc::Receiver<Write>) -> bool {
-    let mut flush = false;
-    while batch.len() < MAX_BATCH {
-        match receiver.try_recv() {
-            Ok(write) => {
-                flush |= write.needs_flush();
-                batch.push(write);
+/// A batch being gathered: its writes, the rows they count ([`Write::rows`]) and whether one of
+/// them must be flushed.
+struct Gathering {
+    writes: Vec<Write>,
+    rows: usize,
+    flush: bool,
+}
+
+impl Gathering {
+    fn new(first: Write, waiting: usize) -> Self {
+        let mut gathering = Self {
+            writes: Vec::with_capacity((waiting + 1).min(MAX_BATCH_ROWS)),
+            rows: 0,
+            flush: false,
+        };
+        gathering.push(first);
+        gathering
+    }
+
+    fn push(&mut self, write: Write) {
+        self.rows += write.rows();
+        self.flush |= write.needs_flush();
+        self.writes.push(write);
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= MAX_BATCH_ROWS
+    }
+
+    /// Takes what is waiting until the batch is full.
+    fn take_waiting(&mut self, receiver: &mut mpsc::Receiver<Write>) {
+        while !self.full() {
+            match receiver.try_recv() {
+                Ok(write) => self.push(write),
+                Err(_) => break,
             }
-            Err(_) => break,
         }
     }
-    flush
 }
 
 /// The batch that starts with `first`: whatever else is waiting and, when none of it must be
 /// flushed, what comes within [`DEFER_UNFLUSHED`] until a write that must be flushed arrives or the
 /// batch is full. `true` when something in it must be flushed.
-async fn gather(first: Write, receiver: &mut mpsc::Receiver<Write>) -> (Vec<Write>, bool) {
-    let mut batch = Vec::with_capacity(MAX_BATCH.min(receiver.len() + 1));
-    let mut flush = first.needs_flush();
-    batch.push(first);
-    flush |= take_waiting(&mut batch, receiver);
-    if !flush {
+async fn gather(first: Write, receiver: &mut mpsc::Receiver<Write>) -> Gathering {
+    let mut batch = Gathering::new(first, receiver.len());
+    batch.take_waiting(receiver);
+    if !batch.flush {
         let deadline = tokio::time::Instant::now() + DEFER_UNFLUSHED;
-        while !flush && batch.len() < MAX_BATCH {
+        while !batch.flush && !batch.full() {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
                 Ok(Some(write)) => {
-                    flush = write.needs_flush();
                     batch.push(write);
-                    flush |= take_waiting(&mut batch, receiver);
+                    batch.take_waiting(receiver);
                 }
                 Ok(None) | Err(_) => break,
             }
         }
     }
-    (batch, flush)
+    batch
 }
 
 /// The writer thread: sleeps until a write comes, takes whatever else is waiting, commits. A batch
@@ -251,14 +287,14 @@ fn run_blocking<C: BlockingCommitter>(mut committer: C, mut receiver: mpsc::Rece
     };
     runtime.block_on(async move {
         while let Some(first) = receiver.recv().await {
-            let (mut batch, flush) = gather(first, &mut receiver).await;
-            if flush && batch.len() < GATHER_BELOW {
+            let mut batch = gather(first, &mut receiver).await;
+            if batch.flush && batch.writes.len() < GATHER_BELOW {
                 // A thread sleep: Tokio's timers count whole milliseconds.
                 std::thread::sleep(GATHER);
-                take_waiting(&mut batch, &mut receiver);
+                batch.take_waiting(&mut receiver);
             }
             let started = std::time::Instant::now();
-            let committed = committer.commit(batch);
+            let committed = committer.commit(batch.writes);
             metrics.observe(C::BACKEND, "commit", started.elapsed(), committed);
         }
     });
@@ -677,6 +713,36 @@ mod tests {
             .expect("sent");
         let batch = committed.recv_timeout(Duration::from_secs(5)).expect("a commit");
         assert_eq!(batch, ["delivered_at", "publish"], "one commit for both");
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_taking_once_it_holds_its_rows() {
+        let recipients = crate::domain::publish::MAX_RECIPIENTS;
+        let (sender, mut receiver) = mpsc::channel(QUEUE);
+        let sent = MAX_BATCH_ROWS / recipients + 3;
+        for _ in 0..sent {
+            let (reply, _answer) = oneshot::channel();
+            let batch = (0..recipients)
+                .map(|i| test_notification(Uuid::new_v4(), &format!("u{i}")))
+                .collect();
+            let publish = Write::Publish {
+                batch,
+                idempotency: None,
+                now: 1,
+                checked: PreferenceVersions::default(),
+                reply,
+            };
+            sender.send(publish).await.expect("queued");
+        }
+        let first = receiver.recv().await.expect("a write");
+        let batch = gather(first, &mut receiver).await;
+        // The publish that crosses the bound is taken whole; the rest wait for the next batch.
+        let taken = MAX_BATCH_ROWS.div_ceil(recipients);
+        assert_eq!(batch.writes.len(), taken);
+        assert!(batch.rows >= MAX_BATCH_ROWS && batch.rows < MAX_BATCH_ROWS + recipients);
+        assert_eq!(receiver.len(), sent - taken);
+        let next = receiver.recv().await.expect("a write");
+        assert_eq!(gather(next, &mut receiver).await.writes.len(), sent - taken);
     }
 
     #[tokio::test]
