@@ -263,7 +263,7 @@ impl Gathering {
 
 /// The batch that starts with `first`: whatever else is waiting and, when none of it must be
 /// flushed, what comes within [`DEFER_UNFLUSHED`] until a write that must be flushed arrives or the
-/// batch is full. `true` when something in it must be flushed.
+/// batch is full. Its `flush` says whether something in it must be flushed.
 async fn gather(first: Write, receiver: &mut mpsc::Receiver<Write>) -> Gathering {
     let mut batch = Gathering::new(first, receiver.len());
     batch.take_waiting(receiver);
