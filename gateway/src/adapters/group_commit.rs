@@ -194,7 +194,7 @@ impl Writer {
 async fn run<C: Committer>(committer: C, mut receiver: mpsc::Receiver<Write>, metrics: BackendMetrics) {
     while let Some(first) = receiver.recv().await {
         let mut batch = gather(first, &mut receiver).await;
-        if batch.flush && batch.writes.len() < GATHER_BELOW {
+        if batch.wants_company() {
             tokio::time::sleep(GATHER).await;
             batch.take_waiting(&mut receiver);
         }
@@ -250,6 +250,11 @@ impl Gathering {
         self.rows >= MAX_BATCH_ROWS
     }
 
+    /// Whether the batch must be flushed yet is small: it waits [`GATHER`] for company first.
+    fn wants_company(&self) -> bool {
+        self.flush && self.writes.len() < GATHER_BELOW
+    }
+
     /// Takes what is waiting until the batch is full.
     fn take_waiting(&mut self, receiver: &mut mpsc::Receiver<Write>) {
         while !self.full() {
@@ -298,7 +303,7 @@ fn run_blocking<C: BlockingCommitter>(mut committer: C, mut receiver: mpsc::Rece
     runtime.block_on(async move {
         while let Some(first) = receiver.recv().await {
             let mut batch = gather(first, &mut receiver).await;
-            if batch.flush && batch.writes.len() < GATHER_BELOW {
+            if batch.wants_company() {
                 // A thread sleep: Tokio's timers count whole milliseconds.
                 std::thread::sleep(GATHER);
                 batch.take_waiting(&mut receiver);

@@ -81,6 +81,10 @@ fn insert_statement(rows: usize) -> &'static str {
 /// one row a statement if a user appears twice (each row of one statement reads its user's `seq`
 /// from before the statement: see [`insert_statement`]).
 fn insert_sizes(batch: &[NewNotification]) -> Vec<usize> {
+    // Most publishes have one recipient: no set of users to build.
+    if batch.len() == 1 {
+        return vec![1];
+    }
     let mut users = HashSet::with_capacity(batch.len());
     if !batch.iter().all(|n| users.insert(n.user_id.as_str())) {
         return vec![1; batch.len()];
