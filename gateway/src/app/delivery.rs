@@ -34,7 +34,7 @@ use super::subscriptions::SubscriptionService;
 
 pub(super) mod state;
 pub use state::Window;
-use state::{Pending, SessionState, SharedState};
+use state::{Held, Pending, SessionState, SharedState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliverySettings {
@@ -44,6 +44,9 @@ pub struct DeliverySettings {
     pub max_attempts: u32,
     /// What one connection may have in flight; the rest is paged in from the store.
     pub window: Window,
+    /// How long a notification that came ahead of its turn waits for the ones before it
+    /// ([`GAP_WAIT`]).
+    pub gap_wait: std::time::Duration,
 }
 
 /// Bytes of notification frames one connection may have in flight: about ten of the largest a
@@ -67,6 +70,7 @@ impl Default for DeliverySettings {
             ack_timeout_ms: defaults::ACK_TIMEOUT_MS as i64,
             max_attempts: defaults::MAX_DELIVERY_ATTEMPTS,
             window: Self::window_for_queue(defaults::OUTBOUND_QUEUE),
+            gap_wait: GAP_WAIT,
         }
     }
 }
@@ -96,7 +100,15 @@ pub struct DeliveryService {
     /// a crash only understates an informational column).
     attempts: Mutex<HashMap<Uuid, u32>>,
     attempts_ready: tokio::sync::Notify,
+    /// Numbers the gaps connections wait on (see [`GAP_WAIT`]).
+    gaps: std::sync::atomic::AtomicU64,
 }
+
+/// How long a notification that came ahead of its turn waits for the ones before it before the
+/// connection's gap is read from the store. Two publishes committed together reach the bus from two
+/// tasks, in either order: the one before follows within microseconds, or milliseconds on a busy
+/// replica. A lost event (which the next one reveals) is filled this much later than it was.
+pub const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long the attempt recorder gathers delivery rounds before writing them: long enough for most
 /// acknowledgements to come back and take their notification's rounds along (one row update instead
@@ -128,6 +140,7 @@ impl DeliveryService {
             metrics,
             attempts: Mutex::default(),
             attempts_ready: tokio::sync::Notify::new(),
+            gaps: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -278,9 +291,10 @@ impl DeliveryService {
         }
     }
 
-    /// Pushes a freshly stored notification to every connection of its user here (AC11), after
-    /// filling any gap in that connection's sequence from the store.
-    pub async fn deliver(&self, n: &Notification) -> Result<usize> {
+    /// Pushes a freshly stored notification to every connection of its user here (AC11), in `seq`
+    /// order: one that came ahead of its turn waits a moment ([`GAP_WAIT`]) for the ones before
+    /// it, and a gap still open then (events were lost) is filled from the store.
+    pub async fn deliver(self: &Arc<Self>, n: &Arc<Notification>) -> Result<usize> {
         let states = self.states_of(&n.user_id);
         if states.is_empty() {
             return Ok(0);
@@ -288,8 +302,10 @@ impl DeliveryService {
         let window = self.settings.window;
         let mut subscribed: Option<Arc<[String]>> = None;
         let mut connections = 0;
-        for state in states {
-            let mut state = state.lock().await;
+        // Held notifications sent after this one, on any of the user's connections.
+        let mut followers: Vec<(Uuid, UnixMs)> = Vec::new();
+        for shared in states {
+            let mut state = shared.lock().await;
             if n.seq <= state.last_seq {
                 continue;
             }
@@ -304,11 +320,39 @@ impl DeliveryService {
                 if self.eligible(&state, n, subscribed, now) && self.send(&mut state, n, now) {
                     connections += 1;
                 }
+                // Those that came early, waiting for this one, follow it.
+                while let Some(next) = state.next_early() {
+                    if !state.has_room(window) {
+                        state.fall_back_to_store();
+                        break;
+                    }
+                    state.last_seq = next.seq;
+                    if self.eligible(&state, &next, subscribed, now) && self.send(&mut state, &next, now) {
+                        followers.push((next.id, next.created_at));
+                    }
+                }
                 continue;
             }
-            // A gap (events were lost) or a full window: the store holds it, it is paged in from
-            // there, now if the window has room, else as acknowledgements drain it.
-            state.backlog = true;
+            if !state.backlog && n.seq > state.last_seq + 1 {
+                let held = state.hold(n.clone(), window.notifications, || {
+                    self.gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                });
+                match held {
+                    Held::Opened(gap) => {
+                        self.metrics.notifications_held.inc();
+                        self.close_gap_later(Arc::downgrade(&shared), gap);
+                        continue;
+                    }
+                    Held::Waiting => {
+                        self.metrics.notifications_held.inc();
+                        continue;
+                    }
+                    Held::Full => self.metrics.gaps_read.inc(),
+                };
+            }
+            // A gap that holding cannot bridge, or a full window: the store holds it, it is paged
+            // in from there, now if the window has room, else as acknowledgements drain it.
+            state.fall_back_to_store();
             if state.wants_more(window) {
                 self.fill(&mut state, now).await?;
                 if state.awaits(&n.id) {
@@ -317,13 +361,45 @@ impl DeliveryService {
             }
         }
         if connections > 0 {
-            self.metrics
-                .observe_delivery_latency(self.clock.now_ms() - n.created_at);
-            self.count_attempt(n.id);
+            followers.push((n.id, n.created_at));
+        }
+        followers.sort_unstable();
+        followers.dedup();
+        let now = self.clock.now_ms();
+        for (id, created_at) in followers {
+            self.metrics.observe_delivery_latency(now - created_at);
+            self.count_attempt(id);
+        }
+        if connections > 0 {
             // Per notification: a debug event (counted in /metrics), not an info line by default.
             tracing::debug!(notification_id = %n.id, user_id = %n.user_id, connection_count = connections, "notification:delivered");
         }
         Ok(connections)
+    }
+
+    /// After the gap wait ([`GAP_WAIT`]), fills the connection's gap numbered `gap` from the store
+    /// if it is still open: the notifications before the held ones were lost on the way, or are
+    /// that late.
+    fn close_gap_later(self: &Arc<Self>, state: std::sync::Weak<tokio::sync::Mutex<SessionState>>, gap: u64) {
+        let delivery = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delivery.settings.gap_wait).await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let mut state = state.lock().await;
+            if !state.gap_open(gap) {
+                return;
+            }
+            delivery.metrics.gaps_read.inc();
+            state.fall_back_to_store();
+            let now = delivery.clock.now_ms();
+            if state.wants_more(delivery.settings.window) {
+                if let Err(err) = delivery.fill(&mut state, now).await {
+                    tracing::warn!(connection_id = %state.connection_id, error = %err, "delivery: gap not filled, will retry");
+                }
+            }
+        });
     }
 
     /// The user acknowledged `id`: no connection here re-sends it. `Some` when it was awaiting an
@@ -410,7 +486,7 @@ impl DeliveryService {
     async fn catch_up(&self, states: Vec<SharedState>) -> Result<()> {
         for state in states {
             let mut state = state.lock().await;
-            state.backlog = true;
+            state.fall_back_to_store();
             if state.wants_more(self.settings.window) {
                 self.fill(&mut state, self.clock.now_ms()).await?;
             }
@@ -504,6 +580,7 @@ impl DeliveryService {
                     self.catch_up(self.states_of(&user_id)).await
                 }
                 Err(RecvError::Lagged(missed)) => {
+                    self.metrics.bus_events_missed.inc_by(missed);
                     tracing::warn!(missed, "bus:lagged, catching up from the store");
                     self.subscriptions.invalidate_all();
                     self.resync().await

@@ -153,6 +153,15 @@ pub struct Metrics {
     pub messages_delivered: Counter,
     pub messages_retried: Counter,
     pub notifications_failed: Counter,
+    /// Notifications that reached a connection's delivery ahead of their turn and waited there for
+    /// the ones before them (see `delivery::GAP_WAIT`).
+    pub notifications_held: Counter,
+    /// Gaps in a connection's sequence read from the store: events lost on the way, later than the
+    /// wait, or more early ones than a window holds.
+    pub gaps_read: Counter,
+    /// Bus events this replica fell too far behind to read; each time, every connection here
+    /// caught up from the store.
+    pub bus_events_missed: Counter,
     delivery_latency: Histogram,
 }
 
@@ -178,6 +187,9 @@ impl Default for Metrics {
             messages_delivered: Counter::default(),
             messages_retried: Counter::default(),
             notifications_failed: Counter::default(),
+            notifications_held: Counter::default(),
+            gaps_read: Counter::default(),
+            bus_events_missed: Counter::default(),
             delivery_latency: Histogram::new(LATENCY_BUCKETS),
         };
         // Counters are registered without `_total` and help texts without their final period: the
@@ -222,6 +234,21 @@ impl Default for Metrics {
                 "herald_notifications_failed",
                 "Notifications given up after the last attempt on a connection",
                 &metrics.notifications_failed,
+            ),
+            (
+                "herald_notifications_held",
+                "Notifications that reached a connection ahead of their turn and waited for the ones before them",
+                &metrics.notifications_held,
+            ),
+            (
+                "herald_delivery_gaps_read",
+                "Gaps in a connection's sequence read from the store (events lost, too late, or too many early)",
+                &metrics.gaps_read,
+            ),
+            (
+                "herald_bus_events_missed",
+                "Bus events this replica fell too far behind to read (every connection here then caught up from the store)",
+                &metrics.bus_events_missed,
             ),
         ];
         for (name, help, counter) in counters {

@@ -431,6 +431,7 @@ fn delivery_settings(o: &Options, session: &SessionSettings) -> Result<DeliveryS
             defaults.max_attempts,
         )?,
         window: DeliverySettings::window_for_queue(session.outbound_queue),
+        ..defaults
     })
 }
 

@@ -3,13 +3,14 @@
 //! the session's entry of `LocalSessions` (one index of the replica's connections), which is why it
 //! is a module of its own: the sessions hold it, delivery reads it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::app::outbox::Frame;
 use crate::domain::UnixMs;
+use crate::domain::notification::Notification;
 use crate::ports::Interest;
 
 /// How much one connection may have in flight (sent and not acknowledged): everything else waits
@@ -43,6 +44,9 @@ pub(in crate::app) struct SessionState {
     pub(super) backlog: bool,
     pending: HashMap<Uuid, Pending>,
     in_flight_bytes: usize,
+    /// Notifications that came ahead of their turn, while the ones before them are on their way
+    /// (boxed: most connections never hold any, and an idle one costs a pointer).
+    early: Option<Box<Early>>,
     /// Keeps the user's events coming to this replica while the session lives.
     _interest: Interest,
 }
@@ -58,8 +62,62 @@ impl SessionState {
             backlog: true,
             pending: HashMap::new(),
             in_flight_bytes: 0,
+            early: None,
             _interest: interest,
         }
+    }
+
+    /// The store holds what this connection is to get next, and it is paged in from there: what
+    /// was held for it is in the store too, and let go.
+    pub(super) fn fall_back_to_store(&mut self) {
+        self.backlog = true;
+        self.early = None;
+    }
+
+    /// Holds `n`, whose `seq` is past the next one expected (`last_seq + 1`), until the ones before
+    /// it arrive; at most `limit` are held. `gap` numbers the gap should this open one.
+    pub(super) fn hold(&mut self, n: Arc<Notification>, limit: usize, gap: impl FnOnce() -> u64) -> Held {
+        let opened = self.early.is_none();
+        let early = self.early.get_or_insert_with(|| {
+            Box::new(Early {
+                held: BTreeMap::new(),
+                gap: gap(),
+            })
+        });
+        if early.held.len() >= limit.max(1) && !early.held.contains_key(&n.seq) {
+            return Held::Full;
+        }
+        early.held.insert(n.seq, n);
+        if opened { Held::Opened(early.gap) } else { Held::Waiting }
+    }
+
+    /// The held notification that is next in order (`last_seq + 1`), if it is here; what the
+    /// connection has dealt with meanwhile is let go.
+    pub(super) fn next_early(&mut self) -> Option<Arc<Notification>> {
+        let early = self.early.as_mut()?;
+        let next = self.last_seq + 1;
+        let mut found = None;
+        while let Some(entry) = early.held.first_entry() {
+            match entry.key().cmp(&next) {
+                std::cmp::Ordering::Less => {
+                    entry.remove();
+                }
+                std::cmp::Ordering::Equal => {
+                    found = Some(entry.remove());
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        if early.held.is_empty() {
+            self.early = None;
+        }
+        found
+    }
+
+    /// Whether the gap numbered `gap` is still open: notifications still wait for it.
+    pub(super) fn gap_open(&self, gap: u64) -> bool {
+        self.early.as_ref().is_some_and(|early| early.gap == gap)
     }
 
     /// Whether one more notification may be sent.
@@ -113,6 +171,28 @@ impl SessionState {
     pub(super) fn in_flight(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Notifications that came ahead of their turn: their `seq` is past the next one the connection
+/// expects. Most often two publishes committed together were put on the bus by two tasks in the
+/// other order, and the one before arrives a moment later; waiting for it costs less than reading
+/// the gap from the store (docs/architecture.md, "Early notifications wait for the ones before").
+pub(super) struct Early {
+    /// By `seq`.
+    held: BTreeMap<i64, Arc<Notification>>,
+    /// Which gap this is: a check scheduled for an earlier gap of the connection finds another.
+    gap: u64,
+}
+
+/// What [`SessionState::hold`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Held, and a gap opened: whoever holds it checks later that it closed.
+    Opened(u64),
+    /// Held beside others waiting for the same gap.
+    Waiting,
+    /// Not held: as many as allowed already wait.
+    Full,
 }
 
 pub(in crate::app) type SharedState = Arc<tokio::sync::Mutex<SessionState>>;
@@ -173,5 +253,61 @@ mod tests {
         let id = *big.pending.keys().next().expect("one");
         big.track(id, pending(20));
         assert_eq!(big.in_flight_bytes, 20, "a re-tracked id replaces its bytes");
+    }
+
+    fn numbered(seq: i64) -> Arc<Notification> {
+        Arc::new(Notification {
+            id: Uuid::new_v4(),
+            user_id: "u".into(),
+            seq,
+            kind: crate::domain::notification::NotificationType::ALL[0],
+            channel: "social".into(),
+            title: "t".into(),
+            body: None,
+            icon: None,
+            action_url: None,
+            data: None,
+            created_at: 0,
+            expires_at: None,
+            read_at: None,
+            delivered_at: None,
+            attempts: 0,
+        })
+    }
+
+    #[test]
+    fn early_notifications_are_let_out_in_order_once_the_one_before_arrives() {
+        let mut s = state();
+        s.last_seq = 1;
+        assert!(s.next_early().is_none(), "nothing held");
+        assert_eq!(s.hold(numbered(4), 3, || 7), Held::Opened(7), "a gap opens");
+        assert_eq!(s.hold(numbered(3), 3, || unreachable!()), Held::Waiting);
+        assert_eq!(
+            s.hold(numbered(3), 3, || unreachable!()),
+            Held::Waiting,
+            "the same one twice"
+        );
+        assert_eq!(s.hold(numbered(6), 3, || unreachable!()), Held::Waiting);
+        assert_eq!(
+            s.hold(numbered(7), 3, || unreachable!()),
+            Held::Full,
+            "three held at most"
+        );
+        assert!(s.gap_open(7) && !s.gap_open(8));
+        assert!(s.next_early().is_none(), "2 has not come");
+        s.last_seq = 2;
+        assert_eq!(s.next_early().map(|n| n.seq), Some(3));
+        s.last_seq = 3;
+        assert_eq!(s.next_early().map(|n| n.seq), Some(4));
+        s.last_seq = 4;
+        assert!(s.next_early().is_none(), "5 has not come");
+        assert!(s.gap_open(7), "the gap is still open: 6 waits for 5");
+        s.last_seq = 6;
+        assert!(s.next_early().is_none(), "6 was dealt with meanwhile and is let go");
+        assert!(!s.gap_open(7), "nothing waits any more");
+
+        s.hold(numbered(9), 3, || 8);
+        s.fall_back_to_store();
+        assert!(s.backlog && !s.gap_open(8), "the store has what was held");
     }
 }

@@ -29,10 +29,16 @@ struct Fixture {
     store: Arc<SqliteNotificationStore>,
     preferences: Arc<MemoryPreferenceStore>,
     clock: Arc<ManualClock>,
+    /// The delivery's.
+    metrics: Arc<crate::app::metrics::Metrics>,
     _stop: tokio_util::sync::DropGuard,
 }
 
 async fn fixture(settings: DeliverySettings) -> Fixture {
+    fixture_on(settings, MemoryEventBus::default()).await
+}
+
+async fn fixture_on(settings: DeliverySettings, bus: MemoryEventBus) -> Fixture {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let catalog = crate::app::catalog::LiveCatalog::fixed(crate::domain::channel::ChannelCatalog::default_set(7));
     let store = Arc::new(
@@ -40,7 +46,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
     );
     let preferences = Arc::new(MemoryPreferenceStore::default());
     let sessions = Arc::new(LocalSessions::default());
-    let bus = Arc::new(MemoryEventBus::default());
+    let bus = Arc::new(bus);
     let subscription_store = Arc::new(MemorySubscriptionStore::default());
     let subscriptions = Arc::new(SubscriptionService::new(
         subscription_store.clone(),
@@ -49,6 +55,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         clock.clone(),
         bus.clone(),
     ));
+    let metrics = Arc::new(crate::app::metrics::Metrics::default());
     let delivery = Arc::new(DeliveryService::new(
         store.clone(),
         subscriptions,
@@ -57,7 +64,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         bus.clone(),
         clock.clone(),
         settings,
-        Arc::default(),
+        metrics.clone(),
     ));
     let stop = CancellationToken::new();
     tokio::spawn(delivery.clone().run(bus.subscribe(), stop.clone()));
@@ -85,6 +92,7 @@ async fn fixture(settings: DeliverySettings) -> Fixture {
         store,
         preferences,
         clock,
+        metrics,
         _stop: stop.drop_guard(),
     }
 }
@@ -622,6 +630,7 @@ async fn a_window_of_unacknowledged_notifications_gives_way_once_they_fail() {
             notifications: 2,
             bytes: crate::app::delivery::WINDOW_BYTES,
         },
+        ..DeliverySettings::default()
     })
     .await;
     for _ in 0..4 {
@@ -641,6 +650,119 @@ async fn a_window_of_unacknowledged_notifications_gives_way_once_they_fail() {
         next.iter().map(|m| m["payload"]["seq"].clone()).collect::<Vec<_>>(),
         [3, 4]
     );
+}
+
+/// Stores `count` notifications for `user` and puts none of them on the bus: the test puts them
+/// there itself, in the order it wants.
+async fn stored_quietly(f: &Fixture, user: &str, count: usize) -> Vec<Arc<crate::domain::notification::Notification>> {
+    let kind = crate::domain::notification::NotificationType::parse("new_like").expect("a type");
+    let batch: Vec<_> = (0..count)
+        .map(|_| crate::ports::conformance::new_notification(user, "social", kind, f.clock.now_ms()))
+        .collect();
+    let mut stored = Vec::new();
+    for one in batch.chunks(1) {
+        match f.store.publish(one, None, f.clock.now_ms()).await.expect("stored") {
+            crate::ports::PublishOutcome::Created(created, _) => stored.extend(created.into_iter().map(Arc::new)),
+            other => panic!("not created: {other:?}"),
+        }
+    }
+    stored
+}
+
+async fn on_the_bus(f: &Fixture, notifications: &[&Arc<crate::domain::notification::Notification>]) {
+    for n in notifications {
+        let event = crate::ports::BusEvent::Published {
+            notifications: vec![Arc::clone(n)],
+            unread: Vec::new(),
+            trace: None,
+        };
+        f.bus.publish(event).await.expect("on the bus");
+    }
+}
+
+fn seq_of(message: &Value) -> i64 {
+    message["payload"]["seq"].as_i64().expect("seq")
+}
+
+fn waiting(gap_wait: Duration) -> DeliverySettings {
+    DeliverySettings {
+        gap_wait,
+        ..DeliverySettings::default()
+    }
+}
+
+fn held_and_read(f: &Fixture) -> (u64, u64) {
+    (f.metrics.notifications_held.get(), f.metrics.gaps_read.get())
+}
+
+#[tokio::test]
+async fn a_notification_ahead_of_its_turn_waits_for_the_one_before_it_and_the_store_is_not_read() {
+    // Long enough that only the one before can release it within the test's patience.
+    let f = fixture(waiting(Duration::from_secs(60))).await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let stored = stored_quietly(&f, "alice", 3).await;
+    // Two publishes committed together reach the bus in the other order.
+    on_the_bus(&f, &[&stored[2], &stored[1]]).await;
+    on_the_bus(&f, &[&stored[0]]).await;
+    let seqs: Vec<i64> = [
+        next_notification(&mut inbox).await,
+        next_notification(&mut inbox).await,
+        next_notification(&mut inbox).await,
+    ]
+    .iter()
+    .map(seq_of)
+    .collect();
+    assert_eq!(seqs, [1, 2, 3], "in order, once each");
+    assert_eq!(held_and_read(&f), (2, 0), "two held, no gap read from the store");
+    // Live ones follow on.
+    f.publish(&["alice"], "new_comment").await;
+    assert_eq!(seq_of(&next_notification(&mut inbox).await), 4);
+}
+
+#[tokio::test]
+async fn a_gap_that_stays_open_is_read_from_the_store_after_the_wait() {
+    let f = fixture(waiting(Duration::from_millis(20))).await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let stored = stored_quietly(&f, "alice", 2).await;
+    // The first one's event is lost: the second reveals the gap, and nothing closes it.
+    on_the_bus(&f, &[&stored[1]]).await;
+    assert_eq!(seq_of(&next_notification(&mut inbox).await), 1, "read from the store");
+    assert_eq!(seq_of(&next_notification(&mut inbox).await), 2);
+    assert!(queued_notification(&mut inbox).is_none(), "nothing twice");
+    assert_eq!(held_and_read(&f), (1, 1));
+}
+
+#[tokio::test]
+async fn more_early_notifications_than_a_window_go_to_the_store_at_once() {
+    let f = fixture(DeliverySettings {
+        window: windowed(2, crate::app::delivery::WINDOW_BYTES).window,
+        ..waiting(Duration::from_secs(60))
+    })
+    .await;
+    let mut inbox = f.connect("c1", "alice", 8).await;
+    let stored = stored_quietly(&f, "alice", 4).await;
+    // The first is lost; two of the others are held, the third finds no room and the store is read.
+    on_the_bus(&f, &[&stored[1], &stored[2], &stored[3]]).await;
+    let seqs = receive_acknowledging(&f, &mut inbox, "alice", 4, 2).await;
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(held_and_read(&f), (2, 1));
+}
+
+#[tokio::test]
+async fn a_replica_that_falls_behind_its_bus_counts_what_it_missed_and_catches_up_from_the_store() {
+    let f = fixture_on(DeliverySettings::default(), MemoryEventBus::new(2)).await;
+    let mut inbox = f.connect("c1", "alice", 16).await;
+    let stored = stored_quietly(&f, "alice", 5).await;
+    // Five events at once (nothing yields between them): the delivery loop, two behind at most,
+    // misses three.
+    on_the_bus(&f, &stored.iter().collect::<Vec<_>>()).await;
+    let mut seqs = Vec::new();
+    for _ in 0..5 {
+        seqs.push(seq_of(&next_notification(&mut inbox).await));
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "all of them, in order, once");
+    assert!(queued_notification(&mut inbox).is_none(), "nothing twice");
+    assert_eq!(f.metrics.bus_events_missed.get(), 3);
 }
 
 #[tokio::test]
