@@ -16,7 +16,6 @@ use serde::Deserialize;
 mod settings_doc;
 use settings_doc::{Row, Setting};
 
-const DEFAULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/defaults.rs");
 /// Where the doc's truth is, for its messages.
 const TRUTH: &str = "contract/src/settings.rs, contract/src/defaults.rs";
 
@@ -35,7 +34,13 @@ fn documented_rows() -> Vec<Row> {
 /// (`#[arg(skip)]`: the YAML-only lists).
 fn settings() -> Vec<Setting> {
     let yaml_keys = yaml_keys();
-    let defaults = literal_defaults(&std::fs::read_to_string(DEFAULTS).expect("contract/src/defaults.rs reads"));
+    // Read where the test runs (the checkout cargo runs it from), not built in with `env!`: a build
+    // reused from a checkout elsewhere would read that checkout's file.
+    let defaults_file = format!(
+        "{}/src/defaults.rs",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
+    );
+    let defaults = literal_defaults(&std::fs::read_to_string(defaults_file).expect("contract/src/defaults.rs reads"));
     let command = command();
     let mut settings: Vec<Setting> = settings_doc::arguments(&command)
         .map(|arg| {

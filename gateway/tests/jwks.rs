@@ -14,10 +14,11 @@ use herald_gateway::config::Config;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
+/// Read where the test runs (the checkout cargo runs it from), not built in with `env!`: a build
+/// reused from a checkout elsewhere would read that checkout's files.
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture")
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs");
+    std::fs::read_to_string(format!("{crate_dir}/tests/fixtures/{name}")).expect("fixture")
 }
 
 /// A JWKS endpoint whose key set can be swapped, counting its fetches.

@@ -783,8 +783,11 @@ mod example_tests {
     use super::*;
 
     fn documents(path: &str) -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR"))).expect("example");
+        let text = std::fs::read_to_string(format!(
+            "{}/../examples/{path}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
+        ))
+        .expect("example");
         text.split("\n---\n")
             .map(|doc| serde_norway::from_str::<serde_json::Value>(doc).expect("YAML"))
             .collect()

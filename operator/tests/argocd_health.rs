@@ -11,9 +11,9 @@ use mlua::LuaSerdeExt;
 use serde_json::{Value, json};
 
 fn health_script(kind: &str) -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/argocd/argocd-cm-health.yaml"
+    let text = std::fs::read_to_string(format!(
+        "{}/../examples/argocd/argocd-cm-health.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
     ))
     .expect("the example");
     let document: Value = serde_norway::from_str(&text).expect("YAML");

@@ -681,7 +681,10 @@ async fn the_dashboard_and_the_alerts_query_only_series_the_binaries_export() {
         series.get("herald_backend_errors_total")
     );
 
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/herald-operator/files");
+    let chart = format!(
+        "{}/../charts/herald-operator/files",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
+    );
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{chart}/grafana-dashboard.json")).expect("dashboard"))
             .expect("JSON");

@@ -22,7 +22,14 @@ use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/herald-operator");
+/// The chart, read where the test runs (the checkout cargo runs it from), not built in with `env!`:
+/// a build reused from a checkout elsewhere would read that checkout's chart.
+fn chart() -> String {
+    format!(
+        "{}/../charts/herald-operator",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
+    )
+}
 
 fn helm(helm: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(helm).args(args).output().expect("helm runs");
@@ -37,7 +44,8 @@ fn helm(helm: &str, args: &[&str]) -> (bool, String) {
 /// `helm template` of the chart as release `release` in `namespace`, with `extra` arguments, as
 /// objects (the CRDs among them: they are templates).
 fn render(bin: &str, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    let chart = chart();
+    let mut args = vec!["template", release, chart.as_str(), "--namespace", namespace];
     args.extend_from_slice(extra);
     let (ok, rendered) = helm(bin, &args);
     assert!(ok, "helm template: {rendered}");
@@ -90,7 +98,7 @@ fn the_chart_lints_and_its_schema_refuses_bad_values() {
     let Some(bin) = herald_e2e::service_url("HERALD_HELM_BIN") else {
         return;
     };
-    let (ok, output) = helm(&bin, &["lint", CHART]);
+    let (ok, output) = helm(&bin, &["lint", &chart()]);
     assert!(ok, "helm lint: {output}");
     for (set, field) in [
         ("replicaCount=0", "replicaCount"),
@@ -101,13 +109,13 @@ fn the_chart_lints_and_its_schema_refuses_bad_values() {
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("networkPolicy.enabled=maybe", "enabled"),
     ] {
-        let (ok, output) = helm(&bin, &["template", "herald", CHART, "--set", set]);
+        let (ok, output) = helm(&bin, &["template", "herald", &chart(), "--set", set]);
         assert!(
             !ok && output.contains(field),
             "values.schema.json refuses {set}: {output}"
         );
     }
-    let (ok, output) = helm(&bin, &["template", "herald", CHART, "--set", "colour=blue"]);
+    let (ok, output) = helm(&bin, &["template", "herald", &chart(), "--set", "colour=blue"]);
     assert!(!ok, "unknown values are refused: {output}");
 }
 
@@ -352,7 +360,7 @@ fn monitoring_plug_ins_render_only_when_asked_and_carry_the_tested_files() {
     );
     // The PrometheusRule holds the rule file promtool tests, unchanged (its Prometheus templates
     // are not Helm's).
-    let file = |name: &str| std::fs::read_to_string(format!("{CHART}/files/{name}")).expect("chart file");
+    let file = |name: &str| std::fs::read_to_string(format!("{}/files/{name}", chart())).expect("chart file");
     let rules: Value = serde_norway::from_str(&file("prometheus-rules.yaml")).expect("rule file");
     let rule = of_kind(&objects, "PrometheusRule")[0];
     assert_eq!(rule["spec"], rules);
@@ -372,7 +380,7 @@ fn monitoring_plug_ins_render_only_when_asked_and_carry_the_tested_files() {
 
     let (ok, output) = helm(
         &bin,
-        &["lint", CHART, "--set", "monitoring.serviceMonitor.interval=soon"],
+        &["lint", &chart(), "--set", "monitoring.serviceMonitor.interval=soon"],
     );
     assert!(
         !ok && output.contains("interval"),

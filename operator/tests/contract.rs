@@ -194,9 +194,9 @@ async fn the_rendered_deployment_runs_a_working_gateway() {
 #[tokio::test]
 async fn the_embedded_example_gateway_runs_from_its_rendered_deployment() {
     // The shipped example, as a newcomer applies it: one replica, embedded default, HS256 user JWTs.
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/gateway-embedded.yaml"
+    let text = std::fs::read_to_string(format!(
+        "{}/../examples/gateway-embedded.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
     ))
     .expect("example");
     let document = text

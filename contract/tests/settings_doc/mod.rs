@@ -6,7 +6,14 @@
 
 use clap::{Arg, Command};
 
-pub const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+/// docs/configuration.md, read where the test runs (the checkout cargo runs it from), not built in
+/// with `env!`: a build reused from a checkout elsewhere would read that checkout's doc.
+pub fn doc_path() -> String {
+    format!(
+        "{}/../docs/configuration.md",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo for the tests it runs")
+    )
+}
 /// The heading of the operator's section; every other section's tables are the gateway's.
 pub const OPERATOR_SECTION: &str = "Operator";
 /// The header cells that make a Markdown table a settings table.
@@ -109,7 +116,7 @@ fn shown(cell: &str) -> String {
 /// Every row of the settings tables (a table whose header has the [`COLUMNS`]) of the doc's sections
 /// that `section` accepts; at least one.
 pub fn documented_rows(section: impl Fn(&str) -> bool) -> Vec<Row> {
-    let doc = std::fs::read_to_string(DOC).expect("docs/configuration.md reads");
+    let doc = std::fs::read_to_string(doc_path()).expect("docs/configuration.md reads");
     let mut rows = Vec::new();
     let mut heading = String::new();
     let mut columns: Option<[usize; 4]> = None;
