@@ -95,6 +95,10 @@ enum Bench {
         /// Replace the open-loop section of this Markdown file (docs/benchmarks.md) with the results.
         #[arg(long)]
         write: Option<std::path::PathBuf>,
+        /// A setting for Herald's gateways, `NAME=VALUE` (repeatable; e.g. `HERALD_OUTBOUND_QUEUE=64`):
+        /// they start with a cleared environment, so the bench's own does not reach them.
+        #[arg(long = "gateway-env", value_name = "NAME=VALUE", value_parser = openloop::herald::parse_setting)]
+        gateway_env: Vec<(String, String)>,
     },
     /// A model, not a run: the load of a population of connections and a notification rate on each
     /// replica, Redis primary and PostgreSQL, before and after sharding the bus, from measured
@@ -223,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
             drain_seconds,
             max_in_flight,
             write,
+            gateway_env,
         } => {
             anyhow::ensure!(
                 usize::from(recipients) <= users,
@@ -237,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 connect_concurrency: 64,
                 max_in_flight,
             };
-            openloop::run_all(&servers, plan, write.as_deref()).await
+            openloop::run_all(&servers, plan, &gateway_env, write.as_deref()).await
         }
         Bench::IdleMemory {
             connections,

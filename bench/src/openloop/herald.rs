@@ -29,46 +29,68 @@ pub struct Herald {
     http: reqwest::Client,
 }
 
-fn base_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("HERALD_JWT_HS256_SECRET", JWT_SECRET.to_owned()),
-        ("HERALD_JWT_ISSUER", herald_e2e::JWT_ISSUER.to_owned()),
-        ("HERALD_JWT_AUDIENCE", herald_e2e::JWT_AUDIENCE.to_owned()),
-        ("WEBSOCKET_TOKEN_SECRET", TOKEN_SECRET.to_owned()),
-        ("HERALD_PUBLISHER_KEYS", format!("bench={PUBLISHER_KEY}")),
-        // Every client connects from 127.0.0.1.
-        ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP", "1000000".to_owned()),
-        // One publisher drives the whole load, beyond the default per-publisher budget.
-        ("HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND", "1000000".to_owned()),
-    ]
+/// Reads a `--gateway-env` setting: `NAME=VALUE`, NAME a variable's name.
+pub fn parse_setting(setting: &str) -> Result<(String, String), String> {
+    let (name, value) = setting
+        .split_once('=')
+        .ok_or_else(|| format!("`{setting}` is not NAME=VALUE"))?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{name}` is not a variable's name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
-fn start(env: &[(&'static str, String)]) -> GatewayProcess {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+/// What every gateway of the benchmark is started with, then `extra` (which wins).
+fn base_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("HERALD_JWT_HS256_SECRET".to_owned(), JWT_SECRET.to_owned()),
+        ("HERALD_JWT_ISSUER".to_owned(), herald_e2e::JWT_ISSUER.to_owned()),
+        ("HERALD_JWT_AUDIENCE".to_owned(), herald_e2e::JWT_AUDIENCE.to_owned()),
+        ("WEBSOCKET_TOKEN_SECRET".to_owned(), TOKEN_SECRET.to_owned()),
+        ("HERALD_PUBLISHER_KEYS".to_owned(), format!("bench={PUBLISHER_KEY}")),
+        // Every client connects from 127.0.0.1.
+        ("HERALD_MAX_CONNECTS_PER_MINUTE_PER_IP".to_owned(), "1000000".to_owned()),
+        // One publisher drives the whole load, beyond the default per-publisher budget.
+        (
+            "HERALD_PUBLISHER_NOTIFICATIONS_PER_SECOND".to_owned(),
+            "1000000".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    env
+}
+
+fn start(env: &[(String, String)]) -> GatewayProcess {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     GatewayProcess::start(&[], &env)
 }
 
 impl Herald {
     /// One gateway on its embedded default (SQLite file in a fresh data directory).
-    pub fn embedded() -> Self {
+    pub fn embedded(extra: &[(String, String)]) -> Self {
         Self {
             name: "herald (embedded, SQLite)".to_owned(),
-            publisher: start(&base_env()),
+            publisher: start(&base_env(extra)),
             receiver: None,
             http: reqwest::Client::new(),
         }
     }
 
     /// Two replicas on a fresh database of the PostgreSQL at `admin_url` and the Redis at `redis_url`.
-    pub fn cluster(admin_url: &str, redis_url: &str) -> Self {
-        let mut env = base_env();
+    pub fn cluster(admin_url: &str, redis_url: &str, extra: &[(String, String)]) -> Self {
+        let mut env = base_env(&[]);
         env.extend([
-            ("DATABASE_URL", fresh_database(admin_url)),
-            ("REDIS_URL", redis_url.to_owned()),
+            ("DATABASE_URL".to_owned(), fresh_database(admin_url)),
+            ("REDIS_URL".to_owned(), redis_url.to_owned()),
             // A fresh prefix per run, so no state of an earlier run is seen.
-            ("HERALD_REDIS_PREFIX", format!("bench-{}:", std::process::id())),
-            ("HERALD_MIGRATE_ON_START", "true".to_owned()),
+            (
+                "HERALD_REDIS_PREFIX".to_owned(),
+                format!("bench-{}:", std::process::id()),
+            ),
+            ("HERALD_MIGRATE_ON_START".to_owned(), "true".to_owned()),
         ]);
+        env.extend(extra.iter().cloned());
         Self {
             name: "herald (cluster: 2 replicas, PostgreSQL, Redis)".to_owned(),
             publisher: start(&env),
@@ -235,7 +257,7 @@ impl Client for HeraldClient {
 
 #[cfg(test)]
 mod tests {
-    use super::backend_times;
+    use super::{backend_times, parse_setting};
 
     #[test]
     fn backend_times_are_counts_and_means_of_the_histogram() {
@@ -254,5 +276,21 @@ herald_backend_errors_total{backend=\"postgres\",operation=\"commit\"} 3
             ("backend=\"postgres\",operation=\"commit\"", 250)
         );
         assert!((mean_ms - 2.0).abs() < 1e-9, "{mean_ms}");
+    }
+
+    #[test]
+    fn a_gateway_setting_is_a_name_and_a_value() {
+        assert_eq!(
+            parse_setting("HERALD_OUTBOUND_QUEUE=64"),
+            Ok(("HERALD_OUTBOUND_QUEUE".to_owned(), "64".to_owned()))
+        );
+        assert_eq!(
+            parse_setting("RUST_LOG=a=b"),
+            Ok(("RUST_LOG".to_owned(), "a=b".to_owned()))
+        );
+        assert_eq!(parse_setting("EMPTY="), Ok(("EMPTY".to_owned(), String::new())));
+        assert!(parse_setting("HERALD_OUTBOUND_QUEUE").is_err(), "no value");
+        assert!(parse_setting("=64").is_err(), "no name");
+        assert!(parse_setting("A-B=1").is_err(), "not a variable's name");
     }
 }

@@ -119,7 +119,12 @@ impl Services {
 
 /// Starts each server in turn, runs `plan` against it, prints the table, and writes it into the
 /// open-loop section of `write` when given.
-pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub async fn run_all(
+    servers: &[ServerKind],
+    plan: Plan,
+    gateway_env: &[(String, String)],
+    write: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let needs_services = servers
         .iter()
         .any(|s| matches!(s, ServerKind::HeraldCluster | ServerKind::SocketioRedis));
@@ -128,10 +133,14 @@ pub async fn run_all(servers: &[ServerKind], plan: Plan, write: Option<&std::pat
     let mut outcomes = Vec::new();
     for kind in servers {
         let target: Arc<dyn Target> = match kind {
-            ServerKind::Herald => Arc::new(herald::Herald::embedded()),
+            ServerKind::Herald => Arc::new(herald::Herald::embedded(gateway_env)),
             ServerKind::HeraldCluster => {
                 let s = services()?;
-                Arc::new(herald::Herald::cluster(&s.postgres_admin_url, &s.redis_url))
+                Arc::new(herald::Herald::cluster(
+                    &s.postgres_admin_url,
+                    &s.redis_url,
+                    gateway_env,
+                ))
             }
             ServerKind::Nats => Arc::new(nats::Nats::start()?),
             ServerKind::Socketio => Arc::new(socketio::SocketIo::start(None)?),
