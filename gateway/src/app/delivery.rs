@@ -393,12 +393,7 @@ impl DeliveryService {
             }
             delivery.metrics.gaps_read.inc();
             state.fall_back_to_store();
-            let now = delivery.clock.now_ms();
-            if state.wants_more(delivery.settings.window) {
-                if let Err(err) = delivery.fill(&mut state, now).await {
-                    tracing::warn!(connection_id = %state.connection_id, error = %err, "delivery: gap not filled, will retry");
-                }
-            }
+            delivery.refill(&mut state, delivery.clock.now_ms()).await;
         });
     }
 
